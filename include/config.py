@@ -1,0 +1,181 @@
+"""District configuration: one YAML file per district under ``include/districts/``.
+
+The files are read at DAG-parse time, so everything here is pure (no network, no
+database, no Airflow Variables). A bad file raises :class:`DistrictConfigError` whose
+message names the file, the field and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DISTRICTS_DIR = Path(__file__).parent / "districts"
+DISTRICTS_DIR_ENV = "ONEROSTER_DISTRICTS_DIR"
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+IC_MAX_CONCURRENCY = 5
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a district file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PeakHours(_Strict):
+    """IC asks for serial calls during the school day; times are UTC like the schedule."""
+
+    start: time
+    end: time
+
+    def contains(self, moment: datetime) -> bool:
+        now = moment.time()
+        if self.start <= self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end
+
+
+class InfiniteCampus(_Strict):
+    """How hard this district's Infinite Campus may be used; how it is reached (URL, app name,
+    OneRoster version, credentials) lives in the Airflow connection ``conn_id``."""
+
+    conn_id: str = Field(min_length=1)
+    pool: str = Field(
+        default="infinite_campus",
+        min_length=1,
+        description="Airflow pool per IC host; its slots must equal max_concurrency.",
+    )
+    max_concurrency: int = Field(default=IC_MAX_CONCURRENCY, ge=1, le=IC_MAX_CONCURRENCY)
+    peak_concurrency: int = Field(default=1, ge=1, le=IC_MAX_CONCURRENCY)
+    peak_hours: PeakHours | None = None
+    page_size: int = Field(default=10_000, ge=1, le=50_000)
+
+    @model_validator(mode="after")
+    def _peak_not_above_off_peak(self) -> InfiniteCampus:
+        if self.peak_concurrency > self.max_concurrency:
+            raise ValueError("peak_concurrency must not exceed max_concurrency")
+        return self
+
+    def concurrency_at(self, moment: datetime) -> int:
+        if self.peak_hours is not None and self.peak_hours.contains(moment):
+            return self.peak_concurrency
+        return self.max_concurrency
+
+
+class ActiveYearRule(_Strict):
+    """A school year is named by the calendar year it ends in (2026-27 is 2027, as OneRoster does)."""
+
+    starts: str = Field(default="07-01", description="MM-DD on which a new school year starts")
+
+    @field_validator("starts")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        if not re.fullmatch(r"\d\d-\d\d", value):
+            raise ValueError("must be MM-DD, e.g. 07-01")
+        month, day = (int(part) for part in value.split("-"))
+        date(2001, month, day)  # raises ValueError for 02-30 and the like
+        return value
+
+    def school_year_of(self, moment: date | datetime) -> int:
+        month, day = (int(part) for part in self.starts.split("-"))
+        on = moment.date() if isinstance(moment, datetime) else moment
+        return on.year + 1 if (on.month, on.day) >= (month, day) else on.year
+
+
+class Notifications(_Strict):
+    emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+
+
+class DistrictConfig(_Strict):
+    """Everything that differs between districts; one DAG is built from each."""
+
+    district: Identifier
+    name: str = Field(min_length=1)
+    schedule: str = Field(default="0 6 * * *", description="cron, UTC")
+    start_date: date = date(2026, 7, 1)
+    tags: list[str] = Field(default_factory=list)
+    active_year: ActiveYearRule = ActiveYearRule()
+    infinite_campus: InfiniteCampus
+    notifications: Notifications = Notifications()
+
+    @field_validator("schedule")
+    @classmethod
+    def _five_field_cron(cls, value: str) -> str:
+        if len(value.split()) != 5 and not value.startswith("@"):
+            raise ValueError("must be a 5-field cron expression (UTC) or an @preset")
+        return value
+
+    @property
+    def dag_id(self) -> str:
+        return f"oneroster_{self.district}"
+
+
+class DistrictConfigError(ValueError):
+    """A district file that cannot be used; the message names the file and each bad field."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{_display(path)}: " + "; ".join(problems))
+
+
+def _display(path: Path) -> str:
+    """Project-relative for the shipped files, absolute for files mounted elsewhere."""
+    try:
+        return str(path.resolve().relative_to(DISTRICTS_DIR.parent.parent))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def load_district(path: Path) -> DistrictConfig:
+    """Read and validate one district file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DistrictConfigError(path, [f"cannot be read as YAML: {error}"]) from error
+    if not isinstance(raw, dict):
+        raise DistrictConfigError(path, ["must be a mapping of settings"])
+    try:
+        config = DistrictConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = [
+            f"{_field_path(item['loc'])}: {item['msg']}"
+            + (f" (got {item['input']!r})" if not isinstance(item["input"], dict) else "")
+            for item in error.errors(include_url=False)
+        ]
+        raise DistrictConfigError(path, problems) from None
+    if config.district != path.stem:
+        raise DistrictConfigError(
+            path, [f"district: {config.district!r} must match the file name {path.stem!r}"]
+        )
+    return config
+
+
+def districts_dir() -> Path:
+    """``include/districts`` unless a deployment mounts district files elsewhere."""
+    return Path(os.environ.get(DISTRICTS_DIR_ENV) or DISTRICTS_DIR)
+
+
+def load_districts(directory: Path | None = None) -> tuple[list[DistrictConfig], list[DistrictConfigError]]:
+    """Every district file in name order; bad files are returned as errors, not raised,
+    so that one district's typo does not take the other districts' DAGs down."""
+    directory = directory or districts_dir()
+    configs: list[DistrictConfig] = []
+    errors: list[DistrictConfigError] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            configs.append(load_district(path))
+        except DistrictConfigError as error:
+            errors.append(error)
+    return configs, errors

@@ -1,0 +1,96 @@
+"""District files: the shipped ones validate; bad ones name the file, the field and the problem."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from include.config import DISTRICTS_DIR, DistrictConfigError, PeakHours, load_district, load_districts
+
+GOOD = """\
+district: {name}
+name: Test District
+infinite_campus:
+  conn_id: ic_test
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_districts_validate():
+    configs, errors = load_districts(DISTRICTS_DIR)
+    assert errors == []
+    assert {config.district for config in configs} >= {"demo", "demo_v11"}
+    assert all(config.dag_id == f"oneroster_{config.district}" for config in configs)
+
+
+def test_defaults_fill_a_minimal_file(tmp_path):
+    config = load_district(write(tmp_path, "tiny", GOOD.format(name="tiny")))
+    assert config.infinite_campus.max_concurrency == 5
+    assert config.infinite_campus.page_size == 10_000
+    assert config.schedule == "0 6 * * *"
+    assert config.active_year.starts == "07-01"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        (GOOD.format(name="bad") + "  max_concurrency: 12\n", "infinite_campus.max_concurrency", "less than or equal to 5"),
+        (GOOD.format(name="bad") + "  page_size: 60000\n", "infinite_campus.page_size", "less than or equal to 50000"),
+        (GOOD.format(name="bad") + "  conn_idd: typo\n", "infinite_campus.conn_idd", "Extra inputs are not permitted"),
+        (GOOD.format(name="bad").replace("  conn_id: ic_test\n", "  pool: x\n"), "infinite_campus.conn_id", "Field required"),
+        (GOOD.format(name="bad") + "schedule: every night\n", "schedule", "5-field cron"),
+        (GOOD.format(name="bad") + "active_year: {starts: '02-30'}\n", "active_year.starts", "day is out of range"),
+        (GOOD.format(name="bad") + "notifications: {emails: [not-an-address]}\n", "notifications.emails.0", "should match pattern"),
+        (
+            GOOD.format(name="bad") + "  max_concurrency: 2\n  peak_concurrency: 3\n",
+            "infinite_campus",
+            "peak_concurrency must not exceed max_concurrency",
+        ),
+        (GOOD.format(name="other"), "district", "must match the file name"),
+        ("district: bad\nname: [unclosed\n", "cannot be read as YAML", ""),
+        ("- just\n- a list\n", "must be a mapping", ""),
+    ],
+)
+def test_bad_file_names_file_field_and_problem(tmp_path, text, field, problem):
+    path = write(tmp_path, "bad", text)
+    with pytest.raises(DistrictConfigError) as raised:
+        load_district(path)
+    message = str(raised.value)
+    assert message.startswith(str(path.resolve()) + ": ")
+    assert field in message
+    assert problem in message
+
+
+def test_one_bad_file_does_not_hide_the_others(tmp_path):
+    write(tmp_path, "alpha", GOOD.format(name="alpha"))
+    write(tmp_path, "beta", GOOD.format(name="beta") + "  max_concurrency: 0\n")
+    write(tmp_path, "gamma", GOOD.format(name="gamma"))
+    configs, errors = load_districts(tmp_path)
+    assert [config.district for config in configs] == ["alpha", "gamma"]
+    assert len(errors) == 1 and "beta.yaml" in str(errors[0])
+
+
+def test_school_year_follows_the_year_start_rule(tmp_path):
+    config = load_district(write(tmp_path, "tiny", GOOD.format(name="tiny")))
+    rule = config.active_year
+    assert rule.school_year_of(date(2026, 6, 30)) == 2026
+    assert rule.school_year_of(date(2026, 7, 1)) == 2027
+    assert rule.school_year_of(datetime(2027, 1, 15, tzinfo=timezone.utc)) == 2027
+
+
+def test_peak_hours_drop_concurrency_to_serial(tmp_path):
+    config = load_district(
+        write(tmp_path, "tiny", GOOD.format(name="tiny") + "  peak_hours: {start: '12:00', end: '21:00'}\n")
+    )
+    ic = config.infinite_campus
+    assert ic.concurrency_at(datetime(2026, 11, 2, 13, 0, tzinfo=timezone.utc)) == 1
+    assert ic.concurrency_at(datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc)) == 5
+    overnight = PeakHours(start="22:00", end="04:00")
+    assert overnight.contains(datetime(2026, 11, 2, 23, 0)) and not overnight.contains(datetime(2026, 11, 2, 12, 0))
