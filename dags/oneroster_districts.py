@@ -1,0 +1,111 @@
+"""One DAG per district file in include/districts/: Infinite Campus OneRoster -> staging.
+
+This file only wires DAGs from configuration; hooks and operators live in plugins/,
+the logic in include/. A district file that does not validate is reported as an import
+error of this file (naming the district file and field) while every other district's
+DAG still loads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
+
+from include.config import DistrictConfig, DistrictConfigError, load_districts
+from include.oneroster.models import COLLECTIONS
+from plugins.operators.extract import OneRosterExtractOperator
+
+STAGING_ROOT = "{{ var.value.get('oneroster_staging_root', '') }}"
+
+DEFAULT_ARGS = {
+    "owner": "district-data",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+}
+
+
+class DistrictConfigErrors(DAG):
+    """Stands in for the district files that failed validation: Airflow calls
+    ``validate()`` on every DAG of a file and records what it raises as that file's
+    import error, while the file's other DAGs are still loaded."""
+
+    def __init__(self, errors: list[DistrictConfigError]):
+        super().__init__(dag_id="oneroster_district_config_errors", schedule=None)
+        self.config_errors = errors
+
+    def validate(self) -> None:
+        raise ValueError("Invalid district configuration: " + " | ".join(map(str, self.config_errors)))
+
+
+def _doc(config: DistrictConfig) -> str:
+    ic = config.infinite_campus
+    return f"""
+### {config.name} (`{config.district}`)
+
+Nightly Infinite Campus ⇄ LMS sync for this district, built from
+`include/districts/{config.district}.yaml`.
+
+* **extract**: the six OneRoster rostering collections ({", ".join(COLLECTIONS)}) from the
+  IC connection `{ic.conn_id}`, paged {ic.page_size:,} records at a time, at most
+  {ic.max_concurrency} concurrent calls ({ic.peak_concurrency} during peak hours), into
+  Parquet under the Variable `oneroster_staging_root`. Each task returns a manifest
+  (location, row count, checksum), never student data.
+* Schedule `{config.schedule}` (UTC); runs never overlap. The school year comes from the
+  run's logical date (years start on {config.active_year.starts}) unless the
+  `active_year` param is set.
+"""
+
+
+def build_district_dag(config: DistrictConfig) -> DAG:
+    ic = config.infinite_campus
+    with DAG(
+        dag_id=config.dag_id,
+        description=f"Infinite Campus OneRoster sync for {config.name}",
+        schedule=config.schedule,
+        start_date=datetime.combine(config.start_date, time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
+        doc_md=_doc(config),
+        params={
+            "active_year": Param(
+                None,
+                type=["null", "integer"],
+                minimum=2000,
+                maximum=2100,
+                title="Active school year",
+                description="Ending year of the school year to sync (2027 = 2026-27). "
+                "Empty: the year of the run's logical date.",
+            ),
+        },
+    ) as dag:
+        with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging"):
+            for collection in COLLECTIONS:
+                OneRosterExtractOperator(
+                    task_id=collection,
+                    collection=collection,
+                    district=config.district,
+                    infinite_campus=ic,
+                    active_year_rule=config.active_year,
+                    staging_root=STAGING_ROOT,
+                    pool=ic.pool,
+                    pool_slots=ic.max_concurrency,
+                )
+    return dag
+
+
+def _register() -> None:
+    configs, errors = load_districts()
+    parsing_for = get_parsing_context().dag_id
+    for config in configs:
+        if parsing_for is None or parsing_for == config.dag_id:
+            globals()[config.dag_id] = build_district_dag(config)
+    if errors and parsing_for is None:
+        globals()["oneroster_district_config_errors"] = DistrictConfigErrors(errors)
+
+
+_register()

@@ -1,0 +1,405 @@
+"""Infinite Campus's OneRoster API (1.1 and 1.2) as an Airflow hook.
+
+The hook owns the protocol: OAuth2 client-credentials tokens, IC's URL forms, paging to
+the end, retries, and IC's concurrency rules. It is built on the http provider's
+``HttpHook`` (session, TLS, proxies, keep-alive) and one Airflow connection:
+
+- host (with scheme and port): the district's Campus server, e.g. ``https://acme.infinitecampus.org``
+- login / password: the OneRoster client key and secret from IC's OneRoster tool
+- extras: ``app_name`` (required), ``oneroster_version`` ("1.1" or "1.2", default "1.2"),
+  ``token_url`` (default ``{host}/campus/oauth2/token?appName={app_name}``), and for the
+  gradebook ``vendor_key`` / ``vendor_secret``.
+
+``HttpHook`` would send every unknown extra as an HTTP header and the login/password as
+Basic auth on every request; this hook strips its own extras and authenticates API
+calls with the bearer token only, so no secret leaves except to the token endpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from include.oneroster.models import COLLECTIONS, OneRosterVersion, Rejection, normalise_page
+
+OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "vendor_key", "vendor_secret"})
+TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
+
+
+class OneRosterCredentialsError(AirflowFailException):
+    """IC refused the client key/secret. Retrying cannot help, so the task fails at once."""
+
+
+class OneRosterRequestError(AirflowException):
+    """IC rejected a request (4xx other than 401/429): a bug or a misconfiguration, not a blip."""
+
+
+class OneRosterUnavailableError(AirflowException):
+    """IC kept failing (429/5xx/dropped connections) through every retry."""
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _credentials_refused(conn_id: str, detail: str) -> OneRosterCredentialsError:
+    return OneRosterCredentialsError(
+        f"Infinite Campus refused the OneRoster client key/secret of connection '{conn_id}' "
+        f"({detail}). They have expired or been revoked: generate new ones in Campus "
+        "(OneRoster / Grading Services connection in the Digital Learning Applications "
+        "Configuration tool) and update the Airflow connection's login and password."
+    )
+
+
+def _ims_description(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(payload, dict):
+        for key in ("imsx_description", "error_description", "error"):
+            if payload.get(key):
+                return str(payload[key])
+    return response.text[:200]
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+class OneRosterHook(HttpHook):
+    """Reads OneRoster rostering collections from Infinite Campus, page by page."""
+
+    conn_name_attr = "oneroster_conn_id"
+    default_conn_name = "oneroster_default"
+    conn_type = "http"
+    hook_name = "Infinite Campus OneRoster"
+
+    def __init__(
+        self,
+        oneroster_conn_id: str = default_conn_name,
+        *,
+        max_concurrency: int = 1,
+        max_attempts: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        max_retry_after: float = 300.0,
+        timeout: tuple[float, float] = (10.0, 300.0),
+    ) -> None:
+        super().__init__(method="GET", http_conn_id=oneroster_conn_id)
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.oneroster_conn_id = oneroster_conn_id
+        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.timeout = timeout
+        self.request_count = 0
+        self.retry_count = 0
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._token_lock = threading.Lock()
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._local = threading.local()
+        self._stats_lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------
+
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        connection = self.get_connection(self.oneroster_conn_id)
+        self._set_base_url(connection)
+        extras = connection.extra_dejson
+        version = str(extras.get("oneroster_version", "1.2"))
+        if version not in ("1.1", "1.2"):
+            raise OneRosterRequestError(
+                f"Connection '{self.oneroster_conn_id}': extra oneroster_version must be '1.1' or '1.2', got {version!r}"
+            )
+        app_name = extras.get("app_name")
+        if not app_name:
+            raise OneRosterRequestError(
+                f"Connection '{self.oneroster_conn_id}': extra app_name (IC's OneRoster application name) is required"
+            )
+        if not connection.login or not connection.password:
+            raise OneRosterRequestError(
+                f"Connection '{self.oneroster_conn_id}': login (client key) and password (client secret) are required"
+            )
+        campus = self.base_url.rstrip("/")
+        if not campus.endswith("/campus"):
+            campus += "/campus"
+        api = f"{campus}/api/oneroster/v{version.replace('.', 'p')}/{app_name}/ims/oneroster"
+        return {
+            "version": version,
+            "rostering_url": f"{api}/rostering/v1p2" if version == "1.2" else f"{api}/v1p1",
+            "token_url": extras.get("token_url") or f"{campus}/oauth2/token?appName={app_name}",
+            "client_id": connection.login,
+            "client_secret": connection.password,
+        }
+
+    @property
+    def version(self) -> OneRosterVersion:
+        return self._settings["version"]
+
+    @property
+    def rostering_url(self) -> str:
+        return self._settings["rostering_url"]
+
+    def _extract_auth(self, connection) -> None:
+        """API calls carry the bearer token, never the client key/secret."""
+        return None
+
+    def _configure_session_from_extra(self, session, connection, extra_options):
+        """Keep HttpHook's handling of its own extras but never turn ours into headers."""
+        stripped = copy.copy(connection)
+        stripped.extra = json.dumps(
+            {key: value for key, value in connection.extra_dejson.items() if key not in OWN_EXTRAS}
+        )
+        return super()._configure_session_from_extra(session, stripped, extra_options)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = self.get_conn()
+        return session
+
+    # -- tokens -------------------------------------------------------------------
+
+    def _current_token(self) -> str:
+        with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token_expires_at:
+                self._token, self._token_expires_at = self._request_token()
+            return self._token
+
+    def _invalidate(self, token: str) -> None:
+        with self._token_lock:
+            if self._token == token:
+                self._token = None
+
+    def _request_token(self) -> tuple[str, float]:
+        settings = self._settings
+
+        def attempt() -> tuple[str, float]:
+            try:
+                response = self._session().post(
+                    settings["token_url"],
+                    data={"grant_type": "client_credentials"},
+                    auth=(settings["client_id"], settings["client_secret"]),
+                    timeout=self.timeout,
+                )
+            except (requests.ConnectionError, requests.Timeout) as error:
+                raise _Transient(f"token endpoint unreachable: {type(error).__name__}") from None
+            if response.status_code in (400, 401, 403):
+                raise _credentials_refused(
+                    self.oneroster_conn_id, f"token endpoint answered {response.status_code}: {_ims_description(response)}"
+                )
+            self._raise_for_transient(response, "token endpoint")
+            if response.status_code != 200:
+                raise OneRosterRequestError(
+                    f"IC token endpoint answered {response.status_code}: {_ims_description(response)}"
+                )
+            payload = response.json()
+            lifetime = float(payload.get("expires_in", 3600))
+            return payload["access_token"], time.monotonic() + max(lifetime - TOKEN_REFRESH_MARGIN, lifetime / 2)
+
+        return self._with_retries(attempt, "the IC token endpoint")
+
+    # -- requests -----------------------------------------------------------------
+
+    def _raise_for_transient(self, response: requests.Response, what: str) -> None:
+        if response.status_code == 429:
+            raise _Transient(
+                f"{what} answered 429 (too many requests)",
+                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if response.status_code >= 500:
+            raise _Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return min(error.retry_after, self.max_retry_after)
+        return min(self.backoff_base * 2 ** (state.attempt_number - 1), self.backoff_max)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        with self._stats_lock:
+            self.retry_count += 1
+        error = state.outcome.exception() if state.outcome else None
+        self.log.warning(
+            "IC request failed (%s); retry %d of %d in %.1fs",
+            error,
+            state.attempt_number,
+            self.max_attempts - 1,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    def _with_retries(self, attempt, what: str):
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as error:
+            raise OneRosterUnavailableError(
+                f"{what} still failing after {self.max_attempts} attempts: {error}"
+            ) from None
+
+    def _get_once(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
+        session = self._session()
+        with self._slots:
+            for renewed in (False, True):
+                token = self._current_token()
+                with self._stats_lock:
+                    self.request_count += 1
+                try:
+                    response = session.get(
+                        url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                    )
+                except (requests.ConnectionError, requests.Timeout) as error:
+                    raise _Transient(f"connection to IC failed: {type(error).__name__}") from None
+                if response.status_code != 401:
+                    break
+                self._invalidate(token)
+                if renewed:
+                    raise _credentials_refused(
+                        self.oneroster_conn_id, f"a fresh token was refused: {_ims_description(response)}"
+                    )
+        self._raise_for_transient(response, f"GET {url}")
+        if response.status_code != 200:
+            raise OneRosterRequestError(
+                f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
+            )
+        try:
+            payload = response.json()
+        except ValueError:
+            raise _Transient(f"GET {url} returned a body that is not JSON (truncated?)") from None
+        return payload, response.headers
+
+    def get_json(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
+        """One GET with the token, the concurrency limit and the retry policy applied."""
+        return self._with_retries(lambda: self._get_once(url, params), f"GET {url}")
+
+    # -- paging -------------------------------------------------------------------
+
+    def iter_pages(
+        self,
+        collection: str,
+        *,
+        page_size: int = 10_000,
+        filter: str | None = None,
+        sort: str | None = None,
+        order_by: str | None = None,
+    ) -> Iterator[list[dict]]:
+        """Yield the raw records of a collection page by page, in order, to the last page.
+
+        Once the first page tells the total (X-Total-Count), the remaining offsets are
+        fetched ``max_concurrency`` at a time; without a total the ``Link: rel="next"``
+        header is followed, and failing that, pages are read until one comes back short.
+        Memory holds at most ``max_concurrency`` + 1 pages.
+        """
+        if collection not in COLLECTIONS:
+            raise ValueError(f"unknown OneRoster collection {collection!r}")
+        url = f"{self.rostering_url}/{collection}"
+        base: dict[str, Any] = {"limit": page_size}
+        for key, value in (("filter", filter), ("sort", sort), ("orderBy", order_by)):
+            if value:
+                base[key] = value
+
+        def fetch(offset: int) -> tuple[list[dict], requests.structures.CaseInsensitiveDict]:
+            payload, headers = self.get_json(url, {**base, "offset": offset})
+            records = payload.get(collection)
+            if not isinstance(records, list):
+                raise OneRosterRequestError(f"GET {url} answered without a '{collection}' list")
+            return records, headers
+
+        records, headers = fetch(0)
+        served = len(records)
+        yield records
+        total_header = headers.get("X-Total-Count", "")
+        if total_header.isdigit():
+            total = int(total_header)
+            # A server that caps the page below what was asked must not make us skip records.
+            step = served if 0 < served < min(page_size, total) else page_size
+            for records in self._pages_by_offset(fetch, range(step, total, step)):
+                served += len(records)
+                yield records
+            if served != total:
+                self.log.warning(
+                    "%s: IC reported %d records but served %d (records changed during the extract?)",
+                    collection, total, served,
+                )
+            return
+        offset = 0
+        while (next_url := self._next_link(headers)) or len(records) == page_size:
+            if next_url:
+                payload, headers = self.get_json(next_url, {})
+                records = payload.get(collection) or []
+            else:
+                offset += page_size
+                records, headers = fetch(offset)
+            if not records:
+                return
+            yield records
+
+    def _pages_by_offset(self, fetch, offsets: range) -> Iterator[list[dict]]:
+        if self.max_concurrency == 1 or len(offsets) <= 1:
+            for offset in offsets:
+                yield fetch(offset)[0]
+            return
+        pending_offsets = iter(offsets)
+        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="oneroster") as pool:
+            in_flight = deque(pool.submit(fetch, offset) for _, offset in zip(range(self.max_concurrency), pending_offsets))
+            try:
+                while in_flight:
+                    records = in_flight.popleft().result()[0]
+                    offset = next(pending_offsets, None)
+                    if offset is not None:
+                        in_flight.append(pool.submit(fetch, offset))
+                    yield records
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    @staticmethod
+    def _next_link(headers: requests.structures.CaseInsensitiveDict) -> str | None:
+        link = headers.get("Link")
+        if not link:
+            return None
+        for part in requests.utils.parse_header_links(link):
+            if part.get("rel") == "next" and part.get("url"):
+                return part["url"]
+        return None
+
+    def iter_entities(
+        self, collection: str, **paging: Any
+    ) -> Iterator[tuple[list[dict], list[Rejection]]]:
+        """Pages of normalised rows (one shape for 1.1 and 1.2) and the records that did not fit."""
+        for records in self.iter_pages(collection, **paging):
+            yield normalise_page(collection, self.version, records)
