@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated Airflow home, the IC emulator, Airflow connections to it.
+
+Airflow reads its configuration when first imported, so the environment is set here,
+before any test module imports airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import CLIENT_ID, CLIENT_SECRET, ROOT, connection_uri_env
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="oneroster-airflow-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database, once per test session."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
+    )
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def demo_district():
+    from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+
+    return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+
+
+@pytest.fixture
+def ic(demo_district) -> Iterator:
+    from include.sandbox.ic_emulator import ICEmulator
+
+    with ICEmulator(
+        demo_district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", port=0
+    ) as emulator:
+        yield emulator
+
+
+@pytest.fixture(params=["1.2", "1.1"])
+def ic_conn(request, ic, monkeypatch) -> str:
+    """An Airflow connection id for the emulator, once per OneRoster version."""
+    for key, value in connection_uri_env("ic_test", ic, request.param).items():
+        monkeypatch.setenv(key, value)
+    return "ic_test"

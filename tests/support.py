@@ -1,0 +1,22 @@
+"""Helpers shared by test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_ID = "test-client"
+CLIENT_SECRET = "test-secret-value"
+
+
+def connection_uri_env(conn_id: str, emulator, version: str, **extras) -> dict[str, str]:
+    """An Airflow connection to the IC emulator, as the environment variable Airflow reads."""
+    value = {
+        "conn_type": "http",
+        "host": emulator.base_url,
+        "login": CLIENT_ID,
+        "password": CLIENT_SECRET,
+        "extra": {"app_name": "demo", "oneroster_version": version, **extras},
+    }
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
