@@ -127,8 +127,8 @@ def test_a_retried_extract_overwrites_its_own_output(staged_run_env):
     from include.sandbox.runner import run_dag
 
     when = datetime(2026, 11, 4, 6, tzinfo=timezone.utc)
-    first = run_dag("oneroster_demo", logical_date=when)
-    second = run_dag("oneroster_demo", logical_date=when)
+    first = run_dag("oneroster_demo", logical_date=when, run_after=when)
+    second = run_dag("oneroster_demo", logical_date=when, run_after=when)
     assert first.run_id == second.run_id and second.state == "success"
     for collection in COLLECTIONS:
         assert first.returned[f"extract.{collection}"]["uri"] == second.returned[f"extract.{collection}"]["uri"]

@@ -3,8 +3,8 @@
 IC's two versions differ in ways that matter downstream: 1.1 users carry one ``role``
 and ``orgs[]`` with role-prefixed ids (``s123456``), 1.2 users carry ``roles[]`` with
 unprefixed ids and keep the 1.1 id in ``metadata["ic.legacysourceId"]``; 1.2 spells
-booleans as "true"/"false" strings. Everything after the extract reads these models
-(or their Parquet columns), never the raw payloads.
+booleans as "true"/"false" strings; 1.1 roles are spelled the 1.2 way here. Everything
+after the extract reads these models (or their Parquet columns), never the raw payloads.
 
 A record that does not fit is not dropped: :func:`normalise_page` returns it as a
 :class:`Rejection` with the reason, and the extract quarantines it.
@@ -20,6 +20,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 OneRosterVersion = Literal["1.1", "1.2"]
+# 1.1 user roles spelled the 1.2 way, so role maps need one vocabulary (1.2 has no plain "administrator").
+V11_USER_ROLES = {"administrator": "siteAdministrator"}
 COLLECTIONS = ("orgs", "academicSessions", "users", "courses", "classes", "enrollments")
 SCHEMA_VERSION = "1"
 
@@ -184,7 +186,7 @@ def _academic_session(record: dict, version: OneRosterVersion) -> dict:
 def _user(record: dict, version: OneRosterVersion) -> dict:
     if version == "1.1":
         org_ids = _refs(record.get("orgs"))
-        role = record.get("role")
+        role = V11_USER_ROLES.get(record.get("role"), record.get("role"))
         roles = [
             {"role": role, "role_type": "primary" if index == 0 else "secondary", "org_sourced_id": org}
             for index, org in enumerate(org_ids)

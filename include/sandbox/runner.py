@@ -34,9 +34,17 @@ def load_dag(dag_id: str):
     return bag.dags[dag_id]
 
 
-def run_dag(dag_id: str, *, logical_date: datetime | None = None, run_conf: dict | None = None) -> RunOutcome:
+def run_dag(
+    dag_id: str,
+    *,
+    logical_date: datetime | None = None,
+    run_after: datetime | None = None,
+    run_conf: dict | None = None,
+) -> RunOutcome:
+    """Run the DAG once; the same ``logical_date`` and ``run_after`` re-run the same run id."""
     dag = load_dag(dag_id)
-    run: DagRun = dag.test(logical_date=logical_date or datetime.now(timezone.utc), run_conf=run_conf)
+    logical_date = logical_date or datetime.now(timezone.utc)
+    run: DagRun = dag.test(logical_date=logical_date, run_after=run_after or logical_date, run_conf=run_conf)
     with create_session() as session:
         task_states = {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
         rows = session.scalars(

@@ -36,6 +36,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from include.oneroster.models import COLLECTIONS, OneRosterVersion, Rejection, normalise_page
 
+# A refused connection, a timeout, or a body cut off mid-transfer: worth another attempt.
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "vendor_key", "vendor_secret"})
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
@@ -210,7 +212,7 @@ class OneRosterHook(HttpHook):
                     auth=(settings["client_id"], settings["client_secret"]),
                     timeout=self.timeout,
                 )
-            except (requests.ConnectionError, requests.Timeout) as error:
+            except DROPPED as error:
                 raise _Transient(f"token endpoint unreachable: {type(error).__name__}") from None
             if response.status_code in (400, 401, 403):
                 raise _credentials_refused(
@@ -282,7 +284,7 @@ class OneRosterHook(HttpHook):
                     response = session.get(
                         url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
                     )
-                except (requests.ConnectionError, requests.Timeout) as error:
+                except DROPPED as error:
                     raise _Transient(f"connection to IC failed: {type(error).__name__}") from None
                 if response.status_code != 401:
                     break

@@ -1,0 +1,589 @@
+"""An Infinite Campus OneRoster server on 127.0.0.1, for the demo, the tests and the benchmark.
+
+It speaks what IC speaks, at IC's URLs:
+
+- ``POST /campus/oauth2/token?appName=APP`` — OAuth2 client credentials (HTTP Basic),
+  bearer tokens that expire after ``token_ttl`` seconds;
+- ``GET /campus/api/oneroster/v1p2/APP/ims/oneroster/rostering/v1p2/<collection>[/<id>]``
+  and the 1.1 form ``GET /campus/api/oneroster/v1p1/APP/ims/oneroster/v1p1/<collection>[/<id>]``
+  for orgs, academicSessions, users, courses, classes and enrollments, with ``limit``
+  (default 100, at most 50,000), ``offset``, ``filter`` (at most two predicates joined by
+  AND or OR, values single-quoted), ``sort`` / ``orderBy``, ``fields``, the
+  ``X-Total-Count`` header and ``Link`` (first / prev / next / last);
+- errors as OneRoster status-info payloads (imsx_codeMajor / imsx_severity /
+  imsx_description / imsx_CodeMinor).
+
+Faults are switched on with :meth:`ICEmulator.inject` (429 with Retry-After, 500, 503,
+connections reset before or in the middle of a body, latency, a token expiring) and the
+credentials can be revoked. Everything it served is kept in :attr:`ICEmulator.requests`
+so tests can assert on the far side. Unfiltered pages cost O(page), so a 1,000,000
+student district is served without materialising it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from include.oneroster.models import COLLECTIONS
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 50_000
+FAULTS = ("429", "500", "503", "reset", "reset_mid_body", "latency", "expire_token")
+SINGULAR = {
+    "orgs": "org",
+    "academicSessions": "academicSession",
+    "users": "user",
+    "courses": "course",
+    "classes": "class",
+    "enrollments": "enrollment",
+}
+_ROSTERING_PATH = re.compile(
+    r"^/campus/api/oneroster/(?P<api>v1p1|v1p2)/(?P<app>[^/]+)/ims/oneroster/"
+    r"(?:rostering/v1p2|v1p1)/(?P<collection>[A-Za-z]+)(?:/(?P<sourced_id>[^/]+))?/?$"
+)
+_PREDICATE = re.compile(r"^\s*(?P<field>[A-Za-z][A-Za-z0-9_.]*)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*'(?P<value>[^']*)'\s*$")
+_JOINER = re.compile(r"\s+(AND|OR)\s+")
+
+
+class OneRosterError(Exception):
+    """An error answered as a OneRoster status-info payload."""
+
+    def __init__(self, status: int, code_minor: str, description: str, headers: dict[str, str] | None = None):
+        super().__init__(description)
+        self.status = status
+        self.code_minor = code_minor
+        self.description = description
+        self.headers = headers or {}
+
+    def payload(self) -> dict:
+        return {
+            "imsx_codeMajor": "failure",
+            "imsx_severity": "error",
+            "imsx_description": self.description,
+            "imsx_CodeMinor": {
+                "imsx_codeMinorField": [
+                    {"imsx_codeMinorFieldName": "TargetEndSystem", "imsx_codeMinorFieldValue": self.code_minor}
+                ]
+            },
+        }
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator saw it (``status`` 0: the connection was dropped)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    headers: dict[str, str]
+    response_headers: dict[str, str]
+    started: float
+    ended: float
+
+
+@dataclass
+class _Fault:
+    kind: str
+    times: int
+    path_contains: str | None
+    after: int
+    retry_after: float
+    seconds: float
+
+
+def parse_filter(expression: str) -> Callable[[dict], bool]:
+    """OneRoster's filter grammar as IC implements it: one or two predicates, AND or OR."""
+    parts = _JOINER.split(expression.strip())
+    if len(parts) not in (1, 3):
+        raise OneRosterError(400, "invalid_filter_field", f"filter supports at most two predicates: {expression!r}")
+    predicates = []
+    for text in parts[::2]:
+        match = _PREDICATE.match(text)
+        if not match:
+            raise OneRosterError(400, "invalid_filter_field", f"cannot parse filter predicate {text!r}")
+        predicates.append(_predicate(match["field"], match["op"], match["value"]))
+    if len(predicates) == 1:
+        return predicates[0]
+    first, second = predicates
+    if parts[1] == "AND":
+        return lambda record: first(record) and second(record)
+    return lambda record: first(record) or second(record)
+
+
+def _field_value(record: dict, path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, dict):
+        return value.get("sourcedId")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _predicate(path: str, op: str, expected: str) -> Callable[[dict], bool]:
+    def matches(record: dict) -> bool:
+        value = _field_value(record, path)
+        values = [_field_value(item, "sourcedId") if isinstance(item, dict) else item for item in value] \
+            if isinstance(value, list) else [value]
+        values = [str(item) for item in values if item is not None]
+        if op == "~":
+            return any(expected.lower() in item.lower() for item in values)
+        if op == "!=":
+            return all(item != expected for item in values)
+        compare = {"=": str.__eq__, ">": str.__gt__, ">=": str.__ge__, "<": str.__lt__, "<=": str.__le__}[op]
+        return any(compare(item, expected) for item in values)
+
+    return matches
+
+
+class ICEmulator:
+    """The IC OneRoster emulator as a context manager: ``with ICEmulator(district, ...) as ic:``."""
+
+    def __init__(
+        self,
+        district: SyntheticDistrict,
+        *,
+        client_id: str,
+        client_secret: str,
+        app_name: str,
+        token_ttl: float = 3600,
+        port: int = 0,
+        max_recorded: int = 100_000,
+    ) -> None:
+        self.district = district
+        self.client_id = client_id
+        self.app_name = app_name
+        self.token_ttl = token_ttl
+        self.latency = 0.0
+        self.send_total_count = True
+        self._client_secret = client_secret
+        self._port = port
+        self._lock = threading.Lock()
+        self._tokens: dict[str, float] = {}
+        self._revoked = False
+        self._faults: list[_Fault] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        self._in_flight = 0
+        self._indexes: dict[tuple[str, str], dict[str, int]] = {}
+        self.token_requests = 0
+        self.max_in_flight = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> ICEmulator:
+        handler = type("ICRequestHandler", (_Handler,), {"emulator": self})
+        self._server = _Server(("127.0.0.1", self._port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ic-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ICEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server, "the emulator is not running"
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """What goes in the Airflow connection's host field."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/campus/oauth2/token?appName={self.app_name}"
+
+    def rostering_url(self, version: str) -> str:
+        api = f"{self.base_url}/campus/api/oneroster/v{version.replace('.', 'p')}/{self.app_name}/ims/oneroster"
+        return f"{api}/rostering/v1p2" if version == "1.2" else f"{api}/v1p1"
+
+    # -- controls -------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: str,
+        *,
+        times: int = 1,
+        path_contains: str | None = None,
+        after: int = 0,
+        retry_after: float = 1,
+        seconds: float = 0,
+    ) -> None:
+        """Answer ``times`` matching requests with ``fault``, after letting ``after`` of them through.
+
+        Matching requests are API calls (not the token endpoint) whose path contains
+        ``path_contains`` when given.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        with self._lock:
+            self._faults.append(_Fault(fault, times, path_contains, after, retry_after, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far stops working, as if its lifetime had ended."""
+        with self._lock:
+            self._tokens.clear()
+
+    def revoke_credentials(self) -> None:
+        """The client key/secret are refused from now on and every token stops working."""
+        with self._lock:
+            self._revoked = True
+            self._tokens.clear()
+
+    def restore_credentials(self) -> None:
+        with self._lock:
+            self._revoked = False
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self.token_requests = 0
+            self.max_in_flight = 0
+
+    # -- request handling (called by the handler threads) ----------------------------
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times <= 0 or (fault.path_contains and fault.path_contains not in path):
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                fault.times -= 1
+                return fault
+        return None
+
+    def _issue_token(self, authorization: str | None, body: bytes, app_name: str | None) -> dict:
+        with self._lock:
+            self.token_requests += 1
+        form = parse_qs(body.decode("utf-8", "replace"))
+        if form.get("grant_type") != ["client_credentials"]:
+            raise OneRosterError(400, "invaliddata", "unsupported_grant_type: use client_credentials")
+        client_id = client_secret = None
+        if authorization and authorization.startswith("Basic "):
+            try:
+                client_id, _, client_secret = base64.b64decode(authorization[6:]).decode().partition(":")
+            except ValueError:
+                pass
+        else:
+            client_id, client_secret = form.get("client_id", [None])[0], form.get("client_secret", [None])[0]
+        valid = (
+            client_id is not None
+            and secrets.compare_digest(client_id, self.client_id)
+            and secrets.compare_digest(client_secret or "", self._client_secret)
+            and app_name == self.app_name
+        )
+        with self._lock:
+            if not valid or self._revoked:
+                raise OneRosterError(401, "unauthorisedrequest", "invalid_client: the client key/secret were refused")
+            token = secrets.token_urlsafe(24)
+            self._tokens[token] = time.monotonic() + self.token_ttl
+        return {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)}
+
+    def _check_token(self, authorization: str | None) -> str:
+        token = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
+        with self._lock:
+            expires = self._tokens.get(token) if token else None
+            if expires is None or expires <= time.monotonic():
+                self._tokens.pop(token, None)
+                raise OneRosterError(401, "unauthorisedrequest", "the access token is missing, invalid or expired")
+        return token
+
+    def _invalidate(self, token: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+
+    def _sourced_index(self, collection: str, version: str) -> dict[str, int]:
+        key = (collection, version)
+        with self._lock:
+            index = self._indexes.get(key)
+        if index is None:
+            records = self.district.records(collection, version)
+            index = {record["sourcedId"]: position for position, record in enumerate(records)}
+            with self._lock:
+                self._indexes[key] = index
+        return index
+
+    def rostering(self, version: str, collection: str, sourced_id: str | None, query: dict[str, str],
+                  url: str) -> tuple[dict, dict[str, str]]:
+        """The body and headers of a rostering GET."""
+        if collection not in COLLECTIONS:
+            raise OneRosterError(404, "unknownobject", f"unknown or unsupported endpoint: {collection}")
+        href_base = self.rostering_url(version)
+        records = self.district.records(collection, version, href_base)
+        fields = self._fields(collection, query.get("fields"))
+        if sourced_id is not None:
+            position = self._sourced_index(collection, version).get(sourced_id)
+            if position is None:
+                raise OneRosterError(404, "unknownobject", f"no {SINGULAR[collection]} with sourcedId {sourced_id}")
+            return {SINGULAR[collection]: self._select(records[position], fields)}, {}
+        limit = self._integer(query, "limit", DEFAULT_LIMIT, minimum=1)
+        offset = self._integer(query, "offset", 0, minimum=0)
+        limit = min(limit, MAX_LIMIT)
+        selected = self._filtered(collection, version, records, query)
+        page = selected[offset:offset + limit]
+        headers = {}
+        total = len(selected)
+        if self.send_total_count:
+            headers["X-Total-Count"] = str(total)
+        headers["Link"] = self._links(url, query, offset, limit, total)
+        return {collection: [self._select(record, fields) for record in page]}, headers
+
+    def _filtered(self, collection: str, version: str, records: Sequence[dict], query: dict[str, str]) -> Sequence[dict]:
+        expression, sort = query.get("filter"), query.get("sort")
+        order = query.get("orderBy", "asc")
+        if order not in ("asc", "desc"):
+            raise OneRosterError(400, "invalid_selection_field", f"orderBy must be asc or desc, got {order!r}")
+        if not expression and not sort:
+            return records
+        if expression:
+            delta = self._delta_only(collection, version, expression)
+            keep = parse_filter(expression)
+            candidates = delta if delta is not None else records
+            selected = [record for record in candidates if keep(record)]
+        else:
+            selected = list(records)
+        if sort:
+            if not records or sort not in records[0]:
+                raise OneRosterError(400, "invalid_selection_field", f"cannot sort {collection} by {sort!r}")
+            selected.sort(key=lambda record: str(_field_value(record, sort) or ""), reverse=order == "desc")
+        return selected
+
+    def _delta_only(self, collection: str, version: str, expression: str) -> list[dict] | None:
+        """A ``dateLastModified>`` filter newer than every untouched record reads only changed ones."""
+        match = _PREDICATE.match(expression)
+        if not match or match["field"] != "dateLastModified" or match["op"] not in (">", ">="):
+            return None
+        if match["value"] < self.district.last_base_modified:
+            return None
+        records = self.district.records(collection, version, self.rostering_url(version))
+        return [records[index] for index in sorted(self.district.modified_indexes(collection))]
+
+    @staticmethod
+    def _fields(collection: str, requested: str | None) -> list[str] | None:
+        if not requested:
+            return None
+        names = [name.strip() for name in requested.split(",") if name.strip()]
+        if "sourcedId" not in names:
+            names.insert(0, "sourcedId")
+        return names
+
+    @staticmethod
+    def _select(record: dict, fields: list[str] | None) -> dict:
+        if fields is None:
+            return record
+        unknown = [name for name in fields if name not in record and name not in ("metadata",)]
+        if unknown:
+            raise OneRosterError(400, "invalid_selection_field", f"unknown field(s): {', '.join(unknown)}")
+        return {name: record[name] for name in fields if name in record}
+
+    @staticmethod
+    def _integer(query: dict[str, str], name: str, default: int, minimum: int) -> int:
+        raw = query.get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or int(raw) < minimum:
+            raise OneRosterError(400, "invalid_selection_field", f"{name} must be an integer >= {minimum}, got {raw!r}")
+        return int(raw)
+
+    @staticmethod
+    def _links(url: str, query: dict[str, str], offset: int, limit: int, total: int) -> str:
+        def link(rel: str, at: int) -> str:
+            return f'<{url}?{urlencode({**query, "limit": limit, "offset": at})}>; rel="{rel}"'
+
+        last = max(0, (total - 1) // limit * limit)
+        links = [link("first", 0)]
+        if offset > 0:
+            links.append(link("prev", max(0, offset - limit)))
+        if offset + limit < total:
+            links.append(link("next", offset + limit))
+        links.append(link("last", last))
+        return ", ".join(links)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave at once; no 40 ms delayed-ACK stalls
+    server_version = "InfiniteCampusEmulator/1.0"
+    emulator: ICEmulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the emulator's record of requests is :attr:`ICEmulator.requests`."""
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def _serve(self, method: str) -> None:
+        emulator = self.emulator
+        started = time.monotonic()
+        parts = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, response_headers = 0, {}
+        emulator._enter()
+        try:
+            status, response_headers = self._respond(method, parts.path, query, body)
+        finally:
+            emulator._leave()
+            emulator._record(RecordedRequest(method, parts.path, query, status, dict(self.headers.items()),
+                                             response_headers, started, time.monotonic()))
+
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        emulator = self.emulator
+        try:
+            if path == "/campus/oauth2/token":
+                if method != "POST":
+                    raise OneRosterError(405, "unsupported", "the token endpoint takes POST")
+                return self._send(200, emulator._issue_token(self.headers.get("Authorization"), body,
+                                                             query.get("appName")))
+            match = _ROSTERING_PATH.match(path)
+            if method != "GET" or not match or match["app"] != emulator.app_name:
+                raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {path}")
+            fault = emulator._take_fault(path)
+            if emulator.latency:
+                time.sleep(emulator.latency)
+            token = emulator._check_token(self.headers.get("Authorization"))
+            if fault:
+                outcome = self._apply(fault, token)
+                if outcome is not None:
+                    return outcome
+            version = "1.1" if match["api"] == "v1p1" else "1.2"
+            url = f"{emulator.rostering_url(version)}/{match['collection']}"
+            payload, headers = emulator.rostering(version, match["collection"], match["sourced_id"], query, url)
+            return self._send(200, payload, headers)
+        except OneRosterError as error:
+            return self._send(error.status, error.payload(), error.headers)
+
+    def _apply(self, fault: _Fault, token: str) -> tuple[int, dict[str, str]] | None:
+        kind = fault.kind
+        if kind == "latency":
+            time.sleep(fault.seconds)
+            return None
+        if kind == "429":
+            raise OneRosterError(429, "server_busy", "too many requests; slow down",
+                                 {"Retry-After": f"{fault.retry_after:g}"})
+        if kind in ("500", "503"):
+            raise OneRosterError(int(kind), "internal_server_error" if kind == "500" else "server_busy",
+                                 "Campus could not complete the request")
+        if kind == "expire_token":
+            self.emulator._invalidate(token)
+            raise OneRosterError(401, "unauthorisedrequest", "the access token has expired")
+        if kind == "reset":
+            self._drop()
+            return 0, {}
+        # reset_mid_body: promise a full body, send half, drop the connection
+        body = json.dumps({"users": [{"sourcedId": str(n)} for n in range(200)]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self._drop()
+        return 0, {}
+
+    def _drop(self) -> None:
+        """Close with a TCP reset, as a crashed proxy or a load balancer timeout does."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return status, headers
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a synthetic district as IC's OneRoster API on 127.0.0.1.")
+    parser.add_argument("--students", type=int, default=120)
+    parser.add_argument("--schools", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=2027)
+    parser.add_argument("--school-year", type=int, default=2027, help="ending year of the active school year")
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--app-name", default="demo")
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--client-secret", required=True, help="local-only; never a real district's secret")
+    parser.add_argument("--token-ttl", type=float, default=3600)
+    args = parser.parse_args(argv)
+    district = SyntheticDistrict(DistrictSpec(seed=args.seed, students=args.students, schools=args.schools,
+                                              school_year=args.school_year))
+    with ICEmulator(district, client_id=args.client_id, client_secret=args.client_secret, app_name=args.app_name,
+                    token_ttl=args.token_ttl, port=args.port) as emulator:
+        print(f"IC emulator on {emulator.base_url}; 1.2 at {emulator.rostering_url('1.2')}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
