@@ -34,6 +34,8 @@ def _airflow_environment() -> None:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
     )
+    # Task logs would bury the summary; AIRFLOW__LOGGING__LOGGING_LEVEL=INFO make demo shows them.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
 
 def main() -> int:
@@ -59,6 +61,7 @@ def main() -> int:
     district = SyntheticDistrict(DistrictSpec(seed=DEMO_SEED, students=DEMO_STUDENTS, school_year=school_year))
 
     failures = 0
+    summary: list[str] = []
     with ICEmulator(
         district,
         client_id=demo_ic.conn_login,
@@ -71,21 +74,23 @@ def main() -> int:
             version = connections[config.infinite_campus.conn_id].conn_extra["oneroster_version"]
             outcome = run_dag(config.dag_id, logical_date=now)
             expected = district.expected_counts(version)
-            print(f"\n{config.dag_id} (OneRoster {version}), run {outcome.run_id}: {outcome.state}")
-            print(f"  {'collection':<18}{'extracted':>10}{'generator':>11}{'quarantined':>13}")
+            print(f"{config.dag_id}: {outcome.state}", flush=True)
+            summary.append(f"\n{config.dag_id} (OneRoster {version}), run {outcome.run_id}: {outcome.state}")
+            summary.append(f"  {'collection':<18}{'extracted':>10}{'generator':>11}{'quarantined':>13}")
             for collection, count in expected.items():
                 manifest = outcome.returned.get(f"extract.{collection}") or {}
                 extracted = manifest.get("row_count")
                 ok = extracted == count and manifest.get("quarantined_count") == 0
                 failures += not ok
-                print(
+                summary.append(
                     f"  {collection:<18}{extracted if extracted is not None else '-':>10}{count:>11}"
                     f"{manifest.get('quarantined_count', '-'):>13}  {'ok' if ok else 'MISMATCH'}"
                 )
             failures += outcome.state != "success"
         staging = next(entry.variable_value for entry in settings.airflow.variables
                        if entry.variable_name == "oneroster_staging_root")
-        print(f"\nStaged Parquet and manifests under {staging}; emulator served {len(ic.requests)} requests.")
+        summary.append(f"\nStaged Parquet under {staging}; the emulator served {len(ic.requests)} requests.")
+    print("\n".join(summary))
     print("Demo OK." if not failures else f"Demo FAILED: {failures} problem(s).")
     return 1 if failures else 0
 
