@@ -453,6 +453,19 @@ class ICEmulator:
         return ", ".join(links)
 
 
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    cut: str | None = None  # "reset": drop before answering; "mid_body": drop halfway through the body
+
+    @classmethod
+    def json(cls, status: int, payload: dict, headers: dict[str, str] | None = None) -> _Reply:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -481,23 +494,24 @@ class _Handler(BaseHTTPRequestHandler):
         query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, response_headers = 0, {}
         emulator._enter()
         try:
-            status, response_headers = self._respond(method, parts.path, query, body)
+            reply = self._respond(method, parts.path, query, body)
+            # recorded before the client can see the answer, so tests never race the log
+            emulator._record(RecordedRequest(method, parts.path, query, 0 if reply.cut else reply.status,
+                                             dict(self.headers.items()), reply.headers, started, time.monotonic()))
+            self._write(reply)
         finally:
             emulator._leave()
-            emulator._record(RecordedRequest(method, parts.path, query, status, dict(self.headers.items()),
-                                             response_headers, started, time.monotonic()))
 
-    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
         emulator = self.emulator
         try:
             if path == "/campus/oauth2/token":
                 if method != "POST":
                     raise OneRosterError(405, "unsupported", "the token endpoint takes POST")
-                return self._send(200, emulator._issue_token(self.headers.get("Authorization"), body,
-                                                             query.get("appName")))
+                return _Reply.json(200, emulator._issue_token(self.headers.get("Authorization"), body,
+                                                              query.get("appName")))
             match = _ROSTERING_PATH.match(path)
             if method != "GET" or not match or match["app"] != emulator.app_name:
                 raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {path}")
@@ -506,17 +520,17 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(emulator.latency)
             token = emulator._check_token(self.headers.get("Authorization"))
             if fault:
-                outcome = self._apply(fault, token)
-                if outcome is not None:
-                    return outcome
+                cut = self._apply(fault, token)
+                if cut is not None:
+                    return cut
             version = "1.1" if match["api"] == "v1p1" else "1.2"
             url = f"{emulator.rostering_url(version)}/{match['collection']}"
             payload, headers = emulator.rostering(version, match["collection"], match["sourced_id"], query, url)
-            return self._send(200, payload, headers)
+            return _Reply.json(200, payload, headers)
         except OneRosterError as error:
-            return self._send(error.status, error.payload(), error.headers)
+            return _Reply.json(error.status, error.payload(), error.headers)
 
-    def _apply(self, fault: _Fault, token: str) -> tuple[int, dict[str, str]] | None:
+    def _apply(self, fault: _Fault, token: str) -> _Reply | None:
         kind = fault.kind
         if kind == "latency":
             time.sleep(fault.seconds)
@@ -531,35 +545,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.emulator._invalidate(token)
             raise OneRosterError(401, "unauthorisedrequest", "the access token has expired")
         if kind == "reset":
-            self._drop()
-            return 0, {}
-        # reset_mid_body: promise a full body, send half, drop the connection
+            return _Reply(0, {}, b"", cut="reset")
         body = json.dumps({"users": [{"sourcedId": str(n)} for n in range(200)]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        return _Reply(200, {"Content-Type": "application/json"}, body, cut="mid_body")
+
+    def _write(self, reply: _Reply) -> None:
+        if reply.cut == "reset":
+            self._drop()
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
-        self.wfile.flush()
-        self._drop()
-        return 0, {}
+        if reply.cut == "mid_body":  # a full body promised, half of it sent
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.wfile.flush()
+            self._drop()
+            return
+        self.wfile.write(reply.body)
 
     def _drop(self) -> None:
         """Close with a TCP reset, as a crashed proxy or a load balancer timeout does."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
-
-    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        return status, headers
 
 
 def main(argv: list[str] | None = None) -> None:
