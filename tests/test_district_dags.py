@@ -140,3 +140,38 @@ def test_a_retried_extract_overwrites_its_own_output(staged_run_env):
     assert sorted(path.name for path in run_dir.iterdir()) == sorted(
         [f"{name}.parquet" for name in COLLECTIONS] + [f"{name}.quarantine.parquet" for name in COLLECTIONS]
     )
+
+
+@pytest.mark.parametrize(("peak_now", "allowed"), [(False, 3), (True, 1)])
+def test_a_dag_run_never_exceeds_the_districts_concurrency(ic, monkeypatch, tmp_path, airflow_db, peak_now, allowed):
+    """IC asks for serial calls at peak and at most 5 concurrent off-peak; the config says how many."""
+    from include.sandbox.runner import run_dag
+
+    now = datetime.now(timezone.utc)
+    hours = {"start": (now - timedelta(hours=1)).strftime("%H:%M"), "end": (now + timedelta(hours=1)).strftime("%H:%M")}
+    if not peak_now:
+        hours = {"start": (now + timedelta(hours=2)).strftime("%H:%M"), "end": (now + timedelta(hours=3)).strftime("%H:%M")}
+    (tmp_path / "districts").mkdir()
+    (tmp_path / "districts" / "limits.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "district": "limits",
+                "name": "Concurrency limits",
+                "infinite_campus": {
+                    "conn_id": "ic_limits",
+                    "max_concurrency": 3,
+                    "peak_concurrency": 1,
+                    "peak_hours": hours,
+                    "page_size": 10,
+                },
+            }
+        )
+    )
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path / "districts"))
+    monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
+    for key, value in connection_uri_env("ic_limits", ic, "1.2").items():
+        monkeypatch.setenv(key, value)
+    ic.latency = 0.02
+    outcome = run_dag("oneroster_limits", logical_date=now)
+    assert outcome.state == "success", outcome.task_states
+    assert ic.max_in_flight == allowed
