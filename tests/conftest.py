@@ -15,18 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CLIENT_ID, CLIENT_SECRET, ROOT, connection_uri_env
+from include.sandbox.environment import use_project_airflow
+from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="oneroster-airflow-home-"))
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-)
+use_project_airflow(_AIRFLOW_HOME)
 
 
 @pytest.fixture(scope="session")

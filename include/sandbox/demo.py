@@ -12,34 +12,20 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+from include.sandbox.environment import PROJECT_ROOT as ROOT
+from include.sandbox.environment import use_project_airflow
+
 DEMO_DISTRICTS = ("demo", "demo_v11")
 DEMO_STUDENTS = 120
 DEMO_SEED = 2027
 
 
-def _airflow_environment() -> None:
-    """Point Airflow at the project before anything imports it."""
-    home = ROOT / ".airflow"
-    home.mkdir(exist_ok=True)
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
-    )
+def main() -> int:
+    use_project_airflow(ROOT / ".airflow")
     # Task logs would bury the summary; AIRFLOW__LOGGING__LOGGING_LEVEL=INFO make demo shows them.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-
-
-def main() -> int:
-    _airflow_environment()
     from include.config import DISTRICTS_DIR, load_district
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.ic_emulator import ICEmulator
