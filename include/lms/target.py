@@ -1,0 +1,139 @@
+"""What provisioning needs from an LMS, in the LMS's neutral terms.
+
+The plan (``include/provisioning``) speaks only these items; an adapter per LMS (the
+first: Schoology REST v1, ``plugins/hooks/schoology.py``) turns them into its API calls.
+A Canvas SIS Import adapter would implement the same :class:`LmsTarget` without the
+DAG or the plan changing.
+
+Every item carries a ``key``: the external id the LMS keeps for it (IC's sourcedId or a
+code derived from it), so that sending an item twice updates it instead of duplicating
+it. Where the LMS needs its own id for a reference that the plan already knows (the
+building a user belongs to, the course of a section, the grading periods of a section),
+the item carries that LMS id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+Action = Literal["create", "update", "deactivate"]
+ObjectKind = Literal["building", "grading_period", "user", "course", "section", "enrollment", "guardian_link"]
+CatalogKind = Literal["building", "grading_period", "role"]
+
+
+class LmsItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[ObjectKind]
+
+    key: str
+
+
+class Building(LmsItem):
+    kind: ClassVar[ObjectKind] = "building"
+
+    title: str
+    building_code: str
+
+
+class GradingPeriod(LmsItem):
+    kind: ClassVar[ObjectKind] = "grading_period"
+
+    title: str
+    start: date
+    end: date
+
+
+class User(LmsItem):
+    """``key`` is the LMS's unique external id for the person (Schoology: school_uid)."""
+
+    kind: ClassVar[ObjectKind] = "user"
+
+    given_name: str
+    family_name: str
+    preferred_first_name: str | None
+    email: str | None
+    username: str | None
+    role_id: str
+    building_id: str
+    additional_building_ids: list[str]
+
+
+class Course(LmsItem):
+    """``key`` is the course code, unique per building."""
+
+    kind: ClassVar[ObjectKind] = "course"
+
+    title: str
+    building_id: str
+
+
+class Section(LmsItem):
+    """``key`` is the section's school code (Schoology: section_school_code), unique in the LMS."""
+
+    kind: ClassVar[ObjectKind] = "section"
+
+    course_key: str
+    course_id: str
+    title: str
+    section_code: str
+    grading_period_ids: list[str]
+
+
+class Enrollment(LmsItem):
+    """``key`` is ``<section key>:<user key>``; teachers are section admins, students members."""
+
+    kind: ClassVar[ObjectKind] = "enrollment"
+
+    course_key: str
+    section_key: str
+    section_id: str
+    user_key: str
+    admin: bool
+
+
+class GuardianLink(LmsItem):
+    """``key`` is ``<guardian key>:<student key>``."""
+
+    kind: ClassVar[ObjectKind] = "guardian_link"
+
+    guardian_key: str
+    student_key: str
+
+
+ITEM_TYPES: dict[ObjectKind, type[LmsItem]] = {
+    item.kind: item for item in (Building, GradingPeriod, User, Course, Section, Enrollment, GuardianLink)
+}
+
+
+class ItemResult(BaseModel):
+    """The LMS's answer for one item: its LMS id when it worked, the LMS's message when not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    ok: bool
+    lms_id: str | None = None
+    error: str | None = None
+
+
+class LmsTarget(Protocol):
+    """An LMS as provisioning sees it.
+
+    ``apply`` must be idempotent: creating an item whose key the LMS already holds adopts
+    or updates that object and returns its id (a retried task never duplicates), and
+    deactivating one that is already gone is ``ok``. It returns one result per item, in
+    order; per-item failures are results, not exceptions. Exceptions mean the whole call
+    could not be made (credentials refused, LMS down after retries).
+    """
+
+    def catalog(self, kind: CatalogKind) -> dict[str, str]:
+        """What already exists in the LMS that a district's maps may point at: LMS id -> title."""
+        ...
+
+    def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
+        """Create, update or deactivate items of one kind, batched as the LMS allows."""
+        ...
