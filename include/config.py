@@ -11,7 +11,7 @@ import os
 import re
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -93,6 +93,66 @@ class Notifications(_Strict):
     emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
 
 
+DO_NOT_SYNC = "do_not_sync"
+LmsId = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
+RoleTarget = Annotated[str, Field(min_length=1, pattern=r"^\S+$", description=f"LMS role id or {DO_NOT_SYNC!r}")]
+
+
+class Lms(_Strict):
+    """Where provisioning writes; how it is reached (URL, keys) lives in the Airflow connection."""
+
+    target: Literal["schoology"] = "schoology"
+    conn_id: str = Field(min_length=1)
+    pool: str = Field(default="lms", min_length=1, description="Airflow pool bounding concurrent LMS calls")
+    requests_per_second: float = Field(default=10.0, gt=0, le=1000)
+
+
+class ExistingBuilding(_Strict):
+    building_id: LmsId
+
+
+class ExistingGradingPeriod(_Strict):
+    grading_period_id: LmsId
+
+
+class Terms(_Strict):
+    """IC terms (academicSessions) -> LMS grading periods."""
+
+    consolidate_year: bool = Field(default=False, description="one year-long grading period per school year")
+    unlisted: Literal["create", "skip"] = "create"
+    map: dict[str, Literal["create", "skip"] | ExistingGradingPeriod] = Field(default_factory=dict)
+
+
+class RoleOverrides(_Strict):
+    student: RoleTarget | None = None
+    teacher: RoleTarget | None = None
+    administrator: RoleTarget | None = None
+    guardian: RoleTarget | None = None
+
+
+class Roles(_Strict):
+    """IC role families -> LMS role ids (or do_not_sync)."""
+
+    student: RoleTarget
+    teacher: RoleTarget
+    administrator: RoleTarget
+    guardian: RoleTarget
+
+    def for_school(self, overrides: RoleOverrides | None) -> Roles:
+        if overrides is None:
+            return self
+        return self.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+class Provisioning(_Strict):
+    """How IC's roster lands in the LMS: unmapped schools are skipped with everything in them."""
+
+    schools: dict[str, Literal["create", "skip"] | ExistingBuilding] = Field(default_factory=dict)
+    terms: Terms = Terms()
+    roles: Roles
+    roles_by_school: dict[str, RoleOverrides] = Field(default_factory=dict)
+
+
 class DistrictConfig(_Strict):
     """Everything that differs between districts; one DAG is built from each."""
 
@@ -103,7 +163,15 @@ class DistrictConfig(_Strict):
     tags: list[str] = Field(default_factory=list)
     active_year: ActiveYearRule = ActiveYearRule()
     infinite_campus: InfiniteCampus
+    lms: Lms | None = None
+    provisioning: Provisioning | None = None
     notifications: Notifications = Notifications()
+
+    @model_validator(mode="after")
+    def _provisioning_needs_an_lms(self) -> DistrictConfig:
+        if self.provisioning is not None and self.lms is None:
+            raise ValueError("provisioning is configured but lms (target and conn_id) is missing")
+        return self
 
     @field_validator("schedule")
     @classmethod

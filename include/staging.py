@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
@@ -38,6 +39,26 @@ class Manifest(BaseModel):
     quarantine_uri: str | None = None
     schema_version: str
     oneroster_version: Literal["1.1", "1.2"]
+    district: str
+    active_year: int
+    run_id: str
+    created_at: datetime
+
+
+class ProvisionManifest(BaseModel):
+    """What a provisioning task returns: counts per action and where its tables are staged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    result_uri: str
+    row_count: int = Field(ge=0)
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    counts: dict[str, int]
+    errors_uri: str
+    skipped_uri: str
+    report_uri: str
+    dry_run: bool
     district: str
     active_year: int
     run_id: str
@@ -119,9 +140,12 @@ class StagedParquetWriter:
 
     def write_rows(self, rows: list[dict]) -> None:
         if rows:
-            table = pa.Table.from_pylist(rows, schema=self.schema)
-            self._writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
-            self.row_count += len(rows)
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table.cast(self.schema), row_group_size=ROW_GROUP_SIZE)
+            self.row_count += table.num_rows
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -135,6 +159,25 @@ class StagedParquetWriter:
             return
         self.sha256 = self._hashing.hexdigest()
         self._temporary.rename(self.target)
+
+
+def state_path(root: str, district: str, active_year: int, dataset: str) -> ObjectStoragePath:
+    """What must outlive a run (what was provisioned, what was posted), one set per school
+    year so a backfill of a past year and the nightly run never share state."""
+    return staging_path(root, district, "state", f"{active_year}/{dataset}")
+
+
+def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame) -> StagedParquetWriter:
+    """Write a DataFrame atomically; the writer tells the row count and checksum."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with StagedParquetWriter(target, table.schema) as writer:
+        writer.write_table(table)
+    return writer
+
+
+def read_frame(uri: str | ObjectStoragePath, columns: list[str] | None = None) -> pd.DataFrame:
+    with ObjectStoragePath(uri).open("rb") as handle:
+        return pq.read_table(handle, columns=columns).to_pandas()
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,80 @@
+"""The provisioning steps in dependency order, each a pure function of staged tables.
+
+A step reads IC's extracts and the result tables of the steps before it in this run
+(which carry LMS ids, or ``pending:`` ids in a dry run) and returns what its kind of LMS
+object should look like. The operator around it diffs, applies and records; this module
+keeps the order and the wiring in one readable place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from include.config import Provisioning
+from include.lms.target import ObjectKind
+from include.provisioning import plan
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: ObjectKind
+    task_id: str
+    extracts: tuple[str, ...]  # OneRoster collections it reads
+    needs: tuple[ObjectKind, ...]  # result tables of earlier steps it reads
+    build: Callable[[Mapping[str, pd.DataFrame], Mapping[str, pd.DataFrame], Provisioning], plan.Desired]
+
+
+def _lms_ids(result: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(result["key"], result["lms_id"], strict=True))
+
+
+def _buildings(extracts, results, provisioning):
+    return plan.desired_buildings(extracts["orgs"], provisioning)
+
+
+def _grading_periods(extracts, results, provisioning):
+    return plan.desired_grading_periods(extracts["academicSessions"], extracts["classes"], provisioning)
+
+
+def _school_buildings(results, provisioning) -> dict[str, str]:
+    return plan.school_buildings(provisioning, _lms_ids(results["building"]))
+
+
+def _users(extracts, results, provisioning):
+    return plan.desired_users(extracts["users"], provisioning, _school_buildings(results, provisioning))
+
+
+def _guardian_links(extracts, results, provisioning):
+    return plan.desired_guardian_links(extracts["users"], results["user"])
+
+
+def _courses(extracts, results, provisioning):
+    return plan.desired_courses(extracts["courses"], _school_buildings(results, provisioning))
+
+
+def _sections(extracts, results, provisioning):
+    periods = plan.term_grading_periods(
+        extracts["academicSessions"], provisioning, _lms_ids(results["grading_period"])
+    )
+    return plan.desired_sections(
+        extracts["classes"], _school_buildings(results, provisioning), _lms_ids(results["course"]), periods
+    )
+
+
+def _enrollments(extracts, results, provisioning):
+    return plan.desired_enrollments(extracts["enrollments"], extracts["users"], results["user"], results["section"])
+
+
+STEPS: tuple[Step, ...] = (
+    Step("building", "buildings", ("orgs",), (), _buildings),
+    Step("grading_period", "grading_periods", ("academicSessions", "classes"), (), _grading_periods),
+    Step("user", "users", ("users",), ("building",), _users),
+    Step("guardian_link", "guardian_links", ("users",), ("user",), _guardian_links),
+    Step("course", "courses", ("courses",), ("building",), _courses),
+    Step("section", "sections", ("academicSessions", "classes"), ("building", "grading_period", "course"), _sections),
+    Step("enrollment", "enrollments", ("enrollments", "users"), ("user", "section"), _enrollments),
+)
+STEP_BY_KIND: dict[ObjectKind, Step] = {step.kind: step for step in STEPS}

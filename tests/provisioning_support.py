@@ -1,0 +1,24 @@
+"""Normalised extract tables of a synthetic district, as the provisioning steps read them."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.oneroster.models import COLLECTIONS, arrow_schema, normalise_page
+
+
+def extract_frames(district, version: str = "1.2") -> dict[str, pd.DataFrame]:
+    """What the extract tasks stage, read back through Parquet like the provisioning tasks do."""
+    frames = {}
+    for collection in COLLECTIONS:
+        rows, rejected = normalise_page(collection, version, district.records(collection, version))
+        assert not rejected
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema(collection)), buffer)
+        buffer.seek(0)
+        frames[collection] = pq.read_table(buffer).to_pandas()
+    return frames

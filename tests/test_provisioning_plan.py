@@ -1,0 +1,234 @@
+"""The mapping and plan rules, as pure functions over a synthetic district's extracts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from include.config import Provisioning
+from include.lms.target import ItemResult
+from include.provisioning import plan
+from include.provisioning.diff import empty_state, next_state, plan_changes
+from include.provisioning.report import format_report, report_rows
+from tests.provisioning_support import extract_frames
+
+ROLES = {"student": "R-STU", "teacher": "R-TCH", "administrator": "R-ADM", "guardian": "R-PAR"}
+
+
+def provisioning(**overrides) -> Provisioning:
+    settings = {"schools": {"100": "create", "101": {"building_id": "B-1"}, "102": {"building_id": "B-1"}}, "roles": ROLES}
+    settings.update(overrides)
+    return Provisioning.model_validate(settings)
+
+
+@pytest.fixture(scope="module")
+def frames(demo_district):
+    return extract_frames(demo_district)
+
+
+def buildings_for(config: Provisioning, frames) -> dict[str, str]:
+    desired = plan.desired_buildings(frames["orgs"], config)
+    return plan.school_buildings(config, {key: f"L-{key}" for key in desired.rows["key"]})
+
+
+def by_reason(desired: plan.Desired) -> dict[str, int]:
+    return desired.skipped["reason"].value_counts().to_dict()
+
+
+def test_schools_create_map_many_to_one_or_skip(frames):
+    config = provisioning(schools={"100": "create", "101": {"building_id": "B-1"}, "102": {"building_id": "B-1"}})
+    desired = plan.desired_buildings(frames["orgs"], config)
+    assert list(desired.rows["key"]) == ["school-100"] and list(desired.rows["title"]) == ["Smith Elementary School 1"]
+    assert buildings_for(config, frames) == {"100": "L-school-100", "101": "B-1", "102": "B-1"}
+
+    partial = provisioning(schools={"100": {"building_id": "B-1"}})
+    assert set(plan.desired_buildings(frames["orgs"], partial).skipped["key"]) == {"school-101", "school-102"}
+    users = plan.desired_users(frames["users"], partial, buildings_for(partial, frames))
+    assert set(users.rows["school"]) == {"100"}
+    assert by_reason(users)[plan.UNMAPPED_SCHOOL] > 0
+    courses = plan.desired_courses(frames["courses"], buildings_for(partial, frames))
+    assert set(courses.rows["school"]) == {"100"}
+
+
+def test_users_get_role_ids_per_school_and_skip_what_must_not_sync(frames):
+    config = provisioning(roles=ROLES | {"guardian": "do_not_sync"}, roles_by_school={"102": {"teacher": "R-TCH-HS"}})
+    users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
+    rows = users.rows.set_index("key")
+    assert rows.loc["s1000000", "role_id"] == "R-STU"
+    teachers = rows[rows.index.str.startswith("t")]
+    assert set(teachers.loc[teachers["school"] == "102", "role_id"]) == {"R-TCH-HS"}
+    assert set(teachers.loc[teachers["school"] != "102", "role_id"]) == {"R-TCH"}
+    assert not rows.index.str.startswith("p").any()
+    reasons = by_reason(users)
+    guardians = frames["users"][frames["users"]["primary_role"] == "guardian"]
+    assert reasons[plan.DO_NOT_SYNC_ROLE] == sum(guardians["status"] == "active") > 0
+    assert reasons[plan.USERNAME_WITH_SPACES] == 1
+    skipped = users.skipped.set_index("key")
+    spaced = frames["users"].loc[frames["users"]["username"].str.contains(" ", na=False), "legacy_sourced_id"].item()
+    assert skipped.loc[spaced, "reason"] == plan.USERNAME_WITH_SPACES
+    assert reasons[plan.INACTIVE_IN_IC] == sum(frames["users"]["status"] != "active")
+
+
+def test_users_keep_preferred_names_and_get_additional_buildings(frames):
+    config = provisioning(schools={"100": {"building_id": "B-0"}, "101": {"building_id": "B-1"}, "102": {"building_id": "B-2"}})
+    rows = plan.desired_users(frames["users"], config, buildings_for(config, frames)).rows.set_index("key")
+    assert rows["preferred_first_name"].notna().any()
+    assert rows.loc["s1000000", "building_id"] == "B-0" and rows.loc["s1000000", "additional_building_ids"] == ["B-1"]
+    assert rows.loc["t3000000", "additional_building_ids"] == ["B-1"]
+    assert rows.loc["s1000001", "additional_building_ids"] == []
+    many_to_one = provisioning()
+    merged = plan.desired_users(frames["users"], many_to_one, buildings_for(many_to_one, frames)).rows.set_index("key")
+    assert merged.loc["s1000020", "additional_building_ids"] == [], "two schools in one building are one building"
+
+
+def test_guardians_are_linked_to_their_provisioned_children(frames):
+    config = provisioning()
+    users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
+    links = plan.desired_guardian_links(frames["users"], users.rows)
+    assert "p5000000:s1000000" in set(links.rows["key"]) and "p5000000:s1000001" in set(links.rows["key"])
+    provisioned = set(users.rows["key"])
+    assert set(links.rows["guardian_key"]) <= provisioned and set(links.rows["student_key"]) <= provisioned
+    spaced = users.skipped.loc[users.skipped["reason"] == plan.USERNAME_WITH_SPACES, "key"].item()
+    assert spaced not in set(links.rows["student_key"])
+
+
+def test_trial_schedule_courses_and_sections_are_not_provisioned(frames):
+    config = provisioning()
+    buildings = buildings_for(config, frames)
+    courses = plan.desired_courses(frames["courses"], buildings)
+    trial_courses = set(frames["courses"].loc[frames["courses"]["trial_schedule"], "sourced_id"])
+    assert trial_courses and not trial_courses & set(courses.rows["key"])
+    assert by_reason(courses) == {plan.TRIAL_SCHEDULE: len(trial_courses)}
+    periods = {session: f"GP-{session}" for session in frames["academicSessions"]["sourced_id"]}
+    sections = plan.desired_sections(frames["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods)
+    assert by_reason(sections) == {plan.TRIAL_SCHEDULE: len(trial_courses)}
+    year_long = sections.rows[sections.rows["grading_period_ids"].map(len) == 2]
+    assert len(year_long) > 0, "classes in two terms keep both grading periods"
+    crossed = frames["classes"].dropna(subset=["cross_list_group"])
+    assert set(crossed["sourced_id"]) <= set(sections.rows["key"]), "cross-listed sections are provisioned"
+
+
+def test_a_class_whose_terms_are_all_unmapped_is_skipped(frames):
+    config = provisioning(terms={"unlisted": "skip", "map": {"202701": {"grading_period_id": "GP-FALL"}}})
+    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], config)
+    assert grading.rows.empty and by_reason(grading)[plan.UNMAPPED_TERM] >= 2
+    periods = plan.term_grading_periods(frames["academicSessions"], config, {})
+    assert periods == {"202701": "GP-FALL"}
+    buildings = buildings_for(config, frames)
+    courses = plan.desired_courses(frames["courses"], buildings)
+    sections = plan.desired_sections(frames["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods)
+    spring_only = frames["classes"][frames["classes"]["term_sourced_ids"].map(lambda terms: list(terms) == ["202702"])]
+    assert len(spring_only) > 0
+    assert set(spring_only["sourced_id"]) <= set(sections.skipped.loc[sections.skipped["reason"] == plan.UNMAPPED_TERM, "key"])
+    assert set(sections.rows["grading_period_ids"].map(tuple)) == {("GP-FALL",)}
+
+
+def test_terms_consolidate_into_one_year_long_period(frames):
+    config = provisioning(terms={"consolidate_year": True})
+    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], config)
+    assert list(grading.rows["key"]) == ["year-2027"]
+    row = grading.rows.iloc[0]
+    assert (str(row["start"]), str(row["end"]), row["title"]) == ("2026-08-15", "2027-06-05", "2026-27")
+    periods = plan.term_grading_periods(frames["academicSessions"], config, {"year-2027": "GP-Y"})
+    assert set(periods.values()) == {"GP-Y"}
+
+
+def test_enrollments_make_teachers_admins_and_skip_what_is_not_provisioned(frames):
+    config = provisioning()
+    buildings = buildings_for(config, frames)
+    users = plan.desired_users(frames["users"], config, buildings)
+    courses = plan.desired_courses(frames["courses"], buildings)
+    periods = {session: f"GP-{session}" for session in frames["academicSessions"]["sourced_id"]}
+    sections = plan.desired_sections(frames["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods)
+    provisioned_sections = sections.rows.assign(lms_id="S-" + sections.rows["key"])
+    enrollments = plan.desired_enrollments(frames["enrollments"], frames["users"], users.rows, provisioned_sections)
+    rows = enrollments.rows
+    assert set(rows.loc[rows["user_key"].str.startswith("t"), "admin"]) == {True}
+    assert set(rows.loc[rows["user_key"].str.startswith("s"), "admin"]) == {False}
+    assert set(rows["section_id"]) <= set(provisioned_sections["lms_id"])
+    reasons = by_reason(enrollments)
+    assert set(reasons) == {plan.INACTIVE_IN_IC, plan.SECTION_NOT_PROVISIONED, plan.USER_NOT_PROVISIONED}
+    assert len(rows) + len(enrollments.skipped) == len(frames["enrollments"]), "every enrollment accounted for"
+
+
+def test_oneroster_1_1_and_1_2_give_the_same_plan(demo_district):
+    config = provisioning()
+    plans = {}
+    for version in ("1.1", "1.2"):
+        frames = extract_frames(demo_district, version)
+        buildings = buildings_for(config, frames)
+        users = plan.desired_users(frames["users"], config, buildings)
+        plans[version] = (users.rows.drop(columns=["preferred_first_name"]), plan.desired_guardian_links(frames["users"], users.rows).rows)
+    pd.testing.assert_frame_equal(plans["1.1"][0], plans["1.2"][0])
+    pd.testing.assert_frame_equal(plans["1.1"][1], plans["1.2"][1])
+
+
+def test_the_plan_sends_only_changes_and_never_deletes_users_or_foreign_objects(frames):
+    config = provisioning()
+    users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
+    first = plan_changes(users, empty_state("user"))
+    assert first.counts()["create"] == len(users.rows)
+    state = next_state(empty_state("user"), first, {"create": [ItemResult(key=k, ok=True, lms_id=f"U-{k}") for k in first.create["key"]]})
+    again = plan_changes(users, state)
+    assert again.counts() | {"skipped": 0} == {"create": 0, "update": 0, "deactivate": 0, "unchanged": len(users.rows),
+                                               "removed_in_ic": 0, "skipped": 0}
+
+    changed = users.rows.copy()
+    changed.loc[changed["key"] == "s1000001", "family_name"] = "Renamed"
+    gone = changed[changed["key"] != "s1000002"]
+    later = plan_changes(plan.Desired("user", gone, users.skipped), state)
+    assert list(later.update["key"]) == ["s1000001"] and list(later.update["lms_id"]) == ["U-s1000001"]
+    assert list(later.removed["key"]) == ["s1000002"] and later.deactivate.empty, "a user removed in IC is kept"
+
+
+def test_removed_enrollments_are_dropped_but_lms_only_admins_are_not_touched(frames):
+    rows = pd.DataFrame(
+        {
+            "key": ["600000:t1", "600000:s1", "600000:s2"],
+            "school": ["100"] * 3,
+            "course_key": ["50000"] * 3,
+            "section_key": ["600000"] * 3,
+            "section_id": ["S-1"] * 3,
+            "user_key": ["t1", "s1", "s2"],
+            "admin": [True, False, False],
+        }
+    )
+    empty = pd.DataFrame(columns=["key", "school", "reason"])
+    first = plan_changes(plan.Desired("enrollment", rows, empty), empty_state("enrollment"))
+    state = next_state(empty_state("enrollment"), first, {"create": [ItemResult(key=k, ok=True, lms_id=k) for k in rows["key"]]})
+    later = plan_changes(plan.Desired("enrollment", rows[rows["key"] != "600000:s2"], empty), state)
+    assert list(later.deactivate["key"]) == ["600000:s2"]
+    assert "600000:lms-only-admin" not in set(later.deactivate["key"]), "only what we created can be dropped"
+    after = next_state(state, later, {"deactivate": [ItemResult(key="600000:s2", ok=True)]})
+    assert list(after["key"]) == ["600000:s1", "600000:t1"]
+
+
+def test_failed_items_are_retried_next_run_and_the_rest_not_resent(frames):
+    config = provisioning()
+    courses = plan.desired_courses(frames["courses"], buildings_for(config, frames))
+    first = plan_changes(courses, empty_state("course"))
+    failed_key = first.create["key"].iloc[0]
+    results = [ItemResult(key=k, ok=k != failed_key, lms_id=None if k == failed_key else f"C-{k}",
+                          error="course_code already used" if k == failed_key else None) for k in first.create["key"]]
+    state = next_state(empty_state("course"), first, {"create": results})
+    again = plan_changes(courses, state)
+    assert list(again.create["key"]) == [failed_key]
+    failed = pd.DataFrame({"key": [failed_key], "action": ["create"], "error": ["course_code already used"],
+                           "school": ["100"]})
+    report = report_rows(first, failed, dry_run=False)
+    assert report.loc[report["outcome"] == "failed", "reason"].tolist() == ["course_code already used"]
+    assert report["count"].sum() == len(courses.rows) + len(courses.skipped)
+    assert "failed (course_code already used)" in format_report(report)
+
+
+def test_unknown_lms_references_name_the_field_and_value():
+    config = provisioning(roles=ROLES | {"teacher": "R-NOPE"}, terms={"map": {"202701": {"grading_period_id": "GP-X"}}})
+    assert plan.unknown_references(config, "building", {"B-2": "Other"}) == [
+        "provisioning.schools.101.building_id: the LMS has no building 'B-1'",
+        "provisioning.schools.102.building_id: the LMS has no building 'B-1'",
+    ]
+    assert plan.unknown_references(config, "grading_period", {}) == [
+        "provisioning.terms.map.202701.grading_period_id: the LMS has no grading period 'GP-X'"
+    ]
+    catalog = {role: role for role in ROLES.values()}
+    assert plan.unknown_references(config, "user", catalog) == ["provisioning.roles.teacher: the LMS has no role 'R-NOPE'"]
