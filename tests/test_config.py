@@ -54,6 +54,23 @@ def test_defaults_fill_a_minimal_file(tmp_path):
             "peak_concurrency must not exceed max_concurrency",
         ),
         (GOOD.format(name="other"), "district", "must match the file name"),
+        (
+            GOOD.format(name="bad") + "provisioning:\n  roles: {student: a, teacher: b, administrator: c, guardian: d}\n",
+            "(top level)",
+            "lms (target and conn_id) is missing",
+        ),
+        (
+            GOOD.format(name="bad")
+            + "lms: {conn_id: lms}\nprovisioning:\n  schools: {'100': {building: x}}\n"
+            + "  roles: {student: a, teacher: b, administrator: c, guardian: d}\n",
+            "provisioning.schools.100",
+            "building_id",
+        ),
+        (
+            GOOD.format(name="bad") + "lms: {conn_id: lms}\nprovisioning:\n  roles: {student: a, teacher: b}\n",
+            "provisioning.roles.administrator",
+            "Field required",
+        ),
         ("district: bad\nname: [unclosed\n", "cannot be read as YAML", ""),
         ("- just\n- a list\n", "must be a mapping", ""),
     ],
