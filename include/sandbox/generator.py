@@ -101,6 +101,8 @@ class _Records(Sequence):
 
     def __init__(self, district: SyntheticDistrict, collection: str, version: str, href_base: str):
         self._make = getattr(district, f"_{collection}")
+        self._collection = collection
+        self._edited = district._modified[collection]
         self._count = district.expected_counts(version)[collection]
         self._version = version
         self._href_base = href_base
@@ -108,14 +110,32 @@ class _Records(Sequence):
     def __len__(self) -> int:
         return self._count
 
+    def _record(self, index: int) -> dict:
+        record = self._make(index, self._version, self._href_base)
+        if index in self._edited:
+            _edit(self._collection, record)
+        return record
+
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self._make(i, self._version, self._href_base) for i in range(*index.indices(self._count))]
+            return [self._record(i) for i in range(*index.indices(self._count))]
         if index < 0:
             index += self._count
         if not 0 <= index < self._count:
             raise IndexError(index)
-        return self._make(index, self._version, self._href_base)
+        return self._record(index)
+
+
+def _edit(collection: str, record: dict) -> None:
+    """What an edit in IC looks like: a new surname, a renamed course or class, a dropped enrollment."""
+    if collection == "users":
+        record["familyName"] += "-Lee"
+    elif collection == "orgs":
+        record["name"] += " (renamed)"
+    elif collection in ("academicSessions", "courses", "classes"):
+        record["title"] += " (revised)"
+    else:
+        record["status"] = "tobedeleted"
 
 
 @dataclass
@@ -188,7 +208,7 @@ class SyntheticDistrict:
         return (self._base_modified + MODIFIED_SPREAD).strftime(TIMESTAMP)
 
     def modify(self, collection: str, count: int, at: datetime) -> list[str]:
-        """Mark ``count`` records (spread evenly) as changed at ``at``; return their 1.2 sourcedIds."""
+        """Edit ``count`` records (spread evenly) at ``at``, see :func:`_edit`; return their 1.2 sourcedIds."""
         total = self.expected_counts()[collection]
         count = min(count, total)
         stamp = at.astimezone(timezone.utc).strftime(TIMESTAMP)
