@@ -14,17 +14,28 @@ from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
 from include.config import DistrictConfig, DistrictConfigError, load_districts
 from include.oneroster.models import COLLECTIONS
+from include.provisioning.steps import STEPS
+from plugins.notifications.alerts import deadline_alert, failure_notifier
 from plugins.operators.extract import OneRosterExtractOperator
+from plugins.operators.provision import ProvisionOperator, SyncReportOperator
 
 STAGING_ROOT = "{{ var.value.get('oneroster_staging_root', '') }}"
 
-DEFAULT_ARGS = {
-    "owner": "district-data",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=30),
-}
+
+
+def _default_args(config: DistrictConfig) -> dict:
+    retries = config.task_retries
+    arguments = {
+        "owner": "district-data",
+        "retries": retries.count,
+        "retry_delay": timedelta(seconds=retries.delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(seconds=retries.max_delay_seconds),
+    }
+    notifier = failure_notifier(config)
+    if notifier is not None:
+        arguments["on_failure_callback"] = notifier
+    return arguments
 
 
 class DistrictConfigErrors(DAG):
@@ -68,7 +79,8 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         start_date=datetime.combine(config.start_date, time(), tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=_default_args(config),
+        deadline=deadline_alert(config),
         tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
         doc_md=_doc(config),
         params={
@@ -81,9 +93,15 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                 description="Ending year of the school year to sync (2027 = 2026-27). "
                 "Empty: the year of the run's logical date.",
             ),
+            "dry_run": Param(
+                False,
+                type="boolean",
+                title="Dry run",
+                description="Build and report the provisioning plan, write nothing to the LMS.",
+            ),
         },
     ) as dag:
-        with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging"):
+        with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging") as extract:
             for collection in COLLECTIONS:
                 OneRosterExtractOperator(
                     task_id=collection,
@@ -94,6 +112,30 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     staging_root=STAGING_ROOT,
                     pool=ic.pool,
                     pool_slots=ic.max_concurrency,
+                )
+        if config.provisioning is not None and config.lms is not None:
+            with TaskGroup("provision", tooltip="map, plan and load the LMS, in dependency order"):
+                previous = extract
+                for step in STEPS:
+                    task = ProvisionOperator(
+                        task_id=step.task_id,
+                        kind=step.kind,
+                        district=config.district,
+                        config_file=f"include/districts/{config.district}.yaml",
+                        provisioning=config.provisioning,
+                        lms=config.lms,
+                        active_year_rule=config.active_year,
+                        staging_root=STAGING_ROOT,
+                        pool=config.lms.pool,
+                    )
+                    previous >> task
+                    previous = task
+                previous >> SyncReportOperator(
+                    task_id="sync_report",
+                    district=config.district,
+                    step_task_ids=[f"provision.{step.task_id}" for step in STEPS],
+                    active_year_rule=config.active_year,
+                    staging_root=STAGING_ROOT,
                 )
     return dag
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -89,8 +89,44 @@ class ActiveYearRule(_Strict):
         return on.year + 1 if (on.month, on.day) >= (month, day) else on.year
 
 
+class TaskRetries(_Strict):
+    """Airflow task retries: exponential backoff from ``delay_seconds``, capped."""
+
+    count: int = Field(default=3, ge=0, le=10)
+    delay_seconds: float = Field(default=60, ge=0)
+    max_delay_seconds: float = Field(default=1800, ge=0)
+
+
+class Deadline(_Strict):
+    """When a night's run must be done: ``within_hours`` of its scheduled time, or ``by`` a
+    UTC time of day (the schedule must then name a fixed hour and minute)."""
+
+    within_hours: float | None = Field(default=None, gt=0, le=72)
+    by: time | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Deadline:
+        if (self.within_hours is None) == (self.by is None):
+            raise ValueError("give exactly one of within_hours or by")
+        return self
+
+    def after_scheduled_time(self, schedule: str) -> timedelta:
+        if self.within_hours is not None:
+            return timedelta(hours=self.within_hours)
+        fields = schedule.split()
+        if len(fields) != 5 or not (fields[0].isdigit() and fields[1].isdigit()):
+            raise ValueError(f"deadline.by needs a schedule with a fixed minute and hour, got {schedule!r}")
+        scheduled = timedelta(hours=int(fields[1]), minutes=int(fields[0]))
+        by = timedelta(hours=self.by.hour, minutes=self.by.minute)
+        return (by - scheduled) % timedelta(days=1) or timedelta(days=1)
+
+
 class Notifications(_Strict):
+    """Who hears about failures and missed deadlines, through which Airflow SMTP connection."""
+
     emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    smtp_conn_id: str = Field(default="smtp_default", min_length=1)
+    deadline: Deadline | None = None
 
 
 DO_NOT_SYNC = "do_not_sync"
@@ -105,6 +141,8 @@ class Lms(_Strict):
     conn_id: str = Field(min_length=1)
     pool: str = Field(default="lms", min_length=1, description="Airflow pool bounding concurrent LMS calls")
     requests_per_second: float = Field(default=10.0, gt=0, le=1000)
+    max_attempts: int = Field(default=6, ge=1, le=10, description="per LMS call, on 429/5xx/dropped connections")
+    backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")
 
 
 class ExistingBuilding(_Strict):
@@ -162,6 +200,7 @@ class DistrictConfig(_Strict):
     start_date: date = date(2026, 7, 1)
     tags: list[str] = Field(default_factory=list)
     active_year: ActiveYearRule = ActiveYearRule()
+    task_retries: TaskRetries = TaskRetries()
     infinite_campus: InfiniteCampus
     lms: Lms | None = None
     provisioning: Provisioning | None = None
@@ -171,6 +210,8 @@ class DistrictConfig(_Strict):
     def _provisioning_needs_an_lms(self) -> DistrictConfig:
         if self.provisioning is not None and self.lms is None:
             raise ValueError("provisioning is configured but lms (target and conn_id) is missing")
+        if self.notifications.deadline is not None:
+            self.notifications.deadline.after_scheduled_time(self.schedule)
         return self
 
     @field_validator("schedule")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from include.sandbox.environment import use_project_airflow
-from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
+from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, connection_uri_env
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="oneroster-airflow-home-"))
 use_project_airflow(_AIRFLOW_HOME)
@@ -54,3 +54,11 @@ def ic_conn(request, ic, monkeypatch) -> str:
     for key, value in connection_uri_env("ic_test", ic, request.param).items():
         monkeypatch.setenv(key, value)
     return "ic_test"
+
+
+@pytest.fixture
+def lms() -> Iterator:
+    from include.sandbox.lms_emulator import SchoologyEmulator
+
+    with SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as emulator:
+        yield emulator

@@ -20,3 +20,19 @@ def connection_uri_env(conn_id: str, emulator, version: str, **extras) -> dict[s
         "extra": {"app_name": "demo", "oneroster_version": version, **extras},
     }
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
+
+
+LMS_KEY = "test-consumer"
+LMS_SECRET = "test-consumer-secret"
+
+
+def lms_connection_env(conn_id: str, emulator) -> dict[str, str]:
+    """An Airflow connection to the Schoology emulator, as the environment variable Airflow reads."""
+    value = {
+        "conn_type": "http",
+        "host": emulator.base_url,
+        "login": LMS_KEY,
+        "password": LMS_SECRET,
+        "extra": {"school_id": emulator.school_id},
+    }
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}

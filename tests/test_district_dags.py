@@ -14,7 +14,7 @@ import yaml
 from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
 from include.oneroster.models import COLLECTIONS
 from include.staging import Manifest
-from tests.support import ROOT, connection_uri_env
+from tests.support import ROOT, connection_uri_env, lms_connection_env
 
 DEMO_DAGS = ("oneroster_demo", "oneroster_demo_v11")
 
@@ -35,13 +35,27 @@ def test_every_shipped_district_loads_as_a_dag():
     assert {"oneroster", "infinite-campus", "district:demo"} <= set(dag.tags)
     assert "include/districts/demo.yaml" in dag.doc_md
     assert dag.timetable.expression == "0 6 * * *"
-    assert dag.params["active_year"] is None
-    assert sorted(task.task_id for task in dag.tasks) == sorted(f"extract.{name}" for name in COLLECTIONS)
+    assert dag.params["active_year"] is None and dag.params["dry_run"] is False
+    assert sorted(task.task_id for task in dag.tasks if task.task_id.startswith("extract.")) == sorted(
+        f"extract.{name}" for name in COLLECTIONS
+    )
+    provisioning = [task.task_id for task in dag.tasks if task.task_id.startswith("provision.")]
+    assert provisioning == [
+        "provision.buildings", "provision.grading_periods", "provision.users", "provision.guardian_links",
+        "provision.courses", "provision.sections", "provision.enrollments", "provision.sync_report",
+    ]
+    for upstream, downstream in zip(provisioning, provisioning[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, "schools -> terms -> users -> ... in order"
+    assert set(dag.get_task("provision.buildings").upstream_task_ids) == {f"extract.{name}" for name in COLLECTIONS}
     for task in dag.tasks:
         assert task.retries == 3
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay == timedelta(minutes=30)
-        assert task.pool == "ic_demo"
+        if task.task_id != "provision.sync_report":
+            assert task.pool == ("ic_demo" if task.task_id.startswith("extract.") else "lms_demo")
+        assert task.on_failure_callback, "failure emails after the last retry"
+    assert bag.dags["oneroster_demo_v11"].deadline is None
+    assert dag.deadline is not None
 
 
 def test_extract_pool_slots_fit_the_pools_in_airflow_settings():
@@ -50,7 +64,7 @@ def test_extract_pool_slots_fit_the_pools_in_airflow_settings():
     pools = {pool["pool_name"]: pool["pool_slot"] for pool in settings["airflow"]["pools"]}
     for dag_id in DEMO_DAGS:
         for task in dag_bag().dags[dag_id].tasks:
-            assert task.pool in pools and task.pool_slots <= pools[task.pool]
+            assert task.pool in {*pools, "default_pool"} and task.pool_slots <= pools.get(task.pool, 128)
 
 
 def test_a_bad_district_file_is_an_import_error_and_the_others_still_load(tmp_path, monkeypatch):
@@ -69,10 +83,12 @@ def test_a_bad_district_file_is_an_import_error_and_the_others_still_load(tmp_pa
 
 
 @pytest.fixture
-def staged_run_env(ic, monkeypatch, tmp_path, airflow_db):
+def staged_run_env(ic, lms, monkeypatch, tmp_path, airflow_db):
     for dag_version, conn_id in (("1.2", "ic_demo"), ("1.1", "ic_demo_v11")):
         for key, value in connection_uri_env(conn_id, ic, dag_version).items():
             monkeypatch.setenv(key, value)
+    for key, value in lms_connection_env("lms_demo", lms).items():
+        monkeypatch.setenv(key, value)
     staging = tmp_path / "staging"
     monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", staging.as_uri())
     return staging
@@ -137,9 +153,9 @@ def test_a_retried_extract_overwrites_its_own_output(staged_run_env):
             == second.returned[f"extract.{collection}"]["content_sha256"]
         )
     run_dir = Path(second.returned["extract.users"]["uri"].removeprefix("file://")).parent
-    assert sorted(path.name for path in run_dir.iterdir()) == sorted(
+    assert sorted(path.name for path in run_dir.iterdir() if path.is_file()) == sorted(
         [f"{name}.parquet" for name in COLLECTIONS] + [f"{name}.quarantine.parquet" for name in COLLECTIONS]
-    )
+    ), "a re-run leaves no second copy and no temporary file behind"
 
 
 @pytest.mark.parametrize(("peak_now", "allowed"), [(False, 3), (True, 1)])

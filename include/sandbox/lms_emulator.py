@@ -1,0 +1,908 @@
+"""A Schoology REST v1 server on 127.0.0.1, for the demo, the tests and the benchmark.
+
+It speaks the subset of Schoology's API that provisioning needs, under ``/v1`` as
+``https://api.schoology.com/v1`` does, and enforces its rules:
+
+- two-legged OAuth 1.0a with the PLAINTEXT signature in the ``Authorization`` header:
+  ``oauth_consumer_key``, an empty ``oauth_token``, ``oauth_nonce``, ``oauth_timestamp``,
+  ``oauth_signature_method="PLAINTEXT"`` and ``oauth_signature`` = percent-encoded
+  consumer secret + ``&`` (itself percent-encoded in the header); a reused
+  timestamp/nonce pair is refused as a replay, wrong credentials answer 401;
+- ``GET|POST schools/{school}/buildings`` (``building_code`` unique), ``PUT|DELETE schools/{id}``;
+- ``GET|POST gradingperiods``, ``PUT|DELETE gradingperiods/{id}`` (title unique in the
+  school; a period still used by a section cannot be deleted);
+- ``GET roles`` (Schoology's example ids: 1212 School Admin, 1213 Teacher, 1214 Student,
+  1215 Parent, plus any given to the constructor);
+- ``GET users`` (``building_id``, ``role_ids``, ``school_uids`` ≤ 50), bulk ``POST users``
+  with ``update_existing=1`` matched by ``school_uid`` (usernames and emails unique),
+  bulk ``DELETE users?uids=`` (users become inactive);
+- ``GET courses`` (``building_id``), bulk ``POST courses`` with ``update_existing=1``,
+  bulk ``DELETE courses?course_ids=``;
+- ``GET|POST courses/{id}/sections`` (bulk, ``update_existing=1``), ``GET
+  sections?section_school_codes=`` (≤ 50), bulk ``DELETE sections?section_ids=``;
+- ``POST enrollments/import/course`` by ``section_school_code`` + ``school_uid`` (+
+  ``course_code`` checked when given), ``admin`` 0/1, ``delete`` 1 to drop;
+- ``POST users/import/associations/parents`` by ``student_school_uid`` /
+  ``parent_school_uid``, ``delete`` 1 to remove.
+
+Bulk calls take at most 50 objects wrapped as the docs show (``{"users": {"user": [...]}}``)
+and answer 207 Multi-Status with one entry per object, in order: ``response_code`` 200
+and the ``id`` (and ``location``), or an error ``response_code`` and a ``message``. An
+unknown building, role, grading period, section or user, or a duplicate code, fails the
+object, not the call. More than 50 objects, a body that is not JSON or a missing wrapper
+fails the whole call with 400. Lists are paged with ``start``/``limit`` (default 20, at
+most 200) and ``links.next``.
+
+Where Schoology's documentation is silent the emulator chooses, and the hook follows:
+single creates answer 201 with the object, PUT and bulk DELETE answer 204, whole-call
+errors carry ``{"error": message}``, enrollment import entries also carry the
+enrollment ``id``, courses are keyed by ``course_code`` within a building (the docs say
+the code is unique in the whole school), sections by ``section_school_code`` across the
+LMS (the docs match ``update_existing`` on ``section_code`` + grading periods), and 429
+answers carry ``Retry-After``.
+
+A token bucket of ``rate_limit`` requests per second (burst of one second's worth)
+answers 429 when exceeded. Faults are switched on with :meth:`SchoologyEmulator.inject`
+(``429``, ``500``, ``503``, ``reject_items``, ``timeout_after_apply``). What was
+provisioned stays inspectable (:attr:`buildings`, :attr:`users`, ... keyed by LMS id) and
+every request is kept in :attr:`requests`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from typing import Any, Self
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
+BULK_LIMIT = 50
+DEFAULT_PAGE, MAX_PAGE = 20, 200
+SEED_ROLES = {"1212": "School Admin", "1213": "Teacher", "1214": "Student", "1215": "Parent"}
+WRITES = frozenset({"POST", "PUT", "DELETE"})
+_OAUTH_PARAM = re.compile(r'([a-z_]+)="([^"]*)"')
+_OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_nonce", "oauth_timestamp",
+                   "oauth_signature_method", "oauth_signature")
+
+
+class SchoologyError(Exception):
+    """A whole-call error: the status and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class _ItemError(Exception):
+    """One object of a bulk call failed; the others go on."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator saw it (``status`` 0: the connection was dropped)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    headers: dict[str, str]
+    started: float
+    ended: float
+
+
+@dataclass
+class _Fault:
+    kind: str
+    times: int
+    path_contains: str | None
+    after: int
+    retry_after: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    stall: float | None = None  # timeout_after_apply: wait this long, then drop the connection
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+
+    @classmethod
+    def empty(cls, status: int = 204) -> _Reply:
+        return cls(status, {}, b"")
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true")
+
+
+def _ids(value: Any) -> list[str]:
+    if value in (None, ""):
+        return []
+    parts = value if isinstance(value, list) else str(value).split(",")
+    return [str(part).strip() for part in parts if str(part).strip()]
+
+
+def _required(item: dict, *names: str) -> None:
+    for name in names:
+        if not str(item.get(name) or "").strip():
+            raise _ItemError(400, f"{name} is required")
+
+
+class SchoologyEmulator:
+    """The Schoology emulator as a context manager: ``with SchoologyEmulator(...) as lms:``."""
+
+    def __init__(
+        self,
+        *,
+        consumer_key: str,
+        consumer_secret: str,
+        school_id: str = "344232",
+        roles: dict[str, str] | None = None,
+        rate_limit: float | None = None,
+        retry_after: float = 1.0,
+        port: int = 0,
+        max_recorded: int = 100_000,
+    ) -> None:
+        self.consumer_key = consumer_key
+        self.school_id = school_id
+        self.rate_limit = rate_limit
+        self.retry_after = retry_after
+        self._consumer_secret = consumer_secret
+        self._port = port
+        self._lock = threading.Lock()
+        self._ids = count(5_000_001)
+        self._roles = {**SEED_ROLES, **(roles or {})}
+        self._buildings: dict[str, dict] = {}
+        self._grading_periods: dict[str, dict] = {}
+        self._users: dict[str, dict] = {}
+        self._inactive_users: dict[str, dict] = {}
+        self._courses: dict[str, dict] = {}
+        self._sections: dict[str, dict] = {}
+        self._enrollments: dict[str, dict] = {}
+        self._associations: dict[str, dict] = {}
+        self._faults: list[_Fault] = []
+        self._rejected: dict[str, str] = {}
+        self._nonces: dict[tuple[str, str], float] = {}
+        self._tokens = float(rate_limit or 0)
+        self._refilled = time.monotonic()
+        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        self.write_requests = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> SchoologyEmulator:
+        handler = type("SchoologyRequestHandler", (_Handler,), {"emulator": self})
+        self._server = _Server(("127.0.0.1", self._port), handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="schoology-emulator",
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server, "the emulator is not running"
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """What goes in the Airflow connection's host field (the API lives under ``/v1``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- controls -------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: str,
+        *,
+        times: int = 1,
+        path_contains: str | None = None,
+        after: int = 0,
+        retry_after: float = 1,
+        seconds: float = 0,
+        keys: tuple[str, ...] | list[str] = (),
+        message: str = "rejected by the LMS",
+    ) -> None:
+        """Answer ``times`` matching requests with ``fault`` after letting ``after`` through.
+
+        ``timeout_after_apply`` matches writes only: the call is applied, then the
+        connection stalls ``seconds`` and is dropped. ``reject_items`` fails the objects
+        whose key (building_code, grading period title, school_uid, course_code,
+        section_school_code, ``<section_school_code>:<school_uid>`` for an enrollment,
+        ``<parent_school_uid>:<student_school_uid>`` for an association) is in ``keys``
+        with ``message`` until :meth:`clear_faults`.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        with self._lock:
+            if fault == "reject_items":
+                self._rejected.update(dict.fromkeys(keys, message))
+            else:
+                self._faults.append(_Fault(fault, times, path_contains, after, retry_after, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._rejected.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self.write_requests = 0
+
+    # -- what was provisioned (copies, keyed by LMS id) -----------------------------
+
+    def _snapshot(self, store: dict[str, dict]) -> dict[str, dict]:
+        with self._lock:
+            return {key: dict(value) for key, value in store.items()}
+
+    @property
+    def roles(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._roles)
+
+    @property
+    def buildings(self) -> dict[str, dict]:
+        return self._snapshot(self._buildings)
+
+    @property
+    def grading_periods(self) -> dict[str, dict]:
+        return self._snapshot(self._grading_periods)
+
+    @property
+    def users(self) -> dict[str, dict]:
+        return self._snapshot(self._users)
+
+    @property
+    def inactive_users(self) -> dict[str, dict]:
+        return self._snapshot(self._inactive_users)
+
+    @property
+    def courses(self) -> dict[str, dict]:
+        return self._snapshot(self._courses)
+
+    @property
+    def sections(self) -> dict[str, dict]:
+        return self._snapshot(self._sections)
+
+    @property
+    def enrollments(self) -> dict[str, dict]:
+        return self._snapshot(self._enrollments)
+
+    @property
+    def associations(self) -> dict[str, dict]:
+        """Parent–child links keyed ``<parent uid>:<student uid>``."""
+        return self._snapshot(self._associations)
+
+    # -- gatekeeping (called by the handler threads) --------------------------------
+
+    def _admit(self, method: str, path: str) -> _Fault | None:
+        """Count the request, apply the rate limit and pick the fault it meets, if any."""
+        with self._lock:
+            if method in WRITES:
+                self.write_requests += 1
+            if self.rate_limit:
+                now = time.monotonic()
+                capacity = max(1.0, self.rate_limit)
+                self._tokens = min(capacity, self._tokens + (now - self._refilled) * self.rate_limit)
+                self._refilled = now
+                if self._tokens < 1:
+                    raise SchoologyError(429, "Too many requests: rate limit exceeded",
+                                         {"Retry-After": f"{self.retry_after:g}"})
+                self._tokens -= 1
+            for fault in self._faults:
+                if fault.times <= 0 or (fault.path_contains and fault.path_contains not in path):
+                    continue
+                if fault.kind == "timeout_after_apply" and method not in WRITES:
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                fault.times -= 1
+                return fault
+        return None
+
+    def _authenticate(self, authorization: str | None) -> None:
+        if not authorization or not authorization.startswith("OAuth "):
+            raise SchoologyError(401, "Authorization header missing: use OAuth 1.0a")
+        params = {name: unquote(value) for name, value in _OAUTH_PARAM.findall(authorization[6:])}
+        missing = [name for name in _OAUTH_REQUIRED if name not in params]
+        if missing:
+            raise SchoologyError(401, f"OAuth parameter(s) missing: {', '.join(missing)}")
+        if params["oauth_signature_method"] != "PLAINTEXT":
+            raise SchoologyError(401, "this server accepts the PLAINTEXT signature method only")
+        if params["oauth_token"]:
+            raise SchoologyError(401, "two-legged OAuth: oauth_token must be empty")
+        if not params["oauth_timestamp"].isdigit() or not params["oauth_nonce"]:
+            raise SchoologyError(401, "oauth_timestamp and oauth_nonce are required")
+        expected = quote(self._consumer_secret, safe="") + "&"
+        if params["oauth_consumer_key"] != self.consumer_key or params["oauth_signature"] != expected:
+            raise SchoologyError(401, "Invalid consumer key or signature")
+        replay = (params["oauth_timestamp"], params["oauth_nonce"])
+        with self._lock:
+            if replay in self._nonces:
+                raise SchoologyError(401, "Duplicate timestamp/nonce combination, possible replay attack. "
+                                          "Request rejected.")
+            now = time.monotonic()
+            if len(self._nonces) > 50_000:
+                self._nonces = {key: seen for key, seen in self._nonces.items() if now - seen < 600}
+            self._nonces[replay] = now
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _new_id(self) -> str:
+        return str(next(self._ids))
+
+    # -- the API ---------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, url: str) -> tuple[int, Any]:
+        """Route one authenticated call; the status and the JSON payload (None: no body)."""
+        for route_method, pattern, action in self._routes:
+            match = pattern.match(path)
+            if match and route_method == method:
+                payload = json.loads(body) if body and method in ("POST", "PUT") else None
+                with self._lock:
+                    return action(match, query, payload, url)
+        raise SchoologyError(404, f"no such endpoint: {method} {path}")
+
+    @cached_property
+    def _routes(self) -> list[tuple[str, re.Pattern, Callable]]:
+        table = [
+            ("GET", r"/v1/schools/(?P<school>\d+)/buildings", self._list_buildings),
+            ("POST", r"/v1/schools/(?P<school>\d+)/buildings", self._create_building),
+            ("PUT", r"/v1/schools/(?P<id>\d+)", self._update_school),
+            ("DELETE", r"/v1/schools/(?P<id>\d+)", self._delete_school),
+            ("GET", r"/v1/gradingperiods", self._list_grading_periods),
+            ("POST", r"/v1/gradingperiods", self._create_grading_period),
+            ("PUT", r"/v1/gradingperiods/(?P<id>\d+)", self._update_grading_period),
+            ("DELETE", r"/v1/gradingperiods/(?P<id>\d+)", self._delete_grading_period),
+            ("GET", r"/v1/roles", self._list_roles),
+            ("GET", r"/v1/users", self._list_users),
+            ("POST", r"/v1/users", self._bulk_users),
+            ("DELETE", r"/v1/users", self._delete_users),
+            ("POST", r"/v1/users/import/associations/parents", self._import_parent_associations),
+            ("GET", r"/v1/courses", self._list_courses),
+            ("POST", r"/v1/courses", self._bulk_courses),
+            ("DELETE", r"/v1/courses", self._delete_courses),
+            ("GET", r"/v1/courses/(?P<course>\d+)/sections", self._list_course_sections),
+            ("POST", r"/v1/courses/(?P<course>\d+)/sections", self._bulk_sections),
+            ("GET", r"/v1/sections", self._list_sections),
+            ("DELETE", r"/v1/sections", self._delete_sections),
+            ("POST", r"/v1/enrollments/import/course", self._import_enrollments),
+        ]
+        return [(method, re.compile(f"^{pattern}/?$"), action) for method, pattern, action in table]
+
+    # buildings
+
+    def _list_buildings(self, match, query, payload, url):
+        self._school(match["school"])
+        return 200, self._page("building", list(self._buildings.values()), query, url)
+
+    def _create_building(self, match, query, payload, url):
+        self._school(match["school"])
+        item = self._object(payload)
+        self._check_rejected_call(item.get("building_code"))
+        for name in ("title", "building_code"):
+            if not str(item.get(name) or "").strip():
+                raise SchoologyError(400, f"{name} is required")
+        self._unique_building_code(item["building_code"], None)
+        building = {"id": self._new_id(), "title": item["title"], "building_code": item["building_code"]}
+        self._buildings[building["id"]] = building
+        return 201, building
+
+    def _update_school(self, match, query, payload, url):
+        building = self._buildings.get(match["id"])
+        if building is None:
+            raise SchoologyError(404, f"no building {match['id']}")
+        item = self._object(payload)
+        if "building_code" in item:
+            self._unique_building_code(item["building_code"], building["id"])
+        building.update({key: item[key] for key in ("title", "building_code") if key in item})
+        return 204, None
+
+    def _delete_school(self, match, query, payload, url):
+        if self._buildings.pop(match["id"], None) is None:
+            raise SchoologyError(404, f"no building {match['id']}")
+        return 204, None
+
+    def _unique_building_code(self, code: str, own_id: str | None) -> None:
+        if any(b["building_code"] == code and b["id"] != own_id for b in self._buildings.values()):
+            raise SchoologyError(400, f"building_code {code!r} is already used by another building")
+
+    def _school(self, school_id: str) -> None:
+        if school_id != self.school_id:
+            raise SchoologyError(404, f"no school {school_id}")
+
+    # grading periods
+
+    def _list_grading_periods(self, match, query, payload, url):
+        periods = list(self._grading_periods.values())
+        if query.get("title"):
+            starts = _flag(query.get("startswith"))
+            periods = [p for p in periods
+                       if (p["title"].startswith(query["title"]) if starts else p["title"] == query["title"])]
+        return 200, self._page("gradingperiods", periods, query, url)
+
+    def _create_grading_period(self, match, query, payload, url):
+        item = self._object(payload)
+        self._check_rejected_call(item.get("title"))
+        period = {"id": self._new_id(), **self._grading_period_fields(item, None)}
+        self._grading_periods[period["id"]] = period
+        return 201, period
+
+    def _update_grading_period(self, match, query, payload, url):
+        period = self._grading_periods.get(match["id"])
+        if period is None:
+            raise SchoologyError(404, f"no grading period {match['id']}")
+        period.update(self._grading_period_fields({**period, **self._object(payload)}, period["id"]))
+        return 204, None
+
+    def _delete_grading_period(self, match, query, payload, url):
+        if match["id"] not in self._grading_periods:
+            raise SchoologyError(404, f"no grading period {match['id']}")
+        if any(match["id"] in section["grading_periods"] for section in self._sections.values()):
+            raise SchoologyError(400, "course sections still belong to this grading period: delete them or "
+                                      "move them to another period first")
+        del self._grading_periods[match["id"]]
+        return 204, None
+
+    def _grading_period_fields(self, item: dict, own_id: str | None) -> dict:
+        for name in ("title", "start", "end"):
+            if not str(item.get(name) or "").strip():
+                raise SchoologyError(400, f"{name} is required")
+        try:
+            start, end = date.fromisoformat(item["start"]), date.fromisoformat(item["end"])
+        except ValueError:
+            raise SchoologyError(400, "start and end must be dates (YYYY-MM-DD)") from None
+        if end < start:
+            raise SchoologyError(400, "end must not be before start")
+        if any(p["title"] == item["title"] and p["id"] != own_id for p in self._grading_periods.values()):
+            raise SchoologyError(400, f"a grading period titled {item['title']!r} already exists")
+        return {"title": item["title"], "start": start.isoformat(), "end": end.isoformat(), "active": "1"}
+
+    # roles
+
+    def _list_roles(self, match, query, payload, url):
+        roles = [{"id": role_id, "title": title, "faculty": int(title in ("Teacher", "School Admin")),
+                  "role_type": 1} for role_id, title in self._roles.items()]
+        return 200, {"role": roles}
+
+    # users
+
+    def _list_users(self, match, query, payload, url):
+        users = list(self._users.values())
+        if query.get("building_id"):
+            users = [u for u in users if u["building_id"] == query["building_id"]]
+        if query.get("role_ids"):
+            role_ids = set(_ids(query["role_ids"]))
+            users = [u for u in users if u["role_id"] in role_ids]
+        if "school_uids" in query:
+            wanted = _ids(query["school_uids"])
+            if len(wanted) > BULK_LIMIT:
+                raise SchoologyError(400, f"school_uids takes at most {BULK_LIMIT} values")
+            users = [u for u in users if u["school_uid"] in set(wanted)]
+        return 200, self._page("user", users, query, url)
+
+    def _bulk_users(self, match, query, payload, url):
+        update = _flag(query.get("update_existing"))
+
+        def one(item: dict) -> dict:
+            _required(item, "school_uid", "name_first", "name_last", "role_id")
+            if not (item.get("username") or item.get("primary_email")):
+                raise _ItemError(400, "a username or a primary_email is required")
+            if str(item["role_id"]) not in self._roles:
+                raise _ItemError(400, f"Invalid role_id {item['role_id']}")
+            building = str(item.get("building_id") or self.school_id)
+            additional = _ids(item.get("additional_buildings"))
+            for building_id in (building, *additional):
+                if building_id != self.school_id and building_id not in self._buildings:
+                    raise _ItemError(400, f"Invalid building_id {building_id}")
+            existing = self._user_by_school_uid(item["school_uid"])
+            if existing and not update:
+                raise _ItemError(400, f"a user with school_uid {item['school_uid']!r} already exists")
+            own = existing["uid"] if existing else None
+            for field in ("username", "primary_email"):
+                value = str(item.get(field) or "").lower()
+                if value and any(str(u[field]).lower() == value and u["uid"] != own for u in self._users.values()):
+                    raise _ItemError(400, f"{field} is already in use by another account")
+            user = existing or {"uid": self._new_id(), "school_id": self.school_id}
+            user.update({
+                "school_uid": item["school_uid"], "name_first": item["name_first"], "name_last": item["name_last"],
+                "name_first_preferred": item.get("name_first_preferred") or "",
+                "username": item.get("username") or "", "primary_email": item.get("primary_email") or "",
+                "role_id": str(item["role_id"]), "building_id": building,
+                "additional_buildings": ",".join(additional), "synced": int(_flag(item.get("synced"))),
+            })
+            self._users[user["uid"]] = user
+            return {"id": user["uid"], "location": f"{self._api(url)}/users/{user['uid']}",
+                    "school_uid": user["school_uid"]}
+
+        return 207, {"user": self._bulk(payload, "users", "user", lambda item: item.get("school_uid"), one,
+                                       ("school_uid",))}
+
+    def _delete_users(self, match, query, payload, url):
+        uids = self._delete_ids(query, "uids")
+        for uid in uids:
+            user = self._users.pop(uid, None)
+            if user:
+                self._inactive_users[uid] = user
+        return 204, None
+
+    def _user_by_school_uid(self, school_uid: str) -> dict | None:
+        return next((u for u in self._users.values() if u["school_uid"] == school_uid), None)
+
+    # courses
+
+    def _list_courses(self, match, query, payload, url):
+        courses = list(self._courses.values())
+        if query.get("building_id"):
+            courses = [c for c in courses if c["building_id"] == query["building_id"]]
+        return 200, self._page("course", courses, query, url)
+
+    def _bulk_courses(self, match, query, payload, url):
+        update = _flag(query.get("update_existing"))
+
+        def one(item: dict) -> dict:
+            _required(item, "title", "course_code")
+            building = str(item.get("building_id") or self.school_id)
+            if building != self.school_id and building not in self._buildings:
+                raise _ItemError(400, f"Invalid building_id {building}")
+            existing = next((c for c in self._courses.values()
+                             if c["course_code"] == item["course_code"] and c["building_id"] == building), None)
+            if existing and not update:
+                raise _ItemError(400, f"a course with course_code {item['course_code']!r} already exists")
+            course = existing or {"id": self._new_id(), "course_code": item["course_code"], "building_id": building}
+            course.update({"title": item["title"], "synced": int(_flag(item.get("synced")))})
+            self._courses[course["id"]] = course
+            return {"id": course["id"], "location": f"{self._api(url)}/courses/{course['id']}",
+                    "course_code": course["course_code"]}
+
+        return 207, {"course": self._bulk(payload, "courses", "course", lambda item: item.get("course_code"),
+                                         one, ("course_code",))}
+
+    def _delete_courses(self, match, query, payload, url):
+        for course_id in self._delete_ids(query, "course_ids"):
+            if self._courses.pop(course_id, None):
+                for section_id in [s["id"] for s in self._sections.values() if s["course_id"] == course_id]:
+                    self._drop_section(section_id)
+        return 204, None
+
+    # sections
+
+    def _list_course_sections(self, match, query, payload, url):
+        course = self._course(match["course"])
+        return 200, self._page("section", [s for s in self._sections.values() if s["course_id"] == course["id"]],
+                               query, url)
+
+    def _list_sections(self, match, query, payload, url):
+        codes = _ids(query.get("section_school_codes"))
+        if not codes or len(codes) > BULK_LIMIT:
+            raise SchoologyError(400, f"section_school_codes takes 1 to {BULK_LIMIT} values")
+        return 200, self._page("section", [s for s in self._sections.values() if s["section_school_code"] in codes],
+                               query, url)
+
+    def _bulk_sections(self, match, query, payload, url):
+        course = self._course(match["course"])
+        update = _flag(query.get("update_existing"))
+
+        def one(item: dict) -> dict:
+            title = item.get("title") or item.get("section_title")
+            if not title:
+                raise _ItemError(400, "title is required")
+            _required(item, "section_school_code")
+            periods = [str(period) for period in item.get("grading_periods") or []]
+            if not periods:
+                raise _ItemError(400, "grading_periods is required")
+            unknown = [period for period in periods if period not in self._grading_periods]
+            if unknown:
+                raise _ItemError(400, f"Invalid grading period id(s): {', '.join(unknown)}")
+            code = item["section_school_code"]
+            existing = next((s for s in self._sections.values() if s["section_school_code"] == code), None)
+            if existing and existing["course_id"] != course["id"]:
+                raise _ItemError(400, f"section_school_code {code!r} is already used by a section of another course")
+            if existing and not update:
+                raise _ItemError(400, f"a section with section_school_code {code!r} already exists")
+            section = existing or {"id": self._new_id(), "course_id": course["id"], "section_school_code": code}
+            section.update({"section_title": title, "section_code": item.get("section_code") or "",
+                            "grading_periods": periods, "synced": int(_flag(item.get("synced")))})
+            self._sections[section["id"]] = section
+            return {"id": section["id"], "location": f"{self._api(url)}/sections/{section['id']}",
+                    "section_code": section["section_code"], "section_school_code": code,
+                    "grading_periods": [int(period) for period in periods]}
+
+        return 207, {"section": self._bulk(payload, "sections", "section",
+                                           lambda item: item.get("section_school_code"), one,
+                                           ("section_school_code",))}
+
+    def _delete_sections(self, match, query, payload, url):
+        for section_id in self._delete_ids(query, "section_ids"):
+            self._drop_section(section_id)
+        return 204, None
+
+    def _drop_section(self, section_id: str) -> None:
+        if self._sections.pop(section_id, None):
+            for enrollment_id in [e["id"] for e in self._enrollments.values() if e["section_id"] == section_id]:
+                del self._enrollments[enrollment_id]
+
+    def _course(self, course_id: str) -> dict:
+        course = self._courses.get(course_id)
+        if course is None:
+            raise SchoologyError(404, f"no course {course_id}")
+        return course
+
+    # enrollments
+
+    def _import_enrollments(self, match, query, payload, url):
+        def key(item: dict) -> str:
+            return f"{item.get('section_school_code')}:{item.get('school_uid')}"
+
+        def one(item: dict) -> dict:
+            _required(item, "section_school_code", "school_uid")
+            section = next((s for s in self._sections.values()
+                            if s["section_school_code"] == item["section_school_code"]), None)
+            if section is None:
+                raise _ItemError(404, f"Section {item['section_school_code']!r} not found")
+            course = self._courses[section["course_id"]]
+            if item.get("course_code") and item["course_code"] != course["course_code"]:
+                raise _ItemError(400, f"Section {item['section_school_code']!r} does not belong to course "
+                                      f"{item['course_code']!r}")
+            user = self._user_by_school_uid(item["school_uid"])
+            if user is None:
+                raise _ItemError(404, f"User {item['school_uid']!r} not found")
+            existing = next((e for e in self._enrollments.values()
+                             if e["section_id"] == section["id"] and e["uid"] == user["uid"]), None)
+            if _flag(item.get("delete")):
+                if existing is None:
+                    raise _ItemError(404, "Enrollment not found")
+                del self._enrollments[existing["id"]]
+                enrollment = existing
+            else:
+                enrollment = existing or {"id": self._new_id(), "section_id": section["id"], "uid": user["uid"],
+                                          "status": 1}
+                enrollment["admin"] = int(_flag(item.get("admin")))
+                self._enrollments[enrollment["id"]] = enrollment
+            return {"id": enrollment["id"],
+                    "location": f"{self._api(url)}/sections/{section['id']}/enrollments/{enrollment['id']}",
+                    "school_uid": user["school_uid"], "section_school_code": section["section_school_code"],
+                    "course_code": course["course_code"], "section_code": section["section_code"]}
+
+        return 207, {"enrollments": {"enrollment": self._bulk(payload, "enrollments", "enrollment", key, one,
+                                                                ("section_school_code", "school_uid"))}}
+
+    # parent associations
+
+    def _import_parent_associations(self, match, query, payload, url):
+        def key(item: dict) -> str:
+            return f"{item.get('parent_school_uid')}:{item.get('student_school_uid')}"
+
+        def one(item: dict) -> dict:
+            _required(item, "student_school_uid", "parent_school_uid")
+            student = self._user_by_school_uid(item["student_school_uid"])
+            parent = self._user_by_school_uid(item["parent_school_uid"])
+            if student is None or parent is None:
+                missing = "student" if student is None else "parent"
+                raise _ItemError(404, f"The {missing} user was not found")
+            if student["uid"] == parent["uid"]:
+                raise _ItemError(400, "a user cannot be their own parent")
+            link = f"{parent['uid']}:{student['uid']}"
+            if _flag(item.get("delete")):
+                if self._associations.pop(link, None) is None:
+                    raise _ItemError(404, "Association not found")
+            else:
+                self._associations[link] = {"parent_uid": parent["uid"], "student_uid": student["uid"]}
+            return {"student_school_uid": student["school_uid"], "student_uid": student["uid"],
+                    "parent_school_uid": parent["school_uid"], "parent_uid": parent["uid"]}
+
+        return 207, {"association": self._bulk(payload, "associations", "association", key, one,
+                                                ("student_school_uid", "parent_school_uid"))}
+
+    # shared shapes
+
+    def _bulk(self, payload: Any, outer: str, inner: str, key: Callable[[dict], Any],
+              one: Callable[[dict], dict], echo: tuple[str, ...]) -> list[dict]:
+        """Apply each object of a bulk call on its own: one entry per object, in order.
+
+        A failed object's entry repeats its identifying fields (``echo``) next to the message.
+        """
+        items = payload.get(outer, {}).get(inner) if isinstance(payload, dict) and \
+            isinstance(payload.get(outer), dict) else None
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list) or not items:
+            raise SchoologyError(400, f"the body must wrap the objects as {{\"{outer}\": {{\"{inner}\": [...]}}}}")
+        if len(items) > BULK_LIMIT:
+            raise SchoologyError(400, f"at most {BULK_LIMIT} {outer} per call, got {len(items)}")
+        answers = []
+        for item in items:
+            try:
+                if not isinstance(item, dict):
+                    raise _ItemError(400, "each object must be a JSON object")
+                self._check_rejected(key(item))
+                answers.append({"response_code": 200, **one(item)})
+            except _ItemError as error:
+                echoed = {name: item[name] for name in echo if name in item} if isinstance(item, dict) else {}
+                answers.append({"response_code": error.code, "message": error.message, **echoed})
+        return answers
+
+    def _check_rejected(self, key: Any) -> None:
+        if key is not None and str(key) in self._rejected:
+            raise _ItemError(400, self._rejected[str(key)])
+
+    def _check_rejected_call(self, key: Any) -> None:
+        try:
+            self._check_rejected(key)
+        except _ItemError as error:
+            raise SchoologyError(error.code, error.message) from None
+
+    @staticmethod
+    def _object(payload: Any) -> dict:
+        if not isinstance(payload, dict):
+            raise SchoologyError(400, "the body must be a JSON object")
+        return payload
+
+    @staticmethod
+    def _delete_ids(query: dict[str, str], name: str) -> list[str]:
+        ids = _ids(query.get(name))
+        if not ids or len(ids) > BULK_LIMIT:
+            raise SchoologyError(400, f"{name} takes 1 to {BULK_LIMIT} ids")
+        return ids
+
+    @staticmethod
+    def _api(url: str) -> str:
+        return url.split("/v1/", 1)[0] + "/v1"
+
+    @staticmethod
+    def _page(key: str, records: list[dict], query: dict[str, str], url: str) -> dict:
+        try:
+            start = max(0, int(query.get("start", 0)))
+            limit = min(max(1, int(query.get("limit", DEFAULT_PAGE))), MAX_PAGE)
+        except ValueError:
+            raise SchoologyError(400, "start and limit must be integers") from None
+        links = {"self": f"{url}?{urlencode({**query, 'start': start, 'limit': limit})}"}
+        if start + limit < len(records):
+            links["next"] = f"{url}?{urlencode({**query, 'start': start + limit, 'limit': limit})}"
+        return {key: [dict(record) for record in records[start:start + limit]], "total": len(records),
+                "links": links}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "SchoologyEmulator/1.0"
+    emulator: SchoologyEmulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the emulator's record of requests is :attr:`SchoologyEmulator.requests`."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        started = time.monotonic()
+        parts = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        reply = self._respond(method, parts.path, query, body)
+        # recorded before the client can see the answer, so tests never race the log
+        self.emulator._record(RecordedRequest(method, parts.path, query, 0 if reply.stall is not None else reply.status,
+                                              dict(self.headers.items()), started, time.monotonic()))
+        self._write(reply)
+
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
+        emulator = self.emulator
+        try:
+            fault = emulator._admit(method, path)
+            emulator._authenticate(self.headers.get("Authorization"))
+            if fault and fault.kind == "429":
+                raise SchoologyError(429, "Too many requests", {"Retry-After": f"{fault.retry_after:g}"})
+            if fault and fault.kind in ("500", "503"):
+                raise SchoologyError(int(fault.kind), "the service is temporarily unavailable")
+            url = f"{emulator.base_url}{path}"
+            try:
+                status, payload = emulator.handle(method, path, query, body, url)
+            except json.JSONDecodeError:
+                raise SchoologyError(400, "the body is not valid JSON") from None
+            reply = _Reply.empty(status) if payload is None else _Reply.json(status, payload)
+            if fault and fault.kind == "timeout_after_apply":
+                return _Reply(reply.status, reply.headers, reply.body, stall=fault.seconds)
+            return reply
+        except SchoologyError as error:
+            return _Reply.json(error.status, {"error": error.message}, error.headers)
+
+    def _write(self, reply: _Reply) -> None:
+        if reply.stall is not None:
+            time.sleep(reply.stall)
+            self._drop()
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def _drop(self) -> None:
+        """Close with a TCP reset, as a load balancer that gave up on the request does."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve an empty Schoology school's REST v1 API on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--consumer-key", required=True)
+    parser.add_argument("--consumer-secret", required=True, help="local-only; never a real district's secret")
+    parser.add_argument("--school-id", default="344232")
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
+    args = parser.parse_args(argv)
+    with SchoologyEmulator(consumer_key=args.consumer_key, consumer_secret=args.consumer_secret,
+                           school_id=args.school_id, rate_limit=args.rate_limit, port=args.port) as lms:
+        print(f"Schoology emulator on {lms.base_url}/v1 (school {lms.school_id})", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

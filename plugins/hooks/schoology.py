@@ -1,0 +1,553 @@
+"""Schoology's REST API v1 as an Airflow hook: the LMS side of provisioning.
+
+:class:`SchoologyHook` implements :class:`include.lms.target.LmsTarget` on top of the http
+provider's ``HttpHook`` (session, TLS, proxies) and one Airflow connection:
+
+- host: the API base URL, e.g. ``https://api.schoology.com`` (``/v1`` is added)
+- login / password: the consumer key and secret of a Schoology system administrator
+  (two-legged OAuth)
+- extra ``school_id``: the Schoology school whose buildings are provisioned
+
+Every call carries a two-legged OAuth 1.0a ``Authorization`` header with the PLAINTEXT
+signature (Schoology's documented fallback over HTTPS): the consumer key, an empty
+token, a fresh nonce and timestamp. The secret travels only in that header; the hook
+strips its own extras so ``HttpHook`` never turns them into headers, and sends no Basic
+auth.
+
+Objects go in bulk calls of at most 50 and Schoology answers 207 Multi-Status with one
+entry per object; each entry becomes an :class:`ItemResult`, in the order given. Sending
+an item twice never duplicates it: users, courses and sections go with
+``update_existing=1`` (matched by school_uid, course_code in its building and
+section_school_code), enrollments and parent links through the import endpoints (which
+create or update), buildings and grading periods are looked up by building_code / title
+before every attempt. So a call that timed out after Schoology applied it is simply sent
+again.
+
+Requests are paced by a token bucket (``requests_per_second``, never faster); 429 waits
+its ``Retry-After``; 5xx and dropped connections are retried with capped exponential
+backoff. Refused credentials fail the task at once. Log lines carry counts, never names
+or ids of people.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from include.lms.target import (
+    ITEM_TYPES,
+    Action,
+    Building,
+    CatalogKind,
+    Course,
+    Enrollment,
+    GradingPeriod,
+    GuardianLink,
+    ItemResult,
+    LmsItem,
+    Section,
+    User,
+)
+from plugins.hooks.oneroster import DROPPED, _retry_after_seconds
+
+BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
+OWN_EXTRAS = frozenset({"school_id"})
+ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
+
+
+class SchoologyCredentialsError(AirflowFailException):
+    """Schoology refused the consumer key/secret. Retrying cannot help, so the task fails at once."""
+
+
+class SchoologyRequestError(AirflowException):
+    """Schoology rejected a whole call (4xx other than 401/429): a bug or a misconfiguration."""
+
+
+class SchoologyUnavailableError(AirflowException):
+    """Schoology kept failing (429/5xx/dropped connections) through every retry."""
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _TokenBucket:
+    """A bucket of one token refilled ``rate`` times a second: calls are evenly spaced, never faster."""
+
+    def __init__(self, rate: float):
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + self._interval
+        if at > now:
+            time.sleep(at - now)
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(payload, dict):
+        for key in ("error", "message"):
+            if payload.get(key):
+                return str(payload[key])
+    return response.text[:200]
+
+
+def _entry_id(entry: dict) -> str | None:
+    """The LMS id of a bulk entry: its ``id``, else the last segment of its ``location``."""
+    if entry.get("id") not in (None, ""):
+        return str(entry["id"])
+    location = entry.get("location")
+    return str(location).rstrip("/").rsplit("/", 1)[-1] if location else None
+
+
+class SchoologyHook(HttpHook):
+    """Provisions buildings, grading periods, users, courses, sections, enrollments and parent links."""
+
+    conn_name_attr = "schoology_conn_id"
+    default_conn_name = "schoology_default"
+    conn_type = "http"
+    hook_name = "Schoology"
+
+    def __init__(
+        self,
+        schoology_conn_id: str = default_conn_name,
+        *,
+        requests_per_second: float = 10.0,
+        max_attempts: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        max_retry_after: float = 300.0,
+        timeout: tuple[float, float] = (10.0, 120.0),
+    ) -> None:
+        super().__init__(method="GET", http_conn_id=schoology_conn_id)
+        if requests_per_second <= 0:
+            raise ValueError("requests_per_second must be positive")
+        self.schoology_conn_id = schoology_conn_id
+        self.requests_per_second = requests_per_second
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.timeout = timeout
+        self.request_count = 0
+        self.retry_count = 0
+        self._bucket = _TokenBucket(requests_per_second)
+        self._stats_lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------
+
+    @cached_property
+    def _settings(self) -> dict[str, str]:
+        connection = self.get_connection(self.schoology_conn_id)
+        self._set_base_url(connection)
+        school_id = str(connection.extra_dejson.get("school_id") or "")
+        if not school_id:
+            raise SchoologyRequestError(
+                f"Connection '{self.schoology_conn_id}': extra school_id (the Schoology school whose buildings "
+                "are provisioned) is required"
+            )
+        if not connection.login or not connection.password:
+            raise SchoologyRequestError(
+                f"Connection '{self.schoology_conn_id}': login (consumer key) and password (consumer secret) "
+                "are required"
+            )
+        api = self.base_url.rstrip("/")
+        return {
+            "api_url": api if api.endswith("/v1") else f"{api}/v1",
+            "school_id": school_id,
+            "consumer_key": connection.login,
+            "consumer_secret": connection.password,
+        }
+
+    @property
+    def api_url(self) -> str:
+        return self._settings["api_url"]
+
+    @property
+    def school_id(self) -> str:
+        return self._settings["school_id"]
+
+    def _extract_auth(self, connection) -> None:
+        """Calls carry the OAuth header, never Basic auth with the key/secret."""
+
+    def _configure_session_from_extra(self, session, connection, extra_options):
+        """Keep HttpHook's handling of its own extras but never turn ours into headers."""
+        stripped = copy.copy(connection)
+        stripped.extra = json.dumps(
+            {key: value for key, value in connection.extra_dejson.items() if key not in OWN_EXTRAS}
+        )
+        return super()._configure_session_from_extra(session, stripped, extra_options)
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        return self.get_conn()
+
+    def _authorization(self) -> str:
+        """Two-legged OAuth 1.0a, PLAINTEXT: realm first, signature last, the rest alphabetical."""
+        settings = self._settings
+        signature = quote(settings["consumer_secret"], safe="") + "&"
+        params = {
+            "oauth_consumer_key": settings["consumer_key"],
+            "oauth_nonce": uuid.uuid4().hex,
+            "oauth_signature_method": "PLAINTEXT",
+            "oauth_timestamp": str(int(time.time())),
+            "oauth_token": "",
+            "oauth_version": "1.0",
+            "oauth_signature": signature,
+        }
+        return 'OAuth realm="Schoology API", ' + ", ".join(
+            f'{name}="{quote(value, safe="")}"' for name, value in params.items()
+        )
+
+    # -- requests -----------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, params: dict | None = None, body: Any = None) -> requests.Response:
+        """One request, paced by the token bucket; transient failures raise ``_Transient``."""
+        what = f"{method} {urlsplit(url).path}"
+        self._bucket.take()
+        with self._stats_lock:
+            self.request_count += 1
+        try:
+            response = self._session.request(
+                method, url, params=params, json=body, timeout=self.timeout,
+                headers={"Authorization": self._authorization(), "Accept": "application/json"},
+            )
+        except DROPPED as error:
+            raise _Transient(f"{what}: connection failed ({type(error).__name__})") from None
+        if response.status_code == 401:
+            raise SchoologyCredentialsError(
+                f"Schoology refused the consumer key/secret of connection '{self.schoology_conn_id}' "
+                f"({_message(response)}). Generate new API credentials in Schoology (a system administrator "
+                "with the 'Access Schoology API' permission, Integration > API) and update the Airflow "
+                "connection's login and password."
+            )
+        if response.status_code == 429:
+            raise _Transient(f"{what} answered 429 (too many requests)",
+                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+        if response.status_code >= 500:
+            raise _Transient(f"{what} answered {response.status_code}")
+        return response
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return min(error.retry_after, self.max_retry_after)
+        return min(self.backoff_base * 2 ** (state.attempt_number - 1), self.backoff_max)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        with self._stats_lock:
+            self.retry_count += 1
+        self.log.warning(
+            "Schoology request failed (%s); retry %d of %d in %.1fs",
+            state.outcome.exception() if state.outcome else None,
+            state.attempt_number,
+            self.max_attempts - 1,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    def _with_retries(self, attempt: Callable[[], Any]) -> Any:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as error:
+            raise SchoologyUnavailableError(
+                f"Schoology still failing after {self.max_attempts} attempts: {error}"
+            ) from None
+
+    def _url(self, path: str) -> str:
+        return f"{self.api_url}/{path}"
+
+    @staticmethod
+    def _expect(response: requests.Response, *statuses: int) -> requests.Response:
+        if response.status_code not in statuses:
+            raise SchoologyRequestError(
+                f"Schoology answered {response.status_code} to {response.request.method} "
+                f"{urlsplit(response.url).path}: {_message(response)}"
+            )
+        return response
+
+    def _list_once(self, path: str, key: str, params: dict | None = None) -> list[dict]:
+        """Every record of a paged list, following ``links.next`` (one attempt)."""
+        records: list[dict] = []
+        url: str | None = self._url(path)
+        while url:
+            payload = self._expect(self._send("GET", url, params=params), 200).json()
+            records.extend(payload.get(key) or [])
+            url, params = (payload.get("links") or {}).get("next"), None
+        return records
+
+    def _list(self, path: str, key: str, params: dict | None = None) -> list[dict]:
+        return self._with_retries(lambda: self._list_once(path, key, params))
+
+    # -- LmsTarget ------------------------------------------------------------------
+
+    def catalog(self, kind: CatalogKind) -> dict[str, str]:
+        """What already exists that a district's maps may point at: LMS id -> title."""
+        if kind == "building":
+            records = self._list(f"schools/{self.school_id}/buildings", "building")
+        elif kind == "grading_period":
+            records = self._list("gradingperiods", "gradingperiods")
+        elif kind == "role":
+            payload = self._with_retries(lambda: self._expect(self._send("GET", self._url("roles")), 200).json())
+            records = (payload.get("role") or []) + (payload.get("building_role") or [])
+        else:
+            raise ValueError(f"unknown catalog kind {kind!r}")
+        return {str(record["id"]): str(record["title"]) for record in records}
+
+    def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
+        """Create, update or deactivate items of one kind; one result per item, in order."""
+        items = list(items)
+        if not items:
+            return []
+        kind = items[0].kind
+        if any(type(item) is not ITEM_TYPES[kind] for item in items):
+            raise ValueError("apply takes items of one kind at a time")
+        handlers: dict[str, Callable[[Action, list], list[ItemResult]]] = {
+            "building": self._buildings,
+            "grading_period": self._grading_periods,
+            "user": self._users,
+            "course": self._courses,
+            "section": self._sections,
+            "enrollment": self._enrollments,
+            "guardian_link": self._guardian_links,
+        }
+        results = handlers[kind](action, items)
+        failed = sum(not result.ok for result in results)
+        self.log.info("Schoology %s %s: %d item(s), %d failed", action, kind, len(results), failed)
+        return results
+
+    # -- per kind -------------------------------------------------------------------
+
+    def _single(self, key: str, response: requests.Response, lms_id: str | None) -> ItemResult:
+        if response.status_code in ITEM_FAILURES:
+            return ItemResult(key=key, ok=False, error=_message(response))
+        self._expect(response, 200, 201, 204)
+        return ItemResult(key=key, ok=True, lms_id=lms_id)
+
+    def _buildings(self, action: Action, items: list[Building]) -> list[ItemResult]:
+        path = f"schools/{self.school_id}/buildings"
+
+        def attempt(item: Building) -> ItemResult:
+            existing = {b.get("building_code"): str(b["id"]) for b in self._list_once(path, "building")}
+            found = existing.get(item.building_code)
+            if action == "deactivate":
+                if found is None:
+                    return ItemResult(key=item.key, ok=True)
+                return self._single(item.key, self._send("DELETE", self._url(f"schools/{found}")), found)
+            body = {"title": item.title, "building_code": item.building_code}
+            if found:
+                return self._single(item.key, self._send("PUT", self._url(f"schools/{found}"), body=body), found)
+            response = self._send("POST", self._url(path), body=body)
+            return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
+
+        return [self._with_retries(lambda item=item: attempt(item)) for item in items]
+
+    def _grading_periods(self, action: Action, items: list[GradingPeriod]) -> list[ItemResult]:
+        def attempt(item: GradingPeriod) -> ItemResult:
+            existing = {p["title"]: str(p["id"]) for p in self._list_once("gradingperiods", "gradingperiods")}
+            found = existing.get(item.title)
+            if action == "deactivate":
+                if found is None:
+                    return ItemResult(key=item.key, ok=True)
+                return self._single(item.key, self._send("DELETE", self._url(f"gradingperiods/{found}")), found)
+            body = {"title": item.title, "start": item.start.isoformat(), "end": item.end.isoformat()}
+            if found:
+                return self._single(item.key, self._send("PUT", self._url(f"gradingperiods/{found}"), body=body),
+                                    found)
+            response = self._send("POST", self._url("gradingperiods"), body=body)
+            return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
+
+        return [self._with_retries(lambda item=item: attempt(item)) for item in items]
+
+    def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
+              params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:
+        """One bulk POST (≤ 50 objects) with retries; Schoology's entry for each object, in order."""
+
+        def attempt() -> list[dict]:
+            response = self._expect(
+                self._send("POST", self._url(path), params=params, body={outer: {inner: payloads}}), 200, 207
+            )
+            entries: Any = response.json()
+            for step in answer_path or (inner,):
+                entries = (entries or {}).get(step)
+            if not isinstance(entries, list) or len(entries) != len(payloads):
+                raise SchoologyRequestError(
+                    f"Schoology answered POST {path} with {len(entries or [])} entries for {len(payloads)} objects"
+                )
+            return entries
+
+        return self._with_retries(attempt)
+
+    @staticmethod
+    def _from_entry(key: str, entry: dict, lms_id: str | None, *, gone_is_ok: bool = False) -> ItemResult:
+        code = int(entry.get("response_code") or 0)
+        if code in (200, 201):
+            return ItemResult(key=key, ok=True, lms_id=lms_id)
+        if gone_is_ok and code == 404:
+            return ItemResult(key=key, ok=True)
+        return ItemResult(key=key, ok=False, error=str(entry.get("message") or f"response_code {code}"))
+
+    def _users(self, action: Action, items: list[User]) -> list[ItemResult]:
+        if action == "deactivate":
+            return self._deactivate_by_lookup(
+                items, "users", "user", "school_uids", "school_uid", "uid", "uids",
+                {"option_keep_enrollments": 1, "email_notification": 0},
+            )
+        results = []
+        for batch in _batches(items):
+            payloads = [{
+                "school_uid": user.key,
+                "name_first": user.given_name,
+                "name_last": user.family_name,
+                "name_first_preferred": user.preferred_first_name or "",
+                "primary_email": user.email or "",
+                "username": user.username or "",
+                "role_id": user.role_id,
+                "building_id": user.building_id,
+                "additional_buildings": ",".join(user.additional_building_ids),
+                "synced": 1,
+            } for user in batch]
+            entries = self._bulk("users", "users", "user", payloads, params={"update_existing": 1})
+            results += [self._from_entry(user.key, entry, _entry_id(entry)) for user, entry in zip(batch, entries)]
+        return results
+
+    def _courses(self, action: Action, items: list[Course]) -> list[ItemResult]:
+        if action == "deactivate":
+            return self._deactivate_courses(items)
+        results = []
+        for batch in _batches(items):
+            payloads = [{"title": course.title, "course_code": course.key, "building_id": course.building_id,
+                         "synced": 1} for course in batch]
+            entries = self._bulk("courses", "courses", "course", payloads, params={"update_existing": 1})
+            results += [self._from_entry(c.key, entry, _entry_id(entry)) for c, entry in zip(batch, entries)]
+        return results
+
+    def _deactivate_courses(self, items: list[Course]) -> list[ItemResult]:
+        by_building: dict[str, list[int]] = {}
+        for position, course in enumerate(items):
+            by_building.setdefault(course.building_id, []).append(position)
+        results: list[ItemResult | None] = [None] * len(items)
+        for building_id, positions in by_building.items():
+            def attempt(positions=positions, building_id=building_id) -> None:
+                ids = {c["course_code"]: str(c["id"])
+                       for c in self._list_once("courses", "course", {"building_id": building_id})}
+                found = [(position, ids.get(items[position].key)) for position in positions]
+                present = [lms_id for _, lms_id in found if lms_id]
+                for chunk in _batches(present):
+                    self._expect(self._send("DELETE", self._url("courses"),
+                                            params={"course_ids": ",".join(chunk)}), 200, 204)
+                for position, lms_id in found:
+                    results[position] = ItemResult(key=items[position].key, ok=True, lms_id=lms_id)
+
+            self._with_retries(attempt)
+        return results
+
+    def _sections(self, action: Action, items: list[Section]) -> list[ItemResult]:
+        if action == "deactivate":
+            return self._deactivate_by_lookup(
+                items, "sections", "section", "section_school_codes", "section_school_code", "id", "section_ids", {}
+            )
+        by_course: dict[str, list[int]] = {}
+        for position, section in enumerate(items):
+            by_course.setdefault(section.course_id, []).append(position)
+        results: list[ItemResult | None] = [None] * len(items)
+        for course_id, positions in by_course.items():
+            for chunk in _batches(positions):
+                payloads = [{
+                    "title": items[p].title,
+                    "section_code": items[p].section_code,
+                    "section_school_code": items[p].key,
+                    "grading_periods": [int(period) for period in items[p].grading_period_ids],
+                    "synced": 1,
+                } for p in chunk]
+                entries = self._bulk(f"courses/{course_id}/sections", "sections", "section", payloads,
+                                     params={"update_existing": 1})
+                for position, entry in zip(chunk, entries):
+                    results[position] = self._from_entry(items[position].key, entry, _entry_id(entry))
+        return results
+
+    def _enrollments(self, action: Action, items: list[Enrollment]) -> list[ItemResult]:
+        drop = action == "deactivate"
+        results = []
+        for batch in _batches(items):
+            payloads = []
+            for enrollment in batch:
+                payload = {"course_code": enrollment.course_key, "section_school_code": enrollment.section_key,
+                           "school_uid": enrollment.user_key, "admin": int(enrollment.admin)}
+                if drop:
+                    payload["delete"] = 1
+                payloads.append(payload)
+            entries = self._bulk("enrollments/import/course", "enrollments", "enrollment", payloads,
+                                 answer_path=("enrollments", "enrollment"))
+            results += [self._from_entry(e.key, entry, None if drop else _entry_id(entry), gone_is_ok=drop)
+                        for e, entry in zip(batch, entries)]
+        return results
+
+    def _guardian_links(self, action: Action, items: list[GuardianLink]) -> list[ItemResult]:
+        drop = action == "deactivate"
+        results = []
+        for batch in _batches(items):
+            payloads = []
+            for link in batch:
+                payload = {"student_school_uid": link.student_key, "parent_school_uid": link.guardian_key}
+                if drop:
+                    payload["delete"] = 1
+                payloads.append(payload)
+            entries = self._bulk("users/import/associations/parents", "associations", "association", payloads)
+            results += [
+                self._from_entry(link.key, entry,
+                                 None if drop else f"{entry.get('parent_uid')}:{entry.get('student_uid')}",
+                                 gone_is_ok=drop)
+                for link, entry in zip(batch, entries)
+            ]
+        return results
+
+    def _deactivate_by_lookup(self, items: list[LmsItem], path: str, key: str, lookup_param: str,
+                              external_field: str, id_field: str, delete_param: str,
+                              delete_options: dict) -> list[ItemResult]:
+        """Find the LMS ids of up to 50 external keys, then delete those still there; gone is done."""
+        results = []
+        for batch in _batches(items):
+            def attempt(batch=batch) -> list[ItemResult]:
+                records = self._list_once(path, key, {lookup_param: ",".join(item.key for item in batch)})
+                ids = {record[external_field]: str(record[id_field]) for record in records}
+                present = [ids[item.key] for item in batch if item.key in ids]
+                if present:
+                    self._expect(self._send("DELETE", self._url(path),
+                                            params={delete_param: ",".join(present), **delete_options}), 200, 204)
+                return [ItemResult(key=item.key, ok=True, lms_id=ids.get(item.key)) for item in batch]
+
+            results += self._with_retries(attempt)
+        return results
+
+
+def _batches(items: Sequence) -> list[list]:
+    return [list(items[start:start + BATCH]) for start in range(0, len(items), BATCH)]

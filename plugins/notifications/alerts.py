@@ -1,0 +1,69 @@
+"""Emails to a district's data team: a task that failed after its last retry, a run that
+missed its deadline. Sent through the smtp provider and an Airflow SMTP connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import DeadlineAlert, DeadlineReference
+from airflow.sdk.definitions.deadline import AsyncCallback
+
+from include.config import DistrictConfig
+
+FAILURE_SUBJECT = "[oneroster {{ dag.dag_id }}] {{ ti.task_id }} failed in run {{ run_id }}"
+FAILURE_BODY = """\
+<p>Task <b>{{ ti.task_id }}</b> of <b>{{ dag.dag_id }}</b> failed after {{ ti.try_number }} tries
+in run <b>{{ run_id }}</b> (logical date {{ logical_date }}).</p>
+<p>What went wrong: <pre>{{ exception }}</pre></p>
+<p>Logs: {{ ti.log_url }}</p>
+<p>A cleared task re-runs safely: nothing it already did is done twice.</p>
+"""
+
+
+def failure_notifier(config: DistrictConfig) -> SmtpNotifier | None:
+    """``on_failure_callback`` for every task: it fires once retries are exhausted."""
+    if not config.notifications.emails:
+        return None
+    return SmtpNotifier(
+        to=config.notifications.emails,
+        subject=FAILURE_SUBJECT,
+        html_content=FAILURE_BODY,
+        smtp_conn_id=config.notifications.smtp_conn_id,
+    )
+
+
+async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: str, context: dict[str, Any]) -> str:
+    """Runs in the triggerer when a run misses its deadline. Backfill runs are skipped: their
+    deadlines, computed from past logical dates, are always already over."""
+    run = context.get("dag_run") or {}
+    if run.get("run_type") == "backfill":
+        return "backfill run: no deadline email"
+    deadline = context.get("deadline") or {}
+    subject = f"[oneroster {run.get('dag_id')}] run {run.get('run_id')} missed its deadline"
+    body = (
+        f"<p>The nightly sync of district <b>{district}</b> (DAG {run.get('dag_id')}, run "
+        f"<b>{run.get('run_id')}</b>, logical date {run.get('logical_date')}) was not done by its deadline "
+        f"{deadline.get('deadline_time', '')}.</p><p>State when the deadline passed: {run.get('state')}.</p>"
+    )
+    await SmtpNotifier(to=to, subject=subject, html_content=body, smtp_conn_id=smtp_conn_id).async_notify(context)
+    return f"deadline email sent to {len(to)} address(es)"
+
+
+def deadline_alert(config: DistrictConfig) -> DeadlineAlert | None:
+    """The Airflow 3 SLA: email when a run is not done in time after its scheduled time."""
+    notifications = config.notifications
+    if notifications.deadline is None or not notifications.emails:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=notifications.deadline.after_scheduled_time(config.schedule),
+        callback=AsyncCallback(
+            email_deadline_missed,
+            kwargs={
+                "to": notifications.emails,
+                "smtp_conn_id": notifications.smtp_conn_id,
+                "district": config.district,
+            },
+        ),
+    )

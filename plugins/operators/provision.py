@@ -1,0 +1,262 @@
+"""Provision one kind of LMS object from IC's staged extracts: plan, diff, apply, record.
+
+The operator is the glue around pure functions (``include/provisioning``) and the LMS
+adapter (an :class:`~include.lms.target.LmsTarget`). Retries are safe: each applied
+batch is journaled under the run's staging folder before the next is sent, so a task
+retried after a crash re-sends at most the batch in flight (which the LMS upserts by
+external id) and never what it already recorded; the state is replaced atomically only
+at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.config import ActiveYearRule, Lms, Provisioning
+from include.lms.target import ITEM_TYPES, ItemResult
+from include.provisioning import plan
+from include.provisioning.diff import Changes, empty_state, next_state, plan_changes
+from include.provisioning.report import format_report, report_rows
+from include.provisioning.steps import STEP_BY_KIND
+from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
+from plugins.hooks.lms import lms_target
+from plugins.operators.extract import resolve_active_year
+
+JOURNAL_BATCH = 500
+LOGGED_ERRORS = 5
+CHECKED_REFERENCES = {"building": "building", "grading_period": "grading_period", "user": "role"}
+
+
+class ProvisionOperator(BaseOperator):
+    """Creates, updates or deactivates one kind of LMS object so the LMS matches IC.
+
+    Returns a manifest with the counts per action and where the result, the errors and
+    the report rows are staged; never student data.
+    """
+
+    template_fields: Sequence[str] = ("staging_root",)
+    ui_color = "#e8f1dc"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        district: str,
+        config_file: str,
+        provisioning: Provisioning,
+        lms: Lms,
+        active_year_rule: ActiveYearRule,
+        staging_root: str,
+        extract_group: str = "extract",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.district = district
+        self.config_file = config_file
+        self.provisioning = provisioning
+        self.lms = lms
+        self.active_year_rule = active_year_rule
+        self.staging_root = staging_root
+        self.extract_group = extract_group
+
+    def _path(self, run_id: str, name: str):
+        return staging_path(self.staging_root, self.district, run_id, f"provision/{name}")
+
+    def execute(self, context: Context) -> dict:
+        step = STEP_BY_KIND[self.kind]
+        ti = context["ti"]
+        run_id = context["run_id"]
+        active_year = resolve_active_year(context, self.active_year_rule)
+        dry_run = bool(context["params"].get("dry_run"))
+        extracts = {
+            collection: read_frame(ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"])
+            for collection in step.extracts
+        }
+        results = {
+            kind: read_frame(ti.xcom_pull(task_ids=f"{ti.task_id.rsplit('.', 1)[0]}.{STEP_BY_KIND[kind].task_id}")["result_uri"])
+            for kind in step.needs
+        }
+        target = lms_target(self.lms)
+        self._check_references(target)
+        desired = step.build(extracts, results, self.provisioning)
+        state_file = state_path(self.staging_root, self.district, active_year, f"provisioned/{self.kind}")
+        state = read_frame(state_file) if state_file.exists() else empty_state(self.kind)
+        changes = plan_changes(desired, state)
+        outcomes = {} if dry_run else self._apply(target, changes, run_id)
+        if not dry_run:
+            stage_frame(state_file, next_state(state, changes, outcomes))
+        return self._record(changes, outcomes, state, run_id, active_year, dry_run)
+
+    def _check_references(self, target) -> None:
+        catalog_kind = CHECKED_REFERENCES.get(self.kind)
+        if catalog_kind is None:
+            return
+        problems = plan.unknown_references(self.provisioning, self.kind, target.catalog(catalog_kind))
+        if problems:
+            raise AirflowFailException(f"{self.config_file}: " + "; ".join(problems))
+
+    def _apply(self, target, changes: Changes, run_id: str) -> dict[str, list[ItemResult]]:
+        """Send creates, updates and deactivations in journaled batches."""
+        item_type = ITEM_TYPES[self.kind]
+        fields = list(item_type.model_fields)
+        outcomes: dict[str, list[ItemResult]] = {}
+        for action, frame in (("create", changes.create), ("update", changes.update), ("deactivate", changes.deactivate)):
+            journal = self._path(run_id, f"journal/{self.kind}.{action}")
+            done = read_frame(journal) if journal.exists() else pd.DataFrame(columns=["key", "fingerprint", "ok", "lms_id", "error"])
+            done_ok = done[done["ok"].astype(bool)]
+            recorded = set(zip(done_ok["key"], done_ok["fingerprint"], strict=True))
+            planned = set(zip(frame["key"], frame["fingerprint"], strict=True))
+            pending = frame[[pair not in recorded for pair in zip(frame["key"], frame["fingerprint"], strict=True)]]
+            results = [
+                ItemResult(key=row.key, ok=True, lms_id=row.lms_id)
+                for row in done_ok.itertuples()
+                if (row.key, row.fingerprint) in planned
+            ]
+            for start in range(0, len(pending), JOURNAL_BATCH):
+                batch = pending.iloc[start : start + JOURNAL_BATCH]
+                items = [item_type.model_validate(row) for row in batch[fields].to_dict("records")]
+                answered = target.apply(action, items)
+                results.extend(answered)
+                fingerprints = dict(zip(batch["key"], batch["fingerprint"], strict=True))
+                done = pd.concat(
+                    [
+                        done,
+                        pd.DataFrame(
+                            {
+                                "key": [result.key for result in answered],
+                                "fingerprint": [fingerprints.get(result.key) for result in answered],
+                                "ok": [result.ok for result in answered],
+                                "lms_id": [result.lms_id for result in answered],
+                                "error": [result.error for result in answered],
+                            }
+                        ),
+                    ],
+                    ignore_index=True,
+                )
+                stage_frame(journal, done)
+            outcomes[action] = results
+        return outcomes
+
+    def _record(
+        self,
+        changes: Changes,
+        outcomes: dict[str, list[ItemResult]],
+        state: pd.DataFrame,
+        run_id: str,
+        active_year: int,
+        dry_run: bool,
+    ) -> dict:
+        failed = pd.DataFrame(
+            [
+                {"key": result.key, "action": action, "error": result.error}
+                for action, results in outcomes.items()
+                for result in results
+                if not result.ok
+            ],
+            columns=["key", "action", "error"],
+        )
+        schools = pd.concat([changes.create, changes.update, changes.deactivate])[["key", "school"]]
+        failed = failed.merge(schools.drop_duplicates("key"), on="key", how="left")
+        result = self._result_table(changes, outcomes, state, dry_run)
+        result_file = stage_frame(self._path(run_id, f"{self.kind}.result"), result)
+        errors_file = stage_frame(self._path(run_id, f"{self.kind}.errors"), failed)
+        skipped_file = stage_frame(self._path(run_id, f"{self.kind}.skipped"), changes.skipped)
+        report = report_rows(changes, failed, dry_run)
+        report_file = stage_frame(self._path(run_id, f"{self.kind}.report"), report)
+        counts = changes.counts()
+        counts["failed"] = len(failed)
+        manifest = ProvisionManifest(
+            dataset=self.kind,
+            result_uri=str(result_file.target),
+            row_count=result_file.row_count,
+            content_sha256=result_file.sha256,
+            counts=counts,
+            errors_uri=str(errors_file.target),
+            skipped_uri=str(skipped_file.target),
+            report_uri=str(report_file.target),
+            dry_run=dry_run,
+            district=self.district,
+            active_year=active_year,
+            run_id=run_id,
+            created_at=utc_now(),
+        )
+        self.log.info(
+            "District %s, %s%s: %s; report staged at %s",
+            self.district,
+            self.kind,
+            " (dry run: nothing written to the LMS)" if dry_run else "",
+            ", ".join(f"{name} {count}" for name, count in counts.items()),
+            manifest.report_uri,
+        )
+        for row in failed.head(LOGGED_ERRORS).itertuples():
+            self.log.warning("LMS refused %s %s (%s, school %s): %s", self.kind, row.key, row.action, row.school, row.error)
+        return manifest.model_dump(mode="json")
+
+    @staticmethod
+    def _result_table(
+        changes: Changes, outcomes: dict[str, list[ItemResult]], state: pd.DataFrame, dry_run: bool
+    ) -> pd.DataFrame:
+        """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
+        for the steps after this one."""
+        lms_ids = dict(zip(state["key"], state["lms_id"], strict=True))
+        for action in ("create", "update"):
+            lms_ids.update({result.key: result.lms_id for result in outcomes.get(action, []) if result.ok})
+        rows = pd.concat([changes.create, changes.update, changes.unchanged], ignore_index=True)
+        rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
+        rows["lms_id"] = rows["key"].map(lms_ids)
+        if dry_run:
+            rows["lms_id"] = rows["lms_id"].fillna(plan.PENDING + rows["key"])
+        return rows.dropna(subset=["lms_id"]).sort_values("key", kind="stable").reset_index(drop=True)
+
+
+class SyncReportOperator(BaseOperator):
+    """Gathers the provisioning steps' report rows into one sync report, logged and staged."""
+
+    template_fields: Sequence[str] = ("staging_root",)
+    ui_color = "#f3ecd9"
+
+    def __init__(
+        self, *, district: str, step_task_ids: Sequence[str], active_year_rule: ActiveYearRule, staging_root: str, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.district = district
+        self.active_year_rule = active_year_rule
+        self.step_task_ids = list(step_task_ids)
+        self.staging_root = staging_root
+
+    def execute(self, context: Context) -> dict:
+        ti = context["ti"]
+        manifests = [ProvisionManifest.model_validate(ti.xcom_pull(task_ids=task_id)) for task_id in self.step_task_ids]
+        report = pd.concat([read_frame(manifest.report_uri) for manifest in manifests], ignore_index=True)
+        target = staging_path(self.staging_root, self.district, context["run_id"], "provision/sync_report")
+        staged = stage_frame(target, report)
+        csv_target = target.parent / "sync_report.csv"
+        with csv_target.open("w") as handle:
+            report.to_csv(handle, index=False)
+        dry_run = any(manifest.dry_run for manifest in manifests)
+        self.log.info(
+            "Sync report for district %s%s (staged at %s and %s):\n%s",
+            self.district,
+            " - DRY RUN, nothing was written to the LMS" if dry_run else "",
+            target,
+            csv_target,
+            format_report(report),
+        )
+        totals = report.groupby("outcome")["count"].sum().astype(int).to_dict() if not report.empty else {}
+        return {
+            "dataset": "sync_report",
+            "uri": str(target),
+            "csv_uri": str(csv_target),
+            "row_count": staged.row_count,
+            "content_sha256": staged.sha256,
+            "totals": totals,
+            "dry_run": dry_run,
+            "district": self.district,
+            "active_year": resolve_active_year(context, self.active_year_rule),
+            "run_id": context["run_id"],
+        }

@@ -1,0 +1,186 @@
+"""Provisioning end to end: the demo DAG against the IC and Schoology emulators, asserting on
+what the LMS received."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+import yaml
+
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+from include.sandbox.ic_emulator import ICEmulator
+from include.staging import read_frame
+from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
+
+FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
+
+
+def night(n: int) -> datetime:
+    return FIRST_NIGHT + timedelta(days=n)
+
+
+@pytest.fixture
+def district():
+    """Its own district: tests here edit it."""
+    return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+
+
+@pytest.fixture
+def sync(district, lms, monkeypatch, tmp_path, airflow_db):
+    """Runs a district's DAG with both emulators behind its connections; returns a runner."""
+    from include.sandbox.runner import run_dag
+
+    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
+        for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
+            monkeypatch.setenv(key, value)
+        for key, value in lms_connection_env("lms_demo", lms).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
+
+        def run(when: datetime, dag_id: str = "oneroster_demo", **conf):
+            """One run; the same night again re-runs (clears) that run."""
+            return run_dag(dag_id, logical_date=when, run_after=when, run_conf=conf or None)
+
+        yield run
+
+
+@pytest.fixture
+def variant(tmp_path, monkeypatch):
+    """A district file like demo.yaml with some settings changed; returns its DAG id."""
+    directory = tmp_path / "districts"
+    directory.mkdir()
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
+
+    def write(name: str, change) -> str:
+        config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+        config["district"] = name
+        config["task_retries"] = {"count": 0}
+        change(config)
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        return f"oneroster_{name}"
+
+    return write
+
+
+def report_of(outcome) -> pd.DataFrame:
+    return read_frame(outcome.returned["provision.sync_report"]["uri"])
+
+
+def counted(report: pd.DataFrame, kind: str, outcome: str, reason: str | None = None) -> int:
+    rows = report[(report["kind"] == kind) & (report["outcome"] == outcome)]
+    if reason is not None:
+        rows = rows[rows["reason"] == reason]
+    return int(rows["count"].sum())
+
+
+def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, district, lms):
+    first = sync(night(0))
+    assert first.state == "success", first.task_states
+    report = report_of(first)
+    users = list(district.records("users"))
+    spaced = {user["sourcedId"] for user in users if " " in user["username"]}
+    active = [user for user in users if user["status"] == "active" and user["sourcedId"] not in spaced]
+    provisioned = {user["school_uid"] for user in lms.users.values()}
+    assert provisioned == {user["metadata"]["ic.legacysourceId"] for user in active}
+    assert counted(report, "user", "skipped", "username with spaces") == len(spaced) == 1
+    assert len(lms.buildings) == 3
+    trial = {course["sourcedId"] for course in district.records("courses") if course.get("metadata")}
+    assert trial and not trial & {course["course_code"] for course in lms.courses.values()}
+    assert counted(report, "course", "skipped", "trial schedule") == len(trial)
+    assert lms.associations, "guardians are linked to their children"
+    admins = Counter(enrollment["admin"] for enrollment in lms.enrollments.values())
+    assert admins[True] > 0 and admins[False] > admins[True]
+
+    lms.reset_stats()
+    second = sync(night(1))
+    assert second.state == "success", second.task_states
+    assert lms.write_requests == 0, "nothing changed in IC, nothing may be written"
+    assert counted(report_of(second), "user", "unchanged") == len(active)
+
+    renamed = district.modify("users", 2, night(1) + timedelta(hours=12))
+    dropped = district.modify("enrollments", 3, night(1) + timedelta(hours=12))
+    lms.reset_stats()
+    third = sync(night(2))
+    assert third.state == "success", third.task_states
+    report = report_of(third)
+    legacy = {user["sourcedId"]: user["metadata"]["ic.legacysourceId"] for user in users}
+    changed_users = {legacy[sourced_id] for sourced_id in renamed} - {legacy[s] for s in spaced}
+    assert counted(report, "user", "updated") == len(changed_users)
+    assert {user["school_uid"] for user in lms.users.values() if user["name_last"].endswith("-Lee")} == changed_users
+    dropped_in_lms = counted(report, "enrollment", "deactivated")
+    assert 0 < dropped_in_lms <= len(dropped)
+    assert counted(report, "user", "created") == counted(report, "course", "created") == 0
+    writes = [request for request in lms.requests if request.method in ("POST", "PUT", "DELETE")]
+    assert len(writes) == 2, [f"{request.method} {request.path}" for request in writes]
+
+
+def test_a_dry_run_reports_the_plan_and_writes_nothing(sync, lms):
+    outcome = sync(night(0), dry_run=True)
+    assert outcome.state == "success", outcome.task_states
+    assert lms.write_requests == 0 and not lms.users and not lms.buildings
+    report = report_of(outcome)
+    assert counted(report, "user", "would create") > 0
+    assert counted(report, "enrollment", "would create") > 0
+    assert outcome.returned["provision.sync_report"]["dry_run"] is True
+    real = sync(night(1))
+    assert counted(report_of(real), "user", "created") == counted(report, "user", "would create")
+
+
+def test_items_the_lms_rejects_are_reported_and_retried_next_run_alone(sync, lms, district):
+    rejected = [user["metadata"]["ic.legacysourceId"] for user in list(district.records("users"))[3:5]]
+    lms.inject("reject_items", keys=rejected, message="username already taken in another school")
+    first = sync(night(0))
+    assert first.state == "success", first.task_states
+    report = report_of(first)
+    assert counted(report, "user", "failed", "username already taken in another school") == 2
+    errors = read_frame(first.returned["provision.users"]["errors_uri"])
+    assert sorted(errors["key"]) == sorted(rejected)
+    assert not set(rejected) & {user["school_uid"] for user in lms.users.values()}
+
+    lms.clear_faults()
+    lms.reset_stats()
+    second = sync(night(1))
+    report = report_of(second)
+    assert counted(report, "user", "created") == 2 and counted(report, "user", "failed") == 0
+    assert counted(report, "user", "unchanged") == counted(report_of(first), "user", "created"), "the rest not re-sent"
+    sent = [request for request in lms.requests if request.method == "POST" and request.path.endswith("/users")]
+    assert len(sent) == 1, "the two rejected users in one call, nothing else"
+    assert set(rejected) <= {user["school_uid"] for user in lms.users.values()}
+
+
+def test_a_load_that_dies_half_way_is_rerun_without_creating_anything_twice(sync, lms, variant):
+    dag_id = variant("fragile", lambda config: config["lms"].update(max_attempts=1))
+    lms.inject("500", times=1000, after=6)
+    broken = sync(night(0), dag_id)
+    assert broken.state == "failed"
+    assert "success" in broken.task_states.values() and "failed" in broken.task_states.values()
+    lms.clear_faults()
+    rerun = sync(night(0), dag_id)
+    assert rerun.state == "success", rerun.task_states
+    assert rerun.run_id == broken.run_id
+    for store, key in ((lms.users, "school_uid"), (lms.courses, "course_code"), (lms.sections, "section_school_code")):
+        keys = Counter(item[key] for item in store.values())
+        assert keys and max(keys.values()) == 1, f"duplicated {key}"
+    pairs = Counter((e["section_id"], e["uid"]) for e in lms.enrollments.values())
+    assert max(pairs.values()) == 1
+
+
+def test_a_mapping_to_an_unknown_building_fails_naming_the_file_and_value(sync, lms, variant):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.sandbox.runner import load_dag
+    from plugins.hooks.lms import lms_target
+
+    dag_id = variant("mapped", lambda config: config["provisioning"]["schools"].update({"101": {"building_id": "999999"}}))
+    task = load_dag(dag_id).get_task("provision.buildings")
+    with pytest.raises(AirflowFailException) as raised:
+        task._check_references(lms_target(task.lms))
+    assert str(raised.value) == (
+        "include/districts/mapped.yaml: provisioning.schools.101.building_id: the LMS has no building '999999'"
+    )
+    outcome = sync(night(0), dag_id)
+    assert outcome.task_states["provision.buildings"] == "failed" and lms.write_requests == 0

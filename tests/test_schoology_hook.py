@@ -1,0 +1,319 @@
+"""The Schoology hook against the Schoology emulator over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+
+import pytest
+import structlog
+
+from include.lms.target import Building, Course, Enrollment, GradingPeriod, GuardianLink, Section, User
+from include.sandbox.lms_emulator import SchoologyEmulator
+from plugins.hooks.schoology import (
+    SchoologyCredentialsError,
+    SchoologyHook,
+    SchoologyRequestError,
+    SchoologyUnavailableError,
+)
+
+KEY = "lms-consumer-key"
+SECRET = "lms-secret-value"
+CONN = "lms_test"
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "requests_per_second": 1000}
+
+
+def connection_env(lms, secret: str = SECRET, **extras) -> str:
+    return json.dumps({"conn_type": "http", "host": lms.base_url, "login": KEY, "password": secret,
+                       "extra": {"school_id": lms.school_id, **extras}})
+
+
+@pytest.fixture
+def lms():
+    with SchoologyEmulator(consumer_key=KEY, consumer_secret=SECRET) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def hook(lms, monkeypatch) -> SchoologyHook:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    return SchoologyHook(CONN, **FAST)
+
+
+def person(key: str, building: str, role: str = "1214", **fields) -> User:
+    values = {"given_name": "Ada", "family_name": "Lovelace", "preferred_first_name": None,
+              "email": f"{key}@example.org", "username": key, "role_id": role, "building_id": building,
+              "additional_building_ids": [], **fields}
+    return User(key=key, **values)
+
+
+def ids(results) -> list[str | None]:
+    assert all(result.ok for result in results), [result.error for result in results if not result.ok]
+    return [result.lms_id for result in results]
+
+
+@pytest.fixture
+def school(hook):
+    """Buildings, terms, people, a course and a section through the hook: the ids later kinds need."""
+    building, = ids(hook.apply("create", [Building(key="org-1", title="North High", building_code="NH")]))
+    terms = ids(hook.apply("create", [
+        GradingPeriod(key="t1", title="S1 2027", start=date(2026, 8, 20), end=date(2027, 1, 15)),
+        GradingPeriod(key="t2", title="S2 2027", start=date(2027, 1, 16), end=date(2027, 6, 10)),
+    ]))
+    hook.apply("create", [person("teach", building, role="1213"), person("kid1", building),
+                          person("kid2", building), person("mum", building, role="1215")])
+    course, = ids(hook.apply("create", [Course(key="ALG1", title="Algebra", building_id=building)]))
+    section, = ids(hook.apply("create", [Section(key="ALG1-P1", course_key="ALG1", course_id=course, title="P1",
+                                                 section_code="P1", grading_period_ids=terms)]))
+    return {"building": building, "terms": terms, "course": course, "section": section}
+
+
+def enrollment(user_key: str, section_id: str, admin: bool = False) -> Enrollment:
+    return Enrollment(key=f"ALG1-P1:{user_key}", course_key="ALG1", section_key="ALG1-P1", section_id=section_id,
+                      user_key=user_key, admin=admin)
+
+
+def writes(lms) -> list[str]:
+    return [f"{r.method} {r.path}" for r in lms.requests if r.method != "GET"]
+
+
+def test_catalog_lists_buildings_grading_periods_and_roles(hook, lms, school):
+    assert hook.catalog("building") == {school["building"]: "North High"}
+    assert hook.catalog("grading_period") == dict(zip(school["terms"], ["S1 2027", "S2 2027"]))
+    assert hook.catalog("role") == {"1212": "School Admin", "1213": "Teacher", "1214": "Student", "1215": "Parent"}
+    with pytest.raises(ValueError):
+        hook.catalog("course")
+
+
+def test_catalog_follows_pages(hook, lms):
+    ids(hook.apply("create", [Building(key=f"org-{n}", title=f"School {n}", building_code=f"B{n}")
+                              for n in range(45)]))
+    lms.reset_stats()
+    assert len(hook.catalog("building")) == 45
+    assert len(lms.requests) == 3, "20 a page by default: three pages"
+
+
+def test_users_go_in_batches_of_50_and_each_result_matches_its_item(hook, lms, school):
+    people = [person(f"s{n:03}", school["building"]) for n in range(120)]
+    people[77] = person("s077", school["building"], role="4242")
+    lms.reset_stats()
+    results = hook.apply("create", people)
+    assert [r.key for r in results] == [p.key for p in people]
+    assert writes(lms) == ["POST /v1/users"] * 3
+    assert not results[77].ok and "role_id" in results[77].error and results[77].lms_id is None
+    assert all(r.ok for n, r in enumerate(results) if n != 77)
+    by_uid = {u["uid"]: u for u in lms.users.values()}
+    assert all(by_uid[r.lms_id]["school_uid"] == r.key for r in results if r.ok)
+    stored = next(u for u in by_uid.values() if u["school_uid"] == "s001")
+    assert stored["building_id"] == school["building"] and stored["synced"] == 1
+
+
+def test_applying_everything_twice_updates_instead_of_duplicating(hook, lms, school):
+    section = school["section"]
+    links = [GuardianLink(key="mum:kid1", guardian_key="mum", student_key="kid1")]
+    enrollments = [enrollment("teach", section, admin=True), enrollment("kid1", section)]
+    first = ids(hook.apply("create", enrollments)) + ids(hook.apply("create", links))
+    counts = {name: len(getattr(lms, name)) for name in
+              ("buildings", "grading_periods", "users", "courses", "sections", "enrollments", "associations")}
+    again = [
+        hook.apply("create", [Building(key="org-1", title="North High School", building_code="NH")]),
+        hook.apply("update", [GradingPeriod(key="t1", title="S1 2027", start=date(2026, 8, 21),
+                                            end=date(2027, 1, 15))]),
+        hook.apply("create", [person("kid1", school["building"], given_name="Grace")]),
+        hook.apply("create", [Course(key="ALG1", title="Algebra I", building_id=school["building"])]),
+        hook.apply("update", [Section(key="ALG1-P1", course_key="ALG1", course_id=school["course"],
+                                      title="Period 1", section_code="P1", grading_period_ids=school["terms"])]),
+    ]
+    kid1 = next(u["uid"] for u in lms.users.values() if u["school_uid"] == "kid1")
+    assert [ids(results)[0] for results in again] == [school["building"], school["terms"][0], kid1,
+                                                       school["course"], section]
+    assert ids(hook.apply("create", enrollments)) + ids(hook.apply("create", links)) == first
+    assert {name: len(getattr(lms, name)) for name in counts} == counts
+    assert lms.buildings[school["building"]]["title"] == "North High School"
+    assert lms.grading_periods[school["terms"][0]]["start"] == "2026-08-21"
+    assert lms.users[kid1]["name_first"] == "Grace"
+    assert lms.courses[school["course"]]["title"] == "Algebra I"
+    assert lms.sections[section]["section_title"] == "Period 1"
+
+
+def _kinds(school):
+    building, terms, course = school["building"], school["terms"], school["course"]
+    return {
+        "building": [Building(key="org-2", title="South High", building_code="SH")],
+        "grading_period": [GradingPeriod(key="t3", title="Summer", start=date(2027, 6, 20), end=date(2027, 8, 1))],
+        "user": [person("new1", building), person("new2", building)],
+        "course": [Course(key="BIO", title="Biology", building_id=building)],
+        "section": [Section(key="ALG1-P2", course_key="ALG1", course_id=course, title="P2", section_code="P2",
+                            grading_period_ids=terms)],
+        "enrollment": [enrollment("kid2", school["section"])],
+        "guardian_link": [GuardianLink(key="mum:kid2", guardian_key="mum", student_key="kid2")],
+    }
+
+
+STORES = {"building": "buildings", "grading_period": "grading_periods", "user": "users", "course": "courses",
+          "section": "sections", "enrollment": "enrollments", "guardian_link": "associations"}
+
+
+@pytest.mark.parametrize("kind", list(STORES))
+def test_a_call_that_timed_out_after_the_lms_applied_it_is_retried_without_duplicates(lms, monkeypatch, school,
+                                                                                      kind):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    hook = SchoologyHook(CONN, timeout=(2.0, 0.2), **FAST)
+    items = _kinds(school)[kind]
+    before = len(getattr(lms, STORES[kind]))
+    lms.inject("timeout_after_apply", seconds=0.3)
+    results = hook.apply("create", items)
+    assert all(r.ok and r.lms_id for r in results), results
+    assert hook.retry_count == 1
+    assert lms.requests and any(r.status == 0 for r in lms.requests), "the fault was met"
+    assert len(getattr(lms, STORES[kind])) == before + len(items)
+
+
+@pytest.mark.parametrize("fault", ["500", "503"])
+def test_server_errors_are_retried(hook, lms, school, fault):
+    lms.inject(fault, path_contains="/users", times=2)
+    assert ids(hook.apply("create", [person("late", school["building"])]))
+    assert hook.retry_count == 2
+
+
+def test_gives_up_after_the_retry_cap_with_a_clear_error(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    hook = SchoologyHook(CONN, max_attempts=3, **FAST)
+    lms.inject("503", times=10)
+    with pytest.raises(SchoologyUnavailableError, match="still failing after 3 attempts"):
+        hook.catalog("role")
+    assert len(lms.requests) == 3
+
+
+def test_honours_retry_after_on_429(hook, lms):
+    lms.inject("429", retry_after=0.3)
+    started = time.monotonic()
+    assert hook.catalog("role")
+    assert time.monotonic() - started >= 0.3
+    assert [r.status for r in lms.requests] == [429, 200]
+
+
+def test_paces_requests_to_stay_under_the_lms_rate(lms, monkeypatch):
+    rate = 40
+    with SchoologyEmulator(consumer_key=KEY, consumer_secret=SECRET, rate_limit=rate) as limited:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(limited))
+        hook = SchoologyHook(CONN, backoff_base=0.01, requests_per_second=rate)
+        for _ in range(45):
+            hook.catalog("role")
+        started = [r.started for r in limited.requests]
+    assert [r.status for r in limited.requests] == [200] * 45, "the hook never met a 429"
+    assert hook.retry_count == 0
+    assert (started[-1] - started[0]) >= 44 / rate * 0.95
+    assert max(sum(1 for t in started if s <= t < s + 1.0) for s in started) <= rate + 1
+
+
+def test_a_client_faster_than_the_lms_is_slowed_by_429_and_still_finishes(monkeypatch):
+    with SchoologyEmulator(consumer_key=KEY, consumer_secret=SECRET, rate_limit=20, retry_after=0.05) as limited:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(limited))
+        hook = SchoologyHook(CONN, **FAST)
+        for _ in range(40):
+            hook.catalog("role")
+        statuses = [r.status for r in limited.requests]
+    assert statuses.count(200) == 40 and statuses.count(429) == hook.retry_count > 0
+
+
+def test_refused_credentials_fail_at_once_with_what_to_do(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, secret="revoked-secret"))
+    hook = SchoologyHook(CONN, **FAST)
+    with pytest.raises(SchoologyCredentialsError) as raised:
+        hook.apply("create", [Building(key="org-1", title="North High", building_code="NH")])
+    message = str(raised.value)
+    assert CONN in message and "consumer key/secret" in message and "API" in message
+    assert "revoked-secret" not in message and SECRET not in message
+    assert len(lms.requests) == 1, "refused credentials are not retried"
+
+
+def test_a_connection_without_school_id_is_a_clear_error(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
+        {"conn_type": "http", "host": lms.base_url, "login": KEY, "password": SECRET}))
+    with pytest.raises(SchoologyRequestError, match="school_id"):
+        SchoologyHook(CONN, **FAST).catalog("building")
+
+
+def test_the_secret_travels_only_in_the_oauth_header(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, timeout=30))
+    hook = SchoologyHook(CONN, **FAST)
+    hook.catalog("role")
+    hook.catalog("role")
+    assert hook._session.auth is None
+    assert "school_id" not in hook._session.headers
+    headers = [r.headers for r in lms.requests]
+    assert all(SECRET not in value for h in headers for name, value in h.items() if name != "Authorization")
+    oauth = [h["Authorization"] for h in headers]
+    assert all('oauth_signature_method="PLAINTEXT"' in value and 'oauth_token=""' in value for value in oauth)
+    assert len({value for value in oauth}) == 2, "a fresh nonce on every call"
+
+
+def test_per_item_failures_are_results_not_exceptions(hook, lms, school):
+    lms.inject("reject_items", keys=["bad1"], message="locked by the district")
+    results = hook.apply("create", [person("good1", school["building"]), person("bad1", school["building"]),
+                                    person("good2", school["building"], building_id="999")])
+    assert [r.ok for r in results] == [True, False, False]
+    assert results[1].error == "locked by the district" and "building_id" in results[2].error
+    sections = hook.apply("create", [Section(key="X-P1", course_key="ALG1", course_id=school["course"], title="P",
+                                             section_code="P", grading_period_ids=["77"])])
+    assert not sections[0].ok and "grading period" in sections[0].error
+    duplicate = hook.apply("create", [Building(key="org-9", title="Elsewhere", building_code="NH")])
+    assert duplicate[0].ok and duplicate[0].lms_id == school["building"], "the code is the building's identity"
+    lms.inject("reject_items", keys=["Winter"], message="no more periods this year")
+    refused = hook.apply("create", [GradingPeriod(key="t9", title="Winter", start=date(2027, 1, 1),
+                                                  end=date(2027, 1, 2))])
+    assert refused[0].error == "no more periods this year"
+    with pytest.raises(ValueError, match="one kind"):
+        hook.apply("create", [person("a", school["building"]), Course(key="C", title="C", building_id="1")])
+
+
+def test_enrollments_are_imported_and_dropped_by_external_ids(hook, lms, school):
+    section = school["section"]
+    enrolled = ids(hook.apply("create", [enrollment("teach", section, admin=True), enrollment("kid1", section)]))
+    assert {(e["uid"], e["admin"]) for e in lms.enrollments.values()} == {
+        (lms.enrollments[enrolled[0]]["uid"], 1), (lms.enrollments[enrolled[1]]["uid"], 0)}
+    missing = hook.apply("create", [enrollment("ghost", section)])
+    assert not missing[0].ok and "not found" in missing[0].error
+    dropped = hook.apply("deactivate", [enrollment("kid1", section)])
+    assert dropped[0].ok and list(lms.enrollments) == [enrolled[0]]
+    assert hook.apply("deactivate", [enrollment("kid1", section)])[0].ok, "dropping twice is done, not an error"
+
+
+def test_parent_links_are_made_and_removed(hook, lms, school):
+    link = GuardianLink(key="mum:kid1", guardian_key="mum", student_key="kid1")
+    made, = hook.apply("create", [link])
+    assert made.ok and made.lms_id in lms.associations
+    assert hook.apply("deactivate", [link])[0].ok and lms.associations == {}
+    assert hook.apply("deactivate", [link])[0].ok
+    unknown = hook.apply("create", [GuardianLink(key="x:kid1", guardian_key="x", student_key="kid1")])
+    assert not unknown[0].ok
+
+
+def test_deactivating_users_courses_sections_and_buildings(hook, lms, school):
+    kid1 = next(u["uid"] for u in lms.users.values() if u["school_uid"] == "kid1")
+    results = hook.apply("deactivate", [person("kid1", school["building"]), person("never", school["building"])])
+    assert [(r.ok, r.lms_id) for r in results] == [(True, kid1), (True, None)]
+    assert kid1 in lms.inactive_users and kid1 not in lms.users
+    section = Section(key="ALG1-P1", course_key="ALG1", course_id=school["course"], title="P1", section_code="P1",
+                      grading_period_ids=school["terms"])
+    assert ids(hook.apply("deactivate", [section])) == [school["section"]] and lms.sections == {}
+    periods = [GradingPeriod(key="t2", title="S2 2027", start=date(2027, 1, 16), end=date(2027, 6, 10))]
+    assert ids(hook.apply("deactivate", periods)) == [school["terms"][1]]
+    course = Course(key="ALG1", title="Algebra", building_id=school["building"])
+    assert ids(hook.apply("deactivate", [course])) == [school["course"]] and lms.courses == {}
+    assert ids(hook.apply("deactivate", [course])) == [None]
+    building = Building(key="org-1", title="North High", building_code="NH")
+    assert ids(hook.apply("deactivate", [building])) == [school["building"]] and lms.buildings == {}
+
+
+def test_log_lines_carry_counts_not_people(hook, lms, school):
+    lms.inject("503", path_contains="/users")
+    with structlog.testing.capture_logs() as logs:
+        hook.apply("create", [person("kid9", school["building"], given_name="Zebedee"), person("x", "404")])
+    events = [entry["event"] for entry in logs]
+    assert events[-1] == "Schoology create user: 2 item(s), 1 failed"
+    assert any("retry 1 of" in event for event in events)
+    text = json.dumps(logs, default=str)
+    assert "Zebedee" not in text and "kid9" not in text and "Lovelace" not in text and SECRET not in text
