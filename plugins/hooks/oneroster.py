@@ -18,26 +18,22 @@ calls with the bearer token only, so no secret leaves except to the token endpoi
 from __future__ import annotations
 
 import copy
-import email.utils
 import json
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from include.oneroster.models import COLLECTIONS, OneRosterVersion, Rejection, normalise_page
+from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
 
-# A refused connection, a timeout, or a body cut off mid-transfer: worth another attempt.
-DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "vendor_key", "vendor_secret"})
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
@@ -52,12 +48,6 @@ class OneRosterRequestError(AirflowException):
 
 class OneRosterUnavailableError(AirflowException):
     """IC kept failing (429/5xx/dropped connections) through every retry."""
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def _credentials_refused(conn_id: str, detail: str) -> OneRosterCredentialsError:
@@ -79,16 +69,6 @@ def _ims_description(response: requests.Response) -> str:
             if payload.get(key):
                 return str(payload[key])
     return response.text[:200]
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        moment = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
 class OneRosterHook(HttpHook):
@@ -115,19 +95,27 @@ class OneRosterHook(HttpHook):
             raise ValueError("max_concurrency must be at least 1")
         self.oneroster_conn_id = oneroster_conn_id
         self.max_concurrency = max_concurrency
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.max_retry_after = max_retry_after
+        self._retries = RetryPolicy(
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+            unavailable=OneRosterUnavailableError,
+            log=self.log,
+        )
         self.timeout = timeout
         self.request_count = 0
-        self.retry_count = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._local = threading.local()
         self._stats_lock = threading.Lock()
+
+    @property
+    def retry_count(self) -> int:
+        """Retries made so far (429, 5xx, dropped connections)."""
+        return self._retries.retry_count
 
     # -- connection ---------------------------------------------------------------
 
@@ -213,7 +201,7 @@ class OneRosterHook(HttpHook):
                     timeout=self.timeout,
                 )
             except DROPPED as error:
-                raise _Transient(f"token endpoint unreachable: {type(error).__name__}") from None
+                raise Transient(f"token endpoint unreachable: {type(error).__name__}") from None
             if response.status_code in (400, 401, 403):
                 raise _credentials_refused(
                     self.oneroster_conn_id, f"token endpoint answered {response.status_code}: {_ims_description(response)}"
@@ -227,51 +215,18 @@ class OneRosterHook(HttpHook):
             lifetime = float(payload.get("expires_in", 3600))
             return payload["access_token"], time.monotonic() + max(lifetime - TOKEN_REFRESH_MARGIN, lifetime / 2)
 
-        return self._with_retries(attempt, "the IC token endpoint")
+        return self._retries.call(attempt, "the IC token endpoint")
 
     # -- requests -----------------------------------------------------------------
 
     def _raise_for_transient(self, response: requests.Response, what: str) -> None:
         if response.status_code == 429:
-            raise _Transient(
+            raise Transient(
                 f"{what} answered 429 (too many requests)",
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if response.status_code >= 500:
-            raise _Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
-
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return min(error.retry_after, self.max_retry_after)
-        return min(self.backoff_base * 2 ** (state.attempt_number - 1), self.backoff_max)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        with self._stats_lock:
-            self.retry_count += 1
-        error = state.outcome.exception() if state.outcome else None
-        self.log.warning(
-            "IC request failed (%s); retry %d of %d in %.1fs",
-            error,
-            state.attempt_number,
-            self.max_attempts - 1,
-            state.next_action.sleep if state.next_action else 0.0,
-        )
-
-    def _with_retries(self, attempt, what: str):
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except _Transient as error:
-            raise OneRosterUnavailableError(
-                f"{what} still failing after {self.max_attempts} attempts: {error}"
-            ) from None
+            raise Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
 
     def _get_once(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
         session = self._session()
@@ -285,7 +240,7 @@ class OneRosterHook(HttpHook):
                         url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
                     )
                 except DROPPED as error:
-                    raise _Transient(f"connection to IC failed: {type(error).__name__}") from None
+                    raise Transient(f"connection to IC failed: {type(error).__name__}") from None
                 if response.status_code != 401:
                     break
                 self._invalidate(token)
@@ -301,12 +256,12 @@ class OneRosterHook(HttpHook):
         try:
             payload = response.json()
         except ValueError:
-            raise _Transient(f"GET {url} returned a body that is not JSON (truncated?)") from None
+            raise Transient(f"GET {url} returned a body that is not JSON (truncated?)") from None
         return payload, response.headers
 
     def get_json(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
         """One GET with the token, the concurrency limit and the retry policy applied."""
-        return self._with_retries(lambda: self._get_once(url, params), f"GET {url}")
+        return self._retries.call(lambda: self._get_once(url, params), f"GET {url}")
 
     # -- paging -------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ from urllib.parse import quote, urlsplit
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from include.lms.target import (
     ITEM_TYPES,
@@ -60,7 +59,7 @@ from include.lms.target import (
     Section,
     User,
 )
-from plugins.hooks.oneroster import DROPPED, _retry_after_seconds
+from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
 
 BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
 OWN_EXTRAS = frozenset({"school_id"})
@@ -77,12 +76,6 @@ class SchoologyRequestError(AirflowException):
 
 class SchoologyUnavailableError(AirflowException):
     """Schoology kept failing (429/5xx/dropped connections) through every retry."""
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class _TokenBucket:
@@ -146,15 +139,23 @@ class SchoologyHook(HttpHook):
             raise ValueError("requests_per_second must be positive")
         self.schoology_conn_id = schoology_conn_id
         self.requests_per_second = requests_per_second
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.max_retry_after = max_retry_after
+        self._retries = RetryPolicy(
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+            unavailable=SchoologyUnavailableError,
+            log=self.log,
+        )
         self.timeout = timeout
         self.request_count = 0
-        self.retry_count = 0
         self._bucket = _TokenBucket(requests_per_second)
         self._stats_lock = threading.Lock()
+
+    @property
+    def retry_count(self) -> int:
+        """Retries made so far (429, 5xx, dropped connections)."""
+        return self._retries.retry_count
 
     # -- connection ---------------------------------------------------------------
 
@@ -224,7 +225,7 @@ class SchoologyHook(HttpHook):
     # -- requests -----------------------------------------------------------------
 
     def _send(self, method: str, url: str, *, params: dict | None = None, body: Any = None) -> requests.Response:
-        """One request, paced by the token bucket; transient failures raise ``_Transient``."""
+        """One request, paced by the token bucket; transient failures raise ``Transient``."""
         what = f"{method} {urlsplit(url).path}"
         self._bucket.take()
         with self._stats_lock:
@@ -235,7 +236,7 @@ class SchoologyHook(HttpHook):
                 headers={"Authorization": self._authorization(), "Accept": "application/json"},
             )
         except DROPPED as error:
-            raise _Transient(f"{what}: connection failed ({type(error).__name__})") from None
+            raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
         if response.status_code == 401:
             raise SchoologyCredentialsError(
                 f"Schoology refused the consumer key/secret of connection '{self.schoology_conn_id}' "
@@ -244,43 +245,11 @@ class SchoologyHook(HttpHook):
                 "connection's login and password."
             )
         if response.status_code == 429:
-            raise _Transient(f"{what} answered 429 (too many requests)",
-                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+            raise Transient(f"{what} answered 429 (too many requests)",
+                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         if response.status_code >= 500:
-            raise _Transient(f"{what} answered {response.status_code}")
+            raise Transient(f"{what} answered {response.status_code}")
         return response
-
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return min(error.retry_after, self.max_retry_after)
-        return min(self.backoff_base * 2 ** (state.attempt_number - 1), self.backoff_max)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        with self._stats_lock:
-            self.retry_count += 1
-        self.log.warning(
-            "Schoology request failed (%s); retry %d of %d in %.1fs",
-            state.outcome.exception() if state.outcome else None,
-            state.attempt_number,
-            self.max_attempts - 1,
-            state.next_action.sleep if state.next_action else 0.0,
-        )
-
-    def _with_retries(self, attempt: Callable[[], Any]) -> Any:
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except _Transient as error:
-            raise SchoologyUnavailableError(
-                f"Schoology still failing after {self.max_attempts} attempts: {error}"
-            ) from None
 
     def _url(self, path: str) -> str:
         return f"{self.api_url}/{path}"
@@ -305,7 +274,7 @@ class SchoologyHook(HttpHook):
         return records
 
     def _list(self, path: str, key: str, params: dict | None = None) -> list[dict]:
-        return self._with_retries(lambda: self._list_once(path, key, params))
+        return self._retries.call(lambda: self._list_once(path, key, params), "Schoology")
 
     # -- LmsTarget ------------------------------------------------------------------
 
@@ -316,7 +285,9 @@ class SchoologyHook(HttpHook):
         elif kind == "grading_period":
             records = self._list("gradingperiods", "gradingperiods")
         elif kind == "role":
-            payload = self._with_retries(lambda: self._expect(self._send("GET", self._url("roles")), 200).json())
+            payload = self._retries.call(
+                lambda: self._expect(self._send("GET", self._url("roles")), 200).json(), "Schoology"
+            )
             records = (payload.get("role") or []) + (payload.get("building_role") or [])
         else:
             raise ValueError(f"unknown catalog kind {kind!r}")
@@ -368,7 +339,7 @@ class SchoologyHook(HttpHook):
             response = self._send("POST", self._url(path), body=body)
             return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
 
-        return [self._with_retries(lambda item=item: attempt(item)) for item in items]
+        return [self._retries.call(lambda item=item: attempt(item), "Schoology") for item in items]
 
     def _grading_periods(self, action: Action, items: list[GradingPeriod]) -> list[ItemResult]:
         def attempt(item: GradingPeriod) -> ItemResult:
@@ -385,7 +356,7 @@ class SchoologyHook(HttpHook):
             response = self._send("POST", self._url("gradingperiods"), body=body)
             return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
 
-        return [self._with_retries(lambda item=item: attempt(item)) for item in items]
+        return [self._retries.call(lambda item=item: attempt(item), "Schoology") for item in items]
 
     def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
               params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:
@@ -404,7 +375,7 @@ class SchoologyHook(HttpHook):
                 )
             return entries
 
-        return self._with_retries(attempt)
+        return self._retries.call(attempt, "Schoology")
 
     @staticmethod
     def _from_entry(key: str, entry: dict, lms_id: str | None, *, gone_is_ok: bool = False) -> ItemResult:
@@ -467,7 +438,7 @@ class SchoologyHook(HttpHook):
                 for position, lms_id in found:
                     results[position] = ItemResult(key=items[position].key, ok=True, lms_id=lms_id)
 
-            self._with_retries(attempt)
+            self._retries.call(attempt, "Schoology")
         return results
 
     def _sections(self, action: Action, items: list[Section]) -> list[ItemResult]:
@@ -545,7 +516,7 @@ class SchoologyHook(HttpHook):
                                             params={delete_param: ",".join(present), **delete_options}), 200, 204)
                 return [ItemResult(key=item.key, ok=True, lms_id=ids.get(item.key)) for item in batch]
 
-            results += self._with_retries(attempt)
+            results += self._retries.call(attempt, "Schoology")
         return results
 
 

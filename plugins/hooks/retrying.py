@@ -1,0 +1,89 @@
+"""The retry policy both hooks share: 429 waits the server's Retry-After, 5xx answers and
+dropped connections are retried with capped exponential backoff, anything else is raised
+at once. After the last attempt the hook's own "unavailable" error says what kept failing."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+# A refused connection, a timeout, or a body cut off mid-transfer: worth another attempt.
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+T = TypeVar("T")
+
+
+class Transient(Exception):
+    """A failure that another attempt may not have; ``retry_after`` is the server's wish, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        *,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_max: float,
+        max_retry_after: float,
+        unavailable: Callable[[str], Exception],
+        log: logging.Logger,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.unavailable = unavailable
+        self.log = log
+        self.retry_count = 0
+        self._lock = threading.Lock()
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, Transient) and error.retry_after is not None:
+            return min(error.retry_after, self.max_retry_after)
+        return min(self.backoff_base * 2 ** (state.attempt_number - 1), self.backoff_max)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        with self._lock:
+            self.retry_count += 1
+        self.log.warning(
+            "Request failed (%s); retry %d of %d in %.1fs",
+            state.outcome.exception() if state.outcome else None,
+            state.attempt_number,
+            self.max_attempts - 1,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    def call(self, attempt: Callable[[], T], what: str) -> T:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(Transient),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except Transient as error:
+            raise self.unavailable(f"{what} still failing after {self.max_attempts} attempts: {error}") from None
