@@ -10,14 +10,18 @@ It speaks what IC speaks, at IC's URLs:
   (default 100, at most 50,000), ``offset``, ``filter`` (at most two predicates joined by
   AND or OR, values single-quoted), ``sort`` / ``orderBy``, ``fields``, the
   ``X-Total-Count`` header and ``Link`` (first / prev / next / last);
+- the gradebook, ``GET/PUT/DELETE /campus/api/oneroster/v1p2/APP/ims/oneroster/gradebook/v1p2/...``
+  (categories, lineItems, results, scoreScales and the class-scoped reads), which also needs
+  IC's ``x-vendor-authorization: vendorKey:vendorSecret`` header; its rules are
+  :class:`~include.sandbox.ic_gradebook.Gradebook`'s;
 - errors as OneRoster status-info payloads (imsx_codeMajor / imsx_severity /
   imsx_description / imsx_CodeMinor).
 
 Faults are switched on with :meth:`ICEmulator.inject` (429 with Retry-After, 500, 503,
-connections reset before or in the middle of a body, latency, a token expiring) and the
-credentials can be revoked. Everything it served is kept in :attr:`ICEmulator.requests`
-so tests can assert on the far side. Unfiltered pages cost O(page), so a 1,000,000
-student district is served without materialising it.
+connections reset before, in the middle of or after applying a request, latency, a token
+expiring) and the credentials can be revoked. Everything it served is kept in
+:attr:`ICEmulator.requests` so tests can assert on the far side. Unfiltered pages cost
+O(page), so a 1,000,000 student district is served without materialising it.
 """
 
 from __future__ import annotations
@@ -33,17 +37,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from include.oneroster.models import COLLECTIONS
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+from include.sandbox.ic_gradebook import COLLECTIONS as GRADEBOOK_COLLECTIONS
+from include.sandbox.ic_gradebook import FIELDS as GRADEBOOK_FIELDS
+from include.sandbox.ic_gradebook import SINGULAR as GRADEBOOK_SINGULAR
+from include.sandbox.ic_gradebook import Gradebook, GradebookError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 50_000
-FAULTS = ("429", "500", "503", "reset", "reset_mid_body", "latency", "expire_token")
+FAULTS = ("429", "500", "503", "reset", "reset_mid_body", "reset_after_apply", "latency", "expire_token")
 SINGULAR = {
     "orgs": "org",
     "academicSessions": "academicSession",
@@ -55,6 +63,9 @@ SINGULAR = {
 _ROSTERING_PATH = re.compile(
     r"^/campus/api/oneroster/(?P<api>v1p1|v1p2)/(?P<app>[^/]+)/ims/oneroster/"
     r"(?:rostering/v1p2|v1p1)/(?P<collection>[A-Za-z]+)(?:/(?P<sourced_id>[^/]+))?/?$"
+)
+_GRADEBOOK_PATH = re.compile(
+    r"^/campus/api/oneroster/v1p2/(?P<app>[^/]+)/ims/oneroster/gradebook/v1p2/(?P<rest>[^?]+?)/?$"
 )
 _PREDICATE = re.compile(r"^\s*(?P<field>[A-Za-z][A-Za-z0-9_.]*)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*'(?P<value>[^']*)'\s*$")
 _JOINER = re.compile(r"\s+(AND|OR)\s+")
@@ -166,8 +177,12 @@ class ICEmulator:
         token_ttl: float = 3600,
         port: int = 0,
         max_recorded: int = 100_000,
+        vendor_key: str | None = None,
+        vendor_secret: str | None = None,
     ) -> None:
         self.district = district
+        self.gradebook = Gradebook(district)
+        self._vendor = f"{vendor_key}:{vendor_secret}" if vendor_key and vendor_secret else None
         self.client_id = client_id
         self.app_name = app_name
         self.token_ttl = token_ttl
@@ -222,6 +237,10 @@ class ICEmulator:
     def token_url(self) -> str:
         return f"{self.base_url}/campus/oauth2/token?appName={self.app_name}"
 
+    @property
+    def gradebook_url(self) -> str:
+        return f"{self.base_url}/campus/api/oneroster/v1p2/{self.app_name}/ims/oneroster/gradebook/v1p2"
+
     def rostering_url(self, version: str) -> str:
         api = f"{self.base_url}/campus/api/oneroster/v{version.replace('.', 'p')}/{self.app_name}/ims/oneroster"
         return f"{api}/rostering/v1p2" if version == "1.2" else f"{api}/v1p1"
@@ -241,7 +260,8 @@ class ICEmulator:
         """Answer ``times`` matching requests with ``fault``, after letting ``after`` of them through.
 
         Matching requests are API calls (not the token endpoint) whose path contains
-        ``path_contains`` when given.
+        ``path_contains`` when given. ``reset_after_apply`` carries the request out (a PUT
+        is stored) and then drops the connection, so only an idempotent retry is safe.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
@@ -341,6 +361,13 @@ class ICEmulator:
                 raise OneRosterError(401, "unauthorisedrequest", "the access token is missing, invalid or expired")
         return token
 
+    def _check_vendor(self, header: str | None) -> None:
+        """IC's gradebook wants ``vendorKey:vendorSecret`` on top of the bearer token."""
+        if self._vendor is None or not secrets.compare_digest((header or "").encode(), self._vendor.encode()):
+            raise OneRosterError(401, "unauthorisedrequest",
+                                 "x-vendor-authorization is missing or refused: gradebook calls need the "
+                                 "vendorKey:vendorSecret of IC's Grading Services connection")
+
     def _invalidate(self, token: str) -> None:
         with self._lock:
             self._tokens.pop(token, None)
@@ -380,6 +407,63 @@ class ICEmulator:
             headers["X-Total-Count"] = str(total)
         headers["Link"] = self._links(url, query, offset, limit, total)
         return {collection: [self._select(record, fields) for record in page]}, headers
+
+    def gradebook_call(self, method: str, rest: str, query: dict[str, str], body: bytes,
+                       url: str) -> tuple[int, dict | None, dict[str, str]]:
+        """Status, body and headers of a gradebook call; ``rest`` is the path after ``gradebook/v1p2/``."""
+        parts = rest.split("/")
+        try:
+            if len(parts) == 2 and parts[0] in GRADEBOOK_COLLECTIONS:
+                collection, sourced_id = parts
+                singular = GRADEBOOK_SINGULAR[collection]
+                if method == "GET":
+                    return 200, {singular: self.gradebook.get(collection, sourced_id)}, {}
+                if method == "PUT":
+                    try:
+                        payload = json.loads(body or b"null")
+                    except ValueError:
+                        raise OneRosterError(400, "invaliddata", "the body is not JSON") from None
+                    created, record = self.gradebook.put(collection, sourced_id, payload)
+                    return 201 if created else 200, {singular: record}, {}
+                if method == "DELETE":
+                    self.gradebook.delete(collection, sourced_id)
+                    return 204, None, {}
+            scope = _gradebook_scope(parts) if method == "GET" else None
+            if scope is None:
+                raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {rest}")
+            collection, where = scope
+            records = self.gradebook.select(collection, **where)
+        except GradebookError as error:
+            raise OneRosterError(error.status, error.code_minor, error.description) from None
+        return 200, *self._gradebook_page(collection, records, query, url)
+
+    def _gradebook_page(self, collection: str, records: list[dict], query: dict[str, str],
+                        url: str) -> tuple[dict, dict[str, str]]:
+        """One page of a gradebook list, with the rostering side's filter, sort, fields and paging."""
+        limit = min(self._integer(query, "limit", DEFAULT_LIMIT, minimum=1), MAX_LIMIT)
+        offset = self._integer(query, "offset", 0, minimum=0)
+        order, sort = query.get("orderBy", "asc"), query.get("sort")
+        if order not in ("asc", "desc"):
+            raise OneRosterError(400, "invalid_selection_field", f"orderBy must be asc or desc: {order!r}")
+        if query.get("filter"):
+            keep = parse_filter(query["filter"])
+            records = [record for record in records if keep(record)]
+        known = GRADEBOOK_FIELDS[collection]
+        if sort:
+            if sort not in known:
+                raise OneRosterError(400, "invalid_selection_field", f"cannot sort {collection} by {sort!r}")
+            records.sort(key=lambda record: str(_field_value(record, sort) or ""), reverse=order == "desc")
+        fields = self._fields(collection, query.get("fields"))
+        unknown = [name for name in fields or () if name not in known]
+        if unknown:
+            raise OneRosterError(400, "invalid_selection_field", f"unknown field(s): {', '.join(unknown)}")
+        page = records[offset:offset + limit]
+        if fields:
+            page = [{name: record[name] for name in fields if name in record} for record in page]
+        headers = {"Link": self._links(url, query, offset, limit, len(records))}
+        if self.send_total_count:
+            headers["X-Total-Count"] = str(len(records))
+        return {collection: page}, headers
 
     def _filtered(self, collection: str, version: str, records: Sequence[dict], query: dict[str, str]) -> Sequence[dict]:
         expression, sort = query.get("filter"), query.get("sort")
@@ -453,6 +537,20 @@ class ICEmulator:
         return ", ".join(links)
 
 
+def _gradebook_scope(parts: list[str]) -> tuple[str, dict[str, str]] | None:
+    """The collection and class scope a gradebook GET list path names, or None."""
+    if len(parts) == 1 and parts[0] in GRADEBOOK_COLLECTIONS:
+        return parts[0], {}
+    if len(parts) < 3 or parts[0] != "classes":
+        return None
+    if len(parts) == 3 and parts[2] in GRADEBOOK_COLLECTIONS:
+        return parts[2], {"class_id": parts[1]}
+    if len(parts) == 5 and parts[4] == "results" and parts[2] in ("lineItems", "students"):
+        key = "line_item_id" if parts[2] == "lineItems" else "student_id"
+        return "results", {"class_id": parts[1], key: parts[3]}
+    return None
+
+
 @dataclass(frozen=True)
 class _Reply:
     status: int
@@ -487,6 +585,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve("GET")
 
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
     def _serve(self, method: str) -> None:
         emulator = self.emulator
         started = time.monotonic()
@@ -513,25 +617,42 @@ class _Handler(BaseHTTPRequestHandler):
                 return _Reply.json(200, emulator._issue_token(self.headers.get("Authorization"), body,
                                                               query.get("appName")))
             match = _ROSTERING_PATH.match(path)
-            if method != "GET" or not match or match["app"] != emulator.app_name:
+            gradebook = _GRADEBOOK_PATH.match(path)
+            if gradebook and method in ("GET", "PUT", "DELETE"):
+                match = gradebook
+            elif method != "GET" or not match:
+                match = None
+            if not match or match["app"] != emulator.app_name:
                 raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {path}")
             fault = emulator._take_fault(path)
             if emulator.latency:
                 time.sleep(emulator.latency)
             token = emulator._check_token(self.headers.get("Authorization"))
+            if gradebook:
+                emulator._check_vendor(self.headers.get("x-vendor-authorization"))
             if fault:
                 cut = self._apply(fault, token)
                 if cut is not None:
                     return cut
-            version = "1.1" if match["api"] == "v1p1" else "1.2"
-            url = f"{emulator.rostering_url(version)}/{match['collection']}"
-            payload, headers = emulator.rostering(version, match["collection"], match["sourced_id"], query, url)
-            return _Reply.json(200, payload, headers)
+            if gradebook:
+                status, payload, headers = emulator.gradebook_call(
+                    method, gradebook["rest"], query, body, f"{emulator.gradebook_url}/{gradebook['rest']}")
+                reply = (_Reply(status, headers, b"") if payload is None
+                         else _Reply.json(status, payload, headers))
+            else:
+                version = "1.1" if match["api"] == "v1p1" else "1.2"
+                url = f"{emulator.rostering_url(version)}/{match['collection']}"
+                payload, headers = emulator.rostering(version, match["collection"], match["sourced_id"], query,
+                                                      url)
+                reply = _Reply.json(200, payload, headers)
+            return replace(reply, cut="reset") if fault and fault.kind == "reset_after_apply" else reply
         except OneRosterError as error:
             return _Reply.json(error.status, error.payload(), error.headers)
 
     def _apply(self, fault: _Fault, token: str) -> _Reply | None:
         kind = fault.kind
+        if kind == "reset_after_apply":  # the request is carried out first; _respond drops the answer
+            return None
         if kind == "latency":
             time.sleep(fault.seconds)
             return None
@@ -583,11 +704,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", required=True, help="local-only; never a real district's secret")
     parser.add_argument("--token-ttl", type=float, default=3600)
+    parser.add_argument("--vendor-key", help="the gradebook's vendorKey; without one it refuses all calls")
+    parser.add_argument("--vendor-secret", help="local-only; never a real district's secret")
     args = parser.parse_args(argv)
     district = SyntheticDistrict(DistrictSpec(seed=args.seed, students=args.students, schools=args.schools,
                                               school_year=args.school_year))
     with ICEmulator(district, client_id=args.client_id, client_secret=args.client_secret, app_name=args.app_name,
-                    token_ttl=args.token_ttl, port=args.port) as emulator:
+                    token_ttl=args.token_ttl, port=args.port, vendor_key=args.vendor_key,
+                    vendor_secret=args.vendor_secret) as emulator:
         print(f"IC emulator on {emulator.base_url}; 1.2 at {emulator.rostering_url('1.2')}", flush=True)
         try:
             threading.Event().wait()
