@@ -1,17 +1,26 @@
 """``make demo``: the demo districts end to end on the embedded default.
 
 Creates an Airflow home in ``.airflow/`` (SQLite metadata DB), loads
-``airflow_settings.yaml``, starts the IC emulator where the demo connections point,
-runs each demo district's DAG (OneRoster 1.2 and 1.1), prints what was extracted next
-to what the generator holds, and stops what it started. Exits non-zero on any mismatch.
+``airflow_settings.yaml``, starts the IC emulator, the Schoology emulator and an SMTP
+sink where the demo connections point, and then:
+
+1. extracts the demo district through OneRoster 1.2 (``oneroster_demo``) and 1.1
+   (``oneroster_demo_v11``) and compares the counts with the generator's;
+2. provisions the LMS three nights in a row: the first night creates everything, the
+   second (nothing changed in IC) must write nothing, the third (two users renamed and
+   three enrollments dropped in IC) must send only those changes;
+
+prints a short summary and stops what it started. Exits non-zero on any mismatch.
+Staging starts empty in ``.airflow/staging`` because the emulators start empty.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from include.sandbox.environment import PROJECT_ROOT as ROOT
@@ -20,15 +29,41 @@ from include.sandbox.environment import use_project_airflow
 DEMO_DISTRICTS = ("demo", "demo_v11")
 DEMO_STUDENTS = 120
 DEMO_SEED = 2027
+WRITES = ("POST", "PUT", "DELETE")
+
+
+def _extract_summary(outcome, expected: dict[str, int]) -> tuple[list[str], int]:
+    lines = [f"  {'collection':<18}{'extracted':>10}{'generator':>11}{'quarantined':>13}"]
+    problems = 0
+    for collection, count in expected.items():
+        manifest = outcome.returned.get(f"extract.{collection}") or {}
+        extracted = manifest.get("row_count")
+        ok = extracted == count and manifest.get("quarantined_count") == 0
+        problems += not ok
+        lines.append(
+            f"  {collection:<18}{extracted if extracted is not None else '-':>10}{count:>11}"
+            f"{manifest.get('quarantined_count', '-'):>13}  {'ok' if ok else 'MISMATCH'}"
+        )
+    return lines, problems
+
+
+def _provisioned(outcome) -> dict[str, int]:
+    """Outcome -> count over every kind, from the run's sync report manifest."""
+    return (outcome.returned.get("provision.sync_report") or {}).get("totals", {})
 
 
 def main() -> int:
     use_project_airflow(ROOT / ".airflow")
     # Task logs would bury the summary; AIRFLOW__LOGGING__LOGGING_LEVEL=INFO make demo shows them.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    staging = ROOT / ".airflow" / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.environ["AIRFLOW_VAR_ONEROSTER_STAGING_ROOT"] = staging.as_uri()
     from include.config import DISTRICTS_DIR, load_district
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.ic_emulator import ICEmulator
+    from include.sandbox.lms_emulator import SchoologyEmulator
+    from include.sandbox.smtp_sink import SMTPSink
     from include.settings import import_settings, read_settings
 
     print("Preparing Airflow in .airflow/ (SQLite) ...", flush=True)
@@ -40,42 +75,84 @@ def main() -> int:
     from include.sandbox.runner import run_dag
 
     now = datetime.now(timezone.utc)
-    configs = [load_district(DISTRICTS_DIR / f"{name}.yaml") for name in DEMO_DISTRICTS]
-    demo_ic = connections[configs[0].infinite_campus.conn_id]
-    address = urlsplit(demo_ic.conn_host)
-    school_year = configs[0].active_year.school_year_of(now)
+    configs = {name: load_district(DISTRICTS_DIR / f"{name}.yaml") for name in DEMO_DISTRICTS}
+    demo = configs["demo"]
+    ic_conn = connections[demo.infinite_campus.conn_id]
+    lms_conn = connections[demo.lms.conn_id]
+    smtp_conn = connections[demo.notifications.smtp_conn_id]
+    school_year = demo.active_year.school_year_of(now)
     district = SyntheticDistrict(DistrictSpec(seed=DEMO_SEED, students=DEMO_STUDENTS, school_year=school_year))
 
     failures = 0
     summary: list[str] = []
-    with ICEmulator(
-        district,
-        client_id=demo_ic.conn_login,
-        client_secret=demo_ic.conn_password,
-        app_name=demo_ic.conn_extra["app_name"],
-        port=address.port,
-    ) as ic:
-        print(f"IC emulator serving {DEMO_STUDENTS} students on {ic.base_url}", flush=True)
-        for config in configs:
-            version = connections[config.infinite_campus.conn_id].conn_extra["oneroster_version"]
-            outcome = run_dag(config.dag_id, logical_date=now)
-            expected = district.expected_counts(version)
-            print(f"{config.dag_id}: {outcome.state}", flush=True)
-            summary.append(f"\n{config.dag_id} (OneRoster {version}), run {outcome.run_id}: {outcome.state}")
-            summary.append(f"  {'collection':<18}{'extracted':>10}{'generator':>11}{'quarantined':>13}")
-            for collection, count in expected.items():
-                manifest = outcome.returned.get(f"extract.{collection}") or {}
-                extracted = manifest.get("row_count")
-                ok = extracted == count and manifest.get("quarantined_count") == 0
-                failures += not ok
-                summary.append(
-                    f"  {collection:<18}{extracted if extracted is not None else '-':>10}{count:>11}"
-                    f"{manifest.get('quarantined_count', '-'):>13}  {'ok' if ok else 'MISMATCH'}"
-                )
-            failures += outcome.state != "success"
-        staging = next(entry.variable_value for entry in settings.airflow.variables
-                       if entry.variable_name == "oneroster_staging_root")
-        summary.append(f"\nStaged Parquet under {staging}; the emulator served {len(ic.requests)} requests.")
+    with (
+        ICEmulator(
+            district,
+            client_id=ic_conn.conn_login,
+            client_secret=ic_conn.conn_password,
+            app_name=ic_conn.conn_extra["app_name"],
+            port=urlsplit(ic_conn.conn_host).port,
+        ) as ic,
+        SchoologyEmulator(
+            consumer_key=lms_conn.conn_login,
+            consumer_secret=lms_conn.conn_password,
+            school_id=lms_conn.conn_extra["school_id"],
+            port=urlsplit(lms_conn.conn_host).port,
+        ) as lms,
+        SMTPSink(port=smtp_conn.conn_port) as smtp,
+    ):
+        print(f"IC emulator ({DEMO_STUDENTS} students) on {ic.base_url}, Schoology emulator on {lms.base_url}, "
+              f"SMTP sink on 127.0.0.1:{smtp.port}", flush=True)
+
+        legacy = configs["demo_v11"]
+        outcome = run_dag(legacy.dag_id, logical_date=now)
+        print(f"{legacy.dag_id}: {outcome.state}", flush=True)
+        lines, problems = _extract_summary(outcome, district.expected_counts("1.1"))
+        summary += [f"\n{legacy.dag_id} (OneRoster 1.1), run {outcome.run_id}: {outcome.state}", *lines]
+        failures += problems + (outcome.state != "success")
+
+        nights = [now - timedelta(days=2), now - timedelta(days=1), now]
+        first = run_dag(demo.dag_id, logical_date=nights[0])
+        print(f"{demo.dag_id} night 1: {first.state}", flush=True)
+        lines, problems = _extract_summary(first, district.expected_counts("1.2"))
+        summary += [f"\n{demo.dag_id} (OneRoster 1.2) night 1, run {first.run_id}: {first.state}", *lines]
+        failures += problems + (first.state != "success")
+        created = _provisioned(first)
+        summary.append(
+            f"  provisioned into the LMS: {len(lms.buildings)} buildings, {len(lms.grading_periods)} grading periods, "
+            f"{len(lms.users)} users, {len(lms.courses)} courses, {len(lms.sections)} sections, "
+            f"{len(lms.enrollments)} enrollments, {len(lms.associations)} guardian links"
+        )
+        summary.append("  sync report: " + ", ".join(f"{name} {count}" for name, count in sorted(created.items())))
+        failures += not lms.users or created.get("failed", 0) > 0
+
+        lms.reset_stats()
+        second = run_dag(demo.dag_id, logical_date=nights[1])
+        print(f"{demo.dag_id} night 2: {second.state}", flush=True)
+        summary.append(f"\n{demo.dag_id} night 2 (nothing changed in IC): {second.state}; "
+                       f"LMS write requests: {lms.write_requests} (must be 0)")
+        failures += (second.state != "success") + (lms.write_requests != 0)
+
+        renamed = district.modify("users", 2, nights[1] + timedelta(hours=12))
+        dropped = district.modify("enrollments", 3, nights[1] + timedelta(hours=12))
+        lms.reset_stats()
+        third = run_dag(demo.dag_id, logical_date=nights[2])
+        print(f"{demo.dag_id} night 3: {third.state}", flush=True)
+        totals = _provisioned(third)
+        writes = [request for request in lms.requests if request.method in WRITES]
+        summary.append(
+            f"\n{demo.dag_id} night 3 ({len(renamed)} users renamed, {len(dropped)} enrollments dropped in IC): "
+            f"{third.state}; updated {totals.get('updated', 0)}, deactivated {totals.get('deactivated', 0)}, "
+            f"created {totals.get('created', 0)}; LMS write requests: "
+            + ", ".join(f"{request.method} {request.path}" for request in writes)
+        )
+        failures += (third.state != "success") + (totals.get("created", 0) != 0) + (len(writes) > 2)
+        failures += totals.get("updated", 0) > len(renamed) or totals.get("deactivated", 0) > len(dropped)
+        failures += not totals.get("updated") or not totals.get("deactivated")
+        summary.append(
+            f"\nStaged Parquet, reports and state under {staging}; the IC emulator served {len(ic.requests)} requests; "
+            f"{len(smtp.messages)} email(s) sent."
+        )
     print("\n".join(summary))
     print("Demo OK." if not failures else f"Demo FAILED: {failures} problem(s).")
     return 1 if failures else 0
