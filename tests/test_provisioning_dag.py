@@ -103,6 +103,7 @@ def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, distr
 
     renamed = district.modify("users", 2, night(1) + timedelta(hours=12))
     dropped = district.modify("enrollments", 3, night(1) + timedelta(hours=12))
+    hand_added = add_course_admin_by_hand(lms, district, dropped[0], teacher="t3000001")
     lms.reset_stats()
     third = sync(night(2))
     assert third.state == "success", third.task_states
@@ -116,6 +117,23 @@ def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, distr
     assert counted(report, "user", "created") == counted(report, "course", "created") == 0
     writes = [request for request in lms.requests if request.method in ("POST", "PUT", "DELETE")]
     assert len(writes) == 2, [f"{request.method} {request.path}" for request in writes]
+    assert hand_added in {(e["section_id"], e["uid"]) for e in lms.enrollments.values()}, "LMS-only admin kept"
+
+
+def add_course_admin_by_hand(lms, district, enrollment_id: str, teacher: str) -> tuple[str, str]:
+    """What a school admin does in the LMS's own UI: one more teacher as admin of the section
+    an IC enrollment is about to be dropped from."""
+    from include.lms.target import Enrollment
+    from plugins.hooks.schoology import SchoologyHook
+
+    enrollment = next(record for record in district.records("enrollments") if record["sourcedId"] == enrollment_id)
+    cls = next(record for record in district.records("classes") if record["sourcedId"] == enrollment["class"]["sourcedId"])
+    section_id = next(lms_id for lms_id, section in lms.sections.items() if section["section_school_code"] == cls["sourcedId"])
+    item = Enrollment(key=f"{cls['sourcedId']}:{teacher}", course_key=cls["course"]["sourcedId"],
+                      section_key=cls["sourcedId"], section_id=section_id, user_key=teacher, admin=True)
+    (result,) = SchoologyHook("lms_demo").apply("create", [item])
+    assert result.ok, result.error
+    return section_id, next(lms_id for lms_id, user in lms.users.items() if user["school_uid"] == teacher)
 
 
 def test_a_dry_run_reports_the_plan_and_writes_nothing(sync, lms):
