@@ -191,6 +191,72 @@ class Provisioning(_Strict):
     roles_by_school: dict[str, RoleOverrides] = Field(default_factory=dict)
 
 
+class ExportColumns(_Strict):
+    """Header names of the LMS's final-grade auto-export; the defaults are Schoology's."""
+
+    section: str = "Section School Code"
+    student: str = "Unique User ID"
+    grading_period: str = "Grading Period"
+    term_percent: str = "Grading Period Grade"
+    term_score: str = "Grading Period Letter"
+    course_percent: str = "Course Grade"
+    course_score: str = "Course Letter"
+
+
+class ScoreBand(_Strict):
+    """One line of an IC score group: a percent at or above ``min_percent`` earns ``score``."""
+
+    score: str = Field(min_length=1)
+    min_percent: float = Field(ge=0, le=1000)
+
+
+class GradingWindow(_Strict):
+    opens: date
+    closes: date
+
+
+class GradingWindowRule(_Strict):
+    """Where IC's grading window is not listed: it opens before a term ends and closes after."""
+
+    opens_days_before_end: int = Field(default=14, ge=0, le=366)
+    closes_days_after_end: int = Field(default=7, ge=0, le=366)
+
+
+class GradePassback(_Strict):
+    """LMS final grades -> IC grading tasks."""
+
+    sftp_conn_id: str = Field(min_length=1)
+    remote_dir: str = Field(default="/", pattern=r"^/")
+    export_title: str | None = Field(default=None, description="the auto-export process title; else newest *.csv")
+    stable_seconds: float = Field(default=30, ge=0, le=3600)
+    poke_interval_seconds: float = Field(default=60, gt=0, le=3600)
+    timeout_hours: float = Field(default=6, gt=0, le=48)
+    columns: ExportColumns = ExportColumns()
+    term_task_ids: list[str] = Field(default_factory=list)
+    overall_task_ids: list[str] = Field(default_factory=list)
+    letter_grades: bool = False
+    teacher_opt_in: bool = False
+    score_groups: dict[str, list[ScoreBand]] = Field(default_factory=dict)
+    task_score_groups: dict[str, str] = Field(default_factory=dict, description="task id -> score group")
+    windows: dict[str, GradingWindow] = Field(default_factory=dict, description="IC term sourcedId -> window")
+    window_rule: GradingWindowRule = GradingWindowRule()
+    mapping_csv: str | None = Field(
+        default=None, description="file beside the district file: lms_grading_period,ic_term[,school]"
+    )
+
+    @model_validator(mode="after")
+    def _tasks_and_groups(self) -> GradePassback:
+        if not self.term_task_ids and not self.overall_task_ids:
+            raise ValueError("give at least one of term_task_ids or overall_task_ids")
+        tasks = {*self.term_task_ids, *self.overall_task_ids}
+        for task, group in self.task_score_groups.items():
+            if task not in tasks:
+                raise ValueError(f"task_score_groups: {task!r} is not a term or overall task id")
+            if group not in self.score_groups:
+                raise ValueError(f"task_score_groups.{task}: no score group {group!r} in score_groups")
+        return self
+
+
 class DistrictConfig(_Strict):
     """Everything that differs between districts; one DAG is built from each."""
 
@@ -204,6 +270,7 @@ class DistrictConfig(_Strict):
     infinite_campus: InfiniteCampus
     lms: Lms | None = None
     provisioning: Provisioning | None = None
+    grade_passback: GradePassback | None = None
     notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
