@@ -12,12 +12,19 @@ from datetime import datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
-from include.config import DistrictConfig, DistrictConfigError, load_districts
+from include.config import DistrictConfig, DistrictConfigError, districts_dir, load_districts
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 from plugins.notifications.alerts import deadline_alert, failure_notifier
 from plugins.operators.extract import OneRosterExtractOperator
+from plugins.operators.grades import (
+    FetchExportOperator,
+    PlanGradesOperator,
+    PostGradesOperator,
+    ReconcileGradesOperator,
+)
 from plugins.operators.provision import ProvisionOperator, SyncReportOperator
+from plugins.sensors.export import ExportFileSensor
 
 STAGING_ROOT = "{{ var.value.get('oneroster_staging_root', '') }}"
 
@@ -93,6 +100,13 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                 description="Ending year of the school year to sync (2027 = 2026-27). "
                 "Empty: the year of the run's logical date.",
             ),
+            "halves": Param(
+                "both",
+                type="string",
+                enum=["both", "provisioning", "grades"],
+                title="What to run",
+                description="Provisioning (IC -> LMS), grade passback (LMS -> IC) or both.",
+            ),
             "dry_run": Param(
                 False,
                 type="boolean",
@@ -130,14 +144,51 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     )
                     previous >> task
                     previous = task
-                previous >> SyncReportOperator(
+                provisioned = SyncReportOperator(
                     task_id="sync_report",
                     district=config.district,
                     step_task_ids=[f"provision.{step.task_id}" for step in STEPS],
                     active_year_rule=config.active_year,
                     staging_root=STAGING_ROOT,
                 )
+                previous >> provisioned
+        else:
+            provisioned = extract
+        if config.grade_passback is not None:
+            _grade_passback(config, after=provisioned)
     return dag
+
+
+def _grade_passback(config: DistrictConfig, after) -> None:
+    """LMS export on SFTP -> parse -> plan -> post to IC -> reconcile; planning waits for the
+    night's provisioning, whose state maps LMS sections and grading periods to IC."""
+    common = {
+        "district": config.district,
+        "passback": config.grade_passback,
+        "active_year_rule": config.active_year,
+        "staging_root": STAGING_ROOT,
+    }
+    with TaskGroup("grades", tooltip="final grades from the LMS export to IC's gradebook"):
+        sensor = ExportFileSensor(
+            task_id="wait_for_export", district=config.district, passback=config.grade_passback,
+            staging_root=STAGING_ROOT,
+        )
+        fetch = FetchExportOperator(task_id="fetch_export", sensor_task_id="grades.wait_for_export", **common)
+        plan = PlanGradesOperator(
+            task_id="plan", export_task_id="grades.fetch_export", config_dir=str(districts_dir()),
+            trigger_rule="none_failed",  # provisioning skipped in a grades-only run is fine
+            **common,
+        )
+        post = PostGradesOperator(
+            task_id="post", plan_task_id="grades.plan", infinite_campus=config.infinite_campus,
+            pool=config.infinite_campus.pool, pool_slots=config.infinite_campus.max_concurrency, **common,
+        )
+        reconcile = ReconcileGradesOperator(
+            task_id="reconcile", export_task_id="grades.fetch_export", plan_task_id="grades.plan",
+            post_task_id="grades.post", notifications=config.notifications, **common,
+        )
+        sensor >> fetch >> plan >> post >> reconcile
+        after >> plan
 
 
 def _register() -> None:

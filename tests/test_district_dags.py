@@ -17,6 +17,7 @@ from include.staging import Manifest
 from tests.support import ROOT, connection_uri_env, lms_connection_env
 
 DEMO_DAGS = ("oneroster_demo", "oneroster_demo_v11")
+PROVISIONING = {"halves": "provisioning"}  # no grade export waits on the SFTP server in these tests
 
 
 def dag_bag():
@@ -51,9 +52,15 @@ def test_every_shipped_district_loads_as_a_dag():
         assert task.retries == 3
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay == timedelta(minutes=30)
-        if task.task_id != "provision.sync_report":
-            assert task.pool == ("ic_demo" if task.task_id.startswith("extract.") else "lms_demo")
+        if task.task_id.startswith(("extract.", "grades.post")):
+            assert task.pool == "ic_demo"
+        elif task.task_id.startswith("provision.") and task.task_id != "provision.sync_report":
+            assert task.pool == "lms_demo"
         assert task.on_failure_callback, "failure emails after the last retry"
+    grades = [task.task_id for task in dag.tasks if task.task_id.startswith("grades.")]
+    assert grades == ["grades.wait_for_export", "grades.fetch_export", "grades.plan", "grades.post", "grades.reconcile"]
+    assert dag.get_task("grades.plan").upstream_task_ids == {"grades.fetch_export", "provision.sync_report"}
+    assert dag.params["halves"] == "both"
     assert bag.dags["oneroster_demo_v11"].deadline is None
     assert dag.deadline is not None
 
@@ -98,7 +105,7 @@ def staged_run_env(ic, lms, monkeypatch, tmp_path, airflow_db):
 def test_demo_dag_extracts_every_collection_end_to_end(staged_run_env, demo_district, dag_id, version):
     from include.sandbox.runner import run_dag
 
-    outcome = run_dag(dag_id, logical_date=datetime(2026, 11, 2, 6, tzinfo=timezone.utc))
+    outcome = run_dag(dag_id, logical_date=datetime(2026, 11, 2, 6, tzinfo=timezone.utc), run_conf=PROVISIONING)
     assert outcome.state == "success", outcome.task_states
     expected = demo_district.expected_counts(version)
     people = {
@@ -132,7 +139,7 @@ def test_active_year_param_overrides_the_logical_date(staged_run_env):
     outcome = run_dag(
         "oneroster_demo",
         logical_date=datetime(2026, 11, 3, 6, tzinfo=timezone.utc),
-        run_conf={"active_year": 2026},
+        run_conf={"active_year": 2026, **PROVISIONING},
     )
     assert outcome.state == "success", outcome.task_states
     assert {manifest["active_year"] for manifest in outcome.returned.values()} == {2026}
@@ -143,8 +150,8 @@ def test_a_retried_extract_overwrites_its_own_output(staged_run_env):
     from include.sandbox.runner import run_dag
 
     when = datetime(2026, 11, 4, 6, tzinfo=timezone.utc)
-    first = run_dag("oneroster_demo", logical_date=when, run_after=when)
-    second = run_dag("oneroster_demo", logical_date=when, run_after=when)
+    first = run_dag("oneroster_demo", logical_date=when, run_after=when, run_conf=PROVISIONING)
+    second = run_dag("oneroster_demo", logical_date=when, run_after=when, run_conf=PROVISIONING)
     assert first.run_id == second.run_id and second.state == "success"
     for collection in COLLECTIONS:
         assert first.returned[f"extract.{collection}"]["uri"] == second.returned[f"extract.{collection}"]["uri"]

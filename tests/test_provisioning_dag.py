@@ -42,8 +42,8 @@ def sync(district, lms, monkeypatch, tmp_path, airflow_db):
         monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
 
         def run(when: datetime, dag_id: str = "oneroster_demo", **conf):
-            """One run; the same night again re-runs (clears) that run."""
-            return run_dag(dag_id, logical_date=when, run_after=when, run_conf=conf or None)
+            """One provisioning run; the same night again re-runs (clears) that run."""
+            return run_dag(dag_id, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
 
         yield run
 

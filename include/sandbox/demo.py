@@ -9,6 +9,9 @@ sink where the demo connections point, and then:
 2. provisions the LMS three nights in a row: the first night creates everything, the
    second (nothing changed in IC) must write nothing, the third (two users renamed and
    three enrollments dropped in IC) must send only those changes;
+3. on the third night also passes grades back: the LMS's final-grade auto-export (made
+   from what the LMS emulator holds) is put on the local SFTP server, and the DAG
+   senses, parses, plans, posts it to IC's gradebook and reconciles every row;
 
 prints a short summary and stops what it started. Exits non-zero on any mismatch.
 Staging starts empty in ``.airflow/staging`` because the emulators start empty.
@@ -16,6 +19,7 @@ Staging starts empty in ``.airflow/staging`` because the emulators start empty.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,7 +66,9 @@ def main() -> int:
     from include.config import DISTRICTS_DIR, load_district
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.ic_emulator import ICEmulator
+    from include.sandbox.grade_export import schoology_export
     from include.sandbox.lms_emulator import SchoologyEmulator
+    from include.sandbox.sftp_server import SFTPServer
     from include.sandbox.smtp_sink import SMTPSink
     from include.settings import import_settings, read_settings
 
@@ -80,6 +86,11 @@ def main() -> int:
     ic_conn = connections[demo.infinite_campus.conn_id]
     lms_conn = connections[demo.lms.conn_id]
     smtp_conn = connections[demo.notifications.smtp_conn_id]
+    sftp_conn = connections[demo.grade_passback.sftp_conn_id]
+    sftp_root = ROOT / ".airflow" / "sftp"
+    shutil.rmtree(sftp_root, ignore_errors=True)
+    export_dir = sftp_root / demo.grade_passback.remote_dir.strip("/")
+    export_dir.mkdir(parents=True)
     school_year = demo.active_year.school_year_of(now)
     district = SyntheticDistrict(DistrictSpec(seed=DEMO_SEED, students=DEMO_STUDENTS, school_year=school_year))
 
@@ -92,6 +103,8 @@ def main() -> int:
             client_secret=ic_conn.conn_password,
             app_name=ic_conn.conn_extra["app_name"],
             port=urlsplit(ic_conn.conn_host).port,
+            vendor_key=ic_conn.conn_extra["vendor_key"],
+            vendor_secret=ic_conn.conn_extra["vendor_secret"],
         ) as ic,
         SchoologyEmulator(
             consumer_key=lms_conn.conn_login,
@@ -100,7 +113,16 @@ def main() -> int:
             port=urlsplit(lms_conn.conn_host).port,
         ) as lms,
         SMTPSink(port=smtp_conn.conn_port) as smtp,
+        SFTPServer(
+            sftp_root,
+            username=sftp_conn.conn_login,
+            password=sftp_conn.conn_password,
+            port=sftp_conn.conn_port,
+            host_key_path=ROOT / ".airflow" / "sftp_host_key",
+        ) as sftp,
     ):
+        # the server's own host key, checked by the SFTP hook like a real district's
+        os.environ[f"AIRFLOW_CONN_{sftp_conn.conn_id.upper()}"] = json.dumps(sftp.connection())
         print(f"IC emulator ({DEMO_STUDENTS} students) on {ic.base_url}, Schoology emulator on {lms.base_url}, "
               f"SMTP sink on 127.0.0.1:{smtp.port}", flush=True)
 
@@ -112,7 +134,8 @@ def main() -> int:
         failures += problems + (outcome.state != "success")
 
         nights = [now - timedelta(days=2), now - timedelta(days=1), now]
-        first = run_dag(demo.dag_id, logical_date=nights[0])
+        provisioning_only = {"halves": "provisioning"}
+        first = run_dag(demo.dag_id, logical_date=nights[0], run_conf=provisioning_only)
         print(f"{demo.dag_id} night 1: {first.state}", flush=True)
         lines, problems = _extract_summary(first, district.expected_counts("1.2"))
         summary += [f"\n{demo.dag_id} (OneRoster 1.2) night 1, run {first.run_id}: {first.state}", *lines]
@@ -127,7 +150,7 @@ def main() -> int:
         failures += not lms.users or created.get("failed", 0) > 0
 
         lms.reset_stats()
-        second = run_dag(demo.dag_id, logical_date=nights[1])
+        second = run_dag(demo.dag_id, logical_date=nights[1], run_conf=provisioning_only)
         print(f"{demo.dag_id} night 2: {second.state}", flush=True)
         summary.append(f"\n{demo.dag_id} night 2 (nothing changed in IC): {second.state}; "
                        f"LMS write requests: {lms.write_requests} (must be 0)")
@@ -135,6 +158,9 @@ def main() -> int:
 
         renamed = district.modify("users", 2, nights[1] + timedelta(hours=12))
         dropped = district.modify("enrollments", 3, nights[1] + timedelta(hours=12))
+        export = schoology_export(lms, seed=DEMO_SEED, columns=demo.grade_passback.columns)
+        title = demo.grade_passback.export_title or "export"
+        (export_dir / f"{title}-{nights[2]:%Y%m%d}.csv").write_bytes(export)
         lms.reset_stats()
         third = run_dag(demo.dag_id, logical_date=nights[2])
         print(f"{demo.dag_id} night 3: {third.state}", flush=True)
@@ -149,6 +175,17 @@ def main() -> int:
         failures += (third.state != "success") + (totals.get("created", 0) != 0) + (len(writes) > 2)
         failures += totals.get("updated", 0) > len(renamed) or totals.get("deactivated", 0) > len(dropped)
         failures += not totals.get("updated") or not totals.get("deactivated")
+        graded = third.returned.get("grades.reconcile") or {}
+        counts = graded.get("counts", {})
+        export_rows = export.count(b"\n") - 1
+        summary.append(
+            f"  grade passback of {graded.get('export', '-')}: "
+            + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
+            + f" (of {export_rows} rows); IC gradebook now holds {len(ic.gradebook.stored('results'))} "
+            f"results, {len(ic.gradebook.duplicates())} duplicated"
+        )
+        failures += sum(counts.values()) != export_rows or counts.get("failed", 0) > 0
+        failures += bool(ic.gradebook.duplicates())
         summary.append(
             f"\nStaged Parquet, reports and state under {staging}; the IC emulator served {len(ic.requests)} requests; "
             f"{len(smtp.messages)} email(s) sent."

@@ -24,8 +24,10 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -36,6 +38,18 @@ from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_
 
 OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "vendor_key", "vendor_secret"})
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
+
+
+WINDOW_CLOSED = "grading window closed"  # how IC's 403 for a closed grading window begins
+
+
+@dataclass(frozen=True)
+class GradebookAnswer:
+    """IC's answer to one gradebook PUT: created / updated / window closed / rejected (with its message)."""
+
+    sourced_id: str
+    status: str
+    message: str
 
 
 class OneRosterCredentialsError(AirflowFailException):
@@ -228,7 +242,11 @@ class OneRosterHook(HttpHook):
         if response.status_code >= 500:
             raise Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
 
-    def _get_once(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
+    def _send_once(
+        self, method: str, url: str, *, params: dict[str, Any] | None = None, body: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """One call with a valid token inside the concurrency limit; a 401 renews the token once."""
         session = self._session()
         with self._slots:
             for renewed in (False, True):
@@ -236,8 +254,9 @@ class OneRosterHook(HttpHook):
                 with self._stats_lock:
                     self.request_count += 1
                 try:
-                    response = session.get(
-                        url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                    response = session.request(
+                        method, url, params=params, json=body, timeout=self.timeout,
+                        headers={"Authorization": f"Bearer {token}", **(headers or {})},
                     )
                 except DROPPED as error:
                     raise Transient(f"connection to IC failed: {type(error).__name__}") from None
@@ -245,10 +264,15 @@ class OneRosterHook(HttpHook):
                     break
                 self._invalidate(token)
                 if renewed:
+                    refused = "a fresh token" + (" with the vendor key/secret" if headers else "")
                     raise _credentials_refused(
-                        self.oneroster_conn_id, f"a fresh token was refused: {_ims_description(response)}"
+                        self.oneroster_conn_id, f"{refused} was refused: {_ims_description(response)}"
                     )
-        self._raise_for_transient(response, f"GET {url}")
+        self._raise_for_transient(response, f"{method} {url}")
+        return response
+
+    def _get_once(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
+        response = self._send_once("GET", url, params=params)
         if response.status_code != 200:
             raise OneRosterRequestError(
                 f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
@@ -262,6 +286,45 @@ class OneRosterHook(HttpHook):
     def get_json(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
         """One GET with the token, the concurrency limit and the retry policy applied."""
         return self._retries.call(lambda: self._get_once(url, params), f"GET {url}")
+
+    # -- gradebook ----------------------------------------------------------------
+
+    @property
+    def gradebook_url(self) -> str:
+        if self.version != "1.2":
+            raise OneRosterRequestError(
+                f"Connection '{self.oneroster_conn_id}': grade passback uses IC's OneRoster 1.2 gradebook; "
+                "set the extra oneroster_version to 1.2"
+            )
+        return self.rostering_url.replace("/rostering/v1p2", "/gradebook/v1p2")
+
+    def _vendor_header(self) -> dict[str, str]:
+        extras = self.get_connection(self.oneroster_conn_id).extra_dejson
+        key, secret = extras.get("vendor_key"), extras.get("vendor_secret")
+        if not key or not secret:
+            raise OneRosterRequestError(
+                f"Connection '{self.oneroster_conn_id}': IC's gradebook needs the extras vendor_key and "
+                "vendor_secret (from the OneRoster / Grading Services connection in Campus)"
+            )
+        return {"x-vendor-authorization": f"{key}:{secret}"}
+
+    def put_gradebook(self, collection: str, sourced_id: str, record: dict) -> GradebookAnswer:
+        """PUT one lineItem/result/category/scoreScale by its deterministic sourcedId, so a retry
+        is an update, never a second object. A 4xx is IC's answer about this record (returned,
+        not retried); 429/5xx/dropped connections are retried."""
+        url = f"{self.gradebook_url}/{collection}/{quote(sourced_id, safe='')}"
+        singular = {"lineItems": "lineItem", "results": "result", "categories": "category", "scoreScales": "scoreScale"}
+        headers = self._vendor_header()
+        response = self._retries.call(
+            lambda: self._send_once("PUT", url, body={singular[collection]: record}, headers=headers),
+            f"PUT {collection}",
+        )
+        if response.status_code in (200, 201):
+            return GradebookAnswer(sourced_id, "created" if response.status_code == 201 else "updated", "")
+        message = _ims_description(response)
+        if response.status_code == 403 and message.startswith(WINDOW_CLOSED):
+            return GradebookAnswer(sourced_id, "window closed", message)
+        return GradebookAnswer(sourced_id, "rejected", f"{response.status_code}: {message}")
 
     # -- paging -------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ FAILURE_SUBJECT = "[oneroster {{ dag.dag_id }}] {{ ti.task_id }} failed in run {
 FAILURE_BODY = """\
 <p>Task <b>{{ ti.task_id }}</b> of <b>{{ dag.dag_id }}</b> failed after {{ ti.try_number }} tries
 in run <b>{{ run_id }}</b> (logical date {{ logical_date }}).</p>
+{% if ti.task_id.endswith("wait_for_export") %}<p><b>No grade export arrived</b> on the SFTP server in
+time: check the LMS's auto-export job and the export directory.</p>{% endif %}
 <p>What went wrong: <pre>{{ exception }}</pre></p>
 <p>Logs: {{ ti.log_url }}</p>
 <p>A cleared task re-runs safely: nothing it already did is done twice.</p>
@@ -40,10 +42,11 @@ async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: s
     if run.get("run_type") == "backfill":
         return "backfill run: no deadline email"
     deadline = context.get("deadline") or {}
-    subject = f"[oneroster {run.get('dag_id')}] run {run.get('run_id')} missed its deadline"
+    run_id = run.get("dag_run_id")  # the REST model's name for the run id
+    subject = f"[oneroster {run.get('dag_id')}] run {run_id} missed its deadline"
     body = (
         f"<p>The nightly sync of district <b>{district}</b> (DAG {run.get('dag_id')}, run "
-        f"<b>{run.get('run_id')}</b>, logical date {run.get('logical_date')}) was not done by its deadline "
+        f"<b>{run_id}</b>, logical date {run.get('logical_date')}) was not done by its deadline "
         f"{deadline.get('deadline_time', '')}.</p><p>State when the deadline passed: {run.get('state')}.</p>"
     )
     await SmtpNotifier(to=to, subject=subject, html_content=body, smtp_conn_id=smtp_conn_id).async_notify(context)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
@@ -23,6 +24,13 @@ def resolve_active_year(context: Context, rule: ActiveYearRule) -> int:
         return int(override)
     moment = context.get("logical_date") or context["dag_run"].run_after
     return rule.school_year_of(moment)
+
+
+def skip_unless_running(context: Context, half: str) -> None:
+    """The ``halves`` param runs provisioning, grade passback or both; the other half is skipped."""
+    chosen = context["params"].get("halves") or "both"
+    if chosen not in ("both", half):
+        raise AirflowSkipException(f"this run does {chosen} only")
 
 
 class OneRosterExtractOperator(BaseOperator):

@@ -24,7 +24,7 @@ from include.provisioning.report import format_report, report_rows
 from include.provisioning.steps import STEP_BY_KIND
 from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.lms import lms_target
-from plugins.operators.extract import resolve_active_year
+from plugins.operators.extract import resolve_active_year, skip_unless_running
 
 JOURNAL_BATCH = 500
 LOGGED_ERRORS = 5
@@ -68,6 +68,7 @@ class ProvisionOperator(BaseOperator):
         return staging_path(self.staging_root, self.district, run_id, f"provision/{name}")
 
     def execute(self, context: Context) -> dict:
+        skip_unless_running(context, "provisioning")
         step = STEP_BY_KIND[self.kind]
         ti = context["ti"]
         run_id = context["run_id"]

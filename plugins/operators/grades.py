@@ -1,0 +1,334 @@
+"""Grade passback, LMS -> IC: fetch and parse the export, plan the postings, post, reconcile.
+
+Each operator is thin glue around ``include/grades`` (pure pandas) and the OneRoster hook.
+Postings carry deterministic sourcedIds (lineItem per section x term x task, result per
+student), so a retried PUT updates what the first one created; posted answers are
+journaled per batch so a task retried after a crash re-sends at most the batch in flight;
+what was posted (and with what value) is kept per school year, so a later run posts only
+grades that changed. Only manifests (locations, counts, checksums) go through XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from airflow.providers.sftp.hooks.sftp import SFTPHook
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseOperator, Context, Variable
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
+from include.grades.export import ExportFormatError, read_export
+from include.grades.transform import GradeContext, format_reconciliation, plan_postings, reconcile
+from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
+from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook
+from plugins.operators.extract import resolve_active_year, skip_unless_running
+from plugins.sensors.export import last_export_path
+
+CATEGORY_ID = "oneroster-airflow-grading-tasks"
+JOURNAL_BATCH = 200
+LOGGED_FAILURES = 5
+
+
+def _stamp() -> str:
+    return utc_now().strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class _GradesOperator(BaseOperator):
+    template_fields: Sequence[str] = ("staging_root",)
+    ui_color = "#f7ece4"
+
+    def __init__(
+        self,
+        *,
+        district: str,
+        passback: GradePassback,
+        active_year_rule: ActiveYearRule,
+        staging_root: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.district = district
+        self.passback = passback
+        self.active_year_rule = active_year_rule
+        self.staging_root = staging_root
+
+    def _path(self, context: Context, name: str):
+        return staging_path(self.staging_root, self.district, context["run_id"], f"grades/{name}")
+
+    def _state(self, context: Context, name: str):
+        return state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
+                          f"grades/{name}")
+
+    def _manifest(self, context: Context, dataset: str, **fields) -> dict:
+        return {
+            "dataset": dataset,
+            "district": self.district,
+            "active_year": resolve_active_year(context, self.active_year_rule),
+            "run_id": context["run_id"],
+            "created_at": utc_now().isoformat(),
+            **fields,
+        }
+
+
+class FetchExportOperator(_GradesOperator):
+    """Downloads the export the sensor found into staging and parses it; malformed rows are
+    quarantined with the reason, a file without the required columns fails with what is missing."""
+
+    def __init__(self, *, sensor_task_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sensor_task_id = sensor_task_id
+
+    def execute(self, context: Context) -> dict:
+        skip_unless_running(context, "grades")
+        found = context["ti"].xcom_pull(task_ids=self.sensor_task_id)
+        hook = SFTPHook(ssh_conn_id=self.passback.sftp_conn_id)
+        with hook.get_managed_conn() as sftp, sftp.open(found["path"], "rb") as remote:
+            data = remote.read()
+        if len(data) != found["size"]:
+            raise ValueError(f"{found['path']}: read {len(data)} bytes, the server reported {found['size']}")
+        raw = self._path(context, "export.raw")
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_bytes(data)
+        try:
+            parsed = read_export(data, self.passback.columns)
+        except ExportFormatError as error:
+            raise AirflowFailException(f"Grade export {found['path']}: {error}") from None
+        rows = stage_frame(self._path(context, "export.rows"), parsed.rows)
+        quarantined = stage_frame(self._path(context, "export.quarantine"), parsed.quarantined)
+        self.log.info(
+            "District %s: export %s (%d bytes): %d rows, %d quarantined (reasons staged at %s)",
+            self.district, found["name"], len(data), rows.row_count, quarantined.row_count, quarantined.target,
+        )
+        return self._manifest(
+            context, "grade_export", source=found, uri=str(rows.target), row_count=rows.row_count,
+            content_sha256=hashlib.sha256(data).hexdigest(), quarantined_count=quarantined.row_count,
+            quarantine_uri=str(quarantined.target),
+        )
+
+
+class PlanGradesOperator(_GradesOperator):
+    """Keeps what may be posted (mapped, opted in, window open, changed since last posted)."""
+
+    def __init__(self, *, export_task_id: str, config_dir: str, extract_group: str = "extract", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.export_task_id = export_task_id
+        self.config_dir = config_dir
+        self.extract_group = extract_group
+
+    @property
+    def opt_in_variable(self) -> str:
+        """The sections whose teachers opted in: a JSON list of IC class sourcedIds, kept in the UI."""
+        return f"oneroster_grade_opt_in_{self.district}"
+
+    def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
+        path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
+                          f"provisioned/{kind}")
+        return read_frame(path) if path.exists() else pd.DataFrame(columns=columns)
+
+    def execute(self, context: Context) -> dict:
+        skip_unless_running(context, "grades")
+        ti = context["ti"]
+        export = ti.xcom_pull(task_ids=self.export_task_id)
+        extracts = {
+            collection: read_frame(ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"])
+            for collection in ("users", "classes", "academicSessions")
+        }
+        mapping = None
+        if self.passback.mapping_csv:
+            mapping = pd.read_csv(Path(self.config_dir) / self.passback.mapping_csv, dtype=str)
+        posted_path = self._state(context, "posted")
+        grade_context = GradeContext(
+            sections=self._provisioned(context, "section", ["key", "lms_id", "course_key"]),
+            grading_periods=self._provisioned(context, "grading_period", ["key", "lms_id", "title"]),
+            users=extracts["users"],
+            classes=extracts["classes"],
+            sessions=extracts["academicSessions"],
+            mapping=mapping,
+            opt_in=(
+                frozenset(map(str, Variable.get(self.opt_in_variable, default=[], deserialize_json=True)))
+                if self.passback.teacher_opt_in
+                else None
+            ),
+            run_date=(context.get("logical_date") or context["dag_run"].run_after).date(),
+            config=self.passback,
+            posted=read_frame(posted_path) if posted_path.exists() else pd.DataFrame(columns=["result_id", "fingerprint"]),
+        )
+        postings = plan_postings(read_frame(export["uri"]), grade_context)
+        staged = stage_frame(self._path(context, "postings"), postings)
+        counts = postings["action"].value_counts().to_dict()
+        self.log.info("District %s: %d postings planned: %s", self.district, len(postings),
+                      ", ".join(f"{action} {count}" for action, count in sorted(counts.items())))
+        return self._manifest(context, "grade_postings", uri=str(staged.target), row_count=staged.row_count,
+                              content_sha256=staged.sha256, counts=counts)
+
+
+class PostGradesOperator(_GradesOperator):
+    """PUTs the lineItems and results to IC's gradebook at the district's IC concurrency."""
+
+    def __init__(self, *, plan_task_id: str, infinite_campus: InfiniteCampus, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+        self.infinite_campus = infinite_campus
+
+    def execute(self, context: Context) -> dict:
+        skip_unless_running(context, "grades")
+        postings = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["uri"])
+        to_post = postings[postings["action"] == "post"]
+        hook = OneRosterHook(
+            self.infinite_campus.conn_id,
+            max_concurrency=self.infinite_campus.concurrency_at(datetime.now(timezone.utc)),
+        )
+        journal = self._path(context, "journal.results")
+        done = read_frame(journal) if journal.exists() else pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"])
+        answered = set(zip(done["result_id"], done["fingerprint"], strict=True))
+        pending = to_post[[pair not in answered for pair in zip(to_post["result_id"], to_post["fingerprint"], strict=True)]]
+        if not pending.empty:
+            self._prepare_line_items(hook, pending, context)
+        for start in range(0, len(pending), JOURNAL_BATCH):
+            batch = pending.iloc[start : start + JOURNAL_BATCH]
+            with ThreadPoolExecutor(max_workers=hook.max_concurrency, thread_name_prefix="gradebook") as pool:
+                answers = list(pool.map(lambda row: self._put_result(hook, row), batch.to_dict("records")))
+            done = pd.concat(
+                [done, pd.DataFrame({
+                    "result_id": [answer.sourced_id for answer in answers],
+                    "fingerprint": batch["fingerprint"].to_list(),
+                    "status": [answer.status for answer in answers],
+                    "message": [answer.message for answer in answers],
+                })],
+                ignore_index=True,
+            )
+            stage_frame(journal, done)
+        outcomes = done[done["result_id"].isin(set(to_post["result_id"]))].drop_duplicates("result_id", keep="last")
+        self._remember_posted(context, outcomes)
+        staged = stage_frame(self._path(context, "outcomes"), outcomes)
+        counts = outcomes["status"].value_counts().to_dict()
+        self.log.info("District %s: posted to IC in %d requests (%d retries): %s", self.district, hook.request_count,
+                      hook.retry_count, ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "nothing")
+        for row in outcomes[outcomes["status"] == "rejected"].head(LOGGED_FAILURES).itertuples():
+            self.log.warning("IC rejected result %s: %s", row.result_id, row.message)
+        return self._manifest(context, "grade_outcomes", uri=str(staged.target), row_count=staged.row_count,
+                              content_sha256=staged.sha256, counts=counts)
+
+    def _prepare_line_items(self, hook: OneRosterHook, pending: pd.DataFrame, context: Context) -> None:
+        """The category, score scales and lineItems the results need, PUT once per run (idempotent)."""
+        base = hook.rostering_url
+
+        def ref(collection: str, kind: str, sourced_id: str) -> dict:
+            return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
+
+        stamp = _stamp()
+        hook.put_gradebook("categories", CATEGORY_ID, {
+            "sourcedId": CATEGORY_ID, "status": "active", "dateLastModified": stamp, "title": "Grading tasks",
+        })
+        scales = pending.dropna(subset=["score_group"]).drop_duplicates(["section", "score_group"])
+        for row in scales.itertuples():
+            bands = self.passback.score_groups[row.score_group]
+            hook.put_gradebook("scoreScales", f"{row.section}-{row.score_group}", {
+                "sourcedId": f"{row.section}-{row.score_group}", "status": "active", "dateLastModified": stamp,
+                "title": row.score_group, "type": "score group",
+                "class": {**ref("classes", "class", row.section)},
+                "scoreScaleValue": [{"itemValueLHS": f"{band.min_percent:g}", "itemValueRHS": band.score} for band in bands],
+            })
+        sessions = read_frame(context["ti"].xcom_pull(task_ids="extract.academicSessions")["uri"]).set_index("sourced_id")
+        for row in pending.drop_duplicates("line_item_id").itertuples():
+            term = sessions.loc[row.term]
+            record = {
+                "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp,
+                "title": f"{row.task_id} - {term['title']}",
+                "assignDate": f"{term['start_date']}T00:00:00.000Z", "dueDate": f"{term['end_date']}T00:00:00.000Z",
+                "class": ref("classes", "class", row.section), "school": ref("orgs", "org", row.school),
+                "category": ref("categories", "category", CATEGORY_ID),
+                "gradingPeriod": ref("academicSessions", "academicSession", row.term),
+                "resultValueMin": 0, "resultValueMax": 100,
+            }
+            if isinstance(row.score_group, str):
+                record["scoreScale"] = ref("scoreScales", "scoreScale", f"{row.section}-{row.score_group}")
+            answer = hook.put_gradebook("lineItems", row.line_item_id, record)
+            if answer.status not in ("created", "updated"):
+                self.log.warning("IC did not take lineItem %s: %s", row.line_item_id, answer.message)
+
+    @staticmethod
+    def _put_result(hook: OneRosterHook, row: dict) -> GradebookAnswer:
+        base = hook.rostering_url
+        record = {
+            "sourcedId": row["result_id"], "status": "active", "dateLastModified": _stamp(),
+            "lineItem": {"href": f"{hook.gradebook_url}/lineItems/{row['line_item_id']}",
+                         "sourcedId": row["line_item_id"], "type": "lineItem"},
+            "student": {"href": f"{base}/users/{row['student']}", "sourcedId": row["student"], "type": "user"},
+            "scoreStatus": "fully graded", "scoreDate": utc_now().date().isoformat(),
+        }
+        if pd.notna(row["percent"]):
+            record["score"] = float(row["percent"])
+        if isinstance(row["score"], str) and row["score"]:
+            record["textScore"] = row["score"]
+        return hook.put_gradebook("results", row["result_id"], record)
+
+    def _remember_posted(self, context: Context, outcomes: pd.DataFrame) -> None:
+        """What IC took, with its value, so the next run sends only grades that changed."""
+        path = self._state(context, "posted")
+        posted = read_frame(path) if path.exists() else pd.DataFrame(columns=["result_id", "fingerprint"])
+        taken = outcomes[outcomes["status"].isin(["created", "updated"])][["result_id", "fingerprint"]]
+        merged = pd.concat([posted[~posted["result_id"].isin(set(taken["result_id"]))], taken], ignore_index=True)
+        stage_frame(path, merged.sort_values("result_id", kind="stable").reset_index(drop=True))
+
+
+class ReconcileGradesOperator(_GradesOperator):
+    """Every input row ends posted / unchanged / skipped (why) / failed (IC's message); the
+    counts add up to the input. Failed rows are emailed; the export is marked processed."""
+
+    def __init__(self, *, export_task_id: str, plan_task_id: str, post_task_id: str, notifications: Notifications,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.export_task_id = export_task_id
+        self.plan_task_id = plan_task_id
+        self.post_task_id = post_task_id
+        self.notifications = notifications
+
+    def execute(self, context: Context) -> dict:
+        skip_unless_running(context, "grades")
+        ti = context["ti"]
+        export = ti.xcom_pull(task_ids=self.export_task_id)
+        result = reconcile(
+            read_frame(export["uri"]),
+            read_frame(export["quarantine_uri"]),
+            read_frame(ti.xcom_pull(task_ids=self.plan_task_id)["uri"]),
+            read_frame(ti.xcom_pull(task_ids=self.post_task_id)["uri"]),
+        )
+        report = stage_frame(self._path(context, "reconciliation"), result.rows)
+        csv_target = report.target.parent / "reconciliation.csv"
+        with csv_target.open("w") as handle:
+            result.rows.to_csv(handle, index=False)
+        self.log.info("District %s, grade passback of %s:\n%s\nReport staged at %s", self.district,
+                      export["source"]["name"], format_reconciliation(result), csv_target)
+        failed = result.rows[result.rows["outcome"] == "failed"]
+        if len(failed) and self.notifications.emails:
+            self._email_failures(context, export["source"]["name"], failed, result.counts, str(csv_target))
+        source = export["source"]
+        stage_frame(last_export_path(self.staging_root, self.district),
+                    pd.DataFrame({"name": [source["name"]], "mtime": [source["mtime"]]}))
+        return self._manifest(context, "grade_reconciliation", uri=str(report.target), csv_uri=str(csv_target),
+                              row_count=report.row_count, content_sha256=report.sha256, counts=result.counts,
+                              export=source["name"])
+
+    def _email_failures(self, context: Context, export: str, failed: pd.DataFrame, counts: dict, report: str) -> None:
+        lines = "".join(
+            f"<li>row {row.row}, section {row.section}: {row.reason}</li>" for row in failed.head(20).itertuples()
+        )
+        SmtpNotifier(
+            to=self.notifications.emails,
+            subject=f"[oneroster {context['dag'].dag_id}] {len(failed)} grade row(s) not accepted by IC in run "
+                    f"{context['run_id']}",
+            html_content=(
+                f"<p>District <b>{self.district}</b>, export <b>{export}</b>: "
+                + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
+                + f".</p><p>Rows IC refused (they are tried again next run once fixed):</p><ul>{lines}</ul>"
+                f"<p>Full report: {report}</p>"
+            ),
+            smtp_conn_id=self.notifications.smtp_conn_id,
+        ).notify(context)

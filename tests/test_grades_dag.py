@@ -1,0 +1,171 @@
+"""Grade passback end to end: a real SFTP server with the LMS export, the IC gradebook
+emulator, a real SMTP server; assertions on what IC stored and what the email said."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from include.config import DISTRICTS_DIR, load_district
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+from include.sandbox.grade_export import schoology_export
+from include.sandbox.ic_emulator import ICEmulator
+from include.sandbox.sftp_server import SFTPServer
+from include.sandbox.smtp_sink import SMTPSink
+from include.staging import read_frame
+from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
+
+NIGHT = datetime(2026, 12, 1, 6, tzinfo=timezone.utc)  # semester 1's window is open, semester 2's is not
+VENDOR = {"vendor_key": "test-vendor", "vendor_secret": "test-vendor-secret"}
+CONFIG = load_district(DISTRICTS_DIR / "demo.yaml")
+EXPORT_DIR = CONFIG.grade_passback.remote_dir.strip("/")
+
+
+@pytest.fixture
+def district():
+    return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+
+
+@pytest.fixture
+def stack(district, lms, monkeypatch, tmp_path, airflow_db):
+    """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids."""
+    root = tmp_path / "sftp"
+    (root / EXPORT_DIR).mkdir(parents=True)
+    with (
+        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **VENDOR) as ic,
+        SFTPServer(root, username="exporter", password="sftp-test-secret") as sftp,
+        SMTPSink() as smtp,
+    ):
+        environment = {
+            **connection_uri_env("ic_demo", ic, "1.2", **VENDOR),
+            **lms_connection_env("lms_demo", lms),
+            "AIRFLOW_CONN_SFTP_DEMO": json.dumps(sftp.connection()),
+            "AIRFLOW_CONN_SMTP_DEMO": json.dumps(smtp.connection("oneroster-tests@localhost")),
+            "AIRFLOW_VAR_ONEROSTER_STAGING_ROOT": (tmp_path / "staging").as_uri(),
+        }
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        yield {"ic": ic, "lms": lms, "sftp": sftp, "smtp": smtp, "root": root, "district": district}
+
+
+def run(when: datetime, **conf):
+    from include.sandbox.runner import run_dag
+
+    return run_dag("oneroster_demo", logical_date=when, run_after=when, run_conf=conf or None)
+
+
+def drop_export(stack, name: str, *, seed: int = 7, data: bytes | None = None) -> bytes:
+    data = data if data is not None else schoology_export(stack["lms"], seed=seed, columns=CONFIG.grade_passback.columns)
+    (stack["root"] / EXPORT_DIR / name).write_bytes(data)
+    return data
+
+
+def rows_in(data: bytes) -> int:
+    return len(data.decode("utf-8-sig").strip().splitlines()) - 1
+
+
+def reconciliation(outcome) -> dict[str, int]:
+    return outcome.returned["grades.reconcile"]["counts"]
+
+
+def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    counts = reconciliation(outcome)
+    assert sum(counts.values()) == rows_in(data)
+    assert counts["posted"] > 0 and counts["skipped"] > 0, "semester 2 rows wait for their window"
+    report = read_frame(outcome.returned["grades.reconcile"]["uri"])
+    assert set(report.loc[report["outcome"] == "skipped", "reason"]) == {"window closed"}
+    gradebook = stack["ic"].gradebook
+    results = gradebook.stored("results")
+    postings = read_frame(outcome.returned["grades.plan"]["uri"])
+    assert len(results) == int((postings["action"] == "post").sum())
+    assert not gradebook.duplicates()
+    tasks = {item["title"].split(" - ")[0] for item in gradebook.stored("lineItems").values()}
+    assert tasks == {"T-SEMESTER", "T-FINAL"}
+    letters = {result.get("textScore") for result in results.values()}
+    assert letters <= {"A", "B", "C", "D", "F"} and letters
+
+    stack["ic"].reset_stats()
+    same = drop_export(stack, "final-grades-20261202.csv", data=data)
+    again = run(NIGHT + timedelta(days=1), halves="grades")
+    assert again.state == "success", again.task_states
+    assert reconciliation(again).get("posted", 0) == 0 and sum(reconciliation(again).values()) == rows_in(same)
+    puts = [request for request in stack["ic"].requests if request.method == "PUT"]
+    assert puts == [], "no grade changed, nothing may be posted"
+
+
+def test_rows_ic_rejects_are_failed_with_its_message_and_emailed(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    stack["district"].modify("enrollments", 40, NIGHT - timedelta(hours=2))  # dropped in IC, not yet in the LMS
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    counts = reconciliation(outcome)
+    assert counts["failed"] > 0 and sum(counts.values()) == rows_in(data)
+    report = read_frame(outcome.returned["grades.reconcile"]["uri"])
+    assert report.loc[report["outcome"] == "failed", "reason"].str.contains("not").all()
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "grade row(s) not accepted by IC" in mail.subject and "demo" in mail.body
+    assert "givenName" not in mail.body
+
+
+def test_a_post_task_that_dies_half_way_is_rerun_without_posting_twice(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    drop_export(stack, "final-grades-20261201.csv")
+    stack["ic"].inject("500", times=10_000, after=40, path_contains="/gradebook/")
+    broken = run(NIGHT, halves="grades")
+    assert broken.task_states["grades.post"] == "failed"
+    stack["ic"].clear_faults()
+    rerun = run(NIGHT, halves="grades")
+    assert rerun.state == "success", rerun.task_states
+    gradebook = stack["ic"].gradebook
+    assert not gradebook.duplicates()
+    writes = gradebook.writes["results"]
+    assert writes and all(entry.created == 1 for entry in writes.values())
+    assert sum(entry.updated for entry in writes.values()) <= 40, "only the batch in flight was sent again"
+
+
+def test_expired_credentials_fail_the_run_with_an_email_saying_what_to_do(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    drop_export(stack, "final-grades-20261201.csv")
+    stack["ic"].revoke_credentials()
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "failed"
+    mails = stack["smtp"].wait_for(1)
+    body = " ".join(mail.body for mail in mails)
+    assert "refused the OneRoster client key/secret" in body and "Grading Services" in body
+    assert CLIENT_SECRET not in body
+
+
+def sensor(staging_root: str, **changes):
+    from plugins.sensors.export import ExportFileSensor
+
+    passback = CONFIG.grade_passback.model_copy(update=changes)
+    return ExportFileSensor(task_id="wait_for_export", district="demo", passback=passback, staging_root=staging_root)
+
+
+def test_the_sensor_takes_the_titled_export_or_the_newest_by_name_and_not_a_growing_file(stack, tmp_path):
+    folder = stack["root"] / EXPORT_DIR
+    for name in ("final-grades-20261130.csv", "final-grades-20261201.csv", "zz-other-export.csv", "notes.txt"):
+        (folder / name).write_text("Section School Code\n")
+    titled = sensor((tmp_path / "staging").as_uri())
+    assert titled._newest(None)["name"] == "final-grades-20261201.csv"
+    untitled = sensor(titled.staging_root, export_title=None)
+    assert untitled._newest(None)["name"] == "zz-other-export.csv"
+
+    growing = folder / "final-grades-20261201.csv"
+    context = {"run_id": "manual__test"}
+    with pytest.raises(TaskDeferred):
+        titled.found(context, {"status": "success"})  # seen once: check again after stable_seconds
+    with growing.open("a") as handle:
+        handle.write("600000,s1000000,Semester 1,91,A,90,A\n")
+    with pytest.raises(TaskDeferred):
+        titled.settled(context)  # it grew meanwhile: not taken, checked again later
+    settled = titled.settled(context)
+    assert settled["name"] == "final-grades-20261201.csv" and settled["size"] == growing.stat().st_size

@@ -1,0 +1,265 @@
+"""The district DAGs under a real Airflow: scheduler, dag-processor, triggerer and api-server
+as separate processes (include/sandbox/airflow_stack.py), against the IC and Schoology
+emulators and the SMTP sink on 127.0.0.1.
+
+``dag.test()`` has no scheduler loop, so retries, ``max_active_runs``, backfills and deadline
+callbacks are only seen here. The module starts everything once and sets the night's work
+going in one go (the runs of different DAGs proceed side by side); each test then waits for
+and checks one outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, ActiveYearRule
+from include.oneroster.models import COLLECTIONS
+from include.provisioning.steps import STEPS
+from include.sandbox.airflow_stack import FINISHED, AirflowStack
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+from include.sandbox.ic_emulator import ICEmulator
+from include.sandbox.lms_emulator import SchoologyEmulator
+from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
+from tests.support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    LMS_KEY,
+    LMS_SECRET,
+    connection_uri_env,
+    lms_connection_env,
+)
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+EXTRACTS = [f"extract.{collection}" for collection in COLLECTIONS]
+NIGHTLY, HISTORY, LATE, REVOKED, RENAMED = (
+    "oneroster_nightly", "oneroster_history", "oneroster_late", "oneroster_revoked", "oneroster_renamed",
+)
+NIGHTLY_RUN, LATE_RUN, REVOKED_RUN, RENAMED_RUN = "e2e_nightly", "e2e_late", "e2e_revoked", "e2e_renamed"
+BACKFILL_DATES = ("2025-10-01", "2025-10-02")  # school year 2025-26, "2026" with years starting 07-01
+# --to-date is an instant: "2025-10-02" alone is its midnight, before that day's 06:00 run.
+BACKFILL_TO = f"{BACKFILL_DATES[1]}T23:59:59+00:00"
+
+
+@dataclass
+class Night:
+    """The running stack and what stands in for IC, the LMS and the district's mail relay."""
+
+    stack: AirflowStack
+    ic: ICEmulator
+    lms: SchoologyEmulator
+    smtp: SMTPSink
+    district: SyntheticDistrict
+
+    def mails(self, dag_id: str, about: str) -> list[ReceivedMail]:
+        """The emails about ``dag_id`` whose subject contains ``about``."""
+        return [mail for mail in self.smtp.messages
+                if f"[oneroster {dag_id}]" in mail.subject and about in mail.subject]
+
+    def wait_for_mails(self, dag_id: str, about: str, count: int, timeout: float = 60) -> list[ReceivedMail]:
+        def enough() -> list[ReceivedMail] | None:
+            found = self.mails(dag_id, about)
+            return found if len(found) >= count else None
+
+        return self.stack.wait_for(enough, timeout=timeout, what=f"{count} '{about}' email(s) for {dag_id}")
+
+
+# Unpausing a DAG creates a run for its latest past slot at once, catchup or not; only
+# manual runs and backfills are wanted here, so the DAGs are scheduled on 29 February.
+NOT_DUE = "0 6 29 2 *"
+RETRY_ONCE = {"count": 1, "delay_seconds": 1, "max_delay_seconds": 2}
+
+
+def write_district(directory: Path, name: str, *, conn_id: str = "ic_test",
+                   deadline_hours: float | None = None, **settings) -> None:
+    """demo.yaml as district ``name``: its own IC pool, extract only, no retries, a schedule that
+    is not due, failure emails (and deadline emails after ``deadline_hours``), then ``settings``."""
+    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    config.pop("grade_passback", None)  # grade passback needs an SFTP export: not this module's subject
+    config.pop("lms")
+    config.pop("provisioning")
+    notifications = {"emails": [f"team@{name}.invalid"], "smtp_conn_id": "smtp_test"}
+    if deadline_hours is not None:
+        notifications["deadline"] = {"within_hours": deadline_hours}
+    config.update({"district": name, "schedule": NOT_DUE, "start_date": date(2025, 7, 1),
+                   "task_retries": {"count": 0}, "notifications": notifications, **settings})
+    config["infinite_campus"].update(conn_id=conn_id, pool=f"ic_{name}")
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(config))
+
+
+def write_districts(directory: Path) -> dict[str, int]:
+    """One district per scenario; returns the pools they need (name -> slots)."""
+    demo = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    write_district(directory, "nightly", deadline_hours=3, provisioning=demo["provisioning"],
+                   lms={**demo["lms"], "conn_id": "lms_test", "pool": "lms_test"})
+    # Daily, to backfill two days; starting ahead so that unpausing schedules nothing (backfill
+    # runs get their tasks before the start date, other runs get none: models/dagrun.py).
+    write_district(directory, "history", deadline_hours=3, schedule="0 6 * * *",
+                   start_date=date.today() + timedelta(days=30))
+    write_district(directory, "late", deadline_hours=1)
+    write_district(directory, "revoked", conn_id="ic_revoked", task_retries=RETRY_ONCE)
+    write_district(directory, "renamed", conn_id="ic_renamed", task_retries=RETRY_ONCE)
+    slots = demo["infinite_campus"]["max_concurrency"]
+    pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed")}
+    return {**pools, "lms_test": 1}
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> Night:
+    root = tmp_path_factory.mktemp("scheduler")
+    districts = root / "districts"
+    districts.mkdir()
+    pools = write_districts(districts)
+    (root / "pools.json").write_text(json.dumps({name: {"slots": slots, "description": "e2e"}
+                                                 for name, slots in pools.items()}))
+    year = ActiveYearRule().school_year_of(NOW)
+    district = SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=year))
+    with (
+        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic,
+        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as revoked_ic,
+        SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as lms,
+        SMTPSink() as smtp,
+    ):
+        revoked_ic.revoke_credentials()
+        env = {
+            DISTRICTS_DIR_ENV: str(districts),
+            "AIRFLOW_VAR_ONEROSTER_STAGING_ROOT": (root / "staging").as_uri(),
+            "AIRFLOW_CONN_SMTP_TEST": json.dumps(smtp.connection("oneroster@localhost")),
+            **connection_uri_env("ic_test", ic, "1.2"),
+            **connection_uri_env("ic_revoked", revoked_ic, "1.2"),
+            # IC's OneRoster application renamed: the token is granted, every API path answers 404.
+            **connection_uri_env("ic_renamed", ic, "1.2", app_name="retired", token_url=ic.token_url),
+            **lms_connection_env("lms_test", lms),
+        }
+        with AirflowStack(root / "airflow", env=env) as stack:
+            with stack.logs_on_failure():
+                stack.airflow("pools", "import", str(root / "pools.json"))
+                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED])
+                stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
+                trigger = {
+                    NIGHTLY: (NIGHTLY_RUN, NOW),
+                    LATE: (LATE_RUN, NOW - timedelta(days=2)),  # its deadline passed long ago
+                    REVOKED: (REVOKED_RUN, NOW),
+                    RENAMED: (RENAMED_RUN, NOW),
+                }
+                for dag_id, (run_id, logical_date) in trigger.items():
+                    stack.airflow("dags", "trigger", dag_id, "--run-id", run_id,
+                                  "--logical-date", logical_date.isoformat())
+                # Without --max-active-runs a backfill runs up to 10 runs at once, whatever the
+                # DAG's max_active_runs (airflow/jobs/scheduler_job_runner.py).
+                stack.airflow("backfill", "create", "--dag-id", HISTORY, "--from-date", BACKFILL_DATES[0],
+                              "--to-date", BACKFILL_TO, "--max-active-runs", "1")
+            yield Night(stack, ic, lms, smtp, district)
+
+
+def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
+    stack = night.stack
+    with stack.logs_on_failure():
+        run = stack.wait_for_run(NIGHTLY, NIGHTLY_RUN, timeout=150)
+        states = {task: ti["state"] for task, ti in stack.task_instances(NIGHTLY, NIGHTLY_RUN).items()}
+        assert run["state"] == "success", states
+        assert run["run_type"] == "manual"
+        assert set(states.values()) == {"success"} and len(states) == len(EXTRACTS) + len(STEPS) + 1, states
+        expected = night.district.expected_counts("1.2")
+        for task in EXTRACTS:
+            manifest = stack.returned(NIGHTLY, NIGHTLY_RUN, task)
+            assert manifest["row_count"] == expected[manifest["dataset"]], manifest
+        served = {request.path.rsplit("/", 1)[-1] for request in night.ic.requests if request.status == 200}
+        assert set(COLLECTIONS) <= served
+        report = stack.returned(NIGHTLY, NIGHTLY_RUN, "provision.sync_report")
+        assert report["totals"].get("created", 0) > 0 and not report["totals"].get("failed"), report
+        assert night.lms.users and night.lms.enrollments and night.lms.buildings
+        assert not night.mails(NIGHTLY, "deadline"), "the run finished well within its deadline"
+
+
+def test_a_backfill_runs_each_past_date_once_in_order_without_deadline_emails(night):
+    stack = night.stack
+    with stack.logs_on_failure():
+        def backfilled() -> list[dict] | None:
+            runs = [run for run in stack.dag_runs(HISTORY) if run["run_type"] == "backfill"]
+            return runs if len(runs) >= 2 and all(run["state"] in FINISHED for run in runs) else None
+
+        runs = sorted(stack.wait_for(backfilled, timeout=180, what="both backfill runs finished"),
+                      key=lambda run: run["logical_date"])
+        assert [run["logical_date"][:10] for run in runs] == list(BACKFILL_DATES)
+        assert [run["state"] for run in runs] == ["success", "success"]
+        assert all(run["run_type"] == "backfill" for run in stack.dag_runs(HISTORY)), "nothing else ran"
+        first, second = runs
+        assert first["end_date"] <= second["start_date"], "backfill runs overlapped"
+        for run in runs:
+            for task in EXTRACTS:
+                manifest = stack.returned(HISTORY, run["dag_run_id"], task)
+                assert manifest["active_year"] == 2026 and manifest["run_id"] == run["dag_run_id"], manifest
+        outputs = stack.wait_for(lambda: _deadline_callbacks(stack, HISTORY, count=2), timeout=60,
+                                 what="the backfill runs' deadline callbacks")
+        assert outputs == ["backfill run: no deadline email"] * 2
+        assert not night.mails(HISTORY, "deadline")
+
+
+def test_a_run_past_its_deadline_emails_the_district(night):
+    stack = night.stack
+    with stack.logs_on_failure():
+        (mail,) = night.wait_for_mails(LATE, "missed its deadline", 1)
+        assert mail.envelope_to == ("team@late.invalid",)
+        assert LATE_RUN in mail.subject and LATE_RUN in mail.body
+        assert "district <b>late</b>" in mail.body
+        assert stack.wait_for_run(LATE, LATE_RUN, timeout=120)["state"] == "success"
+        assert len(night.mails(LATE, "missed its deadline")) == 1
+
+
+def test_refused_credentials_fail_each_extract_once_and_email_why(night):
+    stack = night.stack
+    with stack.logs_on_failure():
+        run = stack.wait_for_run(REVOKED, REVOKED_RUN, timeout=120)
+        instances = stack.task_instances(REVOKED, REVOKED_RUN)
+        assert run["state"] == "failed"
+        # A refused key/secret raises AirflowFailException: no retry, though the district allows one.
+        assert {task: (instances[task]["state"], instances[task]["try_number"]) for task in EXTRACTS} == {
+            task: ("failed", 1) for task in EXTRACTS}
+        mails = night.wait_for_mails(REVOKED, "failed in run", len(EXTRACTS))
+        assert Counter(map(_task_of, mails)) == Counter(EXTRACTS)
+        for mail in mails:
+            assert mail.envelope_to == ("team@revoked.invalid",)
+            assert REVOKED in mail.body and REVOKED_RUN in mail.body
+            assert "refused the OneRoster client key/secret" in mail.body, mail.body
+
+
+def test_a_failure_email_is_sent_only_after_the_last_retry(night):
+    stack = night.stack
+    with stack.logs_on_failure():
+        run = stack.wait_for_run(RENAMED, RENAMED_RUN, timeout=150)
+        instances = stack.task_instances(RENAMED, RENAMED_RUN)
+        assert run["state"] == "failed"
+        assert {task: (instances[task]["state"], instances[task]["try_number"]) for task in EXTRACTS} == {
+            task: ("failed", 2) for task in EXTRACTS}
+        mails = night.wait_for_mails(RENAMED, "failed in run", len(EXTRACTS))
+        assert Counter(map(_task_of, mails)) == Counter(EXTRACTS), "one email per task, not one per try"
+        for mail in mails:
+            assert RENAMED in mail.body and "failed after 2 tries" in mail.body, mail.body
+            assert "IC answered 404" in mail.body, mail.body
+
+
+def _task_of(mail: ReceivedMail) -> str:
+    """The task id in a failure subject: ``[oneroster DAG] TASK failed in run RUN``."""
+    return mail.subject.split("] ", 1)[1].split(" failed in run ", 1)[0]
+
+
+def _deadline_callbacks(stack: AirflowStack, dag_id: str, count: int) -> list[str] | None:
+    """What each finished deadline callback of ``dag_id``'s runs returned, once ``count`` have."""
+    with closing(sqlite3.connect(f"file:{stack.database}?mode=ro", uri=True, timeout=10)) as db:
+        rows = db.execute(
+            "SELECT callback.state, callback.output FROM deadline"
+            " JOIN callback ON deadline.callback_id = callback.id"
+            " JOIN dag_run ON deadline.dagrun_id = dag_run.id WHERE dag_run.dag_id = ?",
+            (dag_id,),
+        ).fetchall()
+    done = [output for state, output in rows if state in ("success", "failed")]
+    return done if len(done) >= count else None
