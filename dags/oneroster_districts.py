@@ -107,6 +107,12 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                 title="What to run",
                 description="Provisioning (IC -> LMS), grade passback (LMS -> IC) or both.",
             ),
+            "full_run": Param(
+                False,
+                type="boolean",
+                title="Full run",
+                description="Re-send every LMS object and every grade, ignoring what earlier runs recorded as sent.",
+            ),
             "dry_run": Param(
                 False,
                 type="boolean",

@@ -169,3 +169,4 @@ def test_the_sensor_takes_the_titled_export_or_the_newest_by_name_and_not_a_grow
         titled.settled(context)  # it grew meanwhile: not taken, checked again later
     settled = titled.settled(context)
     assert settled["name"] == "final-grades-20261201.csv" and settled["size"] == growing.stat().st_size
+

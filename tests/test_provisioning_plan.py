@@ -232,3 +232,13 @@ def test_unknown_lms_references_name_the_field_and_value():
     ]
     catalog = {role: role for role in ROLES.values()}
     assert plan.unknown_references(config, "user", catalog) == ["provisioning.roles.teacher: the LMS has no role 'R-NOPE'"]
+
+
+def test_a_full_run_resends_everything_but_still_drops_only_by_state(frames):
+    config = provisioning()
+    users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
+    first = plan_changes(users, empty_state("user"))
+    state = next_state(empty_state("user"), first, {"create": [ItemResult(key=k, ok=True, lms_id=k) for k in first.create["key"]]})
+    full = plan_changes(users, state, full=True)
+    assert full.counts()["update"] == len(users.rows) and full.counts()["unchanged"] == 0
+    assert set(full.update["lms_id"]) == set(users.rows["key"])

@@ -28,6 +28,7 @@ from include.sandbox.airflow_stack import FINISHED, AirflowStack
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.lms_emulator import SchoologyEmulator
+from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
 from tests.support import (
     CLIENT_ID,
@@ -40,10 +41,12 @@ from tests.support import (
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EXTRACTS = [f"extract.{collection}" for collection in COLLECTIONS]
-NIGHTLY, HISTORY, LATE, REVOKED, RENAMED = (
+NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET = (
     "oneroster_nightly", "oneroster_history", "oneroster_late", "oneroster_revoked", "oneroster_renamed",
+    "oneroster_quiet",
 )
 NIGHTLY_RUN, LATE_RUN, REVOKED_RUN, RENAMED_RUN = "e2e_nightly", "e2e_late", "e2e_revoked", "e2e_renamed"
+QUIET_RUN = "e2e_quiet"
 BACKFILL_DATES = ("2025-10-01", "2025-10-02")  # school year 2025-26, "2026" with years starting 07-01
 # --to-date is an instant: "2025-10-02" alone is its midnight, before that day's 06:00 run.
 BACKFILL_TO = f"{BACKFILL_DATES[1]}T23:59:59+00:00"
@@ -107,8 +110,11 @@ def write_districts(directory: Path) -> dict[str, int]:
     write_district(directory, "late", deadline_hours=1)
     write_district(directory, "revoked", conn_id="ic_revoked", task_retries=RETRY_ONCE)
     write_district(directory, "renamed", conn_id="ic_renamed", task_retries=RETRY_ONCE)
+    # grade passback waiting on an SFTP folder where no export ever arrives
+    write_district(directory, "quiet", grade_passback={**demo["grade_passback"], "sftp_conn_id": "sftp_test",
+                                                       "timeout_hours": 0.002})
     slots = demo["infinite_campus"]["max_concurrency"]
-    pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed")}
+    pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed", "quiet")}
     return {**pools, "lms_test": 1}
 
 
@@ -127,12 +133,15 @@ def night(tmp_path_factory) -> Night:
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as revoked_ic,
         SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as lms,
         SMTPSink() as smtp,
+        SFTPServer(root / "sftp", username="exporter", password="sftp-test-secret") as sftp,
     ):
+        (root / "sftp" / "exports" / "grades").mkdir(parents=True)
         revoked_ic.revoke_credentials()
         env = {
             DISTRICTS_DIR_ENV: str(districts),
             "AIRFLOW_VAR_ONEROSTER_STAGING_ROOT": (root / "staging").as_uri(),
             "AIRFLOW_CONN_SMTP_TEST": json.dumps(smtp.connection("oneroster@localhost")),
+            "AIRFLOW_CONN_SFTP_TEST": json.dumps(sftp.connection()),
             **connection_uri_env("ic_test", ic, "1.2"),
             **connection_uri_env("ic_revoked", revoked_ic, "1.2"),
             # IC's OneRoster application renamed: the token is granted, every API path answers 404.
@@ -142,7 +151,7 @@ def night(tmp_path_factory) -> Night:
         with AirflowStack(root / "airflow", env=env) as stack:
             with stack.logs_on_failure():
                 stack.airflow("pools", "import", str(root / "pools.json"))
-                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED])
+                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET])
                 stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
                 trigger = {
                     NIGHTLY: (NIGHTLY_RUN, NOW),
@@ -153,6 +162,8 @@ def night(tmp_path_factory) -> Night:
                 for dag_id, (run_id, logical_date) in trigger.items():
                     stack.airflow("dags", "trigger", dag_id, "--run-id", run_id,
                                   "--logical-date", logical_date.isoformat())
+                stack.airflow("dags", "trigger", QUIET, "--run-id", QUIET_RUN, "--logical-date", NOW.isoformat(),
+                              "--conf", json.dumps({"halves": "grades"}))
                 # Without --max-active-runs a backfill runs up to 10 runs at once, whatever the
                 # DAG's max_active_runs (airflow/jobs/scheduler_job_runner.py).
                 stack.airflow("backfill", "create", "--dag-id", HISTORY, "--from-date", BACKFILL_DATES[0],
@@ -245,6 +256,19 @@ def test_a_failure_email_is_sent_only_after_the_last_retry(night):
         for mail in mails:
             assert RENAMED in mail.body and "failed after 2 tries" in mail.body, mail.body
             assert "IC answered 404" in mail.body, mail.body
+
+
+def test_no_grade_export_ends_the_run_with_an_email_saying_so(night):
+    """The export sensor waits in the triggerer; its timeout fails the run with a clear email."""
+    stack = night.stack
+    with stack.logs_on_failure():
+        run = stack.wait_for_run(QUIET, QUIET_RUN, timeout=150)
+        instances = stack.task_instances(QUIET, QUIET_RUN)
+        assert run["state"] == "failed"
+        assert instances["grades.wait_for_export"]["state"] == "failed"
+        assert all(instances[task]["state"] == "success" for task in EXTRACTS)
+        (mail,) = night.wait_for_mails(QUIET, "grades.wait_for_export", 1)
+        assert "No grade export arrived" in mail.body, mail.body
 
 
 def _task_of(mail: ReceivedMail) -> str:

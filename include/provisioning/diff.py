@@ -61,16 +61,19 @@ class Changes:
         }
 
 
-def plan_changes(desired: Desired, state: pd.DataFrame) -> Changes:
+def plan_changes(desired: Desired, state: pd.DataFrame, *, full: bool = False) -> Changes:
+    """``full`` re-sends every object that exists (the vendors' "request full run"), e.g. after
+    someone changed the LMS by hand; deactivations still follow the state."""
     kind = desired.kind
     rows = desired.rows.copy()
     rows["fingerprint"] = fingerprint(rows, kind)
     known = state.set_index("key")
     previous = rows["key"].map(known["fingerprint"]) if not known.empty else pd.Series(None, index=rows.index)
     create = rows[previous.isna()]
-    changed = rows[previous.notna() & (previous != rows["fingerprint"])].copy()
+    same = previous == rows["fingerprint"]
+    changed = rows[previous.notna() & (full | ~same)].copy()
     changed["lms_id"] = changed["key"].map(known["lms_id"]) if not known.empty else None
-    unchanged = rows[previous.notna() & (previous == rows["fingerprint"])]
+    unchanged = rows[previous.notna() & ~full & same]
     gone = state[~state["key"].isin(rows["key"])]
     dropped = kind in DROPPED_WHEN_REMOVED
     skipped = desired.skipped[~desired.skipped["key"].isin(gone["key"])]

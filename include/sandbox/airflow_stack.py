@@ -163,17 +163,26 @@ class AirflowStack:
 
     # -- talking to it ----------------------------------------------------------------
 
-    def airflow(self, *args: str, timeout: float = 90) -> str:
-        """Run ``airflow <args>`` against this stack; its stdout, or StackError with its output."""
-        try:
-            done = subprocess.run([sys.executable, "-m", "airflow", *args], check=False, env=self.env,
-                                  cwd=self.home, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as error:
-            raise StackError(f"airflow {' '.join(args)} did not finish within {timeout:g}s") from error
-        if done.returncode != 0:
-            command = " ".join(args)
-            raise StackError(f"airflow {command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
+    def airflow(self, *args: str, timeout: float = 90, attempts: int = 5) -> str:
+        """Run ``airflow <args>`` against this stack; its stdout, or StackError with its output.
+
+        SQLite has one writer: a command that meets the busy scheduler's lock ("database is
+        locked", rolled back) is run again, a few times.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                done = subprocess.run([sys.executable, "-m", "airflow", *args], check=False, env=self.env,
+                                      cwd=self.home, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired as error:
+                raise StackError(f"airflow {' '.join(args)} did not finish within {timeout:g}s") from error
+            if done.returncode == 0:
+                return done.stdout
+            if "database is locked" not in done.stderr or attempt == attempts:
+                command = " ".join(args)
+                raise StackError(f"airflow {command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+            time.sleep(2 * attempt)
 
     def api(self, path: str) -> Any:
         """GET ``path`` of the public REST API (the simple auth manager lets everyone in as admin)."""

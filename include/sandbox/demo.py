@@ -65,8 +65,8 @@ def main() -> int:
     os.environ["AIRFLOW_VAR_ONEROSTER_STAGING_ROOT"] = staging.as_uri()
     from include.config import DISTRICTS_DIR, load_district
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
-    from include.sandbox.ic_emulator import ICEmulator
     from include.sandbox.grade_export import schoology_export
+    from include.sandbox.ic_emulator import ICEmulator
     from include.sandbox.lms_emulator import SchoologyEmulator
     from include.sandbox.sftp_server import SFTPServer
     from include.sandbox.smtp_sink import SMTPSink

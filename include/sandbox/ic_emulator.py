@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -48,6 +48,7 @@ from include.sandbox.ic_gradebook import COLLECTIONS as GRADEBOOK_COLLECTIONS
 from include.sandbox.ic_gradebook import FIELDS as GRADEBOOK_FIELDS
 from include.sandbox.ic_gradebook import SINGULAR as GRADEBOOK_SINGULAR
 from include.sandbox.ic_gradebook import Gradebook, GradebookError
+from include.sandbox.loopback import LoopbackService
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 50_000
@@ -164,7 +165,7 @@ def _predicate(path: str, op: str, expected: str) -> Callable[[dict], bool]:
     return matches
 
 
-class ICEmulator:
+class ICEmulator(LoopbackService):
     """The IC OneRoster emulator as a context manager: ``with ICEmulator(district, ...) as ic:``."""
 
     def __init__(
@@ -199,39 +200,6 @@ class ICEmulator:
         self._indexes: dict[tuple[str, str], dict[str, int]] = {}
         self.token_requests = 0
         self.max_in_flight = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> ICEmulator:
-        handler = type("ICRequestHandler", (_Handler,), {"emulator": self})
-        self._server = _Server(("127.0.0.1", self._port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ic-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ICEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server, "the emulator is not running"
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        """What goes in the Airflow connection's host field."""
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def token_url(self) -> str:
@@ -564,12 +532,6 @@ class _Reply:
         return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body leave at once; no 40 ms delayed-ACK stalls
@@ -691,6 +653,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
+
+
+ICEmulator.handler_class = _Handler  # defined after the emulator it serves
 
 
 def main(argv: list[str] | None = None) -> None:

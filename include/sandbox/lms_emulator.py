@@ -62,10 +62,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from itertools import count
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from include.sandbox.loopback import LoopbackService
 
 FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
 BULK_LIMIT = 50
@@ -153,7 +155,7 @@ def _required(item: dict, *names: str) -> None:
             raise _ItemError(400, f"{name} is required")
 
 
-class SchoologyEmulator:
+class SchoologyEmulator(LoopbackService):
     """The Schoology emulator as a context manager: ``with SchoologyEmulator(...) as lms:``."""
 
     def __init__(
@@ -192,38 +194,6 @@ class SchoologyEmulator:
         self._refilled = time.monotonic()
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self.write_requests = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> SchoologyEmulator:
-        handler = type("SchoologyRequestHandler", (_Handler,), {"emulator": self})
-        self._server = _Server(("127.0.0.1", self._port), handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="schoology-emulator",
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server, "the emulator is not running"
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        """What goes in the Airflow connection's host field (the API lives under ``/v1``)."""
-        return f"http://127.0.0.1:{self.port}"
 
     # -- controls -------------------------------------------------------------------
 
@@ -808,12 +778,6 @@ class SchoologyEmulator:
                 "links": links}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -885,6 +849,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
+
+
+SchoologyEmulator.handler_class = _Handler  # defined after the emulator it serves
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -157,7 +157,11 @@ class PlanGradesOperator(_GradesOperator):
             ),
             run_date=(context.get("logical_date") or context["dag_run"].run_after).date(),
             config=self.passback,
-            posted=read_frame(posted_path) if posted_path.exists() else pd.DataFrame(columns=["result_id", "fingerprint"]),
+            posted=(
+                read_frame(posted_path)
+                if posted_path.exists() and not context["params"].get("full_run")
+                else pd.DataFrame(columns=["result_id", "fingerprint"])
+            ),
         )
         postings = plan_postings(read_frame(export["uri"]), grade_context)
         staged = stage_frame(self._path(context, "postings"), postings)

@@ -87,7 +87,7 @@ class ProvisionOperator(BaseOperator):
         desired = step.build(extracts, results, self.provisioning)
         state_file = state_path(self.staging_root, self.district, active_year, f"provisioned/{self.kind}")
         state = read_frame(state_file) if state_file.exists() else empty_state(self.kind)
-        changes = plan_changes(desired, state)
+        changes = plan_changes(desired, state, full=bool(context["params"].get("full_run")))
         outcomes = {} if dry_run else self._apply(target, changes, run_id)
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
