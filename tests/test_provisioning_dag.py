@@ -202,3 +202,17 @@ def test_a_mapping_to_an_unknown_building_fails_naming_the_file_and_value(sync, 
     )
     outcome = sync(night(0), dag_id)
     assert outcome.task_states["provision.buildings"] == "failed" and lms.write_requests == 0
+
+
+def test_task_logs_carry_no_student_names_or_emails(sync, district, lms, capfd):
+    """Logs are read by many; student records are not theirs to read (FERPA)."""
+    lms.inject("reject_items", keys=[user["metadata"]["ic.legacysourceId"] for user in list(district.records("users"))[:3]],
+               message="rejected for the test")
+    outcome = sync(night(0))
+    assert outcome.state == "success", outcome.task_states
+    logged = capfd.readouterr()
+    text = logged.out + logged.err
+    assert "District demo, user:" in text, "the task logs were captured"
+    for user in district.records("users"):
+        assert user["email"] not in text
+        assert f"{user['givenName']} {user['familyName']}" not in text
