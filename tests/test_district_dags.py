@@ -138,11 +138,22 @@ def test_active_year_param_overrides_the_logical_date(staged_run_env):
 
     outcome = run_dag(
         "oneroster_demo",
-        logical_date=datetime(2026, 11, 3, 6, tzinfo=timezone.utc),
-        run_conf={"active_year": 2026, **PROVISIONING},
+        logical_date=datetime(2027, 8, 3, 6, tzinfo=timezone.utc),  # school year 2028 by the July rule
+        run_conf={"active_year": 2027, **PROVISIONING},
     )
     assert outcome.state == "success", outcome.task_states
-    assert {manifest["active_year"] for manifest in outcome.returned.values()} == {2026}
+    assert {manifest["active_year"] for manifest in outcome.returned.values()} == {2027}
+
+
+def test_a_year_ic_does_not_serve_fails_instead_of_syncing_the_wrong_year(staged_run_env, lms):
+    from include.sandbox.runner import run_dag
+
+    outcome = run_dag("oneroster_demo", logical_date=datetime(2027, 8, 3, 6, tzinfo=timezone.utc),
+                      run_conf=PROVISIONING)
+    assert outcome.state == "failed"
+    assert outcome.task_states["extract.academicSessions"] == "failed"
+    assert outcome.task_states["provision.buildings"] == "upstream_failed"
+    assert lms.write_requests == 0, "nothing of the wrong year reached the LMS"
 
 
 def test_a_retried_extract_overwrites_its_own_output(staged_run_env):

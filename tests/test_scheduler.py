@@ -50,6 +50,7 @@ QUIET_RUN = "e2e_quiet"
 BACKFILL_DATES = ("2025-10-01", "2025-10-02")  # school year 2025-26, "2026" with years starting 07-01
 # --to-date is an instant: "2025-10-02" alone is its midnight, before that day's 06:00 run.
 BACKFILL_TO = f"{BACKFILL_DATES[1]}T23:59:59+00:00"
+BACKFILL_YEAR = 2026
 
 
 @dataclass
@@ -105,7 +106,7 @@ def write_districts(directory: Path) -> dict[str, int]:
                    lms={**demo["lms"], "conn_id": "lms_test", "pool": "lms_test"})
     # Daily, to backfill two days; starting ahead so that unpausing schedules nothing (backfill
     # runs get their tasks before the start date, other runs get none: models/dagrun.py).
-    write_district(directory, "history", deadline_hours=3, schedule="0 6 * * *",
+    write_district(directory, "history", conn_id="ic_history", deadline_hours=3, schedule="0 6 * * *",
                    start_date=date.today() + timedelta(days=30))
     write_district(directory, "late", deadline_hours=1)
     write_district(directory, "revoked", conn_id="ic_revoked", task_retries=RETRY_ONCE)
@@ -131,6 +132,9 @@ def night(tmp_path_factory) -> Night:
     with (
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic,
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as revoked_ic,
+        # IC serves only its active school year: the backfilled year's IC (a restored copy, say)
+        ICEmulator(SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=BACKFILL_YEAR)),
+                   client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as history_ic,
         SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as lms,
         SMTPSink() as smtp,
         SFTPServer(root / "sftp", username="exporter", password="sftp-test-secret") as sftp,
@@ -144,6 +148,7 @@ def night(tmp_path_factory) -> Night:
             "AIRFLOW_CONN_SFTP_TEST": json.dumps(sftp.connection()),
             **connection_uri_env("ic_test", ic, "1.2"),
             **connection_uri_env("ic_revoked", revoked_ic, "1.2"),
+            **connection_uri_env("ic_history", history_ic, "1.2"),
             # IC's OneRoster application renamed: the token is granted, every API path answers 404.
             **connection_uri_env("ic_renamed", ic, "1.2", app_name="retired", token_url=ic.token_url),
             **lms_connection_env("lms_test", lms),

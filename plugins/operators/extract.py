@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
@@ -72,6 +72,7 @@ class OneRosterExtractOperator(BaseOperator):
         target = staging_path(self.staging_root, self.district, run_id, self.collection)
         quarantine = staging_path(self.staging_root, self.district, run_id, f"{self.collection}.quarantine")
         first_rejections: list[Rejection] = []
+        school_years: set[int] = set()
         with (
             StagedParquetWriter(target, arrow_schema(self.collection)) as rows_out,
             StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out,
@@ -82,6 +83,14 @@ class OneRosterExtractOperator(BaseOperator):
                 rows_out.write_rows(rows)
                 rejected_out.write_rows([rejection.model_dump() for rejection in rejections])
                 first_rejections.extend(rejections[: LOGGED_REJECTIONS - len(first_rejections)])
+                school_years.update(row["school_year"] for row in rows if "school_year" in row)
+        if self.collection == "academicSessions" and active_year not in school_years:
+            raise AirflowFailException(
+                f"District {self.district}: this run is for school year {active_year}, but IC serves "
+                f"{', '.join(map(str, sorted(school_years))) or 'no school year'}. IC exposes only its active "
+                "school year through OneRoster; to sync another year, point the run at an IC (or IC "
+                "configuration) serving that year, or set the active_year param to the year IC serves."
+            )
 
         manifest = Manifest(
             dataset=self.collection,
