@@ -31,16 +31,13 @@ import base64
 import json
 import re
 import secrets
-import socket
-import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 from include.oneroster.models import COLLECTIONS
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
@@ -48,7 +45,7 @@ from include.sandbox.ic_gradebook import COLLECTIONS as GRADEBOOK_COLLECTIONS
 from include.sandbox.ic_gradebook import FIELDS as GRADEBOOK_FIELDS
 from include.sandbox.ic_gradebook import SINGULAR as GRADEBOOK_SINGULAR
 from include.sandbox.ic_gradebook import Gradebook, GradebookError
-from include.sandbox.loopback import LoopbackService
+from include.sandbox.loopback import LoopbackHandler, LoopbackService
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 50_000
@@ -532,39 +529,19 @@ class _Reply:
         return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body leave at once; no 40 ms delayed-ACK stalls
+class _Handler(LoopbackHandler):
     server_version = "InfiniteCampusEmulator/1.0"
     emulator: ICEmulator
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the emulator's record of requests is :attr:`ICEmulator.requests`."""
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
+    def serve(self, method: str) -> None:
         emulator = self.emulator
         started = time.monotonic()
-        parts = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        path, query, body = self.read_request()
         emulator._enter()
         try:
-            reply = self._respond(method, parts.path, query, body)
+            reply = self._respond(method, path, query, body)
             # recorded before the client can see the answer, so tests never race the log
-            emulator._record(RecordedRequest(method, parts.path, query, 0 if reply.cut else reply.status,
+            emulator._record(RecordedRequest(method, path, query, 0 if reply.cut else reply.status,
                                              dict(self.headers.items()), reply.headers, started, time.monotonic()))
             self._write(reply)
         finally:
@@ -634,25 +611,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, reply: _Reply) -> None:
         if reply.cut == "reset":
-            self._drop()
-            return
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if reply.cut == "mid_body":  # a full body promised, half of it sent
-            self.wfile.write(reply.body[: len(reply.body) // 2])
-            self.wfile.flush()
-            self._drop()
-            return
-        self.wfile.write(reply.body)
-
-    def _drop(self) -> None:
-        """Close with a TCP reset, as a crashed proxy or a load balancer timeout does."""
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
-        self.connection.close()
+            self.drop()
+        else:
+            self.send(reply.status, reply.headers, reply.body,
+                      cut_after=len(reply.body) // 2 if reply.cut == "mid_body" else None)
 
 
 ICEmulator.handler_class = _Handler  # defined after the emulator it serves

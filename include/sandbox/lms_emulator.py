@@ -53,8 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -62,12 +60,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler
 from itertools import count
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode
 
-from include.sandbox.loopback import LoopbackService
+from include.sandbox.loopback import LoopbackHandler, LoopbackService
 
 FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
 BULK_LIMIT = 50
@@ -778,36 +775,16 @@ class SchoologyEmulator(LoopbackService):
                 "links": links}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(LoopbackHandler):
     server_version = "SchoologyEmulator/1.0"
     emulator: SchoologyEmulator
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the emulator's record of requests is :attr:`SchoologyEmulator.requests`."""
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
+    def serve(self, method: str) -> None:
         started = time.monotonic()
-        parts = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        reply = self._respond(method, parts.path, query, body)
+        path, query, body = self.read_request()
+        reply = self._respond(method, path, query, body)
         # recorded before the client can see the answer, so tests never race the log
-        self.emulator._record(RecordedRequest(method, parts.path, query, 0 if reply.stall is not None else reply.status,
+        self.emulator._record(RecordedRequest(method, path, query, 0 if reply.stall is not None else reply.status,
                                               dict(self.headers.items()), started, time.monotonic()))
         self._write(reply)
 
@@ -833,22 +810,11 @@ class _Handler(BaseHTTPRequestHandler):
             return _Reply.json(error.status, {"error": error.message}, error.headers)
 
     def _write(self, reply: _Reply) -> None:
-        if reply.stall is not None:
+        if reply.stall is not None:  # applied, then the client is left waiting and cut off
             time.sleep(reply.stall)
-            self._drop()
-            return
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def _drop(self) -> None:
-        """Close with a TCP reset, as a load balancer that gave up on the request does."""
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
-        self.connection.close()
+            self.drop()
+        else:
+            self.send(reply.status, reply.headers, reply.body)
 
 
 SchoologyEmulator.handler_class = _Handler  # defined after the emulator it serves
