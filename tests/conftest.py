@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from include.sandbox.environment import use_project_airflow
+from tests.fault_ledger import summary_lines
 from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, connection_uri_env
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="oneroster-airflow-home-"))
@@ -62,3 +63,12 @@ def lms() -> Iterator:
 
     with SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as emulator:
         yield emulator
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault suite's table: scenarios, faults, rows in, posted, skipped, failed, duplicates, lost."""
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("fault-injection ledger")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -7,8 +7,9 @@ the end, retries, and IC's concurrency rules. It is built on the http provider's
 - host (with scheme and port): the district's Campus server, e.g. ``https://acme.infinitecampus.org``
 - login / password: the OneRoster client key and secret from IC's OneRoster tool
 - extras: ``app_name`` (required), ``oneroster_version`` ("1.1" or "1.2", default "1.2"),
-  ``token_url`` (default ``{host}/campus/oauth2/token?appName={app_name}``), and for the
-  gradebook ``vendor_key`` / ``vendor_secret``.
+  ``token_url`` (default ``{host}/campus/oauth2/token?appName={app_name}``), ``read_timeout``
+  (seconds to wait for an answer before retrying, default 300), and for the gradebook
+  ``vendor_key`` / ``vendor_secret``.
 
 ``HttpHook`` would send every unknown extra as an HTTP header and the login/password as
 Basic auth on every request; this hook strips its own extras and authenticates API
@@ -36,7 +37,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from include.oneroster.models import COLLECTIONS, OneRosterVersion, Rejection, normalise_page
 from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
 
-OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "vendor_key", "vendor_secret"})
+OWN_EXTRAS = frozenset(
+    {"app_name", "oneroster_version", "token_url", "read_timeout", "vendor_key", "vendor_secret"}
+)
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
 
@@ -152,6 +155,8 @@ class OneRosterHook(HttpHook):
             raise OneRosterRequestError(
                 f"Connection '{self.oneroster_conn_id}': login (client key) and password (client secret) are required"
             )
+        if extras.get("read_timeout"):
+            self.timeout = (self.timeout[0], float(extras["read_timeout"]))
         campus = self.base_url.rstrip("/")
         if not campus.endswith("/campus"):
             campus += "/campus"

@@ -6,7 +6,8 @@ provider's ``HttpHook`` (session, TLS, proxies) and one Airflow connection:
 - host: the API base URL, e.g. ``https://api.schoology.com`` (``/v1`` is added)
 - login / password: the consumer key and secret of a Schoology system administrator
   (two-legged OAuth)
-- extra ``school_id``: the Schoology school whose buildings are provisioned
+- extra ``school_id``: the Schoology school whose buildings are provisioned; optional
+  ``read_timeout`` (seconds to wait for an answer before retrying, default 120)
 
 Every call carries a two-legged OAuth 1.0a ``Authorization`` header with the PLAINTEXT
 signature (Schoology's documented fallback over HTTPS): the consumer key, an empty
@@ -62,7 +63,7 @@ from include.lms.target import (
 from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
 
 BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
-OWN_EXTRAS = frozenset({"school_id"})
+OWN_EXTRAS = frozenset({"school_id", "read_timeout"})
 ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
 
 
@@ -174,6 +175,8 @@ class SchoologyHook(HttpHook):
                 f"Connection '{self.schoology_conn_id}': login (consumer key) and password (consumer secret) "
                 "are required"
             )
+        if connection.extra_dejson.get("read_timeout"):
+            self.timeout = (self.timeout[0], float(connection.extra_dejson["read_timeout"]))
         api = self.base_url.rstrip("/")
         return {
             "api_url": api if api.endswith("/v1") else f"{api}/v1",
