@@ -166,7 +166,7 @@ def test_1_1_and_1_2_are_normalised_alike(ic, monkeypatch):
             monkeypatch.setenv(key, value)
         hook = OneRosterHook(f"ic_{version.replace('.', '')}", **FAST)
         normalised[version] = {
-            collection: [row for rows, rejected in hook.iter_entities(collection, page_size=50) for row in rows]
+            collection: [row for page in hook.iter_entities(collection, page_size=50) for row in page.table.to_pylist()]
             for collection in ("users", "enrollments", "classes", "orgs")
         }
     v11, v12 = normalised["1.1"], normalised["1.2"]

@@ -23,18 +23,19 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from include.oneroster.models import COLLECTIONS, OneRosterVersion, Rejection, normalise_page
+from include.oneroster.columnar import BodyError, NormalisedPage, normalise_body, raw_records
+from include.oneroster.models import COLLECTIONS, OneRosterVersion
 from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
 
 OWN_EXTRAS = frozenset(
@@ -43,6 +44,7 @@ OWN_EXTRAS = frozenset(
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
 
+T = TypeVar("T")
 WINDOW_CLOSED = "grading window closed"  # how IC's 403 for a closed grading window begins
 
 
@@ -276,21 +278,25 @@ class OneRosterHook(HttpHook):
         self._raise_for_transient(response, f"{method} {url}")
         return response
 
-    def _get_once(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
-        response = self._send_once("GET", url, params=params)
-        if response.status_code != 200:
-            raise OneRosterRequestError(
-                f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
-            )
-        try:
-            payload = response.json()
-        except ValueError:
-            raise Transient(f"GET {url} returned a body that is not JSON (truncated?)") from None
-        return payload, response.headers
+    def get_page(
+        self, url: str, params: dict[str, Any], parse: Callable[[bytes], T]
+    ) -> tuple[T, requests.structures.CaseInsensitiveDict]:
+        """One GET with the token, the concurrency limit and the retry policy applied; ``parse``
+        turns the body into a page in the calling thread, and a body it cannot read (cut short)
+        is fetched again."""
 
-    def get_json(self, url: str, params: dict[str, Any]) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
-        """One GET with the token, the concurrency limit and the retry policy applied."""
-        return self._retries.call(lambda: self._get_once(url, params), f"GET {url}")
+        def attempt() -> tuple[T, requests.structures.CaseInsensitiveDict]:
+            response = self._send_once("GET", url, params=params)
+            if response.status_code != 200:
+                raise OneRosterRequestError(
+                    f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
+                )
+            try:
+                return parse(response.content), response.headers
+            except BodyError as error:
+                raise Transient(f"GET {url}: {error}") from None
+
+        return self._retries.call(attempt, f"GET {url}")
 
     # -- gradebook ----------------------------------------------------------------
 
@@ -341,40 +347,40 @@ class OneRosterHook(HttpHook):
         filter: str | None = None,
         sort: str | None = None,
         order_by: str | None = None,
-    ) -> Iterator[list[dict]]:
-        """Yield the raw records of a collection page by page, in order, to the last page.
+        parse: Callable[[bytes], Sized] | None = None,
+    ) -> Iterator[Any]:
+        """Yield a collection page by page, in order, to the last page.
 
         Once the first page tells the total (X-Total-Count), the remaining offsets are
         fetched ``max_concurrency`` at a time; without a total the ``Link: rel="next"``
         header is followed, and failing that, pages are read until one comes back short.
-        Memory holds at most ``max_concurrency`` + 1 pages.
+        Each page is ``parse(body)`` (by default its list of raw records), parsed in the
+        fetching thread, so parsing overlaps the transfer of the pages still in flight.
+        Memory holds at most 2 × ``max_concurrency`` + 1 pages.
         """
         if collection not in COLLECTIONS:
             raise ValueError(f"unknown OneRoster collection {collection!r}")
         url = f"{self.rostering_url}/{collection}"
+        parse = parse or (lambda body: raw_records(collection, body))
         base: dict[str, Any] = {"limit": page_size}
         for key, value in (("filter", filter), ("sort", sort), ("orderBy", order_by)):
             if value:
                 base[key] = value
 
-        def fetch(offset: int) -> tuple[list[dict], requests.structures.CaseInsensitiveDict]:
-            payload, headers = self.get_json(url, {**base, "offset": offset})
-            records = payload.get(collection)
-            if not isinstance(records, list):
-                raise OneRosterRequestError(f"GET {url} answered without a '{collection}' list")
-            return records, headers
+        def fetch(offset: int) -> tuple[Sized, requests.structures.CaseInsensitiveDict]:
+            return self.get_page(url, {**base, "offset": offset}, parse)
 
-        records, headers = fetch(0)
-        served = len(records)
-        yield records
+        page, headers = fetch(0)
+        served = len(page)
+        yield page
         total_header = headers.get("X-Total-Count", "")
         if total_header.isdigit():
             total = int(total_header)
             # A server that caps the page below what was asked must not make us skip records.
             step = served if 0 < served < min(page_size, total) else page_size
-            for records in self._pages_by_offset(fetch, range(step, total, step)):
-                served += len(records)
-                yield records
+            for page in self._pages_by_offset(fetch, range(step, total, step)):
+                served += len(page)
+                yield page
             if served != total:
                 self.log.warning(
                     "%s: IC reported %d records but served %d (records changed during the extract?)",
@@ -382,32 +388,34 @@ class OneRosterHook(HttpHook):
                 )
             return
         offset = 0
-        while (next_url := self._next_link(headers)) or len(records) == page_size:
+        while (next_url := self._next_link(headers)) or len(page) == page_size:
             if next_url:
-                payload, headers = self.get_json(next_url, {})
-                records = payload.get(collection) or []
+                page, headers = self.get_page(next_url, {}, parse)
             else:
                 offset += page_size
-                records, headers = fetch(offset)
-            if not records:
+                page, headers = fetch(offset)
+            if not len(page):
                 return
-            yield records
+            yield page
 
-    def _pages_by_offset(self, fetch, offsets: range) -> Iterator[list[dict]]:
+    def _pages_by_offset(self, fetch, offsets: range) -> Iterator[Any]:
+        """Pages in order; twice ``max_concurrency`` fetches are under way so that while some
+        threads parse, as many requests as IC allows are still in flight (the slots bound them)."""
         if self.max_concurrency == 1 or len(offsets) <= 1:
             for offset in offsets:
                 yield fetch(offset)[0]
             return
         pending_offsets = iter(offsets)
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="oneroster") as pool:
-            in_flight = deque(pool.submit(fetch, offset) for _, offset in zip(range(self.max_concurrency), pending_offsets))
+        ahead = 2 * self.max_concurrency
+        with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="oneroster") as pool:
+            in_flight = deque(pool.submit(fetch, offset) for _, offset in zip(range(ahead), pending_offsets))
             try:
                 while in_flight:
-                    records = in_flight.popleft().result()[0]
+                    page = in_flight.popleft().result()[0]
                     offset = next(pending_offsets, None)
                     if offset is not None:
                         in_flight.append(pool.submit(fetch, offset))
-                    yield records
+                    yield page
             finally:
                 for future in in_flight:
                     future.cancel()
@@ -422,9 +430,8 @@ class OneRosterHook(HttpHook):
                 return part["url"]
         return None
 
-    def iter_entities(
-        self, collection: str, **paging: Any
-    ) -> Iterator[tuple[list[dict], list[Rejection]]]:
-        """Pages of normalised rows (one shape for 1.1 and 1.2) and the records that did not fit."""
-        for records in self.iter_pages(collection, **paging):
-            yield normalise_page(collection, self.version, records)
+    def iter_entities(self, collection: str, **paging: Any) -> Iterator[NormalisedPage]:
+        """Pages as normalised tables (one shape for 1.1 and 1.2) with the records that did not fit."""
+        version = self.version
+        yield from self.iter_pages(collection, parse=lambda body: normalise_body(collection, version, body),
+                                   **paging)

@@ -77,13 +77,14 @@ class OneRosterExtractOperator(BaseOperator):
             StagedParquetWriter(target, arrow_schema(self.collection)) as rows_out,
             StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out,
         ):
-            for rows, rejections in hook.iter_entities(
+            for page in hook.iter_entities(
                 self.collection, page_size=self.infinite_campus.page_size, filter=self.filter
             ):
-                rows_out.write_rows(rows)
-                rejected_out.write_rows([rejection.model_dump() for rejection in rejections])
-                first_rejections.extend(rejections[: LOGGED_REJECTIONS - len(first_rejections)])
-                school_years.update(row["school_year"] for row in rows if "school_year" in row)
+                rows_out.write_table(page.table)
+                rejected_out.write_rows([rejection.model_dump() for rejection in page.rejections])
+                first_rejections.extend(page.rejections[: LOGGED_REJECTIONS - len(first_rejections)])
+                if "school_year" in page.table.column_names:
+                    school_years.update(page.table.column("school_year").to_pylist())
         if self.collection == "academicSessions" and active_year not in school_years:
             raise AirflowFailException(
                 f"District {self.district}: this run is for school year {active_year}, but IC serves "
