@@ -55,7 +55,17 @@ class InfiniteCampus(_Strict):
     max_concurrency: int = Field(default=IC_MAX_CONCURRENCY, ge=1, le=IC_MAX_CONCURRENCY)
     peak_concurrency: int = Field(default=1, ge=1, le=IC_MAX_CONCURRENCY)
     peak_hours: PeakHours | None = None
-    page_size: int = Field(default=10_000, ge=1, le=50_000)
+    page_size: int = Field(default=50_000, ge=1, le=50_000, description="records per request; IC allows 50,000")
+    requests_per_second: float | None = Field(
+        default=None, gt=0, description="IC's rate limit for this application, if it has one; never exceeded"
+    )
+    delta_extracts: bool = Field(
+        default=True, description="after a full extract, nightly runs ask IC only for changed records"
+    )
+    delta_overlap_minutes: int = Field(default=60, ge=0, description="how far back a delta reaches before the last")
+    full_extract_every_days: int = Field(
+        default=7, ge=1, description="a full extract at least this often: deletions can hide from a delta"
+    )
 
     @model_validator(mode="after")
     def _peak_not_above_off_peak(self) -> InfiniteCampus:

@@ -33,7 +33,7 @@ def test_shipped_districts_validate():
 def test_defaults_fill_a_minimal_file(tmp_path):
     config = load_district(write(tmp_path, "tiny", GOOD.format(name="tiny")))
     assert config.infinite_campus.max_concurrency == 5
-    assert config.infinite_campus.page_size == 10_000
+    assert config.infinite_campus.page_size == 50_000
     assert config.schedule == "0 6 * * *"
     assert config.active_year.starts == "07-01"
 

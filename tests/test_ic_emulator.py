@@ -231,3 +231,24 @@ def test_the_generator_is_seeded_and_reaches_a_million_students_without_material
     assert its_class["school"]["sourcedId"] == last["school"]["sourcedId"]
     page = enrollments[8_000_000:8_000_100]
     assert len(page) == 100 and len({record["sourcedId"] for record in page}) == 100
+
+
+def test_prerendered_pages_are_the_pages_it_would_build_and_go_stale_on_an_edit():
+    district = SyntheticDistrict(DistrictSpec(seed=9, students=300, school_year=2027))
+    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
+        built = get(ic, "1.2", "users", limit=100, offset=100).json()
+        assert ic.prerender("1.2", 100, collections=["users"], workers=1) == 4
+        assert get(ic, "1.2", "users", limit=100, offset=100).json() == built
+        (changed,) = district.modify("users", 1, datetime(2026, 11, 1, tzinfo=timezone.utc))
+        served = [user for offset in range(0, 400, 100)
+                  for user in get(ic, "1.2", "users", limit=100, offset=offset).json()["users"]]
+        assert next(user for user in served if user["sourcedId"] == changed)["familyName"].endswith("-Lee")
+
+
+def test_a_rate_limit_answers_429_with_when_to_come_back(demo_district):
+    with ICEmulator(demo_district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo",
+                    rate_limit=3) as ic:
+        bearer = token(ic).json()["access_token"]
+        answers = [get(ic, "1.2", "orgs", bearer=bearer) for _ in range(5)]
+        assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+        assert 0 < float(answers[3].headers["Retry-After"]) <= 1 and ic.rate_limited == 2

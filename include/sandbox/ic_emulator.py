@@ -21,7 +21,11 @@ Faults are switched on with :meth:`ICEmulator.inject` (429 with Retry-After, 500
 connections reset before, in the middle of or after applying a request, latency, a token
 expiring) and the credentials can be revoked. Everything it served is kept in
 :attr:`ICEmulator.requests` so tests can assert on the far side. Unfiltered pages cost
-O(page), so a 1,000,000 student district is served without materialising it.
+O(page), so a 1,000,000 student district is served without materialising it; once built a
+page is kept (until the district is edited), and :meth:`ICEmulator.prerender` builds them
+all ahead in worker processes, so a benchmark measures the client, not this server.
+``latency`` (per request) and ``record_latency`` (per record served) stand for IC's own
+time; ``rate_limit`` answers calls beyond that many a second with 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import multiprocessing
 import re
 import secrets
 import threading
@@ -38,6 +43,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+
+import msgspec
 
 from include.oneroster.models import COLLECTIONS
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
@@ -177,6 +184,8 @@ class ICEmulator(LoopbackService):
         max_recorded: int = 100_000,
         vendor_key: str | None = None,
         vendor_secret: str | None = None,
+        record_latency: float = 0.0,
+        rate_limit: float | None = None,
     ) -> None:
         self.district = district
         self.gradebook = Gradebook(district)
@@ -185,7 +194,11 @@ class ICEmulator(LoopbackService):
         self.app_name = app_name
         self.token_ttl = token_ttl
         self.latency = 0.0
+        self.record_latency = record_latency
+        self.rate_limit = rate_limit
         self.send_total_count = True
+        self._pages: dict[tuple, tuple[bytes, dict[str, str]]] = {}
+        self._window: deque[float] = deque()
         self._client_secret = client_secret
         self._port = port
         self._lock = threading.Lock()
@@ -197,6 +210,7 @@ class ICEmulator(LoopbackService):
         self._indexes: dict[tuple[str, str], dict[str, int]] = {}
         self.token_requests = 0
         self.max_in_flight = 0
+        self.rate_limited = 0
 
     @property
     def token_url(self) -> str:
@@ -278,6 +292,20 @@ class ICEmulator(LoopbackService):
         with self._lock:
             self._requests.append(request)
 
+    def _admit_rate(self) -> None:
+        """IC's rate limit: more than ``rate_limit`` API calls in the last second are answered 429."""
+        if not self.rate_limit:
+            return
+        now = time.monotonic()
+        with self._lock:
+            while self._window and self._window[0] <= now - 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_limit:
+                wait = self._window[0] + 1.0 - now
+                self.rate_limited += 1
+                raise OneRosterError(429, "server_busy", "rate limit exceeded", {"Retry-After": f"{wait:.3f}"})
+            self._window.append(now)
+
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
@@ -349,8 +377,8 @@ class ICEmulator(LoopbackService):
         return index
 
     def rostering(self, version: str, collection: str, sourced_id: str | None, query: dict[str, str],
-                  url: str) -> tuple[dict, dict[str, str]]:
-        """The body and headers of a rostering GET."""
+                  url: str) -> tuple[bytes, dict[str, str], int]:
+        """The body, headers and record count of a rostering GET; unfiltered pages are kept once served."""
         if collection not in COLLECTIONS:
             raise OneRosterError(404, "unknownobject", f"unknown or unsupported endpoint: {collection}")
         href_base = self.rostering_url(version)
@@ -360,10 +388,16 @@ class ICEmulator(LoopbackService):
             position = self._sourced_index(collection, version).get(sourced_id)
             if position is None:
                 raise OneRosterError(404, "unknownobject", f"no {SINGULAR[collection]} with sourcedId {sourced_id}")
-            return {SINGULAR[collection]: self._select(records[position], fields)}, {}
+            return _encode({SINGULAR[collection]: self._select(records[position], fields)}), {}, 1
         limit = self._integer(query, "limit", DEFAULT_LIMIT, minimum=1)
         offset = self._integer(query, "offset", 0, minimum=0)
         limit = min(limit, MAX_LIMIT)
+        cacheable = not query.get("filter") and not query.get("sort")
+        key = (version, collection, offset, limit, query.get("fields"), self.district.revision,
+               self.send_total_count, query.get("orderBy"))
+        if cacheable and key in self._pages:
+            body, headers = self._pages[key]
+            return body, headers, min(limit, max(0, len(records) - offset))
         selected = self._filtered(collection, version, records, query)
         page = selected[offset:offset + limit]
         headers = {}
@@ -371,7 +405,25 @@ class ICEmulator(LoopbackService):
         if self.send_total_count:
             headers["X-Total-Count"] = str(total)
         headers["Link"] = self._links(url, query, offset, limit, total)
-        return {collection: [self._select(record, fields) for record in page]}, headers
+        body = _encode({collection: [self._select(record, fields) for record in page]})
+        if cacheable:
+            self._pages[key] = body, headers
+        return body, headers, len(page)
+
+    def prerender(self, version: str, limit: int, collections: Sequence[str] = COLLECTIONS,
+                  workers: int = 2) -> int:
+        """Serve every page of ``collections`` once ahead, in ``workers`` processes, so a benchmark
+        measures the client and the configured latency, not this emulator building pages."""
+        jobs = [(self.district.spec, dict(self.district._modified), self.base_url, self.app_name, version,
+                 collection, offset, limit)
+                for collection in collections
+                for offset in range(0, len(self.district.records(collection, version)) or 1, limit)]
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers) as pool:
+            for job, (body, headers) in zip(jobs, pool.imap(_render_page, jobs, chunksize=1)):
+                key = (version, job[5], job[6], limit, None, self.district.revision, True, None)
+                self._pages[key] = body, headers
+        return len(jobs)
 
     def gradebook_call(self, method: str, rest: str, query: dict[str, str], body: bytes,
                        url: str) -> tuple[int, dict | None, dict[str, str]]:
@@ -451,14 +503,16 @@ class ICEmulator(LoopbackService):
         return selected
 
     def _delta_only(self, collection: str, version: str, expression: str) -> list[dict] | None:
-        """A ``dateLastModified>`` filter newer than every untouched record reads only changed ones."""
+        """A ``dateLastModified>`` filter builds only the records it can match, as IC's index would."""
         match = _PREDICATE.match(expression)
         if not match or match["field"] != "dateLastModified" or match["op"] not in (">", ">="):
             return None
-        if match["value"] < self.district.last_base_modified:
+        try:
+            indexes = self.district.changed_since(collection, match["value"], inclusive=match["op"] == ">=")
+        except ValueError:
             return None
         records = self.district.records(collection, version, self.rostering_url(version))
-        return [records[index] for index in sorted(self.district.modified_indexes(collection))]
+        return [records[index] for index in indexes]
 
     @staticmethod
     def _fields(collection: str, requested: str | None) -> list[str] | None:
@@ -502,6 +556,35 @@ class ICEmulator(LoopbackService):
         return ", ".join(links)
 
 
+def _encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, as IC sends it."""
+    return msgspec.json.encode(payload)
+
+
+def _render_page(job: tuple) -> tuple[bytes, dict[str, str]]:
+    """One page in a worker process: the district rebuilt from its spec and edits, the page served."""
+    spec, modified, base_url, app_name, version, collection, offset, limit = job
+    district = SyntheticDistrict(spec)
+    for name, edits in modified.items():
+        district._modified[name].update(edits)
+    emulator = _PageRenderer(district, base_url, app_name)
+    url = f"{emulator.rostering_url(version)}/{collection}"
+    body, headers, _ = emulator.rostering(version, collection, None, {"limit": str(limit), "offset": str(offset)}, url)
+    return body, headers
+
+
+class _PageRenderer(ICEmulator):
+    """The emulator's page building without a server, for :meth:`ICEmulator.prerender`'s workers."""
+
+    def __init__(self, district: SyntheticDistrict, base_url: str, app_name: str):
+        super().__init__(district, client_id="-", client_secret="-", app_name=app_name)
+        self._base_url = base_url
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+
 def _gradebook_scope(parts: list[str]) -> tuple[str, dict[str, str]] | None:
     """The collection and class scope a gradebook GET list path names, or None."""
     if len(parts) == 1 and parts[0] in GRADEBOOK_COLLECTIONS:
@@ -525,8 +608,7 @@ class _Reply:
 
     @classmethod
     def json(cls, status: int, payload: dict, headers: dict[str, str] | None = None) -> _Reply:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, _encode(payload))
 
 
 class _Handler(LoopbackHandler):
@@ -563,6 +645,7 @@ class _Handler(LoopbackHandler):
                 match = None
             if not match or match["app"] != emulator.app_name:
                 raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {path}")
+            emulator._admit_rate()
             fault = emulator._take_fault(path)
             if emulator.latency:
                 time.sleep(emulator.latency)
@@ -581,9 +664,11 @@ class _Handler(LoopbackHandler):
             else:
                 version = "1.1" if match["api"] == "v1p1" else "1.2"
                 url = f"{emulator.rostering_url(version)}/{match['collection']}"
-                payload, headers = emulator.rostering(version, match["collection"], match["sourced_id"], query,
-                                                      url)
-                reply = _Reply.json(200, payload, headers)
+                body, headers, served = emulator.rostering(version, match["collection"], match["sourced_id"],
+                                                           query, url)
+                if emulator.record_latency:
+                    time.sleep(emulator.record_latency * served)
+                reply = _Reply(200, {"Content-Type": "application/json; charset=utf-8", **headers}, body)
             return replace(reply, cut="reset") if fault and fault.kind == "reset_after_apply" else reply
         except OneRosterError as error:
             return _Reply.json(error.status, error.payload(), error.headers)

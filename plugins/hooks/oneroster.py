@@ -36,7 +36,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.oneroster.columnar import BodyError, NormalisedPage, normalise_body, raw_records
 from include.oneroster.models import COLLECTIONS, OneRosterVersion
-from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
+from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
 
 OWN_EXTRAS = frozenset(
     {"app_name", "oneroster_version", "token_url", "read_timeout", "vendor_key", "vendor_secret"}
@@ -91,7 +91,12 @@ def _ims_description(response: requests.Response) -> str:
 
 
 class OneRosterHook(HttpHook):
-    """Reads OneRoster rostering collections from Infinite Campus, page by page."""
+    """Reads OneRoster rostering collections from Infinite Campus, page by page.
+
+    At most ``max_concurrency`` requests are in flight, and with ``requests_per_second``
+    they are spaced so that IC's rate limit is never exceeded (a 429 still waits its
+    Retry-After).
+    """
 
     conn_name_attr = "oneroster_conn_id"
     default_conn_name = "oneroster_default"
@@ -103,6 +108,7 @@ class OneRosterHook(HttpHook):
         oneroster_conn_id: str = default_conn_name,
         *,
         max_concurrency: int = 1,
+        requests_per_second: float | None = None,
         max_attempts: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -125,6 +131,7 @@ class OneRosterHook(HttpHook):
         self.timeout = timeout
         self.request_count = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._bucket = TokenBucket(requests_per_second) if requests_per_second else None
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_expires_at = 0.0
@@ -257,6 +264,8 @@ class OneRosterHook(HttpHook):
         session = self._session()
         with self._slots:
             for renewed in (False, True):
+                if self._bucket:
+                    self._bucket.take()
                 token = self._current_token()
                 with self._stats_lock:
                     self.request_count += 1

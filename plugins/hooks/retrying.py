@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -87,3 +88,20 @@ class RetryPolicy:
             return retrying(attempt)
         except Transient as error:
             raise self.unavailable(f"{what} still failing after {self.max_attempts} attempts: {error}") from None
+
+
+class TokenBucket:
+    """A bucket of one token refilled ``rate`` times a second: calls are evenly spaced, never faster."""
+
+    def __init__(self, rate: float):
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + self._interval
+        if at > now:
+            time.sleep(at - now)

@@ -60,7 +60,7 @@ from include.lms.target import (
     Section,
     User,
 )
-from plugins.hooks.retrying import DROPPED, RetryPolicy, Transient, retry_after_seconds
+from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
 
 BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
 OWN_EXTRAS = frozenset({"school_id", "read_timeout"})
@@ -77,23 +77,6 @@ class SchoologyRequestError(AirflowException):
 
 class SchoologyUnavailableError(AirflowException):
     """Schoology kept failing (429/5xx/dropped connections) through every retry."""
-
-
-class _TokenBucket:
-    """A bucket of one token refilled ``rate`` times a second: calls are evenly spaced, never faster."""
-
-    def __init__(self, rate: float):
-        self._interval = 1.0 / rate
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next)
-            self._next = at + self._interval
-        if at > now:
-            time.sleep(at - now)
 
 
 def _message(response: requests.Response) -> str:
@@ -150,7 +133,7 @@ class SchoologyHook(HttpHook):
         )
         self.timeout = timeout
         self.request_count = 0
-        self._bucket = _TokenBucket(requests_per_second)
+        self._bucket = TokenBucket(requests_per_second)
         self._stats_lock = threading.Lock()
 
     @property

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
-from include.staging import Manifest, StagedParquetWriter, staging_path, utc_now
+from include.oneroster.snapshot import ExtractMark, merge_changes, plan_extract
+from include.staging import Manifest, StagedParquetWriter, read_frame, staging_path, state_path, utc_now
 from plugins.hooks.oneroster import OneRosterHook
 
 LOGGED_REJECTIONS = 5
@@ -37,7 +41,10 @@ class OneRosterExtractOperator(BaseOperator):
     """Streams one collection page by page into Parquet and returns its manifest.
 
     Rows are normalised to one shape whatever the OneRoster version; records that do not
-    fit go to a quarantine file beside it with the reason, counted in the manifest.
+    fit go to a quarantine file beside it with the reason, counted in the manifest. On a
+    delta night only the records changed since the last extract are fetched and merged
+    into its snapshot (see :mod:`include.oneroster.snapshot`); either way the staged file
+    is the whole collection.
     """
 
     template_fields: Sequence[str] = ("staging_root", "filter")
@@ -65,33 +72,55 @@ class OneRosterExtractOperator(BaseOperator):
     def execute(self, context: Context) -> dict:
         active_year = resolve_active_year(context, self.active_year_rule)
         run_id = context["run_id"]
+        ic = self.infinite_campus
         hook = OneRosterHook(
-            self.infinite_campus.conn_id,
-            max_concurrency=self.infinite_campus.concurrency_at(datetime.now(timezone.utc)),
+            ic.conn_id,
+            max_concurrency=ic.concurrency_at(datetime.now(timezone.utc)),
+            requests_per_second=ic.requests_per_second,
         )
         target = staging_path(self.staging_root, self.district, run_id, self.collection)
         quarantine = staging_path(self.staging_root, self.district, run_id, f"{self.collection}.quarantine")
+        snapshot = state_path(self.staging_root, self.district, active_year, f"extract/{self.collection}")
+        mark_path = snapshot.parent / f"{self.collection}.mark.json"
+        mark = (ExtractMark.model_validate_json(mark_path.read_text())
+                if mark_path.exists() and snapshot.exists() else None)
+        started = datetime.now(timezone.utc)
+        plan = plan_extract(
+            mark, now=started, oneroster_version=hook.version, force_full=bool(context["params"].get("full_run")),
+            deltas_enabled=ic.delta_extracts and not self.filter,
+            overlap=timedelta(minutes=ic.delta_overlap_minutes), full_every=timedelta(days=ic.full_extract_every_days),
+        )
+        self.log.info("District %s: %s extract of %s (%s)", self.district, plan.mode, self.collection, plan.reason)
+        fetched = target if plan.mode == "full" else staging_path(
+            self.staging_root, self.district, run_id, f"{self.collection}.changes")
         first_rejections: list[Rejection] = []
-        school_years: set[int] = set()
+        high_water = mark.high_water if mark and plan.mode == "delta" else None
         with (
-            StagedParquetWriter(target, arrow_schema(self.collection)) as rows_out,
+            StagedParquetWriter(fetched, arrow_schema(self.collection)) as rows_out,
             StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out,
         ):
             for page in hook.iter_entities(
-                self.collection, page_size=self.infinite_campus.page_size, filter=self.filter
+                self.collection, page_size=ic.page_size, filter=self.filter or plan.filter
             ):
                 rows_out.write_table(page.table)
                 rejected_out.write_rows([rejection.model_dump() for rejection in page.rejections])
                 first_rejections.extend(page.rejections[: LOGGED_REJECTIONS - len(first_rejections)])
-                if "school_year" in page.table.column_names:
-                    school_years.update(page.table.column("school_year").to_pylist())
-        if self.collection == "academicSessions" and active_year not in school_years:
-            raise AirflowFailException(
-                f"District {self.district}: this run is for school year {active_year}, but IC serves "
-                f"{', '.join(map(str, sorted(school_years))) or 'no school year'}. IC exposes only its active "
-                "school year through OneRoster; to sync another year, point the run at an IC (or IC "
-                "configuration) serving that year, or set the active_year param to the year IC serves."
-            )
+                newest = pc.max(page.table.column("date_last_modified")).as_py()
+                high_water = max(filter(None, (high_water, newest)), default=None)
+        changed = rows_out.row_count
+        if plan.mode == "delta":
+            with snapshot.open("rb") as previous, fetched.open("rb") as changes, (
+                StagedParquetWriter(target, arrow_schema(self.collection))
+            ) as rows_out:
+                merge_changes(pq.ParquetFile(previous), pq.read_table(changes), rows_out.write_table)
+            fetched.unlink()
+        if self.collection == "academicSessions":
+            self._check_school_year(active_year, set(read_frame(target, columns=["school_year"])["school_year"]))
+        self._keep_snapshot(target, snapshot)
+        mark_path.write_text(ExtractMark(
+            high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
+            schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
+        ).model_dump_json())
 
         manifest = Manifest(
             dataset=self.collection,
@@ -108,11 +137,13 @@ class OneRosterExtractOperator(BaseOperator):
             created_at=utc_now(),
         )
         self.log.info(
-            "District %s: extracted %d %s (OneRoster %s, school year %d) in %d requests (%d retries, "
-            "concurrency %d); %d quarantined; staged at %s",
+            "District %s: extracted %d %s (%s: %d fetched; OneRoster %s, school year %d) in %d requests "
+            "(%d retries, concurrency %d); %d quarantined; staged at %s",
             self.district,
             manifest.row_count,
             self.collection,
+            plan.mode,
+            changed,
             manifest.oneroster_version,
             active_year,
             hook.request_count,
@@ -124,3 +155,21 @@ class OneRosterExtractOperator(BaseOperator):
         for rejection in first_rejections:
             self.log.warning("Quarantined %s %s: %s", self.collection, rejection.sourced_id, rejection.reason)
         return manifest.model_dump(mode="json")
+
+    def _check_school_year(self, active_year: int, school_years: set[int]) -> None:
+        if active_year not in school_years:
+            raise AirflowFailException(
+                f"District {self.district}: this run is for school year {active_year}, but IC serves "
+                f"{', '.join(map(str, sorted(school_years))) or 'no school year'}. IC exposes only its "
+                "active school year through OneRoster; to sync another year, point the run at an IC (or IC "
+                "configuration) serving that year, or set the active_year param to the year IC serves."
+            )
+
+    @staticmethod
+    def _keep_snapshot(target, snapshot) -> None:
+        """The extract becomes the next delta's base, replaced atomically."""
+        temporary = snapshot.parent / f".{snapshot.name}.tmp"
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("rb") as source, temporary.open("wb") as copy:
+            shutil.copyfileobj(source, copy, 8 << 20)
+        temporary.rename(snapshot)

@@ -1,0 +1,100 @@
+"""Delta nights: when a night may ask IC for changes only, and how changes merge into the snapshot."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.oneroster.models import SCHEMA_VERSION
+from include.oneroster.snapshot import ExtractMark, merge_changes, plan_extract
+
+NOW = datetime(2026, 11, 20, 6, tzinfo=timezone.utc)
+MARK = ExtractMark(high_water=NOW - timedelta(days=1), full_at=NOW - timedelta(days=3),
+                   schema_version=SCHEMA_VERSION, oneroster_version="1.2")
+
+
+def plan(mark=MARK, **changes):
+    settings = dict(now=NOW, oneroster_version="1.2", force_full=False, deltas_enabled=True,
+                    overlap=timedelta(minutes=60), full_every=timedelta(days=7))
+    return plan_extract(mark, **{**settings, **changes})
+
+
+def test_a_night_after_a_full_extract_asks_for_changes_since_its_high_water_less_the_overlap():
+    delta = plan()
+    assert delta.mode == "delta"
+    assert delta.filter == "dateLastModified>'2026-11-19T05:00:00.000Z'"
+
+
+def test_a_full_extract_is_forced_by_the_param_a_version_change_the_weekly_rule_or_no_base():
+    assert plan(force_full=True).reason == "the full_run param is set"
+    assert "version changed" in plan(oneroster_version="1.1").reason
+    assert "version changed" in plan(MARK.model_copy(update={"schema_version": "0"})).reason
+    assert "older than 7 day(s)" in plan(MARK.model_copy(update={"full_at": NOW - timedelta(days=7)})).reason
+    assert "no earlier extract" in plan(None).reason
+    assert plan(deltas_enabled=False).mode == "full"
+
+
+def snapshot(table: pa.Table, row_group_size: int) -> pq.ParquetFile:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=row_group_size)
+    buffer.seek(0)
+    return pq.ParquetFile(buffer)
+
+
+def test_changes_replace_records_in_place_and_new_ones_follow():
+    base = pa.table({"sourced_id": [f"u{n}" for n in range(10)], "status": ["active"] * 10})
+    changes = pa.table({"sourced_id": ["u3", "u12", "u7", "u3"], "status": ["x", "new", "tobedeleted", "y"]})
+    written: list[pa.Table] = []
+    assert merge_changes(snapshot(base, 4), changes, written.append) == 11
+    merged = pa.concat_tables(written).to_pydict()
+    assert merged["sourced_id"] == [f"u{n}" for n in range(10)] + ["u12"]
+    assert merged["status"][3] == "y", "a record served twice keeps its last version"
+    assert merged["status"][7] == "tobedeleted" and merged["status"][10] == "new"
+
+
+def test_a_night_without_changes_writes_the_snapshot_as_it_was():
+    base = pa.table({"sourced_id": [f"u{n}" for n in range(10)], "status": ["active"] * 10})
+    written: list[pa.Table] = []
+    merge_changes(snapshot(base, 3), base.slice(0, 0), written.append)
+    assert pa.concat_tables(written).equals(base)
+
+
+def test_a_delta_night_fetches_only_changes_and_stages_the_whole_collection(airflow_db, lms, monkeypatch, tmp_path):
+    from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+    from include.sandbox.ic_emulator import ICEmulator
+    from include.sandbox.runner import run_dag
+    from include.staging import read_frame
+    from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
+
+    district = SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+    night = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
+    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
+        for key, value in {**connection_uri_env("ic_demo", ic, "1.2"), **lms_connection_env("lms_demo", lms),
+                           "AIRFLOW_VAR_ONEROSTER_STAGING_ROOT": (tmp_path / "staging").as_uri()}.items():
+            monkeypatch.setenv(key, value)
+
+        def run(when, **conf):
+            ic.reset_stats()
+            outcome = run_dag("oneroster_demo", logical_date=when, run_after=when,
+                              run_conf={"halves": "provisioning", **conf})
+            assert outcome.state == "success", outcome.task_states
+            users = [request for request in ic.requests if request.path.endswith("/users")]
+            return outcome, users
+
+        full, requests = run(night)
+        assert requests and not any("filter" in request.query for request in requests)
+        changed = set(district.modify("users", 5, night + timedelta(hours=12)))
+        delta, requests = run(night + timedelta(days=1))
+        assert requests and all("dateLastModified>" in request.query["filter"] for request in requests)
+        staged = read_frame(delta.returned["extract.users"]["uri"])
+        assert len(staged) == len(district.records("users")) == delta.returned["extract.users"]["row_count"]
+        assert staged["sourced_id"].is_unique
+        renamed = staged[staged["family_name"].str.endswith("-Lee")]["sourced_id"]
+        assert set(renamed) == changed
+
+        forced, requests = run(night + timedelta(days=2), full_run=True)
+        assert requests and not any("filter" in request.query for request in requests)
+        assert forced.returned["extract.users"]["content_sha256"] == delta.returned["extract.users"]["content_sha256"]
