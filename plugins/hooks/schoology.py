@@ -24,7 +24,9 @@ create or update), buildings and grading periods are looked up by building_code 
 before every attempt. So a call that timed out after Schoology applied it is simply sent
 again.
 
-Requests are paced by a token bucket (``requests_per_second``, never faster); 429 waits
+Bulk calls are pipelined, up to ``max_in_flight`` at once, and every request is paced by a
+token bucket (``requests_per_second``, never faster), so a load runs at the LMS's rate
+limit however slow each call is; 429 waits
 its ``Retry-After``; 5xx and dropped connections are retried with capped exponential
 backoff. Refused credentials fail the task at once. Log lines carry counts, never names
 or ids of people.
@@ -38,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -117,12 +120,14 @@ class SchoologyHook(HttpHook):
         backoff_max: float = 60.0,
         max_retry_after: float = 300.0,
         timeout: tuple[float, float] = (10.0, 120.0),
+        max_in_flight: int = 4,
     ) -> None:
         super().__init__(method="GET", http_conn_id=schoology_conn_id)
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
         self.schoology_conn_id = schoology_conn_id
         self.requests_per_second = requests_per_second
+        self.max_in_flight = max_in_flight
         self._retries = RetryPolicy(
             max_attempts=max_attempts,
             backoff_base=backoff_base,
@@ -301,6 +306,19 @@ class SchoologyHook(HttpHook):
         self.log.info("Schoology %s %s: %d item(s), %d failed", action, kind, len(results), failed)
         return results
 
+    # -- pipelining -------------------------------------------------------------------
+
+    def _pipelined(self, send: Callable[[Any], list], jobs: Sequence) -> list:
+        """``send`` over ``jobs``, up to ``max_in_flight`` at once (the token bucket still paces
+        every request), results flattened in the jobs' order."""
+        if self.max_in_flight == 1 or len(jobs) <= 1:
+            return [result for job in jobs for result in send(job)]
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="schoology") as pool:
+            return [result for answers in pool.map(send, jobs) for result in answers]
+
+    def _in_batches(self, items: Sequence[LmsItem], send: Callable[[list], list[ItemResult]]) -> list[ItemResult]:
+        return self._pipelined(send, _batches(items))
+
     # -- per kind -------------------------------------------------------------------
 
     def _single(self, key: str, response: requests.Response, lms_id: str | None) -> ItemResult:
@@ -378,8 +396,7 @@ class SchoologyHook(HttpHook):
                 items, "users", "user", "school_uids", "school_uid", "uid", "uids",
                 {"option_keep_enrollments": 1, "email_notification": 0},
             )
-        results = []
-        for batch in _batches(items):
+        def send(batch: list[User]) -> list[ItemResult]:
             payloads = [{
                 "school_uid": user.key,
                 "name_first": user.given_name,
@@ -393,19 +410,20 @@ class SchoologyHook(HttpHook):
                 "synced": 1,
             } for user in batch]
             entries = self._bulk("users", "users", "user", payloads, params={"update_existing": 1})
-            results += [self._from_entry(user.key, entry, _entry_id(entry)) for user, entry in zip(batch, entries)]
-        return results
+            return [self._from_entry(user.key, entry, _entry_id(entry)) for user, entry in zip(batch, entries)]
+
+        return self._in_batches(items, send)
 
     def _courses(self, action: Action, items: list[Course]) -> list[ItemResult]:
         if action == "deactivate":
             return self._deactivate_courses(items)
-        results = []
-        for batch in _batches(items):
+        def send(batch: list[Course]) -> list[ItemResult]:
             payloads = [{"title": course.title, "course_code": course.key, "building_id": course.building_id,
                          "synced": 1} for course in batch]
             entries = self._bulk("courses", "courses", "course", payloads, params={"update_existing": 1})
-            results += [self._from_entry(c.key, entry, _entry_id(entry)) for c, entry in zip(batch, entries)]
-        return results
+            return [self._from_entry(c.key, entry, _entry_id(entry)) for c, entry in zip(batch, entries)]
+
+        return self._in_batches(items, send)
 
     def _deactivate_courses(self, items: list[Course]) -> list[ItemResult]:
         by_building: dict[str, list[int]] = {}
@@ -435,26 +453,30 @@ class SchoologyHook(HttpHook):
         by_course: dict[str, list[int]] = {}
         for position, section in enumerate(items):
             by_course.setdefault(section.course_id, []).append(position)
+        chunks = [(course_id, chunk) for course_id, positions in by_course.items() for chunk in _batches(positions)]
+
+        def send(chunk: tuple[str, list[int]]) -> list[tuple[int, ItemResult]]:
+            course_id, positions = chunk
+            payloads = [{
+                "title": items[p].title,
+                "section_code": items[p].section_code,
+                "section_school_code": items[p].key,
+                "grading_periods": [int(period) for period in items[p].grading_period_ids],
+                "synced": 1,
+            } for p in positions]
+            entries = self._bulk(f"courses/{course_id}/sections", "sections", "section", payloads,
+                                 params={"update_existing": 1})
+            return [(p, self._from_entry(items[p].key, entry, _entry_id(entry))) for p, entry in zip(positions, entries)]
+
         results: list[ItemResult | None] = [None] * len(items)
-        for course_id, positions in by_course.items():
-            for chunk in _batches(positions):
-                payloads = [{
-                    "title": items[p].title,
-                    "section_code": items[p].section_code,
-                    "section_school_code": items[p].key,
-                    "grading_periods": [int(period) for period in items[p].grading_period_ids],
-                    "synced": 1,
-                } for p in chunk]
-                entries = self._bulk(f"courses/{course_id}/sections", "sections", "section", payloads,
-                                     params={"update_existing": 1})
-                for position, entry in zip(chunk, entries):
-                    results[position] = self._from_entry(items[position].key, entry, _entry_id(entry))
+        for position, result in self._pipelined(send, chunks):
+            results[position] = result
         return results
 
     def _enrollments(self, action: Action, items: list[Enrollment]) -> list[ItemResult]:
         drop = action == "deactivate"
-        results = []
-        for batch in _batches(items):
+
+        def send(batch: list[Enrollment]) -> list[ItemResult]:
             payloads = []
             for enrollment in batch:
                 payload = {"course_code": enrollment.course_key, "section_school_code": enrollment.section_key,
@@ -464,14 +486,15 @@ class SchoologyHook(HttpHook):
                 payloads.append(payload)
             entries = self._bulk("enrollments/import/course", "enrollments", "enrollment", payloads,
                                  answer_path=("enrollments", "enrollment"))
-            results += [self._from_entry(e.key, entry, None if drop else _entry_id(entry), gone_is_ok=drop)
-                        for e, entry in zip(batch, entries)]
-        return results
+            return [self._from_entry(e.key, entry, None if drop else _entry_id(entry), gone_is_ok=drop)
+                    for e, entry in zip(batch, entries)]
+
+        return self._in_batches(items, send)
 
     def _guardian_links(self, action: Action, items: list[GuardianLink]) -> list[ItemResult]:
         drop = action == "deactivate"
-        results = []
-        for batch in _batches(items):
+
+        def send(batch: list[GuardianLink]) -> list[ItemResult]:
             payloads = []
             for link in batch:
                 payload = {"student_school_uid": link.student_key, "parent_school_uid": link.guardian_key}
@@ -479,21 +502,21 @@ class SchoologyHook(HttpHook):
                     payload["delete"] = 1
                 payloads.append(payload)
             entries = self._bulk("users/import/associations/parents", "associations", "association", payloads)
-            results += [
+            return [
                 self._from_entry(link.key, entry,
                                  None if drop else f"{entry.get('parent_uid')}:{entry.get('student_uid')}",
                                  gone_is_ok=drop)
                 for link, entry in zip(batch, entries)
             ]
-        return results
+
+        return self._in_batches(items, send)
 
     def _deactivate_by_lookup(self, items: list[LmsItem], path: str, key: str, lookup_param: str,
                               external_field: str, id_field: str, delete_param: str,
                               delete_options: dict) -> list[ItemResult]:
         """Find the LMS ids of up to 50 external keys, then delete those still there; gone is done."""
-        results = []
-        for batch in _batches(items):
-            def attempt(batch=batch) -> list[ItemResult]:
+        def send(batch: list[LmsItem]) -> list[ItemResult]:
+            def attempt() -> list[ItemResult]:
                 records = self._list_once(path, key, {lookup_param: ",".join(item.key for item in batch)})
                 ids = {record[external_field]: str(record[id_field]) for record in records}
                 present = [ids[item.key] for item in batch if item.key in ids]
@@ -502,8 +525,9 @@ class SchoologyHook(HttpHook):
                                             params={delete_param: ",".join(present), **delete_options}), 200, 204)
                 return [ItemResult(key=item.key, ok=True, lms_id=ids.get(item.key)) for item in batch]
 
-            results += self._retries.call(attempt, "Schoology")
-        return results
+            return self._retries.call(attempt, "Schoology")
+
+        return self._in_batches(items, send)
 
 
 def _batches(items: Sequence) -> list[list]:
