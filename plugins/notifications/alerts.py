@@ -3,6 +3,7 @@ missed its deadline. Sent through the smtp provider and an Airflow SMTP connecti
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -23,11 +24,20 @@ time: check the LMS's auto-export job and the export directory.</p>{% endif %}
 """
 
 
+class TaskFailureNotifier(SmtpNotifier):
+    """Renders a copy per failure: Airflow renders a notifier's templates in place, so one
+    notifier shared by every task through ``default_args`` would otherwise keep sending the
+    first failed task's subject wherever tasks share a process (``dag.test``, the demo)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return SmtpNotifier.__call__(copy.copy(self), *args, **kwargs)
+
+
 def failure_notifier(config: DistrictConfig) -> SmtpNotifier | None:
     """``on_failure_callback`` for every task: it fires once retries are exhausted."""
     if not config.notifications.emails:
         return None
-    return SmtpNotifier(
+    return TaskFailureNotifier(
         to=config.notifications.emails,
         subject=FAILURE_SUBJECT,
         html_content=FAILURE_BODY,
