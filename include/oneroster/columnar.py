@@ -1,6 +1,6 @@
 """A served page body straight to a normalised Arrow table: the extract's hot path.
 
-A district's users and enrollments are millions of records, and turning each into a
+A district's users, classes and enrollments are millions of records, and turning each into a
 Python dict, a pydantic model and back costs more than IC takes to serve them. So their
 pages are parsed by Arrow's JSON reader (C++, releases the GIL) and normalised with
 column operations into exactly the table :func:`~include.oneroster.models.normalise_page`
@@ -250,4 +250,20 @@ def _enrollments(records: pa.StructArray, version: OneRosterVersion) -> pa.Table
     })
 
 
-_COLUMNAR = {"users": _users, "enrollments": _enrollments}
+def _classes(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
+    return pa.table({
+        **_common(records),
+        "title": _required(_text(_field(records, "title"))),
+        "class_code": _or_none(_text(_field(records, "classCode"))),
+        "class_type": _or_none(_text(_field(records, "classType"))),
+        "location": _or_none(_text(_field(records, "location"))),
+        "course_sourced_id": _required(_text(_field(records, "course", "sourcedId"))),
+        "school_sourced_id": _required(_text(_field(records, "school", "sourcedId"))),
+        "term_sourced_ids": _ref_ids(_field(records, "terms")),
+        "periods": _texts(_field(records, "periods")),
+        "trial_schedule": _flag(_field(records, "metadata", "ic.trialSchedule"), default=False),
+        "cross_list_group": _or_none(_text(_field(records, "metadata", "ic.crossListGroup"))),
+    })
+
+
+_COLUMNAR = {"users": _users, "classes": _classes, "enrollments": _enrollments}
