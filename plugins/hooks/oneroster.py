@@ -90,6 +90,30 @@ def _ims_description(response: requests.Response) -> str:
     return response.text[:200]
 
 
+class _Prefetch:
+    """Pages at ``offsets`` in order, fetched (and parsed) ahead by a thread pool from the moment
+    it is made: twice ``concurrency`` fetches are under way, so while some threads parse, as many
+    requests as IC allows are in flight (the hook's slots bound them)."""
+
+    def __init__(self, fetch: Callable[[int], tuple[Any, Any]], offsets: range, concurrency: int):
+        ahead = 2 * concurrency if concurrency > 1 else 1
+        self._fetch = fetch
+        self._offsets = iter(offsets)
+        self._pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="oneroster")
+        self._in_flight = deque(self._pool.submit(fetch, offset) for _, offset in zip(range(ahead), self._offsets))
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._in_flight:
+            page = self._in_flight.popleft().result()[0]
+            offset = next(self._offsets, None)
+            if offset is not None:
+                self._in_flight.append(self._pool.submit(self._fetch, offset))
+            yield page
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class OneRosterHook(HttpHook):
     """Reads OneRoster rostering collections from Infinite Campus, page by page.
 
@@ -381,15 +405,21 @@ class OneRosterHook(HttpHook):
 
         page, headers = fetch(0)
         served = len(page)
-        yield page
         total_header = headers.get("X-Total-Count", "")
-        if total_header.isdigit():
+        if not total_header.isdigit():
+            yield page
+        else:
             total = int(total_header)
             # A server that caps the page below what was asked must not make us skip records.
             step = served if 0 < served < min(page_size, total) else page_size
-            for page in self._pages_by_offset(fetch, range(step, total, step)):
-                served += len(page)
-                yield page
+            rest = _Prefetch(fetch, range(step, total, step), self.max_concurrency)
+            try:
+                yield page  # the next pages are already on their way while this one is written
+                for page in rest:
+                    served += len(page)
+                    yield page
+            finally:
+                rest.close()
             if served != total:
                 self.log.warning(
                     "%s: IC reported %d records but served %d (records changed during the extract?)",
@@ -406,28 +436,6 @@ class OneRosterHook(HttpHook):
             if not len(page):
                 return
             yield page
-
-    def _pages_by_offset(self, fetch, offsets: range) -> Iterator[Any]:
-        """Pages in order; twice ``max_concurrency`` fetches are under way so that while some
-        threads parse, as many requests as IC allows are still in flight (the slots bound them)."""
-        if self.max_concurrency == 1 or len(offsets) <= 1:
-            for offset in offsets:
-                yield fetch(offset)[0]
-            return
-        pending_offsets = iter(offsets)
-        ahead = 2 * self.max_concurrency
-        with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="oneroster") as pool:
-            in_flight = deque(pool.submit(fetch, offset) for _, offset in zip(range(ahead), pending_offsets))
-            try:
-                while in_flight:
-                    page = in_flight.popleft().result()[0]
-                    offset = next(pending_offsets, None)
-                    if offset is not None:
-                        in_flight.append(pool.submit(fetch, offset))
-                    yield page
-            finally:
-                for future in in_flight:
-                    future.cancel()
 
     @staticmethod
     def _next_link(headers: requests.structures.CaseInsensitiveDict) -> str | None:
