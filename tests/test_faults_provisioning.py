@@ -504,7 +504,7 @@ def test_ic_credentials_revoked_mid_run_email_then_the_next_run_finishes(stage):
 def test_lms_207_with_rejected_items_lists_each_with_its_message(stage):
     dag_id = stage.district_file("lms_207")
     universe, desired = planned(stage.district, stage.config(dag_id).provisioning)
-    # teachers: no guardian links hang off them (for a student's, see the xfail at the end)
+    # teachers: no guardian links hang off them
     rejected_users = sorted(key for key in desired["user"] if key.startswith("t"))[1:3]
     rejected_course = sorted(desired["course"])[1]
     classes = extract_frames(stage.district)["classes"]
@@ -552,8 +552,11 @@ def test_lms_429_is_waited_out_with_retry_after(stage):
     throttled = [request for request in requests if request.status == 429]
     assert len(throttled) == 5
     for request in throttled:
-        later = [r for r in requests if r.path == request.path and r.started > request.started]
-        assert later and later[0].started - request.ended >= 0.25, "Retry-After was not honoured"
+        # calls already on the wire when the 429 left cannot be recalled (bulk calls are pipelined);
+        # once the hook has read it, nothing more goes out until Retry-After has passed
+        too_soon = [r for r in requests if request.ended + 0.05 < r.started < request.ended + 0.25]
+        assert not too_soon, "Retry-After was not honoured"
+        assert any(r.path == request.path and r.started >= request.ended + 0.25 for r in requests)
     ledger(stage, "provisioning: LMS 429", len(throttled), outcome, universe)
 
 
@@ -674,7 +677,7 @@ def test_a_section_without_a_term_is_skipped_with_its_enrollments(stage):
     assert outcome.state == "success", outcome.task_states
     assert_extracted_in_full(stage, outcome)
     failed, skipped = listed(outcome, stage.district)
-    assert {key for key, reason in skipped["section"].items() if reason == plan.UNMAPPED_TERM} == termless
+    assert {key for key, reason in skipped["section"].items() if reason == plan.NO_TERM_IN_IC} == termless
     assert not termless & {section["section_school_code"] for section in stage.lms.sections.values()}
     orphaned = {key for key in universe["enrollment"] if key.split(":")[0] in termless}
     assert orphaned and all(
@@ -687,11 +690,6 @@ def test_a_section_without_a_term_is_skipped_with_its_enrollments(stage):
 # -- what the scenarios found that belongs to include/provisioning/plan.py --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.desired_sections gives 'unmapped term' for a class IC serves with no "
-    "term at all; a person then looks in the term map for nothing",
-)
 def test_a_section_without_a_term_says_so():
     district = TermlessDistrict(SPEC)
     extracts = extract_frames(district)
@@ -706,11 +704,6 @@ def test_a_section_without_a_term_says_so():
     assert set(desired.skipped["reason"]) == {"no term in IC"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.desired_guardian_links drops the links of a student or guardian "
-    "the LMS refused without listing them as skipped: rows unaccounted for",
-)
 def test_guardian_links_of_a_user_not_provisioned_are_skipped_with_the_reason():
     extracts = extract_frames(SyntheticDistrict(SPEC))
     users = extracts["users"]

@@ -15,9 +15,11 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.config import GradePassback
-from include.provisioning.plan import term_key, user_key
+from include.provisioning.plan import flatten, isin, positions, take, term_key, user_key
 
 POSTING_COLUMNS = [
     "row", "section", "school", "term", "task_id", "task_kind", "student", "line_item_id", "result_id",
@@ -74,6 +76,29 @@ def _text_key(values: pd.Series) -> pd.Series:
 
 def _as_object(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), None)
+
+
+def _coded(values: pd.Series) -> pd.Series:
+    """``_as_object`` of a column of a few distinct values: each distinct value becomes one
+    Python object, shared by its rows (a column of millions of rows is then pointers)."""
+    codes, uniques = pd.factorize(values)
+    objects = np.asarray(list(uniques) + [None], dtype=object)
+    return pd.Series(objects[codes], index=values.index, dtype=object)
+
+
+def _joined(*parts: pd.Series | pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text columns joined with ``-`` by arrow (an id per posting, millions of them)."""
+    arrays = [
+        pc.cast(part if isinstance(part, pa.ChunkedArray) else pa.array(part, from_pandas=True), pa.string())
+        for part in parts
+    ]
+    joined = pc.binary_join_element_wise(*arrays, pa.scalar("-", pa.string()))
+    return joined if isinstance(joined, pa.ChunkedArray) else pa.chunked_array([joined], pa.string())
+
+
+def _strings(values: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    """Arrow text as an object column (``None`` for missing), the Python strings made in C."""
+    return pd.Series(values.to_numpy(zero_copy_only=False), index=index, dtype=object)
 
 
 # -- which IC term a row's grading period is ----------------------------------------------------
@@ -145,29 +170,49 @@ def _closed(terms: pd.Series, context: GradeContext) -> pd.Series:
 
 
 def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
-    """The export rows with their class, school, IC student and term, and the first row-level reason."""
+    """The export rows with their class, school, IC student and term, and the first row-level reason.
+
+    A row's term depends only on its grading period and class, so terms, school exclusions
+    and windows are worked out once per distinct (grading period, class), not per row.
+    """
     if rows["row"].duplicated().any():
         raise ValueError("export rows must have distinct row numbers")
-    frame = rows.reset_index(drop=True).copy()
-    classes = context.classes.drop_duplicates("sourced_id")
-    classes = classes.set_index(classes["sourced_id"].astype(str))
+    frame = rows.reset_index(drop=True)
+    classes = context.classes.drop_duplicates("sourced_id").reset_index(drop=True)
+    class_ids = classes["sourced_id"].astype(str)
     section = frame["section"].astype(str)
-    known = section.isin(set(context.sections["key"].astype(str))) & section.isin(set(classes.index))
-    frame["school"] = _as_object(section.map(classes["school_sourced_id"]).where(known))
-    frame["class_terms"] = section.map(classes["term_sourced_ids"]).where(known)
-    students = pd.Series(context.users["sourced_id"].astype(str).to_numpy(), index=user_key(context.users))
-    students = students[~students.index.duplicated()]
-    frame["student_id"] = _as_object(frame["student"].astype(str).map(students))
-    frame["term"], excluded = _resolve_terms(frame, context)
-    opted_out = (
-        ~section.isin(context.opt_in) if context.opt_in is not None else pd.Series(False, index=frame.index)
-    )
-    closed = _closed(frame["term"], context)
+    known = (isin(section, context.sections["key"].astype(str)) & isin(section, class_ids)).to_numpy()
+    class_at = np.where(known, positions(section, class_ids), -1)
+    schools = _as_object(classes["school_sourced_id"])
+    frame = frame.assign(school=take(schools, class_at, frame.index))
+    students = user_key(context.users)
+    student_at = positions(frame["student"].astype(str), students)
+    frame["student_id"] = _as_object(take(context.users["sourced_id"].astype(str), student_at, frame.index))
+
+    period_codes, periods = pd.factorize(frame["grading_period"])
+    pair_codes, pairs = pd.factorize((period_codes.astype(np.int64) + 1) * (len(classes) + 1) + class_at + 1)
+    pair_period, pair_class = np.divmod(pairs, len(classes) + 1)
+    pair_class = pair_class - 1
+    per_pair = pd.DataFrame({
+        "row": np.arange(len(pairs)),
+        "grading_period": np.asarray(list(periods) + [None], dtype=object)[pair_period - 1],
+        "school": take(schools, pair_class, pd.RangeIndex(len(pairs))),
+        "class_terms": take(classes["term_sourced_ids"], pair_class, pd.RangeIndex(len(pairs))),
+    })
+    pair_terms, pair_excluded = _resolve_terms(per_pair, context)
+    frame["term"] = pd.Series(pair_terms.to_numpy(dtype=object)[pair_codes], index=frame.index, dtype=object)
+    excluded = pair_excluded.to_numpy(dtype=bool)[pair_codes]
+    closed = _closed(pair_terms, context).to_numpy(dtype=bool)[pair_codes]
+    opted_out = np.zeros(len(frame), dtype=bool)
+    if context.opt_in is not None:
+        opted_out = ~isin(section, context.opt_in).to_numpy()
 
     config = context.config
-    term_grade = frame["term_percent"].notna() | frame["term_score"].notna()
-    course_grade = frame["course_percent"].notna() | frame["course_score"].notna()
-    single_term = frame["class_terms"].map(len, na_action="ignore") == 1
+    parents, _ = flatten(classes["term_sourced_ids"])
+    class_single = np.bincount(parents, minlength=len(classes)) == 1
+    single_term = (class_at >= 0) & (class_single[np.maximum(class_at, 0)] if len(classes) else False)
+    term_grade = (frame["term_percent"].notna() | frame["term_score"].notna()).to_numpy()
+    course_grade = (frame["course_percent"].notna() | frame["course_score"].notna()).to_numpy()
     gradable = (term_grade & bool(config.term_task_ids)) | (
         (course_grade | (single_term & term_grade)) & bool(config.overall_task_ids)
     )
@@ -175,15 +220,16 @@ def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
 
     checks = [
         (~known, UNMAPPED_SECTION),
-        (frame["student_id"].isna(), UNKNOWN_STUDENT),
+        (frame["student_id"].isna().to_numpy(), UNKNOWN_STUDENT),
         (excluded, SCHOOL_NOT_INCLUDED),
-        (frame["term"].isna(), UNMAPPED_TERM),
+        (frame["term"].isna().to_numpy(), UNMAPPED_TERM),
         (opted_out, NOT_OPTED_IN),
         (closed, WINDOW_CLOSED),
         (no_task, NO_TASK),
     ]
-    frame["reason"] = np.select([mask.to_numpy(dtype=bool) for mask, _ in checks],
-                                [reason for _, reason in checks], default="")
+    reasons = np.asarray(["", *(reason for _, reason in checks)], dtype=object)
+    first = np.select([mask for mask, _ in checks], list(range(1, len(checks) + 1)), default=0)
+    frame["reason"] = pd.Series(reasons[first], index=frame.index, dtype=object)
     frame["single_term"] = single_term
     return frame
 
@@ -193,19 +239,29 @@ def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
 
 def _task_postings(frame: pd.DataFrame, config: GradePassback) -> pd.DataFrame:
     """One posting per (row × configured task), with the grade that task takes from the row."""
-    tasks = pd.DataFrame(
-        [(task, "term") for task in config.term_task_ids]
-        + [(task, "overall") for task in config.overall_task_ids],
-        columns=["task_id", "task_kind"],
-    )
-    postings = frame.merge(tasks, how="cross")
+    tasks = [(task, "term") for task in config.term_task_ids]
+    tasks += [(task, "overall") for task in config.overall_task_ids]
+    columns = ["row", "section", "school", "term", "student_id", "term_percent", "term_score",
+               "course_percent", "course_score", "single_term"]
+    postings = frame[columns].take(np.repeat(np.arange(len(frame)), len(tasks))).reset_index(drop=True)
+    for position, column in enumerate(("task_id", "task_kind")):
+        values = np.tile(np.asarray([task[position] for task in tasks], dtype=object), len(frame))
+        postings[column] = pd.Series(values, dtype=object, copy=False)
     overall = postings["task_kind"] == "overall"
     no_course = postings["course_percent"].isna() & postings["course_score"].isna()
     from_term = ~overall | (postings["single_term"] & no_course)
     percent = postings["term_percent"].where(from_term, postings["course_percent"])
     postings["percent"] = percent.astype("float64")
-    postings["given_score"] = _as_object(postings["term_score"].where(from_term, postings["course_score"]))
+    postings["given_score"] = _coded(postings["term_score"].where(from_term, postings["course_score"]))
     return postings
+
+
+def _per_value(values: pd.Series, rule) -> pd.Series:
+    """``rule`` applied to each distinct value (missing ones included, as None), then spread to
+    the rows: a letter grade or a task id repeats over millions of postings."""
+    codes, uniques = pd.factorize(values)
+    answers = np.asarray([rule(value) for value in uniques] + [rule(None)], dtype=object)
+    return pd.Series(answers[codes], index=values.index, dtype=object)
 
 
 def _scores(postings: pd.DataFrame, config: GradePassback) -> pd.DataFrame:
@@ -217,38 +273,71 @@ def _scores(postings: pd.DataFrame, config: GradePassback) -> pd.DataFrame:
     """
     percent, given = postings["percent"], postings["given_score"]
     has_percent, has_score = percent.notna(), given.notna()
-    send_given = has_score & (config.letter_grades | ~has_percent)
-    group = _as_object(postings["task_id"].map(config.task_score_groups))
-    score = given.where(send_given, None)
-    bad = pd.Series(False, index=postings.index)
+    send_given = (has_score & (config.letter_grades | ~has_percent)).to_numpy()
+    group = _per_value(postings["task_id"], config.task_score_groups.get)
+    score = given.where(send_given, None).to_numpy(dtype=object, copy=True)
+    bad = np.zeros(len(postings), dtype=bool)
+    group_values = group.to_numpy(dtype=object)
     for name, bands in config.score_groups.items():
-        in_group = (group == name).to_numpy()
+        in_group = group_values == name
         ordered = sorted(bands, key=lambda band: band.min_percent)
         spelled = {band.score.strip().casefold(): band.score for band in ordered}
-        listed = in_group & send_given.to_numpy()
-        canonical = _text_key(given[listed]).map(spelled)
-        score[listed] = canonical.to_numpy()
-        bad[listed] = canonical.isna().to_numpy()
-        derived = in_group & (has_percent & ~send_given).to_numpy()
+        canonical = _per_value(given, lambda value, spelled=spelled: (
+            spelled.get(str(value).strip().casefold()) if value is not None else spelled.get(""))).to_numpy()
+        listed = in_group & send_given
+        score[listed] = canonical[listed]
+        bad[listed] = pd.isna(canonical[listed])
+        derived = in_group & (has_percent.to_numpy() & ~send_given)
         minimums = [band.min_percent for band in ordered]
-        band = np.searchsorted(minimums, percent[derived].to_numpy(), side="right") - 1
+        band = np.searchsorted(minimums, percent.to_numpy()[derived], side="right") - 1
         bad[derived] = band < 0
         if config.letter_grades:
             names = np.array([b.score for b in ordered] + [None], dtype=object)
             score[derived] = names[np.where(band < 0, -1, band)]
-    return pd.DataFrame({"score": _as_object(score), "score_group": group, "bad": bad}, index=postings.index)
+    def column(values: np.ndarray) -> pd.Series:
+        return pd.Series(values, index=postings.index, dtype=object, copy=False)
+
+    return pd.DataFrame({"score": column(score), "score_group": column(group_values), "bad": bad},
+                        index=postings.index)
 
 
 def _fingerprint(percent: pd.Series, score: pd.Series) -> pd.Series:
-    """The value IC holds, as text: equal text means nothing to send."""
-    number = percent.astype(object).map(lambda value: "" if pd.isna(value) else repr(float(value)))
-    return (number + "|" + score.where(score.notna(), "").astype(str)).astype(object)
+    """The value IC holds, as text: equal text means nothing to send. Made once per distinct
+    (percent, score)."""
+    percent_codes, percents = pd.factorize(percent)
+    score_codes, scores = pd.factorize(score)
+    numbers = [""] + [repr(float(value)) for value in percents]
+    texts = [""] + [str(value) for value in scores]
+    pair_codes, pairs = pd.factorize((percent_codes.astype(np.int64) + 1) * len(texts) + score_codes + 1)
+    number_at, text_at = np.divmod(pairs, len(texts))
+    values = np.asarray([f"{numbers[n]}|{texts[t]}" for n, t in zip(number_at, text_at, strict=True)] + [""],
+                        dtype=object)
+    return pd.Series(values[pair_codes], index=percent.index, dtype=object)
 
 
-def _same_result(postings: pd.DataFrame) -> pd.Series:
+def _result_codes(postings: pd.DataFrame, result_ids: pa.ChunkedArray) -> np.ndarray:
+    """A number per distinct result id: from the codes of its parts when no section, term or
+    student id holds a ``-`` (the parts then spell the id one way only), else from the text."""
+    parts = [pd.factorize(postings[column]) for column in ("section", "term", "task_id", "student_id")]
+    texts = [pd.Series(np.asarray(uniques, dtype=object)) for _, uniques in (parts[0], parts[1], parts[3])]
+    if any(text.astype(str).str.contains("-", regex=False).any() for text in texts):
+        return pc.dictionary_encode(result_ids).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    combined = np.zeros(len(postings), dtype=np.int64)
+    for codes, uniques in parts:
+        combined = pd.factorize(combined * (len(uniques) + 1) + codes + 1)[0].astype(np.int64)
+    return combined
+
+
+def _same_result(postings: pd.DataFrame, result_ids: pa.ChunkedArray) -> pd.Series:
     """The reason for results that several rows would write (two LMS periods mapped to one IC term)."""
-    live = postings[postings["action"] != "skipped"]
-    clash = live[live["result_id"].duplicated(keep=False)]
+    live = (postings["action"] != "skipped").to_numpy()
+    codes = _result_codes(postings, result_ids)
+    counts = np.bincount(codes[live], minlength=int(codes.max()) + 1 if len(codes) else 0)
+    clashing = live & (counts[codes] > 1) if len(codes) else live
+    clash = pd.DataFrame({
+        "result_id": _strings(result_ids.filter(pa.array(clashing)), postings.index[clashing]),
+        "row": postings["row"].to_numpy()[clashing],
+    })
     rows = clash.groupby("result_id")["row"].agg(lambda numbers: ", ".join(map(str, sorted(set(numbers)))))
     return (f"{SAME_RESULT}, rows " + clash["result_id"].map(rows).astype(str)).reindex(postings.index)
 
@@ -257,44 +346,78 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
     """One posting per (export row × IC grading task), or one skipped line for a row that yields none."""
     frame = _resolve_rows(rows, context)
     config = context.config
-    held = frame[frame["reason"] != ""]
-    row_skips = pd.DataFrame({
-        "row": held["row"], "section": held["section"], "school": held["school"], "term": held["term"],
-        "task_id": "", "task_kind": "", "student": held["student_id"],
-        "line_item_id": None, "result_id": None,
-        "percent": np.nan, "score": None, "score_group": None, "fingerprint": "", "action": "skipped",
-        "reason": held["reason"],
-    })
-
-    postings = _task_postings(frame[frame["reason"] == ""], config)
+    held = frame[(frame["reason"] != "").to_numpy()]
+    postings = _task_postings(frame[(frame["reason"] == "").to_numpy()], config)
+    del frame
     scored = _scores(postings, config)
     postings["score"], postings["score_group"] = scored["score"], scored["score_group"]
-    postings["student"] = postings["student_id"]
-    postings["line_item_id"] = postings["section"] + "-" + postings["term"] + "-" + postings["task_id"]
-    postings["result_id"] = postings["line_item_id"] + "-" + postings["student"]
-    no_grade = postings["percent"].isna() & postings["given_score"].isna()
-    postings["reason"] = np.select([no_grade.to_numpy(), scored["bad"].to_numpy()], [NO_GRADE, BAD_SCORE], "")
-    postings["action"] = np.where(postings["reason"] == "", "post", "skipped")
-    same = _same_result(postings)
+    line_items = _joined(postings["section"], postings["term"], postings["task_id"])
+    result_ids = _joined(line_items, postings["student_id"])
+    no_grade = (postings["percent"].isna() & postings["given_score"].isna()).to_numpy()
+    reason = np.select([no_grade, scored["bad"].to_numpy()], [NO_GRADE, BAD_SCORE], "")
+    postings["reason"] = _coded(pd.Series(reason, dtype=object))
+    postings["action"] = _coded(pd.Series(np.where(reason == "", "post", "skipped"), dtype=object))
+    same = _same_result(postings, result_ids)
     postings["reason"] = postings["reason"].where(same.isna(), same)
     postings["action"] = postings["action"].where(same.isna(), "skipped")
-    postings["fingerprint"] = _fingerprint(postings["percent"], postings["score"]).where(
-        postings["action"] != "skipped", ""
-    )
-    previous = context.posted.drop_duplicates("result_id", keep="last").set_index("result_id")["fingerprint"]
-    same_value = postings["result_id"].map(previous) == postings["fingerprint"]
-    unchanged = (postings["action"] == "post") & same_value
+    skipped = (postings["action"] == "skipped").to_numpy()
+    postings["fingerprint"] = _fingerprint(postings["percent"], postings["score"]).where(~skipped, "")
+    posted = context.posted.iloc[::-1]  # the last posting of a result counts
+    previous = take(posted["fingerprint"].astype(object), positions(_strings(result_ids, postings.index),
+                                                                     posted["result_id"]), postings.index)
+    unchanged = (postings["action"] == "post").to_numpy() & (previous == postings["fingerprint"]).to_numpy()
     postings["action"] = postings["action"].mask(unchanged, "unchanged")
+    return _assemble(held, postings, line_items, result_ids)
 
-    order = {"": 0, "term": 1, "overall": 2}
-    parts = [part for part in (row_skips, postings[POSTING_COLUMNS]) if not part.empty]
-    result = pd.concat(parts or [row_skips])
-    result = result.assign(_kind=result["task_kind"].map(order)).sort_values(["row", "_kind"], kind="stable")
-    result = result.drop(columns="_kind").reset_index(drop=True)
-    text = [column for column in POSTING_COLUMNS if column not in ("row", "percent")]
-    return result.astype({"row": "int64", "percent": "float64"}).assign(
-        **{column: _as_object(result[column]) for column in text}
-    )[POSTING_COLUMNS]
+
+def _objects(values) -> np.ndarray:
+    """A column as distinct Python objects and codes into them (``None`` for missing, last)."""
+    codes, uniques = pd.factorize(values)
+    return codes, np.asarray(list(np.asarray(uniques, dtype=object)) + [None], dtype=object)
+
+
+def _column(left, right, order: np.ndarray) -> pd.Series:
+    """``left`` then ``right`` in ``order`` as an object column whose repeated values share one
+    Python object each."""
+    left_codes, left_objects = _objects(left)
+    right_codes, right_objects = _objects(right)
+    objects = np.concatenate([left_objects[:-1], right_objects])
+    missing = len(objects) - 1
+    codes = np.concatenate([np.where(left_codes >= 0, left_codes, missing),
+                            np.where(right_codes >= 0, right_codes + len(left_objects) - 1, missing)])
+    return pd.Series(objects[codes[order]], dtype=object, copy=False)
+
+
+def _assemble(held: pd.DataFrame, postings: pd.DataFrame, line_items, result_ids) -> pd.DataFrame:
+    """Row skips and postings in one table, by row and then term before overall task, built a
+    column at a time in that order; the text columns are Python objects, as always."""
+    kind_order = {"": 0, "term": 1, "overall": 2}
+    kinds = np.concatenate([np.zeros(len(held), dtype=np.int64),
+                            postings["task_kind"].map(kind_order).to_numpy(dtype=np.int64)])
+    row_numbers = np.concatenate([held["row"].to_numpy(dtype=np.int64),
+                                  postings["row"].to_numpy(dtype=np.int64)])
+    order = np.lexsort((kinds, row_numbers))
+    skipped = {
+        "section": held["section"], "school": held["school"], "term": held["term"], "task_id": "",
+        "task_kind": "", "student": held["student_id"], "line_item_id": None, "result_id": None,
+        "score": None, "score_group": None, "fingerprint": "", "action": "skipped", "reason": held["reason"],
+    }
+    sent = postings.rename(columns={"student_id": "student"})
+    columns = {"row": pd.Series(row_numbers[order], dtype="int64", copy=False)}
+    for column in POSTING_COLUMNS[1:]:
+        if column == "percent":
+            percent = np.concatenate([np.full(len(held), np.nan), sent["percent"].to_numpy(np.float64)])
+            columns[column] = pd.Series(percent[order], dtype="float64", copy=False)
+        elif column == "result_id":
+            ids = pa.chunked_array([pa.nulls(len(held), pa.string()), *result_ids.chunks], pa.string())
+            ids = ids.take(pa.array(order)).to_numpy(zero_copy_only=False)
+            columns[column] = pd.Series(ids, dtype=object, copy=False)
+        else:
+            left = skipped[column]
+            left = pd.Series([left] * len(held), dtype=object) if not isinstance(left, pd.Series) else left
+            right = pd.Series(line_items.to_pandas().array) if column == "line_item_id" else sent[column]
+            columns[column] = _column(left, right, order)
+    return pd.DataFrame(columns, copy=False)[POSTING_COLUMNS]
 
 
 # -- IC's answers back to rows ---------------------------------------------------------------------
@@ -304,29 +427,24 @@ def _posting_outcomes(postings: pd.DataFrame, outcomes: pd.DataFrame) -> pd.Data
     unknown = set(outcomes["status"]) - set(IC_STATUSES)
     if unknown:
         raise ValueError(f"unknown IC outcome status(es): {sorted(unknown)}")
-    answers = outcomes.drop_duplicates("result_id", keep="last").set_index("result_id")
-    frame = postings.copy()
-    sent = frame["action"] == "post"
-    status = frame["result_id"].map(answers["status"]).where(sent)
-    message = frame["result_id"].map(answers["message"]).where(sent)
-    rejected = status == "rejected"
-    message = message.where(message.notna() & (message.astype(str).str.strip() != ""), "rejected by IC")
-    frame["outcome"] = np.select(
-        [frame["action"] == "unchanged", frame["action"] == "skipped",
-         status.isin(["created", "updated"]).to_numpy(),
-         (status == "window closed").to_numpy(), rejected.to_numpy()],
-        ["unchanged", "skipped", "posted", "skipped", "failed"],
-        default="failed",
-    )
-    frame["reason"] = np.select(
-        [frame["action"] == "skipped", (status == "window closed").to_numpy(), rejected.to_numpy(),
-         (sent & status.isna()).to_numpy()],
-        [frame["reason"].astype(object), WINDOW_CLOSED, message.astype(object), NO_ANSWER],
-        default="",
-    )
-    frame["reason"] = frame["reason"].astype(object)
-    frame["outcome"] = frame["outcome"].astype(object)
-    return frame
+    answers = outcomes.iloc[::-1]  # the last answer for a result counts
+    action = postings["action"].to_numpy(dtype=object)
+    sent = action == "post"
+    at = np.where(sent, positions(postings["result_id"], answers["result_id"]), -1)
+    status = take(answers["status"].astype(object), at, postings.index).to_numpy(dtype=object)
+    messages = answers["message"].astype(object)
+    blank = (messages.isna() | (messages.where(messages.notna(), "").astype(str).str.strip() == "")).to_numpy()
+    messages = messages.where(~blank, "rejected by IC").to_numpy(dtype=object)
+    message = np.where(at >= 0, messages[np.maximum(at, 0)] if len(messages) else None, "rejected by IC")
+    accepted = (status == "created") | (status == "updated")
+    closed, rejected = status == WINDOW_CLOSED, status == "rejected"
+    outcome = np.select([action == "unchanged", action == "skipped", accepted, closed, rejected],
+                        ["unchanged", "skipped", "posted", "skipped", "failed"], default="failed")
+    reason = np.select([action == "skipped", closed, rejected, sent & pd.isna(status)],
+                       [postings["reason"].to_numpy(dtype=object), WINDOW_CLOSED, message, NO_ANSWER],
+                       default="")
+    return postings.assign(outcome=_coded(pd.Series(outcome, dtype=object)),
+                           reason=pd.Series(reason, index=postings.index, dtype=object))
 
 
 def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFrame,
@@ -334,25 +452,33 @@ def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFr
     """One outcome per export row: failed > posted > unchanged > skipped, with the reason that decided it."""
     final = _posting_outcomes(postings, outcomes)
     rank = {"failed": 0, "posted": 1, "unchanged": 2, "skipped": 3}
-    decided = (
-        final.assign(_rank=final["outcome"].map(rank))
-        .sort_values(["row", "_rank"], kind="stable")
-        .drop_duplicates("row")
-        .set_index("row")
-    )
-    stray = set(decided.index) - set(rows["row"])
-    if stray:
-        raise ReconciliationError(f"postings for rows that are not in the export: {sorted(stray)[:10]}")
-    answered = rows[["row", "section", "student"]].assign(
-        outcome=rows["row"].map(decided["outcome"]), reason=rows["row"].map(decided["reason"])
-    )
-    missing = answered.loc[answered["outcome"].isna(), "row"]
-    if not missing.empty:
-        raise ReconciliationError(f"export rows with no planned posting: {sorted(missing)[:10]}")
+    numbers = final["row"].to_numpy(dtype=np.int64)
+    order = np.lexsort((final["outcome"].map(rank).to_numpy(dtype=np.int64), numbers))
+    first = order[np.r_[True, numbers[order][1:] != numbers[order][:-1]]] if len(order) else order
+    decided = pd.Index(numbers[first])
+    row_numbers = rows["row"].to_numpy(dtype=np.int64)
+    stray = np.setdiff1d(decided.to_numpy(), row_numbers)
+    if len(stray):
+        raise ReconciliationError(
+            f"postings for rows that are not in the export: {sorted(stray.tolist())[:10]}"
+        )
+    at = decided.get_indexer(row_numbers)
+    if (at < 0).any():
+        missing = sorted(row_numbers[at < 0].tolist())
+        raise ReconciliationError(f"export rows with no planned posting: {missing[:10]}")
+    answered = pd.DataFrame({
+        "row": row_numbers,
+        "section": rows["section"].astype(object).to_numpy(),
+        "student": rows["student"].astype(object).to_numpy(),
+        "outcome": final["outcome"].to_numpy(dtype=object)[first][at],
+        "reason": final["reason"].to_numpy(dtype=object)[first][at],
+    })
     kept_aside = quarantined[["row", "section", "student"]].assign(
         outcome="skipped", reason=MALFORMED + quarantined["reason"].astype(str)
     )
-    result = pd.concat([answered, kept_aside], ignore_index=True).astype(
+    parts = [part for part in (answered, kept_aside) if not part.empty] or [answered]
+    result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    result = result.astype(
         {"row": "int64", "section": object, "student": object, "outcome": object, "reason": object}
     )
     result = result.sort_values("row", kind="stable").reset_index(drop=True)[ROW_OUTCOME_COLUMNS]

@@ -11,33 +11,98 @@ added by hand) are not in the state and so are never touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_origin
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from include.lms.target import ItemResult, ObjectKind
-from include.provisioning.plan import Desired, item_fields
+from include.lms.target import ITEM_TYPES, ItemResult, ObjectKind
+from include.provisioning.plan import (
+    Desired,
+    flatten,
+    isin,
+    item_fields,
+    plain,
+    positions,
+    sorted_by_key,
+    take,
+)
 
 DROPPED_WHEN_REMOVED: frozenset[ObjectKind] = frozenset({"enrollment", "guardian_link"})
 STATE_COLUMNS = ["key", "school", "fingerprint", "lms_id"]
+HASH_SLICE = 500_000
 
 
 def empty_state(kind: ObjectKind) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in [*STATE_COLUMNS, *item_fields(kind)[1:]]})
 
 
+def _joined(values: pd.Series) -> pd.Series:
+    """Each list as its sorted items joined by ``|``, sorted and joined by arrow, not per row."""
+    parents, items = flatten(values)
+    order = np.lexsort((pd.factorize(items.to_numpy(zero_copy_only=False), sort=True)[0], parents))
+    sizes = np.bincount(parents, minlength=len(values))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]), pa.int64())
+    lists = pa.LargeListArray.from_arrays(offsets, pc.cast(items.take(order), pa.large_string()))
+    joined = pc.binary_join(lists, pa.scalar("|", pa.large_string()))
+    return pd.Series(pa.chunked_array([joined]).to_pandas().array, index=values.index)
+
+
+def _as_text(values: pd.Series, is_list: bool) -> pd.Series | pd.Categorical:
+    """``str(value)`` per row (a missing value as ``None``), computed once per distinct value."""
+    if is_list:
+        return _joined(values)
+    if pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype(object).where(values.notna(), "None") if values.hasnans else values
+    codes, uniques = pd.factorize(values)
+    texts = pd.Index([str(value) for value in uniques] + ["None"], dtype=object)
+    text_codes, distinct = pd.factorize(texts)
+    return pd.Categorical.from_codes(text_codes[codes], categories=pd.Index(distinct, dtype=object))
+
+
+def _text_hashes(text: pd.Series | pd.Categorical) -> np.ndarray:
+    """``hash_array`` of each row's text: per category, or in slices so that only one slice
+    of a column of millions of distinct keys is ever Python strings at a time."""
+    if isinstance(text, pd.Categorical):
+        hashed = pd.util.hash_array(np.asarray(text.categories, dtype=object), categorize=False)
+        return hashed[text.codes]
+    return np.concatenate([
+        pd.util.hash_array(text.iloc[start:start + HASH_SLICE].to_numpy(dtype=object), categorize=False)
+        for start in range(0, len(text), HASH_SLICE)
+    ])
+
+
+def _combined(hashes: list[np.ndarray]) -> np.ndarray:
+    """Row hashes from column hashes, as ``pd.util.hash_pandas_object`` combines a frame's."""
+    mult = np.uint64(1000003)
+    out = np.zeros_like(hashes[0]) + np.uint64(0x345678)
+    for position, column in enumerate(hashes):
+        inverse = len(hashes) - position
+        out ^= column
+        out *= mult
+        mult += np.uint64(82520 + inverse + inverse)
+    return out + np.uint64(97531)
+
+
 def fingerprint(rows: pd.DataFrame, kind: ObjectKind) -> pd.Series:
-    """A stable hash of the fields the LMS receives; lists are compared as sorted values."""
-    fields = item_fields(kind)
+    """A stable hash of the fields the LMS receives; lists are compared as sorted values.
+
+    ``pd.util.hash_pandas_object`` of ``str(value)`` per field, as it has always been (a state
+    written before keeps its fingerprints), but each distinct value is turned into text once
+    (an enrollment's section and user repeat over millions of rows) and distinct keys are
+    hashed a slice at a time.
+    """
+    fields = ITEM_TYPES[kind].model_fields
     if rows.empty:
         return pd.Series(dtype=str, index=rows.index)
-    text = pd.DataFrame(
-        {
-            field: rows[field].map(lambda value: "|".join(map(str, sorted(value))) if isinstance(value, list) else str(value))
-            for field in fields
-        },
-        index=rows.index,
-    )
-    return pd.util.hash_pandas_object(text, index=False).astype(str)
+    hashes = _combined([
+        _text_hashes(_as_text(rows[name], get_origin(field.annotation) is list))
+        for name, field in fields.items()
+    ])
+    text = pa.chunked_array([pc.cast(pa.array(hashes), pa.string())]).to_pandas()
+    return pd.Series(text.array, index=rows.index)
 
 
 @dataclass(frozen=True)
@@ -61,22 +126,28 @@ class Changes:
         }
 
 
+def _where(rows: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``rows[mask]``, without a copy when every row is in: a first night creates all of them,
+    a quiet night leaves all of them unchanged."""
+    return rows if mask.all() else rows[mask]
+
+
 def plan_changes(desired: Desired, state: pd.DataFrame, *, full: bool = False) -> Changes:
     """``full`` re-sends every object that exists (the vendors' "request full run"), e.g. after
     someone changed the LMS by hand; deactivations still follow the state."""
     kind = desired.kind
-    rows = desired.rows.copy()
-    rows["fingerprint"] = fingerprint(rows, kind)
-    known = state.set_index("key")
-    previous = rows["key"].map(known["fingerprint"]) if not known.empty else pd.Series(None, index=rows.index)
-    create = rows[previous.isna()]
-    same = previous == rows["fingerprint"]
-    changed = rows[previous.notna() & (full | ~same)].copy()
-    changed["lms_id"] = changed["key"].map(known["lms_id"]) if not known.empty else None
-    unchanged = rows[previous.notna() & ~full & same]
-    gone = state[~state["key"].isin(rows["key"])]
+    rows = desired.rows.assign(fingerprint=fingerprint(desired.rows, kind))
+    at = positions(rows["key"], state["key"])
+    known = at >= 0
+    same = known & (take(state["fingerprint"], at, rows.index) == rows["fingerprint"]).to_numpy(dtype=bool)
+    create = _where(rows, ~known)
+    resend = known & (full | ~same)
+    changed = _where(rows, resend)
+    changed = changed.assign(lms_id=take(state["lms_id"], at[resend], changed.index))
+    unchanged = _where(rows, known & (not full) & same)
+    gone = state[~isin(state["key"], rows["key"])]
     dropped = kind in DROPPED_WHEN_REMOVED
-    skipped = desired.skipped[~desired.skipped["key"].isin(gone["key"])]
+    skipped = desired.skipped[~isin(desired.skipped["key"], gone["key"])]
     return Changes(
         kind=kind,
         create=create.reset_index(drop=True),
@@ -88,23 +159,29 @@ def plan_changes(desired: Desired, state: pd.DataFrame, *, full: bool = False) -
     )
 
 
+def _accepted(results: dict[str, list[ItemResult]], action: str) -> pd.DataFrame:
+    """The keys the LMS took for ``action`` and the ids it gave (the last answer per key wins)."""
+    pairs = [(result.key, result.lms_id) for result in results.get(action, []) if result.ok]
+    frame = pd.DataFrame(pairs, columns=["key", "lms_id"]).astype(object)
+    return frame.drop_duplicates("key", keep="last")
+
+
 def next_state(state: pd.DataFrame, changes: Changes, results: dict[str, list[ItemResult]]) -> pd.DataFrame:
     """The state after applying ``changes``: accepted items recorded, failed ones left as they
     were (so the next run tries them again), dropped ones removed."""
-    accepted = {
-        action: {result.key: result.lms_id for result in results.get(action, []) if result.ok}
-        for action in ("create", "update", "deactivate")
-    }
     written = []
     for action, frame in (("create", changes.create), ("update", changes.update)):
-        ok = frame[frame["key"].isin(list(accepted[action]))].copy()
-        returned = ok["key"].map(accepted[action])
+        accepted = _accepted(results, action)
+        ok = frame[isin(frame["key"], accepted["key"])].copy()
+        returned = take(accepted["lms_id"], positions(ok["key"], accepted["key"]), ok.index)
         ok["lms_id"] = returned.where(returned.notna(), ok.get("lms_id"))
         written.append(ok)
-    replaced = set().union(*(set(frame["key"]) for frame in written), accepted["deactivate"])
-    kept = state[~state["key"].isin(replaced)]
+    replaced = pd.concat([*(frame["key"].astype(object) for frame in written),
+                          _accepted(results, "deactivate")["key"]], ignore_index=True)
+    kept = state[~isin(state["key"], replaced)]
     columns = list(empty_state(changes.kind).columns)
     frames = [frame.reindex(columns=columns) for frame in (kept, *written) if not frame.empty]
     if not frames:
         return empty_state(changes.kind)
-    return pd.concat(frames, ignore_index=True).sort_values("key", kind="stable").reset_index(drop=True)
+    state = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return plain(sorted_by_key(state)).reset_index(drop=True)

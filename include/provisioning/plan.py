@@ -9,10 +9,13 @@ that with what was provisioned before, so only changes are sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.config import DO_NOT_SYNC, ExistingBuilding, ExistingGradingPeriod, Provisioning
 from include.lms.target import ITEM_TYPES, ObjectKind
@@ -37,6 +40,7 @@ ROLE_FAMILIES = {
 
 UNMAPPED_SCHOOL = "unmapped school"
 UNMAPPED_TERM = "unmapped term"
+NO_TERM_IN_IC = "no term in IC"
 USERNAME_WITH_SPACES = "username with spaces"
 DO_NOT_SYNC_ROLE = "do-not-sync role"
 TRIAL_SCHEDULE = "trial schedule"
@@ -63,7 +67,7 @@ def item_fields(kind: ObjectKind) -> list[str]:
 
 def _desired(kind: ObjectKind, rows: pd.DataFrame, skipped: list[pd.DataFrame]) -> Desired:
     columns = ["school", *item_fields(kind)]
-    rows = rows[columns].drop_duplicates("key").sort_values("key", kind="stable").reset_index(drop=True)
+    rows = sorted_by_key(rows[columns], distinct=True).reset_index(drop=True)
     left_out = [frame for frame in skipped if not frame.empty]
     skipped_rows = (
         pd.concat(left_out, ignore_index=True)[["key", "school", "reason"]]
@@ -73,8 +77,128 @@ def _desired(kind: ObjectKind, rows: pd.DataFrame, skipped: list[pd.DataFrame]) 
     return Desired(kind, rows, skipped_rows.drop_duplicates("key").reset_index(drop=True))
 
 
+def sorted_by_key(rows: pd.DataFrame, distinct: bool = False) -> pd.DataFrame:
+    """``rows.sort_values("key", kind="stable")`` (and ``.drop_duplicates("key")`` first if
+    ``distinct``) by one stable arrow sort, and no copy of the rows when they are in order."""
+    if len(rows) < 2:
+        return rows
+    keys = _text(rows["key"])
+    in_order = pc.less if distinct else pc.less_equal
+    if pc.all(in_order(keys[:-1], keys[1:])).as_py():
+        return rows
+    order = pc.sort_indices(keys)
+    if distinct:
+        ordered = keys.take(order)
+        repeated = pc.equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
+        del ordered
+        return rows.take(order.to_numpy(zero_copy_only=False)[~np.r_[False, repeated]])
+    return rows.take(order.to_numpy(zero_copy_only=False))
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as plain arrow-backed text, for staging: Parquet would otherwise store
+    a categorical's whole dictionary (a million user keys) again in every row group."""
+    decoded = {
+        column: pd.Series(_pandas(pc.cast(pa.array(values), pa.string())).array, index=frame.index)
+        for column, values in frame.items()
+        if isinstance(values.dtype, pd.CategoricalDtype)
+    }
+    return frame.assign(**decoded) if decoded else frame
+
+
 def _skip(frame: pd.DataFrame, key: str, school: str, reason: str) -> pd.DataFrame:
     return pd.DataFrame({"key": frame[key].astype(str), "school": frame[school], "reason": reason})
+
+
+# -- vectorised lookups ---------------------------------------------------------------------------
+# A district has millions of users and enrollments: ids are matched by arrow's hash kernels on
+# the text columns as read from Parquet, never through a Python dict or a Python call per row.
+
+
+def _text(values: pd.Series | Iterable, like: pa.DataType | None = None) -> pa.ChunkedArray | pa.Array:
+    """Values as arrow text (of type ``like`` if given); zero-copy for pandas' arrow-backed
+    ``str`` columns."""
+    values = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    array = pa.array(values, from_pandas=True)
+    if like is None:
+        textual = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        like = array.type if textual else pa.string()
+    return array if array.type == like else pc.cast(array, like)
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """A categorical's codes and categories: work once per category, not per row."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    return values.cat.codes.to_numpy(), pd.Series(values.cat.categories)
+
+
+def _per_row(per_category: np.ndarray, codes: np.ndarray, missing) -> np.ndarray:
+    """A category's answer for each row; ``missing`` where the row has no value."""
+    if not len(per_category):
+        return np.full(len(codes), missing)
+    return np.where(codes >= 0, per_category[np.maximum(codes, 0)], missing)
+
+
+def positions(values: pd.Series, keys: pd.Series | Iterable) -> np.ndarray:
+    """Where each value is among ``keys`` (the first if repeated), -1 where it is not."""
+    coded = _codes(values)
+    if coded is not None:
+        return _per_row(positions(coded[1], keys), coded[0], -1)
+    text = _text(values)
+    found = pc.index_in(text, value_set=_text(keys, text.type))
+    return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def take(targets: pd.Series, at: np.ndarray, index: pd.Index) -> pd.Series:
+    """``targets`` at positions ``at`` (-1: missing), in ``targets``' dtype."""
+    return pd.Series(pd.api.extensions.take(targets.array, at, allow_fill=True), index=index)
+
+
+def lookup(values: pd.Series, keys: pd.Series, targets: pd.Series) -> pd.Series:
+    """``values.map(dict(zip(keys, targets)))`` for text keys, without the dict."""
+    return take(targets, positions(values, keys), values.index)
+
+
+def isin(values: pd.Series, candidates: pd.Series | Iterable) -> pd.Series:
+    """``values.isin(candidates)`` for text, without a Python object per candidate."""
+    coded = _codes(values)
+    if coded is not None:
+        found = _per_row(isin(coded[1], candidates).to_numpy(), coded[0], False)
+    else:
+        text = _text(values)
+        found = pc.is_in(text, value_set=_text(candidates, text.type)).to_numpy(zero_copy_only=False)
+    return pd.Series(np.asarray(found, dtype=bool), index=values.index)
+
+
+def flatten(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """The items of a list column and the position of the row each came from (empty lists
+    and missing values give none); arrow-backed lists are not copied into Python objects."""
+    lists = pa.array(values, from_pandas=True)
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks() if lists.num_chunks else pa.array([], lists.type)
+    items = pc.list_flatten(lists)
+    parents = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return parents, items
+
+
+def _field(items: pa.Array, name: str) -> pa.Array:
+    return items.field(name) if pa.types.is_struct(items.type) else pa.nulls(len(items), pa.large_string())
+
+
+def _pandas(array: pa.Array | pa.ChunkedArray) -> pd.Series:
+    return pa.chunked_array([array]).to_pandas() if isinstance(array, pa.Array) else array.to_pandas()
+
+
+def _grouped_lists(parents: np.ndarray, items: pd.Series, count: int) -> list[list]:
+    """One Python list per row (``count`` rows) of the sorted distinct items whose parent it is,
+    assembled by arrow from offsets rather than appended row by row."""
+    frame = pd.DataFrame({"parent": parents, "item": items.to_numpy(dtype=object)}).dropna()
+    frame = frame.drop_duplicates().sort_values(["parent", "item"], kind="stable")
+    sizes = np.bincount(frame["parent"].to_numpy(dtype=np.int64), minlength=count)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]), pa.int64())
+    values = pa.array(frame["item"].to_numpy(dtype=object), pa.large_string())
+    return pa.LargeListArray.from_arrays(offsets, values).to_pylist()
 
 
 # -- schools and terms ----------------------------------------------------------------------------
@@ -133,8 +257,9 @@ def _term_targets(sessions: pd.DataFrame, provisioning: Provisioning) -> pd.Seri
 
 def desired_grading_periods(sessions: pd.DataFrame, classes: pd.DataFrame, provisioning: Provisioning) -> Desired:
     """The terms classes are scheduled in, as LMS grading periods (or one per year when consolidated)."""
-    used = set(classes.loc[classes["status"] == "active", "term_sourced_ids"].explode().dropna())
-    terms = sessions[sessions["sourced_id"].isin(used) & (sessions["status"] == "active")].copy()
+    _, used = flatten(classes.loc[classes["status"] == "active", "term_sourced_ids"])
+    used = pc.unique(used)
+    terms = sessions[isin(sessions["sourced_id"], _pandas(used)) & (sessions["status"] == "active")].copy()
     terms["school"] = None
     if provisioning.terms.consolidate_year:
         years = sessions[sessions["status"] == "active"].groupby("school_year", as_index=False).agg(
@@ -185,38 +310,58 @@ def user_key(users: pd.DataFrame) -> pd.Series:
 
 
 def _user_roles(users: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, org) the user has a role in, primary first."""
-    roles = users[["sourced_id", "roles"]].explode("roles").dropna(subset=["roles"])
-    return pd.DataFrame(
+    """One row per (user, org) the user has a role in, primary first; ``user`` is the user's row."""
+    parents, roles = flatten(users["roles"])
+    frame = pd.DataFrame(
         {
-            "sourced_id": roles["sourced_id"].to_numpy(),
-            "org": [role["org_sourced_id"] for role in roles["roles"]],
-            "primary": [role["role_type"] == "primary" for role in roles["roles"]],
+            "user": parents,
+            "code": pd.factorize(users["sourced_id"])[0][parents],
+            "org": _pandas(_field(roles, "org_sourced_id")).to_numpy(dtype=object),
+            "primary": (_pandas(_field(roles, "role_type")) == "primary").to_numpy(dtype=bool),
         }
-    ).sort_values(["sourced_id", "primary"], ascending=[True, False], kind="stable")
+    )
+    return frame.iloc[np.lexsort((~frame["primary"].to_numpy(), frame["code"].to_numpy()))]
+
+
+def _role_ids(frame: pd.DataFrame, provisioning: Provisioning) -> pd.Series:
+    """The LMS role id of each user's (role family, school), worked out once per distinct pair."""
+    pairs = frame[["family", "school"]]
+    codes = pairs.groupby(["family", "school"], dropna=False, sort=False).ngroup().to_numpy()
+    first = pairs[~pairs.duplicated()]
+    ids = [
+        getattr(provisioning.roles.for_school(provisioning.roles_by_school.get(school)), family)
+        if isinstance(family, str) else None
+        for family, school in zip(first["family"], first["school"], strict=True)
+    ]
+    return pd.Series(pd.array(ids, dtype=object)[codes] if len(ids) else [], index=frame.index, dtype=object)
 
 
 def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Mapping[str, str]) -> Desired:
     """Users with a mapped school and a synced role; guardians included (their links are separate)."""
-    frame = users.copy()
-    frame["key"] = user_key(frame)
-    roles = _user_roles(frame)
-    primary_org = roles.drop_duplicates("sourced_id").set_index("sourced_id")["org"]
-    frame["school"] = frame["sourced_id"].map(primary_org)
-    frame["family"] = frame["primary_role"].map(ROLE_FAMILIES)
-    frame["building_id"] = frame["school"].map(buildings)
-
-    def role_id(family: str | None, school: str | None) -> str | None:
-        if family is None:
-            return None
-        return getattr(provisioning.roles.for_school(provisioning.roles_by_school.get(school)), family)
-
-    pairs = frame[["family", "school"]].drop_duplicates()
-    role_ids = {
-        (family, school): role_id(family if isinstance(family, str) else None, school)
-        for family, school in zip(pairs["family"], pairs["school"], strict=True)
-    }
-    frame["role_id"] = [role_ids[(family, school)] for family, school in zip(frame["family"], frame["school"], strict=True)]
+    building_ids = pd.Series(list(buildings.values()), index=list(buildings), dtype=object)
+    frame = pd.DataFrame(
+        {
+            "key": user_key(users),
+            "sourced_id": users["sourced_id"],
+            "status": users["status"],
+            "enabled_user": users["enabled_user"],
+            "given_name": users["given_name"],
+            "family_name": users["family_name"],
+            "preferred_first_name": users["preferred_first_name"],
+            "email": users["email"],
+            "username": users["username"],
+        }
+    ).reset_index(drop=True)
+    roles = _user_roles(users)
+    first = ~roles.duplicated("code")
+    codes = pd.factorize(frame["sourced_id"])[0]
+    by_code = pd.Series(roles.loc[first, "org"].to_numpy(), index=roles.loc[first, "code"].to_numpy(),
+                        dtype=object)
+    frame["school"] = by_code.reindex(codes).to_numpy()
+    frame["family"] = lookup(users["primary_role"], pd.Series(list(ROLE_FAMILIES)),
+                             pd.Series(list(ROLE_FAMILIES.values()), dtype=object)).to_numpy()
+    frame["building_id"] = lookup(frame["school"], building_ids.index.to_series(), building_ids)
+    frame["role_id"] = _role_ids(frame, provisioning)
 
     inactive = (frame["status"] != "active") | ~frame["enabled_user"].astype(bool)
     unmapped = ~inactive & frame["building_id"].isna()
@@ -226,16 +371,19 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
     keep = ~(inactive | unmapped | unknown_role | do_not_sync | spaces)
 
     kept = frame[keep].copy()
-    additional = roles[roles.duplicated("sourced_id")].copy()  # every org after the primary one
-    additional["building"] = additional["org"].map(buildings)
-    additional = additional.dropna(subset=["building"])
-    extra = additional.groupby("sourced_id")["building"].agg(lambda values: sorted(set(values)))
-    kept["additional_building_ids"] = [
-        [building for building in extra.get(sourced_id, []) if building != primary]
-        for sourced_id, primary in zip(kept["sourced_id"], kept["building_id"], strict=True)
-    ]
-    kept = kept.astype({"preferred_first_name": object, "email": object, "username": object})
-    kept = kept.where(kept.notna(), None)
+    additional = roles[~first]  # every org after the primary one
+    building = lookup(additional["org"], building_ids.index.to_series(), building_ids)
+    row_of_code = pd.Series(np.arange(len(kept)), index=codes[keep.to_numpy()])
+    row_of_code = row_of_code[~row_of_code.index.duplicated()]
+    row = row_of_code.reindex(additional["code"].to_numpy()).to_numpy()
+    primary = kept["building_id"].to_numpy(dtype=object)
+    listed = ~np.isnan(row) & building.notna().to_numpy()
+    row = row[listed].astype(np.int64)
+    building = building[listed].to_numpy(dtype=object)
+    other = building != primary[row]
+    kept["additional_building_ids"] = _grouped_lists(row[other], pd.Series(building[other]), len(kept))
+    for column in ("preferred_first_name", "email", "username"):
+        kept[column] = kept[column].astype(object).where(kept[column].notna(), None)
     return _desired(
         "user",
         kept,
@@ -250,22 +398,25 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
 
 
 def desired_guardian_links(users: pd.DataFrame, provisioned_users: pd.DataFrame) -> Desired:
-    """Parent–child links between guardians and students that are both provisioned."""
-    keys = pd.Series(user_key(users).to_numpy(), index=users["sourced_id"])
-    provisioned = set(provisioned_users["key"])
-    guardians = users[users["primary_role"].map(ROLE_FAMILIES) == "guardian"][["sourced_id", "agent_sourced_ids"]]
-    links = guardians.explode("agent_sourced_ids").dropna(subset=["agent_sourced_ids"])
+    """Parent–child links between guardians and students that are both provisioned; a link
+    whose guardian or student is not is listed as skipped, so every link is accounted for."""
+    keys = user_key(users)
+    guardians = users[lookup(users["primary_role"], pd.Series(list(ROLE_FAMILIES)),
+                             pd.Series(list(ROLE_FAMILIES.values()), dtype=object)) == "guardian"]
+    parents, students = flatten(guardians["agent_sourced_ids"])
     frame = pd.DataFrame(
         {
-            "guardian_key": links["sourced_id"].map(keys).to_numpy(),
-            "student_key": links["agent_sourced_ids"].map(keys).to_numpy(),
+            "guardian_key": keys.loc[guardians.index].to_numpy()[parents],
+            "student_key": lookup(_pandas(students), users["sourced_id"], keys).to_numpy(),
         }
     ).dropna()
-    frame = frame[frame["guardian_key"].isin(provisioned) & frame["student_key"].isin(provisioned)].copy()
+    provisioned = provisioned_users["key"]
     frame["key"] = frame["guardian_key"] + ":" + frame["student_key"]
-    schools = provisioned_users.set_index("key")["school"]
-    frame["school"] = frame["student_key"].map(schools)
-    return _desired("guardian_link", frame, [])
+    both = isin(frame["guardian_key"], provisioned) & isin(frame["student_key"], provisioned)
+    unlinked = frame[~both].assign(school=None)
+    frame = frame[both].copy()
+    frame["school"] = lookup(frame["student_key"], provisioned, provisioned_users["school"])
+    return _desired("guardian_link", frame, [_skip(unlinked, "key", "school", USER_NOT_PROVISIONED)])
 
 
 # -- courses, sections, enrollments ----------------------------------------------------------------
@@ -303,17 +454,21 @@ def desired_sections(
     frame["key"] = frame["sourced_id"].astype(str)
     frame["school"] = frame["school_sourced_id"]
     frame["course_key"] = frame["course_sourced_id"].astype(str)
-    frame["course_id"] = frame["course_key"].map(course_ids)
-    frame["grading_period_ids"] = [
-        sorted({grading_periods[term] for term in terms if term in grading_periods})
-        for terms in frame["term_sourced_ids"]
-    ]
+    frame["course_id"] = lookup(frame["course_key"], pd.Series(list(course_ids), dtype=object),
+                                pd.Series(list(course_ids.values()), dtype=object))
+    parents, terms = flatten(frame["term_sourced_ids"])
+    periods = lookup(_pandas(terms), pd.Series(list(grading_periods), dtype=object),
+                     pd.Series(list(grading_periods.values()), dtype=object))
+    frame["grading_period_ids"] = _grouped_lists(parents, periods, len(frame))
     inactive = frame["status"] != "active"
     trial = ~inactive & frame["trial_schedule"].astype(bool)
     unmapped = ~inactive & ~trial & ~frame["school"].isin(list(buildings))
     no_course = ~inactive & ~trial & ~unmapped & frame["course_id"].isna()
-    no_term = ~inactive & ~trial & ~unmapped & ~no_course & (frame["grading_period_ids"].map(len) == 0)
-    keep = ~(inactive | trial | unmapped | no_course | no_term)
+    no_periods = np.bincount(parents[periods.notna().to_numpy()], minlength=len(frame)) == 0
+    termless = np.bincount(parents, minlength=len(frame)) == 0
+    no_term_in_ic = ~inactive & ~trial & ~unmapped & ~no_course & termless
+    no_term = ~inactive & ~trial & ~unmapped & ~no_course & no_periods & ~termless
+    keep = ~(inactive | trial | unmapped | no_course | no_term | no_term_in_ic)
     frame["section_code"] = frame["class_code"].fillna(frame["key"])
     return _desired(
         "section",
@@ -324,6 +479,7 @@ def desired_sections(
             _skip(frame[unmapped], "key", "school", UNMAPPED_SCHOOL),
             _skip(frame[no_course], "key", "school", COURSE_NOT_PROVISIONED),
             _skip(frame[no_term], "key", "school", UNMAPPED_TERM),
+            _skip(frame[no_term_in_ic], "key", "school", NO_TERM_IN_IC),
         ],
     )
 
@@ -334,30 +490,104 @@ def desired_enrollments(
     """Teachers (and administrators) as section admins, students as members, of provisioned sections.
 
     ``sections`` holds the provisioned sections with their LMS ids (key, course_key, lms_id).
+    Millions of rows: ids are matched as integer codes, the kept rows are built once, in key
+    order, as categoricals (one copy of each section and user id) around the joined key.
     """
-    keys = pd.Series(user_key(users).to_numpy(), index=users["sourced_id"])
-    frame = enrollments.copy()
-    frame["school"] = frame["school_sourced_id"]
-    frame["user_key"] = frame["user_sourced_id"].map(keys)
-    frame["section_key"] = frame["class_sourced_id"].astype(str)
-    section_index = sections.set_index("key")
-    frame["section_id"] = frame["section_key"].map(section_index["lms_id"])
-    frame["course_key"] = frame["section_key"].map(section_index["course_key"])
-    frame["key"] = frame["section_key"] + ":" + frame["user_key"].fillna("?")
-    frame["admin"] = frame["role"].isin(["teacher", "administrator"])
-    inactive = frame["status"] != "active"
-    no_section = ~inactive & frame["section_id"].isna()
-    no_user = ~inactive & ~no_section & ~frame["user_key"].isin(set(provisioned_users["key"]))
-    keep = ~(inactive | no_section | no_user)
+    section_key = _categories(_as_str(enrollments["class_sourced_id"]))
+    section_at = positions(section_key, sections["key"])
+    user_at = positions(_categories(enrollments["user_sourced_id"]), users["sourced_id"])
+    user_codes, user_keys = pd.factorize(user_key(users))
+    user_code = _per_row(user_codes, user_at, -1)
+    del user_at
+    lms_codes, lms_ids = pd.factorize(sections["lms_id"])
+    section_id = _per_row(lms_codes, section_at, -1)
+    provisioned = isin(pd.Series(user_keys), provisioned_users["key"]).to_numpy()
+
+    inactive = (enrollments["status"] != "active").to_numpy()
+    no_section = ~inactive & (section_id < 0)
+    no_user = ~inactive & ~no_section & ~_per_row(provisioned, user_code, False)
+    keep = np.flatnonzero(~(inactive | no_section | no_user))
+    section = _subset(section_key, keep)
+    user = pd.Categorical.from_codes(user_code[keep], categories=user_keys)
+    order = _key_order(section, user)
+    keep = keep[order]
+    key = _joined_key(section[order], user[order])
+    course_codes, course_keys = pd.factorize(sections["course_key"])
+    school = _categories(enrollments["school_sourced_id"])
+    kept = pd.DataFrame(
+        {
+            "school": _subset(school, keep),
+            "key": _pandas(key).array,
+            "course_key": pd.Categorical.from_codes(_per_row(course_codes, section_at[keep], -1),
+                                                    categories=course_keys),
+            "section_key": section[order],
+            "section_id": pd.Categorical.from_codes(section_id[keep], categories=lms_ids),
+            "user_key": user[order],
+            "admin": enrollments["role"].isin(["teacher", "administrator"]).to_numpy()[keep],
+        },
+        index=enrollments.index[keep],
+    )
+    left_out = enrollments[["sourced_id", "school_sourced_id"]]
+    left_out = left_out.rename(columns={"school_sourced_id": "school"})
     return _desired(
         "enrollment",
-        frame[keep],
+        kept,
         [
-            _skip(frame[inactive], "sourced_id", "school", INACTIVE_IN_IC),
-            _skip(frame[no_section], "sourced_id", "school", SECTION_NOT_PROVISIONED),
-            _skip(frame[no_user], "sourced_id", "school", USER_NOT_PROVISIONED),
+            _skip(left_out[inactive], "sourced_id", "school", INACTIVE_IN_IC),
+            _skip(left_out[no_section], "sourced_id", "school", SECTION_NOT_PROVISIONED),
+            _skip(left_out[no_user], "sourced_id", "school", USER_NOT_PROVISIONED),
         ],
     )
+
+
+def _key_order(section: pd.Categorical, user: pd.Categorical) -> np.ndarray:
+    """The stable order of the ``<section>:<user>`` keys, from the ranks of the distinct sections
+    (with the ``:``) and users rather than by sorting millions of joined strings; the ranks
+    decide unless a section id holds a ``:``."""
+    sections = pc.cast(pa.array(section.categories), pa.string())
+    if pc.any(pc.match_substring(sections, ":")).as_py():
+        return pc.sort_indices(_joined_key(section, user)).to_numpy(zero_copy_only=False)
+    section_rank = _ranks(pc.binary_join_element_wise(sections, pa.scalar("", pa.string()), ":"))
+    user_rank = _ranks(pc.cast(pa.array(user.categories), pa.string()))
+    return np.lexsort((user_rank[user.codes], section_rank[section.codes]))
+
+
+def _ranks(texts: pa.Array) -> np.ndarray:
+    ranks = np.empty(len(texts), dtype=np.int64)
+    ranks[pc.sort_indices(texts).to_numpy(zero_copy_only=False)] = np.arange(len(texts))
+    return ranks
+
+
+def _joined_key(section: pd.Categorical, user: pd.Categorical) -> pa.Array:
+    """``<section key>:<user key>``, joined by arrow."""
+    section_text, user_text = (pc.cast(pa.array(values), pa.string()) for values in (section, user))
+    return pc.binary_join_element_wise(section_text, user_text, pa.scalar(":", pa.string()))
+
+
+def _subset(values: pd.Series, at: np.ndarray) -> pd.Categorical:
+    """A categorical column's rows ``at``, as a categorical."""
+    return pd.Categorical.from_codes(values.cat.codes.to_numpy()[at], categories=values.cat.categories)
+
+
+def _as_str(values: pd.Series) -> pd.Series:
+    """``values.astype(str)``, a categorical's categories only."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.rename_categories(values.cat.categories.astype(str))
+    return values.astype(str)
+
+
+def _categories(values: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values
+    codes, uniques = pd.factorize(values)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=uniques), index=values.index)
+
+
+def _categorical_take(targets: pd.Series, at: np.ndarray) -> pd.Categorical:
+    """``targets`` at positions ``at`` (-1: missing) as a categorical: a few hundred thousand
+    distinct values repeated over millions of rows."""
+    codes, uniques = pd.factorize(targets)
+    return pd.Categorical.from_codes(_per_row(codes, at, -1), categories=uniques)
 
 
 def unknown_references(provisioning: Provisioning, kind: ObjectKind, catalog: Mapping[str, str]) -> list[str]:

@@ -6,27 +6,41 @@ from __future__ import annotations
 import pandas as pd
 
 from include.provisioning.diff import Changes
+from include.provisioning.plan import isin
 
 REPORT_COLUMNS = ["kind", "school", "outcome", "reason", "count"]
 DONE = {"create": "created", "update": "updated", "deactivate": "deactivated"}
 
 
+def _counted(frame: pd.DataFrame, outcome: str, reason: str | pd.Series) -> pd.DataFrame:
+    """Counts per (school, reason) of one outcome, grouped before anything is added per row:
+    an enrollment night has millions of unchanged rows."""
+    if isinstance(reason, str):
+        counts = frame["school"].value_counts(sort=False, dropna=False).rename("count").reset_index()
+        counts["reason"] = reason
+    else:
+        by = pd.DataFrame({"school": frame["school"], "reason": reason})
+        counts = by.value_counts(sort=False, dropna=False).rename("count").reset_index()
+    counts = counts[counts["count"] > 0]  # a categorical counts its unused categories too
+    school = counts["school"].astype(object)
+    return counts.assign(school=school.where(school.notna(), "(district)"), outcome=outcome)
+
+
 def report_rows(changes: Changes, failed: pd.DataFrame, dry_run: bool) -> pd.DataFrame:
     """Counts per (school, outcome, reason) for one kind; a dry run reports planned actions."""
-    failed_keys = set(failed["key"])
     parts = []
     for action, frame in (("create", changes.create), ("update", changes.update), ("deactivate", changes.deactivate)):
-        done = frame[~frame["key"].isin(failed_keys)]
-        parts.append(done.assign(outcome=f"would {action}" if dry_run else DONE[action], reason=""))
-    parts.append(changes.unchanged.assign(outcome="unchanged", reason=""))
-    parts.append(changes.removed.assign(outcome="removed in IC", reason="kept in the LMS"))
-    parts.append(changes.skipped.assign(outcome="skipped"))
-    parts.append(failed.assign(outcome="failed", reason=failed["error"].fillna("")))
-    rows = pd.concat([part[["school", "outcome", "reason"]] for part in parts if not part.empty], ignore_index=True)
-    if rows.empty:
+        done = frame[~isin(frame["key"], failed["key"])]
+        parts.append(_counted(done, f"would {action}" if dry_run else DONE[action], ""))
+    parts.append(_counted(changes.unchanged, "unchanged", ""))
+    parts.append(_counted(changes.removed, "removed in IC", "kept in the LMS"))
+    parts.append(_counted(changes.skipped, "skipped", changes.skipped["reason"]))
+    parts.append(_counted(failed, "failed", failed["error"].fillna("")))
+    parts = [part for part in parts if not part.empty]
+    if not parts:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in REPORT_COLUMNS})
-    rows["school"] = rows["school"].fillna("(district)")
-    counted = rows.groupby(["school", "outcome", "reason"], as_index=False).size().rename(columns={"size": "count"})
+    rows = pd.concat(parts, ignore_index=True).astype({"school": object, "outcome": object, "reason": object})
+    counted = rows.groupby(["school", "outcome", "reason"], as_index=False)["count"].sum()
     counted.insert(0, "kind", changes.kind)
     return counted[REPORT_COLUMNS]
 

@@ -9,7 +9,7 @@ keeps the order and the wiring in one readable place.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ class Step:
     extracts: tuple[str, ...]  # OneRoster collections it reads
     needs: tuple[ObjectKind, ...]  # result tables of earlier steps it reads
     build: Callable[[Mapping[str, pd.DataFrame], Mapping[str, pd.DataFrame], Provisioning], plan.Desired]
+    columns: Mapping[str, list[str]] = field(default_factory=dict)  # per extract or result: the columns read
+    categories: Mapping[str, list[str]] = field(default_factory=dict)  # ... and those read as categoricals
+    # ("state": of the kind's state)
 
 
 def _lms_ids(result: pd.DataFrame) -> dict[str, str]:
@@ -68,13 +71,32 @@ def _enrollments(extracts, results, provisioning):
     return plan.desired_enrollments(extracts["enrollments"], extracts["users"], results["user"], results["section"])
 
 
+SESSIONS = ["sourced_id", "status", "title", "type", "start_date", "end_date", "school_year"]
+CLASSES = ["sourced_id", "status", "title", "class_code", "course_sourced_id", "school_sourced_id",
+           "term_sourced_ids", "trial_schedule"]
+USERS = ["sourced_id", "legacy_sourced_id", "status", "enabled_user", "username", "given_name", "family_name",
+         "preferred_first_name", "email", "primary_role", "roles"]
+ENROLLMENTS = ["sourced_id", "status", "user_sourced_id", "class_sourced_id", "school_sourced_id", "role"]
+LMS_IDS = ["key", "lms_id"]
+
 STEPS: tuple[Step, ...] = (
     Step("building", "buildings", ("orgs",), (), _buildings),
-    Step("grading_period", "grading_periods", ("academicSessions", "classes"), (), _grading_periods),
-    Step("user", "users", ("users",), ("building",), _users),
-    Step("guardian_link", "guardian_links", ("users",), ("user",), _guardian_links),
-    Step("course", "courses", ("courses",), ("building",), _courses),
-    Step("section", "sections", ("academicSessions", "classes"), ("building", "grading_period", "course"), _sections),
-    Step("enrollment", "enrollments", ("enrollments", "users"), ("user", "section"), _enrollments),
+    Step("grading_period", "grading_periods", ("academicSessions", "classes"), (), _grading_periods,
+         {"academicSessions": SESSIONS, "classes": ["status", "term_sourced_ids"]}),
+    Step("user", "users", ("users",), ("building",), _users, {"users": USERS, "building": LMS_IDS},
+         {"state": ["school", "role_id", "building_id"]}),
+    Step("guardian_link", "guardian_links", ("users",), ("user",), _guardian_links,
+         {"users": ["sourced_id", "legacy_sourced_id", "primary_role", "agent_sourced_ids"],
+          "user": ["key", "school"]},
+         {"state": ["school"]}),
+    Step("course", "courses", ("courses",), ("building",), _courses, {"building": LMS_IDS}),
+    Step("section", "sections", ("academicSessions", "classes"), ("building", "grading_period", "course"),
+         _sections, {"academicSessions": SESSIONS, "classes": CLASSES, "building": LMS_IDS,
+                     "grading_period": LMS_IDS, "course": LMS_IDS}),
+    Step("enrollment", "enrollments", ("enrollments", "users"), ("user", "section"), _enrollments,
+         {"enrollments": ENROLLMENTS, "users": ["sourced_id", "legacy_sourced_id"], "user": ["key"],
+          "section": ["key", "lms_id", "course_key"]},
+         {"enrollments": ENROLLMENTS[1:],
+          "state": ["school", "course_key", "section_key", "section_id", "user_key"]}),
 )
 STEP_BY_KIND: dict[ObjectKind, Step] = {step.kind: step for step in STEPS}

@@ -21,7 +21,7 @@ from include.lms.target import ITEM_TYPES, ItemResult
 from include.provisioning import plan
 from include.provisioning.diff import Changes, empty_state, next_state, plan_changes
 from include.provisioning.report import format_report, report_rows
-from include.provisioning.steps import STEP_BY_KIND
+from include.provisioning.steps import STEP_BY_KIND, STEPS
 from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.lms import lms_target
 from plugins.operators.extract import resolve_active_year, skip_unless_running
@@ -29,6 +29,20 @@ from plugins.operators.extract import resolve_active_year, skip_unless_running
 JOURNAL_BATCH = 500
 LOGGED_ERRORS = 5
 CHECKED_REFERENCES = {"building": "building", "grading_period": "grading_period", "user": "role"}
+
+
+def unknown_ic_schools(provisioning: Provisioning, orgs: pd.DataFrame) -> list[str]:
+    """School map keys naming no school IC serves (a typo would otherwise go unnoticed while
+    the school meant is skipped as unmapped), as ``field.path: problem``."""
+    served = set(orgs.loc[orgs["type"] == "school", "sourced_id"].astype(str))
+    problems = [
+        f"{where}.{school}: IC serves no school {school!r}"
+        for where, schools in (("provisioning.schools", provisioning.schools),
+                               ("provisioning.roles_by_school", provisioning.roles_by_school))
+        for school in schools
+        if school not in served
+    ]
+    return problems
 
 
 class ProvisionOperator(BaseOperator):
@@ -75,29 +89,54 @@ class ProvisionOperator(BaseOperator):
         active_year = resolve_active_year(context, self.active_year_rule)
         dry_run = bool(context["params"].get("dry_run"))
         extracts = {
-            collection: read_frame(ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"])
+            collection: read_frame(
+                ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"],
+                columns=step.columns.get(collection),
+                arrow_lists=True,
+                categories=step.categories.get(collection),
+            )
             for collection in step.extracts
         }
+        group = ti.task_id.rsplit(".", 1)[0]
         results = {
-            kind: read_frame(ti.xcom_pull(task_ids=f"{ti.task_id.rsplit('.', 1)[0]}.{STEP_BY_KIND[kind].task_id}")["result_uri"])
+            kind: read_frame(
+                ti.xcom_pull(task_ids=f"{group}.{STEP_BY_KIND[kind].task_id}")["result_uri"],
+                columns=step.columns.get(kind),
+            )
             for kind in step.needs
         }
         target = lms_target(self.lms)
-        self._check_references(target)
+        self._check_references(target, orgs=extracts.get("orgs"))
         desired = step.build(extracts, results, self.provisioning)
+        del extracts, results  # a million-student district's extracts are not needed past the plan
         state_file = state_path(self.staging_root, self.district, active_year, f"provisioned/{self.kind}")
-        state = read_frame(state_file) if state_file.exists() else empty_state(self.kind)
+        state = (
+            read_frame(state_file, categories=step.categories.get("state")) if state_file.exists()
+            else empty_state(self.kind)
+        )
         changes = plan_changes(desired, state, full=bool(context["params"].get("full_run")))
         outcomes = {} if dry_run else self._apply(target, changes, run_id)
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
         return self._record(changes, outcomes, state, run_id, active_year, dry_run)
 
-    def _check_references(self, target) -> None:
-        catalog_kind = CHECKED_REFERENCES.get(self.kind)
-        if catalog_kind is None:
-            return
-        problems = plan.unknown_references(self.provisioning, self.kind, target.catalog(catalog_kind))
+    def _check_references(self, target, orgs: pd.DataFrame | None = None) -> None:
+        """Fail, naming the district file and the fields, when the maps point at what does not exist.
+
+        The first step (buildings) checks every map before anything is written, so a bad map
+        never leaves the LMS half provisioned: the LMS ids of all kinds (buildings, grading
+        periods, role ids) and, from the orgs extract, the IC schools the school maps name.
+        Later steps re-check their own kind against the LMS as it is then.
+        """
+        first = self.kind == STEPS[0].kind
+        kinds = list(CHECKED_REFERENCES) if first else [self.kind]
+        problems = []
+        if first and orgs is not None:
+            problems += unknown_ic_schools(self.provisioning, orgs)
+        for kind in kinds:
+            catalog_kind = CHECKED_REFERENCES.get(kind)
+            if catalog_kind is not None:
+                problems += plan.unknown_references(self.provisioning, kind, target.catalog(catalog_kind))
         if problems:
             raise AirflowFailException(f"{self.config_file}: " + "; ".join(problems))
 
@@ -161,7 +200,10 @@ class ProvisionOperator(BaseOperator):
             ],
             columns=["key", "action", "error"],
         )
-        schools = pd.concat([changes.create, changes.update, changes.deactivate])[["key", "school"]]
+        schools = pd.concat([
+            frame.loc[plan.isin(frame["key"], failed["key"]).to_numpy(), ["key", "school"]]
+            for frame in (changes.create, changes.update, changes.deactivate)
+        ])
         failed = failed.merge(schools.drop_duplicates("key"), on="key", how="left")
         result = self._result_table(changes, outcomes, state, dry_run)
         result_file = stage_frame(self._path(run_id, f"{self.kind}.result"), result)
@@ -204,15 +246,24 @@ class ProvisionOperator(BaseOperator):
     ) -> pd.DataFrame:
         """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
         for the steps after this one."""
-        lms_ids = dict(zip(state["key"], state["lms_id"], strict=True))
-        for action in ("create", "update"):
-            lms_ids.update({result.key: result.lms_id for result in outcomes.get(action, []) if result.ok})
-        rows = pd.concat([changes.create, changes.update, changes.unchanged], ignore_index=True)
+        accepted = pd.DataFrame(
+            [(result.key, result.lms_id) for action in ("create", "update")
+             for result in outcomes.get(action, []) if result.ok],
+            columns=["key", "lms_id"],
+        ).drop_duplicates("key", keep="last")
+        parts = [part for part in (changes.create, changes.update, changes.unchanged) if not part.empty]
+        if not parts:
+            parts = [changes.create]
+        rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # one part: no copy
         rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
-        rows["lms_id"] = rows["key"].map(lms_ids)
+        known = plan.lookup(rows["key"], state["key"], state["lms_id"])
+        answered = plan.positions(rows["key"], accepted["key"])
+        rows["lms_id"] = known if accepted.empty else known.astype(object).mask(
+            answered >= 0, plan.take(accepted["lms_id"].astype(object), answered, rows.index)
+        )
         if dry_run:
             rows["lms_id"] = rows["lms_id"].fillna(plan.PENDING + rows["key"])
-        return rows.dropna(subset=["lms_id"]).sort_values("key", kind="stable").reset_index(drop=True)
+        return plan.plain(plan.sorted_by_key(rows.dropna(subset=["lms_id"]))).reset_index(drop=True)
 
 
 class SyncReportOperator(BaseOperator):
