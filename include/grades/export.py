@@ -1,9 +1,12 @@
 """The LMS's final-grade auto-export (a CSV on SFTP), parsed into one row per grade.
 
 The file comes from a district-run export process, so it is read defensively: any of the
-encodings the LMS or a spreadsheet round-trip produces, headers matched loosely through
+encodings the LMS or a spreadsheet round-trip produces (UTF-8 with or without BOM, UTF-16
+with or without BOM, Windows-1252), headers matched loosely through
 :class:`~include.config.ExportColumns`, and every row that cannot be trusted kept aside
-with the reason (never dropped) so the reconciliation accounts for it.
+with the reason (never dropped) so the reconciliation accounts for it: wrong field count,
+blank ids, non-numeric or negative grades (extra credit above 100% is kept), duplicates,
+conflicting rows, and the last row of a file that ends without a line break (cut off).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ FIELDS = (*REQUIRED, "term_percent", "term_score", "course_percent", "course_sco
 ROW_COLUMNS = ["row", *FIELDS]
 QUARANTINE_COLUMNS = ["row", "section", "student", "reason"]
 CONFLICTING = "conflicting grades for the same student, section and grading period"
+DUPLICATE = "duplicate of row "
+TRUNCATED = "the file ends in the middle of this row (no line break after it): cut off?"
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 
 
@@ -39,9 +44,13 @@ class ParsedExport:
 
 
 def decode(data: bytes) -> str:
-    """UTF-16 or UTF-8 by their BOM, else UTF-8 if it decodes, else the Windows code page Excel writes."""
+    """UTF-16 by its BOM (or, without one, by the zero bytes ASCII text has in UTF-16), UTF-8 with
+    or without BOM if it decodes, else the Windows code page Excel writes."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16")
+    utf16 = _utf16_without_bom(data)
+    if utf16:
+        return data.decode(utf16)
     data = data.removeprefix(codecs.BOM_UTF8)
     for encoding in ("utf-8", "cp1252"):
         try:
@@ -49,6 +58,20 @@ def decode(data: bytes) -> str:
         except UnicodeDecodeError:
             continue
     return data.decode("latin-1")
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """"utf-16-le" / "utf-16-be" when nearly every other byte of the start is zero, as Latin
+    text in UTF-16 has and UTF-8 or a Windows code page never has in a CSV."""
+    sample = data[: min(len(data), 1024) // 2 * 2]
+    if len(sample) < 8:
+        return None
+    halves = {"utf-16-le": sample[1::2], "utf-16-be": sample[0::2]}
+    for encoding, high in halves.items():
+        low = sample[0::2] if encoding == "utf-16-le" else sample[1::2]
+        if high.count(0) >= 0.9 * len(high) and low.count(0) <= 0.1 * len(low):
+            return encoding
+    return None
 
 
 def _header_key(name: str) -> str:
@@ -94,18 +117,24 @@ def read_export(data: bytes, columns: ExportColumns) -> ParsedExport:
     empty lines are not rows, and empty fields after the last header are the trailing
     commas spreadsheets add, not a wrong field count.
     """
-    records = list(csv.reader(io.StringIO(decode(data), newline="")))
+    text = decode(data)
+    records = list(csv.reader(io.StringIO(text, newline="")))
     if not records or not any(field.strip() for field in records[0]):
         raise ExportFormatError("grade export is empty: no header line")
     header, body = records[0], records[1:]
     positions = _locate(header, columns)
     width = len(header)
     numbered = [(number, record) for number, record in enumerate(body, start=1) if record]
+    # A file whose last line has no line break was most likely cut off while being written or
+    # copied: its last row may hold half a grade ("9" of "95"), so it is kept aside, not posted.
+    cut_off = numbered[-1][0] if numbered and not text.endswith(("\n", "\r")) else None
 
     shaped, quarantined = [], []
     for number, record in numbered:
         extra = record[width:]
-        if len(record) < width or any(field.strip() for field in extra):
+        if number == cut_off:
+            quarantined.append((number, None, None, TRUNCATED))
+        elif len(record) < width or any(field.strip() for field in extra):
             quarantined.append((number, None, None, f"expected {width} fields, got {len(record)}"))
         else:
             shaped.append([number, *(record[positions[field]].strip() if field in positions else None
@@ -133,7 +162,7 @@ def read_export(data: bytes, columns: ExportColumns) -> ParsedExport:
     first = valid.groupby(list(FIELDS), dropna=False)["row"].transform("first")
     duplicate = valid["row"] != first
     duplicates = valid.loc[duplicate, ["row", "section", "student"]].assign(
-        reason="duplicate of row " + first[duplicate].astype(str)
+        reason=DUPLICATE + first[duplicate].astype(str)
     )
     distinct = valid[~duplicate].assign(period=valid["grading_period"].fillna(""))
     keys = ["section", "student", "period"]

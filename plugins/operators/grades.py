@@ -23,16 +23,26 @@ from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
-from include.grades.export import ExportFormatError, read_export
-from include.grades.transform import GradeContext, format_reconciliation, plan_postings, reconcile
+from include.grades.export import DUPLICATE, ExportFormatError, read_export
+from include.grades.transform import (
+    BAD_SCORE,
+    MALFORMED,
+    UNKNOWN_STUDENT,
+    UNMAPPED_TERM,
+    GradeContext,
+    format_reconciliation,
+    plan_postings,
+    reconcile,
+)
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook
 from plugins.operators.extract import resolve_active_year, skip_unless_running
-from plugins.sensors.export import last_export_path
+from plugins.sensors.export import mark_processed
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
 JOURNAL_BATCH = 200
 LOGGED_FAILURES = 5
+LISTED_ROWS = 20  # rows listed in an email; the rest are in the report
 
 
 def _stamp() -> str:
@@ -187,6 +197,7 @@ class PostGradesOperator(_GradesOperator):
         hook = OneRosterHook(
             self.infinite_campus.conn_id,
             max_concurrency=self.infinite_campus.concurrency_at(datetime.now(timezone.utc)),
+            requests_per_second=self.infinite_campus.requests_per_second,
         )
         journal = self._path(context, "journal.results")
         done = read_frame(journal) if journal.exists() else pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"])
@@ -284,7 +295,8 @@ class PostGradesOperator(_GradesOperator):
 
 class ReconcileGradesOperator(_GradesOperator):
     """Every input row ends posted / unchanged / skipped (why) / failed (IC's message); the
-    counts add up to the input. Failed rows are emailed; the export is marked processed."""
+    counts add up to the input. Rows a person must act on (refused by IC, or kept aside until the
+    export or IC is fixed) and an export without rows are emailed; the export is marked processed."""
 
     def __init__(self, *, export_task_id: str, plan_task_id: str, post_task_id: str, notifications: Notifications,
                  **kwargs) -> None:
@@ -311,28 +323,58 @@ class ReconcileGradesOperator(_GradesOperator):
         self.log.info("District %s, grade passback of %s:\n%s\nReport staged at %s", self.district,
                       export["source"]["name"], format_reconciliation(result), csv_target)
         failed = result.rows[result.rows["outcome"] == "failed"]
-        if len(failed) and self.notifications.emails:
-            self._email_failures(context, export["source"]["name"], failed, result.counts, str(csv_target))
+        to_fix = result.rows[needs_a_person(result.rows)]
+        if (len(failed) or len(to_fix) or result.rows.empty) and self.notifications.emails:
+            self._email_attention(context, export["source"]["name"], failed, to_fix, result.counts,
+                                  str(csv_target))
         source = export["source"]
-        stage_frame(last_export_path(self.staging_root, self.district),
-                    pd.DataFrame({"name": [source["name"]], "mtime": [source["mtime"]]}))
+        mark_processed(self.staging_root, self.district, source, context["run_id"])
         return self._manifest(context, "grade_reconciliation", uri=str(report.target), csv_uri=str(csv_target),
                               row_count=report.row_count, content_sha256=report.sha256, counts=result.counts,
                               export=source["name"])
 
-    def _email_failures(self, context: Context, export: str, failed: pd.DataFrame, counts: dict, report: str) -> None:
-        lines = "".join(
-            f"<li>row {row.row}, section {row.section}: {row.reason}</li>" for row in failed.head(20).itertuples()
-        )
+    def _email_attention(self, context: Context, export: str, failed: pd.DataFrame, to_fix: pd.DataFrame,
+                         counts: dict, report: str) -> None:
+        """One email for what a person must look at: rows IC refused, rows kept aside that only a
+        fix in the LMS export or in IC brings through, an export without a single grade row."""
+
+        def listed(rows: pd.DataFrame) -> str:
+            items = "".join(f"<li>row {row.row}, section {row.section}: {row.reason}</li>"
+                            for row in rows.head(LISTED_ROWS).itertuples())
+            left = len(rows) - LISTED_ROWS
+            more = f"<li>... and {left} more (see the report)</li>" if left > 0 else ""
+            return f"<ul>{items}{more}</ul>"
+
+        about, body = [], []
+        if len(failed):
+            about.append(f"{len(failed)} grade row(s) not accepted by IC")
+            body.append(f"<p>Rows IC refused (they are tried again next run once fixed):</p>{listed(failed)}")
+        if len(to_fix):
+            about.append(f"{len(to_fix)} grade row(s) to fix in the export or IC")
+            body.append("<p>Rows kept aside (fix them in the LMS or IC; the next export brings them "
+                        f"again):</p>{listed(to_fix)}")
+        if not sum(counts.values()):
+            about.append("no grade rows in the export")
+            body.append("<p>The export has a header line but no grade rows: check the LMS's auto-export job "
+                        "(its filters and the sections it covers).</p>")
         SmtpNotifier(
             to=self.notifications.emails,
-            subject=f"[oneroster {context['dag'].dag_id}] {len(failed)} grade row(s) not accepted by IC in run "
-                    f"{context['run_id']}",
+            subject=f"[oneroster {context['dag'].dag_id}] {' and '.join(about)} in run {context['run_id']}",
             html_content=(
                 f"<p>District <b>{self.district}</b>, export <b>{export}</b>: "
                 + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
-                + f".</p><p>Rows IC refused (they are tried again next run once fixed):</p><ul>{lines}</ul>"
-                f"<p>Full report: {report}</p>"
+                + ".</p>" + "".join(body) + f"<p>Full report: {report}</p>"
             ),
             smtp_conn_id=self.notifications.smtp_conn_id,
         ).notify(context)
+
+
+def needs_a_person(rows: pd.DataFrame) -> pd.Series:
+    """Skipped rows that stay skipped until someone fixes the export or IC: unreadable rows
+    (an exact duplicate of another row is not one), unknown students, terms that map to nothing,
+    scores outside the score group. A closed window, an unmapped section or an opted-out teacher
+    are the district's settings, not errors."""
+    reason = rows["reason"].fillna("").astype(str)
+    malformed = reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
+    held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE])
+    return (rows["outcome"] == "skipped") & (malformed | held)

@@ -5,6 +5,12 @@ a file matching the export (the auto-export process title, else any ``*.csv``) i
 than the last one processed; then the newest by name is taken once its size has stayed
 the same for ``stable_seconds`` (a file still being written is not taken), again waiting
 in the triggerer. Only the file's name, size and time go through XCom.
+
+``timeout_hours`` bounds the whole wait, pauses included: a file that stays empty or keeps
+growing fails the task at the deadline, saying so. An SFTP server that is down or drops the
+connection is waited out (it cannot deliver the export meanwhile); a refused login or host key
+fails at once. A cleared run takes the export it processed the first time (the processed
+exports are recorded with their run), not only a newer one.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
+import paramiko
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import GradePassback
 from include.staging import read_frame, stage_frame, staging_path
@@ -28,8 +35,34 @@ from plugins.operators.extract import skip_unless_running
 
 
 def last_export_path(staging_root: str, district: str):
-    """The export last processed (name, mtime): one per district, whatever the school year."""
+    """The exports processed (name, mtime, run_id), oldest first: one list per district, whatever
+    the school year."""
     return staging_path(staging_root, district, "state", "grades/last_export")
+
+
+def processed_exports(staging_root: str, district: str) -> pd.DataFrame:
+    path = last_export_path(staging_root, district)
+    history = read_frame(path) if path.exists() else pd.DataFrame(columns=["name", "mtime", "run_id"])
+    if "run_id" not in history.columns:  # written before runs were recorded
+        history["run_id"] = None
+    return history
+
+
+def mark_processed(staging_root: str, district: str, source: dict[str, Any], run_id: str,
+                   keep: int = 100) -> None:
+    """Record ``source`` as the export ``run_id`` processed (once per run: a re-run replaces its entry)."""
+    history = processed_exports(staging_root, district)
+    history = history[history["run_id"] != run_id]
+    entry = pd.DataFrame({"name": [source["name"]], "mtime": [float(source["mtime"])], "run_id": [run_id]})
+    history = pd.concat([history, entry], ignore_index=True).tail(keep).reset_index(drop=True)
+    stage_frame(last_export_path(staging_root, district), history.astype({"name": str, "mtime": float,
+                                                                           "run_id": object}))
+
+
+def _connection_refused_by_policy(message: str) -> bool:
+    """Wrong password or an untrusted host key: waiting cannot help, a person must fix the connection."""
+    lowered = message.casefold()
+    return any(sign in lowered for sign in ("permission denied", "authentication", "host key", "not trusted"))
 
 
 class ExportFileSensor(BaseOperator):
@@ -46,11 +79,17 @@ class ExportFileSensor(BaseOperator):
     def pattern(self) -> str:
         return f"{self.passback.export_title}*" if self.passback.export_title else "*.csv"
 
-    def _last(self) -> dict[str, Any] | None:
-        path = last_export_path(self.staging_root, self.district)
-        if not path.exists():
+    def _last(self, context: Context | None = None) -> dict[str, Any] | None:
+        """The export processed last before this run: a cleared run sees the state it first saw,
+        so it takes its own export again instead of waiting for a newer one."""
+        history = processed_exports(self.staging_root, self.district)
+        if context is not None:
+            own = (history["run_id"] == context["run_id"]).to_numpy().nonzero()[0]
+            if len(own):
+                history = history.iloc[: own[0]]
+        if history.empty:
             return None
-        row = read_frame(path).iloc[0]
+        row = history.iloc[-1]
         return {"name": str(row["name"]), "mtime": float(row["mtime"])}
 
     def _newest(self, last: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -68,12 +107,35 @@ class ExportFileSensor(BaseOperator):
         newest = max(candidates, key=lambda entry: entry.filename)
         return {"name": newest.filename, "size": int(newest.st_size or 0), "mtime": float(newest.st_mtime or 0)}
 
+    # -- the wait's deadline: timeout_hours from the start of the try, across every pause ---------
+
+    def _deadline_path(self, context: Context):
+        return staging_path(self.staging_root, self.district, context["run_id"], "grades/export_deadline")
+
+    def _left(self, context: Context) -> float:
+        """Seconds left before the wait gives up (no deadline recorded: a wait not started by execute)."""
+        path = self._deadline_path(context)
+        if not path.exists():
+            return float("inf")
+        deadline = float(read_frame(path).iloc[0]["deadline"])
+        return deadline - datetime.now(timezone.utc).timestamp()
+
+    def _give_up_if_late(self, context: Context, why: str) -> None:
+        if self._left(context) <= 0:
+            raise AirflowException(
+                f"No grade export arrived in {self.passback.remote_dir} on {self.passback.sftp_conn_id} "
+                f"within {self.passback.timeout_hours:g} h: {why}"
+            )
+
     def execute(self, context: Context) -> dict[str, Any]:
         skip_unless_running(context, "grades")
-        return self._wait()
+        deadline = datetime.now(timezone.utc) + timedelta(hours=self.passback.timeout_hours)
+        stage_frame(self._deadline_path(context), pd.DataFrame({"deadline": [deadline.timestamp()]}))
+        return self._wait(context)
 
-    def _wait(self) -> dict[str, Any]:
-        last = self._last()
+    def _wait(self, context: Context) -> dict[str, Any]:
+        self._give_up_if_late(context, "no matching file newer than the last one processed")
+        last = self._last(context)
         newer_than = datetime.fromtimestamp(last["mtime"], tz=timezone.utc) if last else None
         self.log.info(
             "District %s: waiting for an export matching %s in %s on %s%s",
@@ -89,13 +151,40 @@ class ExportFileSensor(BaseOperator):
                 poke_interval=self.passback.poke_interval_seconds,
             ),
             method_name="found",
-            timeout=timedelta(hours=self.passback.timeout_hours),
+            timeout=timedelta(seconds=max(1.0, min(self._left(context), self.passback.timeout_hours * 3600))),
         )
+
+    def _pause(self, context: Context, problem: str) -> None:
+        """The SFTP server is down or dropped us: the export cannot arrive meanwhile, so keep
+        waiting (in the triggerer) until the deadline, then fail saying why."""
+        self._give_up_if_late(context, f"the SFTP server kept failing: {problem}")
+        self.log.warning("District %s: SFTP server %s unreachable (%s); trying again in %ss", self.district,
+                         self.passback.sftp_conn_id, problem, self.passback.poke_interval_seconds)
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.poke_interval_seconds)),
+                   method_name="resume")
+
+    def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
+        return self._wait(context)
+
+    def _look(self, context: Context) -> dict[str, Any] | None:
+        try:
+            return self._newest(self._last(context))
+        except (OSError, EOFError, paramiko.SSHException, AirflowException) as error:
+            if _connection_refused_by_policy(str(error)):
+                raise
+            self._pause(context, f"{type(error).__name__}: {error}")
 
     def found(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if event and event.get("status") == "error":
-            raise AirflowException(f"Watching {self.passback.remote_dir} on SFTP failed: {event.get('message')}")
-        return self._settle(context, self._newest(self._last()))
+            message = str(event.get("message"))
+            if _connection_refused_by_policy(message):
+                raise AirflowFailException(
+                    f"SFTP connection {self.passback.sftp_conn_id} refused while watching "
+                    f"{self.passback.remote_dir}: {message}. Check the connection's login, password and "
+                    "host_key."
+                )
+            return self._pause(context, message)
+        return self._settle(context, self._look(context))
 
     def _candidate_path(self, context: Context):
         """The file seen before the last pause, kept in staging: a resumed task has no memory."""
@@ -103,7 +192,7 @@ class ExportFileSensor(BaseOperator):
 
     def _settle(self, context: Context, candidate: dict[str, Any] | None) -> dict[str, Any]:
         if candidate is None:  # the trigger saw a file that is gone or not newer: keep waiting
-            return self._wait()
+            return self._wait(context)
         stage_frame(self._candidate_path(context), pd.DataFrame([candidate]))
         self.defer(
             trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.stable_seconds)), method_name="settled"
@@ -111,10 +200,15 @@ class ExportFileSensor(BaseOperator):
 
     def settled(self, context: Context, event: Any = None) -> dict[str, Any]:
         seen = read_frame(self._candidate_path(context)).iloc[0].to_dict()
-        now = self._newest(self._last())
+        now = self._look(context)
         if now and now["name"] == seen["name"] and now["size"] == int(seen["size"]) and now["size"]:
             self.log.info("Export %s is complete (%d bytes)", now["name"], now["size"])
             return {"path": f"{self.passback.remote_dir.rstrip('/')}/{now['name']}", **now}
-        self.log.info("Export %s is still being written; waiting %ss more", (now or {}).get("name"),
+        if now and not now["size"]:
+            state = f"{now['name']} is empty (0 bytes): the export job wrote nothing"
+        else:
+            state = f"{(now or seen)['name']} was still being written"
+        self._give_up_if_late(context, state)
+        self.log.info("Export %s: not taken yet (%s); checking again in %ss", (now or {}).get("name"), state,
                       self.passback.stable_seconds)
         return self._settle(context, now)
