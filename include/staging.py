@@ -37,6 +37,10 @@ class Manifest(BaseModel):
     content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     quarantined_count: int = Field(default=0, ge=0)
     quarantine_uri: str | None = None
+    extract_mode: Literal["full", "delta"] | None = None
+    fetched_count: int | None = Field(default=None, ge=0)
+    request_count: int | None = Field(default=None, ge=0)
+    response_bytes: int | None = Field(default=None, ge=0)
     schema_version: str
     oneroster_version: Literal["1.1", "1.2"]
     district: str
@@ -175,9 +179,25 @@ def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame) -> StagedParquet
     return writer
 
 
-def read_frame(uri: str | ObjectStoragePath, columns: list[str] | None = None) -> pd.DataFrame:
+def _arrow_lists(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
+    is_list = pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+    return pd.ArrowDtype(arrow_type) if is_list else None
+
+
+def read_frame(
+    uri: str | ObjectStoragePath,
+    columns: list[str] | None = None,
+    *,
+    arrow_lists: bool = False,
+    categories: list[str] | None = None,
+) -> pd.DataFrame:
+    """A staged table as a DataFrame (text columns are arrow-backed). For tables of millions
+    of rows: ``arrow_lists`` keeps list columns in arrow (a million users' roles are otherwise
+    a million NumPy arrays of dicts) and ``categories`` reads those columns as categoricals
+    (eight million enrollments name a few hundred thousand classes)."""
     with ObjectStoragePath(uri).open("rb") as handle:
-        return pq.read_table(handle, columns=columns).to_pandas()
+        table = pq.read_table(handle, columns=columns, read_dictionary=categories)
+    return table.to_pandas(types_mapper=_arrow_lists if arrow_lists else None)
 
 
 def utc_now() -> datetime:

@@ -154,8 +154,9 @@ class OneRosterHook(HttpHook):
         )
         self.timeout = timeout
         self.request_count = 0
+        self.bytes_received = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._bucket = TokenBucket(requests_per_second) if requests_per_second else None
+        self._bucket = TokenBucket(requests_per_second)
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_expires_at = 0.0
@@ -273,10 +274,10 @@ class OneRosterHook(HttpHook):
 
     def _raise_for_transient(self, response: requests.Response, what: str) -> None:
         if response.status_code == 429:
-            raise Transient(
-                f"{what} answered 429 (too many requests)",
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            )
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after:
+                self._bucket.hold(retry_after)
+            raise Transient(f"{what} answered 429 (too many requests)", retry_after=retry_after)
         if response.status_code >= 500:
             raise Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
 
@@ -288,8 +289,7 @@ class OneRosterHook(HttpHook):
         session = self._session()
         with self._slots:
             for renewed in (False, True):
-                if self._bucket:
-                    self._bucket.take()
+                self._bucket.take()
                 token = self._current_token()
                 with self._stats_lock:
                     self.request_count += 1
@@ -324,6 +324,8 @@ class OneRosterHook(HttpHook):
                 raise OneRosterRequestError(
                     f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
                 )
+            with self._stats_lock:
+                self.bytes_received += len(response.content)
             try:
                 return parse(response.content), response.headers
             except BodyError as error:

@@ -91,11 +91,14 @@ class RetryPolicy:
 
 
 class TokenBucket:
-    """A bucket of one token refilled ``rate`` times a second: calls are evenly spaced, never faster."""
+    """Paces calls: one token refilled ``rate`` times a second (None: no pacing), so calls are
+    evenly spaced, never faster; and :meth:`hold` stops every caller until a server's
+    Retry-After has passed, so one 429 pauses all the requests a hook has in flight."""
 
-    def __init__(self, rate: float):
-        self._interval = 1.0 / rate
+    def __init__(self, rate: float | None):
+        self._interval = 1.0 / rate if rate else 0.0
         self._next = time.monotonic()
+        self._held_until = 0.0
         self._lock = threading.Lock()
 
     def take(self) -> None:
@@ -103,5 +106,9 @@ class TokenBucket:
             now = time.monotonic()
             at = max(now, self._next)
             self._next = at + self._interval
-        if at > now:
-            time.sleep(at - now)
+        while (wait := max(at, self._held_until) - time.monotonic()) > 0:
+            time.sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._held_until = max(self._held_until, time.monotonic() + seconds)

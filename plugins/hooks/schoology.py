@@ -236,8 +236,10 @@ class SchoologyHook(HttpHook):
                 "connection's login and password."
             )
         if response.status_code == 429:
-            raise Transient(f"{what} answered 429 (too many requests)",
-                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after:
+                self._bucket.hold(retry_after)
+            raise Transient(f"{what} answered 429 (too many requests)", retry_after=retry_after)
         if response.status_code >= 500:
             raise Transient(f"{what} answered {response.status_code}")
         return response

@@ -1,0 +1,1 @@
+"""The scale benchmark: ``python -m bench --students N`` (see README, "Benchmark")."""

@@ -1,0 +1,169 @@
+"""``python -m bench --students N``: the extract → plan → grade-transform path at scale.
+
+The IC emulator runs in its own process with every page built ahead, a configured
+latency and optionally a rate limit. The benchmark prints, per phase, records, requests,
+bytes, wall time, records/s and peak RSS (each phase in a fresh process, as an Airflow
+task), then our extract against two bounds (the same pages read and thrown away at the
+same concurrency; requests needed ÷ the rate limit), a plain sequential client, and a
+delta night against the full night.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench.extract import (
+    EmulatorProcess,
+    EmulatorSettings,
+    extract_phase,
+    raw_transfer_phase,
+    requests_needed,
+    sequential_phase,
+)
+from bench.measure import PhaseResult, run_isolated
+from include.config import DISTRICTS_DIR
+from include.oneroster.models import COLLECTIONS
+
+DEMO = DISTRICTS_DIR / "demo.yaml"
+
+GOALS = {
+    "extract ÷ raw-transfer bound": 1.5,
+    "extract ÷ rate-limit bound": 1.2,
+    "delta night ÷ full night": 0.05,
+    "sequential client ÷ our extract (at least)": 10.0,
+    "grade transform seconds": 10.0,
+    "peak RSS of any task (MiB)": 2048.0,
+}
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=2027)
+    parser.add_argument("--latency", type=float, default=0.05, help="IC's time per request, seconds")
+    parser.add_argument("--record-latency", type=float, default=20e-6,
+                        help="IC's time per record served, seconds (20 µs: a 50,000-record page takes 1 s)")
+    parser.add_argument("--rate-limit", type=float, default=None, help="IC's requests per second, if limited")
+    parser.add_argument("--page-size", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--sequential-seconds", type=float, default=30.0,
+                        help="how long the sequential client reads before its rate is projected")
+    parser.add_argument("--change-percent", type=float, default=1.0, help="records changed before the delta night")
+    parser.add_argument("--grade-rows", type=int, default=5_000_000)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/oneroster-bench"))
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the phases in this process (quick smoke runs; peak RSS is then the whole run's)")
+    return parser.parse_args(argv)
+
+
+def run_phase(args: argparse.Namespace, fn, *arguments) -> PhaseResult:
+    """A phase in a fresh process (an Airflow task's peak RSS is its own process's), or here."""
+    if not args.in_process:
+        return run_isolated(fn, *arguments)
+    result = fn(*arguments)
+    result.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def extract_night(emulator: EmulatorProcess, args: argparse.Namespace, staging: str, run_id: str,
+                  full: bool) -> list[PhaseResult]:
+    results = []
+    for collection in COLLECTIONS:
+        result = run_phase(args, extract_phase, emulator.base_url, collection, staging, run_id, args.page_size,
+                           args.concurrency, args.rate_limit, full)
+        result.phase = f"{'full' if full else 'delta'}: extract {collection}"
+        results.append(result)
+    return results
+
+
+def total(phase: str, results: list[PhaseResult]) -> PhaseResult:
+    return PhaseResult(phase, records=sum(r.records for r in results), requests=sum(r.requests for r in results),
+                       bytes=sum(r.bytes for r in results), seconds=sum(r.seconds for r in results),
+                       peak_rss_mib=max(r.peak_rss_mib for r in results))
+
+
+def table(results: list[PhaseResult]) -> str:
+    header = f"{'phase':<34}{'records':>12}{'requests':>10}{'MB':>9}{'seconds':>10}{'records/s':>12}{'peak RSS MiB':>14}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(f"{r.phase:<34}{r.records:>12,}{r.requests:>10,}{r.bytes / 1e6:>9.1f}{r.seconds:>10.2f}"
+                     f"{r.records_per_second:>12,.0f}{r.peak_rss_mib:>14.0f}")
+    return "\n".join(lines)
+
+
+def verdict(name: str, value: float) -> str:
+    goal = GOALS[name]
+    met = value >= goal if "at least" in name else value <= goal
+    return f"  {name:<44}{value:>10.2f}   goal {'≥' if 'at least' in name else '≤'} {goal:g}: {'met' if met else 'NOT met'}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = arguments(argv)
+    work = args.work_dir / f"{args.students}"
+    shutil.rmtree(work / "staging", ignore_errors=True)
+    staging = (work / "staging").as_uri()
+    settings = EmulatorSettings(args.students, args.seed, args.latency, args.record_latency, args.rate_limit,
+                                args.page_size)
+    print(f"District: {args.students:,} students, seed {args.seed}; IC emulator latency {args.latency * 1000:g} ms "
+          f"+ {args.record_latency * 1e6:g} µs/record, rate limit {args.rate_limit or 'none'}, "
+          f"pages of {args.page_size:,}, {args.concurrency} concurrent", flush=True)
+    with EmulatorProcess(settings) as emulator:
+        print(f"Emulator: {sum(emulator.counts.values()):,} records in {emulator.info['pages']} pages built ahead in "
+              f"{emulator.info['prerender_seconds']:.0f} s (not measured)", flush=True)
+        raw = run_phase(args, raw_transfer_phase, emulator.base_url, emulator.counts, args.page_size, args.concurrency,
+                           args.rate_limit)
+        full = extract_night(emulator, args, staging, "full_night", full=True)
+        sequential = run_phase(args, sequential_phase, emulator.base_url, emulator.counts, args.sequential_seconds)
+        changes_at = datetime.now(timezone.utc) + timedelta(hours=1)
+        for collection in ("users", "enrollments"):
+            emulator.modify(collection, int(emulator.counts[collection] * args.change_percent / 100), changes_at)
+        delta = extract_night(emulator, args, staging, "delta_night", full=False)
+        stats = emulator.stats()
+    from bench.transform import grade_transform_phase, plan_night
+
+    run_dir = Path(full[0].extra["uri"].removeprefix("file://")).parent
+    plans = work / "plan"
+    shutil.rmtree(plans, ignore_errors=True)
+    full_plan = [total("full night: plan (all steps)", plan_night(str(run_dir), str(DEMO), str(plans), "full",
+                                                                       not args.in_process))]
+    delta_plan = [total("delta night: plan (all steps)",
+                        plan_night(str(run_dir.parent / "delta_night"), str(DEMO), str(plans), "delta",
+                                   not args.in_process))]
+    grades = run_phase(args, grade_transform_phase, args.grade_rows, args.seed)
+
+    full_extract, delta_extract = total("full night: extract", full), total("delta night: extract", delta)
+    results = [raw, *full, full_extract, *full_plan, *delta, delta_extract, *delta_plan, sequential, grades]
+    tasks = [*full, *delta, *full_plan, *delta_plan, grades]
+    print()
+    print(table(results))
+    print()
+    figures = {
+        "extract ÷ raw-transfer bound": full_extract.seconds / raw.seconds,
+        "delta night ÷ full night": (delta_extract.seconds + delta_plan[0].seconds)
+        / (full_extract.seconds + full_plan[0].seconds),
+        "sequential client ÷ our extract (at least)": sequential.extra["projected_seconds"] / full_extract.seconds,
+        "grade transform seconds": grades.seconds,
+        "peak RSS of any task (MiB)": max(r.peak_rss_mib for r in tasks),
+    }
+    print(f"Raw-transfer bound: {raw.seconds:.2f} s for {raw.requests:,} requests, {raw.bytes / 1e6:,.0f} MB")
+    if args.rate_limit:
+        bound = requests_needed(emulator.counts, args.page_size) / args.rate_limit
+        figures["extract ÷ rate-limit bound"] = full_extract.seconds / bound
+        print(f"Rate-limit bound: {requests_needed(emulator.counts, args.page_size):,} requests ÷ "
+              f"{args.rate_limit:g}/s = {bound:.2f} s; 429s answered by IC: {stats['rate_limited']}")
+    print(f"Sequential client: read {sequential.records:,} records in {sequential.seconds:.1f} s; projected "
+          f"{sequential.extra['projected_seconds']:,.0f} s for the district's {sequential.extra['district_records']:,}")
+    print(f"Most requests IC saw at once: {stats['max_in_flight']}")
+    print("Figures against the goals:")
+    for name, value in figures.items():
+        print(verdict(name, value))
+    return {"figures": figures, "results": results, "counts": emulator.counts,
+            "delta fetched": dict(zip(COLLECTIONS, (r.extra["fetched"] for r in delta), strict=True))}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Extract phases: the IC emulator in its own process, the raw-transfer bound, our extract
+(the real operator, one process per collection as one Airflow task each) and the plain
+sequential client most integrations are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+from bench.measure import PhaseResult
+from include.oneroster.models import COLLECTIONS
+from plugins.hooks.retrying import TokenBucket
+
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-local-only-secret"
+APP_NAME = "bench"
+SCHOOL_YEAR = 2027
+CONN_ID = "ic_bench"
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """The district and how IC behaves: ``latency`` per request, ``record_latency`` per record
+    served (IC's own time to build a page), ``rate_limit`` requests per second (None: none)."""
+
+    students: int
+    seed: int
+    latency: float
+    record_latency: float
+    rate_limit: float | None
+    page_size: int
+
+
+def _serve(settings: EmulatorSettings, pipe) -> None:
+    from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+    from include.sandbox.ic_emulator import ICEmulator
+
+    district = SyntheticDistrict(DistrictSpec(seed=settings.seed, students=settings.students,
+                                              school_year=SCHOOL_YEAR))
+    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name=APP_NAME,
+                    record_latency=settings.record_latency, rate_limit=settings.rate_limit) as ic:
+        ic.latency = settings.latency
+        started = time.perf_counter()
+        pages = ic.prerender("1.2", settings.page_size)
+        pipe.send({"base_url": ic.base_url, "counts": district.expected_counts(), "pages": pages,
+                   "prerender_seconds": time.perf_counter() - started})
+        while True:
+            command, *args = pipe.recv()
+            if command == "stop":
+                return
+            if command == "modify":
+                collection, count, at = args
+                pipe.send(len(district.modify(collection, count, at)))
+            elif command == "stats":
+                pipe.send({"rate_limited": ic.rate_limited, "max_in_flight": ic.max_in_flight})
+
+
+class EmulatorProcess:
+    """The IC emulator in a process of its own, so it never competes with the client for the GIL."""
+
+    def __init__(self, settings: EmulatorSettings):
+        self.settings = settings
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(settings, child), name="ic-emulator")
+
+    def __enter__(self) -> EmulatorProcess:
+        self._process.start()
+        self.info = self._pipe.recv()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pipe.send(("stop",))
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+    @property
+    def base_url(self) -> str:
+        return self.info["base_url"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.info["counts"]
+
+    def modify(self, collection: str, count: int, at: datetime) -> int:
+        self._pipe.send(("modify", collection, count, at))
+        return self._pipe.recv()
+
+    def stats(self) -> dict:
+        self._pipe.send(("stats",))
+        return self._pipe.recv()
+
+
+def rostering_url(base_url: str) -> str:
+    return f"{base_url}/campus/api/oneroster/v1p2/{APP_NAME}/ims/oneroster/rostering/v1p2"
+
+
+def _token(base_url: str) -> str:
+    response = requests.post(f"{base_url}/campus/oauth2/token", params={"appName": APP_NAME},
+                             data={"grant_type": "client_credentials"}, auth=(CLIENT_ID, CLIENT_SECRET), timeout=30)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def requests_needed(counts: dict[str, int], page_size: int) -> int:
+    """Pages of every collection at ``page_size``, plus the token request."""
+    return 1 + sum(max(1, math.ceil(count / page_size)) for count in counts.values())
+
+
+def raw_transfer_phase(base_url: str, counts: dict[str, int], page_size: int, concurrency: int,
+                       rate_limit: float | None) -> PhaseResult:
+    """The same pages at the same concurrency (and rate), read and thrown away: what the transfer
+    alone costs."""
+    bucket = TokenBucket(rate_limit) if rate_limit else None
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {_token(base_url)}"}
+    sessions: dict[int, requests.Session] = {}
+    received = requests_made = 0
+
+    def fetch(job: tuple[str, int]) -> int:
+        collection, offset = job
+        if bucket:
+            bucket.take()
+        session = sessions.setdefault(threading.get_ident(), requests.Session())
+        response = session.get(f"{rostering_url(base_url)}/{collection}", headers=headers,
+                               params={"limit": page_size, "offset": offset}, timeout=600)
+        response.raise_for_status()
+        return len(response.content)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for collection in COLLECTIONS:  # one collection after another, as the DAG's extract tasks run
+            received += fetch((collection, 0))
+            offsets = range(page_size, counts[collection], page_size)
+            received += sum(pool.map(fetch, [(collection, offset) for offset in offsets]))
+            requests_made += 1 + len(offsets)
+    return PhaseResult("raw transfer bound", records=sum(counts.values()), requests=requests_made + 1,
+                       bytes=received, seconds=time.perf_counter() - started)
+
+
+def extract_phase(base_url: str, collection: str, staging_root: str, run_id: str, page_size: int,
+                  concurrency: int, rate_limit: float | None, full: bool) -> PhaseResult:
+    """One collection through the real extract operator, as its Airflow task runs it."""
+    from include.sandbox.environment import use_project_airflow
+
+    if "AIRFLOW_HOME" not in os.environ:
+        use_project_airflow(Path(tempfile.mkdtemp(prefix="oneroster-bench-airflow-")))
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
+        "conn_type": "http", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
+        "extra": {"app_name": APP_NAME, "oneroster_version": "1.2"},
+    })
+    from include.config import ActiveYearRule, InfiniteCampus
+    from plugins.operators.extract import OneRosterExtractOperator
+
+    ic = InfiniteCampus(conn_id=CONN_ID, pool="ic_bench", max_concurrency=concurrency,
+                        peak_concurrency=1, page_size=page_size, requests_per_second=rate_limit)
+    operator = OneRosterExtractOperator(task_id=collection, collection=collection, district="bench",
+                                        infinite_campus=ic, active_year_rule=ActiveYearRule(),
+                                        staging_root=staging_root)
+    started = time.perf_counter()
+    manifest = operator.execute({"params": {"active_year": SCHOOL_YEAR, "full_run": full}, "run_id": run_id,
+                                 "logical_date": datetime.now(timezone.utc)})
+    seconds = time.perf_counter() - started
+    return PhaseResult(f"extract {collection}", records=manifest["row_count"],
+                       requests=manifest["request_count"], bytes=manifest["response_bytes"], seconds=seconds,
+                       extra={"uri": manifest["uri"], "mode": manifest["extract_mode"],
+                              "fetched": manifest["fetched_count"]})
+
+
+def sequential_phase(base_url: str, counts: dict[str, int], budget_seconds: float) -> PhaseResult:
+    """requests + json, limit=100, one page after another, as most integrations are written.
+
+    Reading a large district this way takes hours, so each collection is read for its share
+    of ``budget_seconds`` (by record count) and its own rate is projected onto its size.
+    """
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {_token(base_url)}"}
+    total = sum(counts.values())
+    records = requests_made = received = 0
+    seconds = projected = 0.0
+    for collection in COLLECTIONS:
+        share = max(1.0, budget_seconds * counts[collection] / total)
+        started = time.perf_counter()
+        read = offset = 0
+        while offset < counts[collection] and time.perf_counter() - started < share:
+            response = session.get(f"{rostering_url(base_url)}/{collection}", headers=headers,
+                                   params={"limit": 100, "offset": offset}, timeout=60)
+            response.raise_for_status()
+            read += len(response.json()[collection])
+            received += len(response.content)
+            requests_made += 1
+            offset += 100
+        spent = time.perf_counter() - started
+        records, seconds = records + read, seconds + spent
+        projected += spent * counts[collection] / read if read else 0.0
+    return PhaseResult("sequential client (limit=100)", records=records, requests=requests_made, bytes=received,
+                       seconds=seconds, extra={"projected_seconds": projected, "district_records": total})

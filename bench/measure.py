@@ -1,0 +1,56 @@
+"""Run one benchmark phase in a fresh process and measure it: wall time and peak RSS.
+
+A fresh process per phase is what an Airflow task is, so its peak RSS is the task's
+peak RSS, not the benchmark's accumulated heap.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PhaseResult:
+    """One phase's figures; ``extra`` holds what only that phase knows (bounds, ratios)."""
+
+    phase: str
+    records: int = 0
+    requests: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+def _child(queue, fn: Callable[..., PhaseResult], args: tuple, kwargs: dict) -> None:
+    try:
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        if not result.seconds:
+            result.seconds = time.perf_counter() - started
+        result.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        queue.put(("ok", result))
+    except BaseException as error:  # reported to the parent, which raises it
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def run_isolated(fn: Callable[..., PhaseResult], *args: Any, **kwargs: Any) -> PhaseResult:
+    """``fn(*args, **kwargs)`` in a spawned process; its PhaseResult with the process's peak RSS."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, fn, args, kwargs))
+    process.start()
+    status, payload = queue.get()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"benchmark phase {getattr(fn, '__name__', fn)} failed: {payload}")
+    return payload

@@ -1,0 +1,41 @@
+"""The benchmark's own smoke test: the whole path at a small scale, its figures consistent.
+
+Timings are not asserted (the benchmark measures them; see README, "Benchmark"); what is
+asserted is that every phase ran on the district it says, and that the bounds and ratios
+are computed from what was measured.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    return main(["--students", "1500", "--grade-rows", "20000", "--sequential-seconds", "2", "--latency", "0.01",
+                 "--page-size", "2000", "--rate-limit", "200", "--in-process", "--work-dir", str(work)])
+
+
+def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_changes(figures):
+    results = {result.phase: result for result in figures["results"]}
+    full, delta = results["full night: extract"], results["delta night: extract"]
+    assert full.records == delta.records == sum(figures["counts"].values())
+    assert results["raw transfer bound"].records == full.records
+    assert results["full: extract users"].extra["mode"] == "full"
+    assert results["delta: extract users"].extra["mode"] == "delta"
+    fetched = figures["delta fetched"]
+    assert 0 < fetched["users"] < figures["counts"]["users"] / 10, "a 1 % night fetches about 1 %"
+    assert delta.requests < full.requests
+    assert results["grade_transform"].records == 20000
+
+
+def test_bounds_and_ratios_come_from_the_measured_phases(figures):
+    ratios = figures["figures"]
+    assert ratios["extract ÷ raw-transfer bound"] > 0
+    assert ratios["extract ÷ rate-limit bound"] > 0
+    assert 0 < ratios["delta night ÷ full night"] < 1
+    assert ratios["sequential client ÷ our extract (at least)"] > 1
+    assert 0 < ratios["peak RSS of any task (MiB)"] < 2048
