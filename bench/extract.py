@@ -115,6 +115,14 @@ def _token(base_url: str) -> str:
     return response.json()["access_token"]
 
 
+def _get(session: requests.Session, url: str, headers: dict, params: dict) -> requests.Response:
+    """A GET that waits out a 429's Retry-After, as any client must under a rate limit."""
+    while (response := session.get(url, headers=headers, params=params, timeout=600)).status_code == 429:
+        time.sleep(float(response.headers.get("Retry-After", 1)))
+    response.raise_for_status()
+    return response
+
+
 def requests_needed(counts: dict[str, int], page_size: int) -> int:
     """Pages of every collection at ``page_size``, plus the token request."""
     return 1 + sum(max(1, math.ceil(count / page_size)) for count in counts.values())
@@ -135,10 +143,8 @@ def raw_transfer_phase(base_url: str, counts: dict[str, int], page_size: int, co
         if bucket:
             bucket.take()
         session = sessions.setdefault(threading.get_ident(), requests.Session())
-        response = session.get(f"{rostering_url(base_url)}/{collection}", headers=headers,
-                               params={"limit": page_size, "offset": offset}, timeout=600)
-        response.raise_for_status()
-        return len(response.content)
+        return len(_get(session, f"{rostering_url(base_url)}/{collection}", headers,
+                        {"limit": page_size, "offset": offset}).content)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for collection in COLLECTIONS:  # one collection after another, as the DAG's extract tasks run
@@ -196,9 +202,8 @@ def sequential_phase(base_url: str, counts: dict[str, int], budget_seconds: floa
         started = time.perf_counter()
         read = offset = 0
         while offset < counts[collection] and time.perf_counter() - started < share:
-            response = session.get(f"{rostering_url(base_url)}/{collection}", headers=headers,
-                                   params={"limit": 100, "offset": offset}, timeout=60)
-            response.raise_for_status()
+            response = _get(session, f"{rostering_url(base_url)}/{collection}", headers,
+                            {"limit": 100, "offset": offset})
             read += len(response.json()[collection])
             received += len(response.content)
             requests_made += 1

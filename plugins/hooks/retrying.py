@@ -93,10 +93,16 @@ class RetryPolicy:
 class TokenBucket:
     """Paces calls: one token refilled ``rate`` times a second (None: no pacing), so calls are
     evenly spaced, never faster; and :meth:`hold` stops every caller until a server's
-    Retry-After has passed, so one 429 pauses all the requests a hook has in flight."""
+    Retry-After has passed, so one 429 pauses all the requests a hook has in flight.
+
+    Calls are spaced ``HEADROOM`` wider than the rate: requests leave from several threads
+    and arrive a few milliseconds apart from when they left, and a server counting them in
+    a sliding window would otherwise see two closer than it allows and answer 429."""
+
+    HEADROOM = 1.05
 
     def __init__(self, rate: float | None):
-        self._interval = 1.0 / rate if rate else 0.0
+        self._interval = self.HEADROOM / rate if rate else 0.0
         self._next = time.monotonic()
         self._held_until = 0.0
         self._lock = threading.Lock()
