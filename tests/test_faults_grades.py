@@ -236,7 +236,8 @@ def test_ic_token_expiring_mid_post_is_renewed(passback):
     passback.ic.inject("expire_token", times=1, path_contains=RESULTS, after=40)
     passback.ic.inject("expire_token", times=1, path_contains=RESULTS, after=200)
     run = run_dag(passback.next_night(), halves="grades")
-    assert sum(1 for r in passback.ic.requests if r.status == 401) == 2
+    # an expired token also refuses the calls already in flight with it (up to 5 at a time)
+    assert 2 <= sum(1 for r in passback.ic.requests if r.status == 401) <= 2 * 5
     assert run.tries["grades.post"] == 1
     assert_everything_planned_is_at_ic(passback, run)
     created_once(passback)

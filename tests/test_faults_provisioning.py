@@ -445,16 +445,18 @@ def test_ic_latency_past_the_read_timeout_is_retried(stage):
 def test_ic_token_expiring_mid_run_is_renewed(stage):
     dag_id = stage.district_file("ic_token")
     universe = reference(stage.district, stage.config(dag_id).provisioning)
-    # each expiry on a different call: a token refused again right after renewal is revoked credentials
+    # one expiry per task (each task has its own token): a token refused again right after its
+    # renewal is revoked credentials, which a token's real lifetime never produces
     stage.ic.inject("expire_token", times=1, after=2, path_contains=f"{ROSTERING}users")
+    stage.ic.inject("expire_token", times=1, after=1, path_contains=f"{ROSTERING}classes")
     stage.ic.inject("expire_token", times=1, after=3, path_contains=f"{ROSTERING}enrollments")
-    stage.ic.inject("expire_token", times=1, after=9, path_contains=f"{ROSTERING}enrollments")
     outcome = stage.run(dag_id)
     assert_extracted_in_full(stage, outcome)
     assert_provisioned_in_full(stage, outcome, universe)
     expired = [request for request in stage.ic.requests if request.status == 401]
-    assert len(expired) == 3
-    assert stage.ic.token_requests >= 6 + len(expired), "each task gets a token, each expiry one more"
+    # an expired token also refuses the calls already in flight with it (up to 2 x 5 per task)
+    assert 3 <= len(expired) <= 3 * 10
+    assert stage.ic.token_requests == 6 + 3, "each task gets a token, each expiry exactly one more"
     assert not stage.smtp.messages, "a renewed token is not a failure anyone must act on"
     ledger(stage, "provisioning: IC token expires mid-run", len(expired), outcome, universe)
 
