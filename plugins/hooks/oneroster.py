@@ -171,6 +171,17 @@ class OneRosterHook(HttpHook):
     # -- connection ---------------------------------------------------------------
 
     @cached_property
+    def _connection(self):
+        return super().get_connection(self.oneroster_conn_id)
+
+    def get_connection(self, conn_id: str):  # type: ignore[override]
+        """This hook's connection is looked up once, in the task's own thread: the threads that
+        fetch pages have no task context to ask the secrets backends from."""
+        if conn_id == self.oneroster_conn_id:
+            return self._connection
+        return super().get_connection(conn_id)
+
+    @cached_property
     def _settings(self) -> dict[str, Any]:
         connection = self.get_connection(self.oneroster_conn_id)
         self._set_base_url(connection)

@@ -315,6 +315,7 @@ class SchoologyHook(HttpHook):
         every request), results flattened in the jobs' order."""
         if self.max_in_flight == 1 or len(jobs) <= 1:
             return [result for job in jobs for result in send(job)]
+        self._settings, self._session  # looked up here: the threads have no task context to ask
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="schoology") as pool:
             return [result for answers in pool.map(send, jobs) for result in answers]
 
