@@ -31,7 +31,7 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
 from tests.fault_ledger import ScenarioLedger, record
-from tests.provisioning_support import extract_frames
+from tests.provisioning_support import counted, extract_frames, report_of
 from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_SECRET, connection_uri_env, lms_connection_env
 
 FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
@@ -286,17 +286,6 @@ def ledger(
         return record(entry)
     except AssertionError as error:
         raise AssertionError(f"{error}; for example {lost_examples[:5]}") from None
-
-
-def report_of(outcome) -> pd.DataFrame:
-    return read_frame(outcome.returned["provision.sync_report"]["uri"])
-
-
-def counted(report: pd.DataFrame, kind: str, outcome: str, reason: str | None = None) -> int:
-    rows = report[(report["kind"] == kind) & (report["outcome"] == outcome)]
-    if reason is not None:
-        rows = rows[rows["reason"] == reason]
-    return int(rows["count"].sum())
 
 
 def assert_extracted_in_full(stage: Stage, outcome) -> None:

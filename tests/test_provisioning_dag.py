@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -14,6 +13,7 @@ from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
+from tests.provisioning_support import counted, report_of
 from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
 
 FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
@@ -64,17 +64,6 @@ def variant(tmp_path, monkeypatch):
         return f"oneroster_{name}"
 
     return write
-
-
-def report_of(outcome) -> pd.DataFrame:
-    return read_frame(outcome.returned["provision.sync_report"]["uri"])
-
-
-def counted(report: pd.DataFrame, kind: str, outcome: str, reason: str | None = None) -> int:
-    rows = report[(report["kind"] == kind) & (report["outcome"] == outcome)]
-    if reason is not None:
-        rows = rows[rows["reason"] == reason]
-    return int(rows["count"].sum())
 
 
 def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, district, lms):

@@ -393,8 +393,7 @@ class ICEmulator(LoopbackService):
         offset = self._integer(query, "offset", 0, minimum=0)
         limit = min(limit, MAX_LIMIT)
         cacheable = not query.get("filter") and not query.get("sort")
-        key = (version, collection, offset, limit, query.get("fields"), self.district.revision,
-               self.send_total_count, query.get("orderBy"))
+        key = self._page_key(version, collection, offset, limit, query)
         if cacheable and key in self._pages:
             body, headers = self._pages[key]
             return body, headers, min(limit, max(0, len(records) - offset))
@@ -410,6 +409,11 @@ class ICEmulator(LoopbackService):
             self._pages[key] = body, headers
         return body, headers, len(page)
 
+    def _page_key(self, version: str, collection: str, offset: int, limit: int, query: dict[str, str]) -> tuple:
+        """What makes a kept page the right answer: the request's shape and the district's revision."""
+        return (version, collection, offset, limit, query.get("fields"), query.get("orderBy"),
+                self.district.revision, self.send_total_count)
+
     def prerender(self, version: str, limit: int, collections: Sequence[str] = COLLECTIONS,
                   workers: int = 2) -> int:
         """Serve every page of ``collections`` once ahead, in ``workers`` processes, so a benchmark
@@ -421,8 +425,7 @@ class ICEmulator(LoopbackService):
         context = multiprocessing.get_context("spawn")
         with context.Pool(workers) as pool:
             for job, (body, headers) in zip(jobs, pool.imap(_render_page, jobs, chunksize=1)):
-                key = (version, job[5], job[6], limit, None, self.district.revision, True, None)
-                self._pages[key] = body, headers
+                self._pages[self._page_key(version, job[5], job[6], limit, {})] = body, headers
         return len(jobs)
 
     def gradebook_call(self, method: str, rest: str, query: dict[str, str], body: bytes,
