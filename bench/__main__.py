@@ -1,11 +1,12 @@
-"""``python -m bench --students N``: the extract → plan → grade-transform path at scale.
+"""``python -m bench --students N``: the extract → plan → load → grade-transform path at scale.
 
 The IC emulator runs in its own process with every page built ahead, a configured
-latency and optionally a rate limit. The benchmark prints, per phase, records, requests,
-bytes, wall time, records/s and peak RSS (each phase in a fresh process, as an Airflow
-task), then our extract against two bounds (the same pages read and thrown away at the
-same concurrency; requests needed ÷ the rate limit), a plain sequential client, and a
-delta night against the full night.
+latency and optionally a rate limit; so does the Schoology emulator the provisioning
+tasks load. The benchmark prints, per phase, records, requests, bytes, wall time,
+records/s and peak RSS (each phase in a fresh process, as an Airflow task), then our
+extract against two bounds (the same pages read and thrown away at the same
+concurrency; requests needed ÷ the rate limit), the LMS load against the LMS's rate
+limit, a plain sequential client, and a delta night against the full night, end to end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import resource
 import shutil
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 from bench.extract import (
@@ -24,6 +26,7 @@ from bench.extract import (
     requests_needed,
     sequential_phase,
 )
+from bench.load import LmsProcess, LmsSettings, provision_night
 from bench.measure import PhaseResult, run_isolated
 from include.config import DISTRICTS_DIR
 from include.oneroster.models import COLLECTIONS
@@ -33,6 +36,7 @@ DEMO = DISTRICTS_DIR / "demo.yaml"
 GOALS = {
     "extract ÷ raw-transfer bound": 1.5,
     "extract ÷ rate-limit bound": 1.2,
+    "LMS load ÷ rate-limit bound": 1.2,
     "delta night ÷ full night": 0.05,
     "sequential client ÷ our extract (at least)": 10.0,
     "grade transform seconds": 10.0,
@@ -53,6 +57,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential-seconds", type=float, default=30.0,
                         help="how long the sequential client reads before its rate is projected")
     parser.add_argument("--change-percent", type=float, default=1.0, help="records changed before the delta night")
+    parser.add_argument("--lms-rate-limit", type=float, default=None, help="the LMS's requests per second, if limited")
+    parser.add_argument("--lms-latency", type=float, default=0.05, help="the LMS's time per request, seconds")
+    parser.add_argument("--lms-in-flight", type=int, default=4, help="bulk calls under way at once (lms.max_in_flight)")
     parser.add_argument("--grade-rows", type=int, default=5_000_000)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/oneroster-bench"))
     parser.add_argument("--in-process", action="store_true",
@@ -78,6 +85,10 @@ def extract_night(emulator: EmulatorProcess, args: argparse.Namespace, staging: 
         result.phase = f"{'full' if full else 'delta'}: extract {collection}"
         results.append(result)
     return results
+
+
+def _uris(extracts: list[PhaseResult]) -> dict[str, str]:
+    return dict(zip(COLLECTIONS, (result.extra["uri"] for result in extracts), strict=True))
 
 
 def total(phase: str, results: list[PhaseResult]) -> PhaseResult:
@@ -111,57 +122,67 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"District: {args.students:,} students, seed {args.seed}; IC emulator latency {args.latency * 1000:g} ms "
           f"+ {args.record_latency * 1e6:g} µs/record, rate limit {args.rate_limit or 'none'}, "
           f"pages of {args.page_size:,}, {args.concurrency} concurrent", flush=True)
-    with EmulatorProcess(settings) as emulator:
+    lms_settings = LmsSettings(args.lms_rate_limit, args.lms_latency, args.lms_in_flight)
+    print(f"LMS emulator: latency {args.lms_latency * 1000:g} ms, rate limit {args.lms_rate_limit or 'none'}, "
+          f"{args.lms_in_flight} bulk calls in flight", flush=True)
+    with EmulatorProcess(settings) as emulator, LmsProcess(lms_settings) as lms:
         print(f"Emulator: {sum(emulator.counts.values()):,} records in {emulator.info['pages']} pages built ahead in "
               f"{emulator.info['prerender_seconds']:.0f} s (not measured)", flush=True)
         raw = run_phase(args, raw_transfer_phase, emulator.base_url, emulator.counts, args.page_size, args.concurrency,
                            args.rate_limit)
         full = extract_night(emulator, args, staging, "full_night", full=True)
+        full_load = provision_night(lms, _uris(full), str(DEMO), staging, "full_night", partial(run_phase, args))
         sequential = run_phase(args, sequential_phase, emulator.base_url, emulator.counts, args.sequential_seconds)
         changes_at = datetime.now(timezone.utc) + timedelta(hours=1)
         for collection in ("users", "enrollments"):
             emulator.modify(collection, int(emulator.counts[collection] * args.change_percent / 100), changes_at)
         delta = extract_night(emulator, args, staging, "delta_night", full=False)
-        stats = emulator.stats()
-    from bench.transform import grade_transform_phase, plan_night
+        delta_load = provision_night(lms, _uris(delta), str(DEMO), staging, "delta_night", partial(run_phase, args))
+        stats, lms_stats = emulator.stats(), lms.stats()
+    from bench.transform import grade_transform_phase
 
-    run_dir = Path(full[0].extra["uri"].removeprefix("file://")).parent
-    plans = work / "plan"
-    shutil.rmtree(plans, ignore_errors=True)
-    full_plan = [total("full night: plan (all steps)", plan_night(str(run_dir), str(DEMO), str(plans), "full",
-                                                                       not args.in_process))]
-    delta_plan = [total("delta night: plan (all steps)",
-                        plan_night(str(run_dir.parent / "delta_night"), str(DEMO), str(plans), "delta",
-                                   not args.in_process))]
     grades = run_phase(args, grade_transform_phase, args.grade_rows, args.seed)
 
     full_extract, delta_extract = total("full night: extract", full), total("delta night: extract", delta)
-    results = [raw, *full, full_extract, *full_plan, *delta, delta_extract, *delta_plan, sequential, grades]
-    tasks = [*full, *delta, *full_plan, *delta_plan, grades]
+    full_provision = total("full night: provision", full_load)
+    delta_provision = total("delta night: provision", delta_load)
+    results = [raw, *full, full_extract, *full_load, full_provision, *delta, delta_extract, *delta_load,
+               delta_provision, sequential, grades]
+    tasks = [*full, *delta, *full_load, *delta_load, grades]
     print()
     print(table(results))
     print()
+    full_night = full_extract.seconds + full_provision.seconds
+    delta_night = delta_extract.seconds + delta_provision.seconds
     figures = {
         "extract ÷ raw-transfer bound": full_extract.seconds / raw.seconds,
-        "delta night ÷ full night": (delta_extract.seconds + delta_plan[0].seconds)
-        / (full_extract.seconds + full_plan[0].seconds),
+        "delta night ÷ full night": delta_night / full_night,
         "sequential client ÷ our extract (at least)": sequential.extra["projected_seconds"] / full_extract.seconds,
         "grade transform seconds": grades.seconds,
         "peak RSS of any task (MiB)": max(r.peak_rss_mib for r in tasks),
     }
+    print(f"Full night {full_night:,.1f} s (extract {full_extract.seconds:,.1f} s, provision "
+          f"{full_provision.seconds:,.1f} s); delta night {delta_night:,.1f} s (extract {delta_extract.seconds:,.1f} s, "
+          f"provision {delta_provision.seconds:,.1f} s)")
     print(f"Raw-transfer bound: {raw.seconds:.2f} s for {raw.requests:,} requests, {raw.bytes / 1e6:,.0f} MB")
     if args.rate_limit:
         bound = requests_needed(emulator.counts, args.page_size) / args.rate_limit
         figures["extract ÷ rate-limit bound"] = full_extract.seconds / bound
         print(f"Rate-limit bound: {requests_needed(emulator.counts, args.page_size):,} requests ÷ "
               f"{args.rate_limit:g}/s = {bound:.2f} s; 429s answered by IC: {stats['rate_limited']}")
+    if args.lms_rate_limit:
+        lms_bound = full_provision.requests / args.lms_rate_limit
+        figures["LMS load ÷ rate-limit bound"] = full_provision.seconds / lms_bound
+        print(f"LMS rate-limit bound: {full_provision.requests:,} requests ÷ {args.lms_rate_limit:g}/s = "
+              f"{lms_bound:.2f} s for the full night's provisioning; 429s answered by the LMS: "
+              f"{lms_stats['rate_limited']}")
     print(f"Sequential client: read {sequential.records:,} records in {sequential.seconds:.1f} s; projected "
           f"{sequential.extra['projected_seconds']:,.0f} s for the district's {sequential.extra['district_records']:,}")
     print(f"Most requests IC saw at once: {stats['max_in_flight']}")
     print("Figures against the goals:")
     for name, value in figures.items():
         print(verdict(name, value))
-    return {"figures": figures, "results": results, "counts": emulator.counts,
+    return {"figures": figures, "results": results, "counts": emulator.counts, "lms": lms_stats,
             "delta fetched": dict(zip(COLLECTIONS, (r.extra["fetched"] for r in delta), strict=True))}
 
 

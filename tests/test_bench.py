@@ -16,7 +16,8 @@ from bench.__main__ import main
 def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     return main(["--students", "1500", "--grade-rows", "20000", "--sequential-seconds", "2", "--latency", "0.01",
-                 "--page-size", "2000", "--rate-limit", "200", "--in-process", "--work-dir", str(work)])
+                 "--page-size", "2000", "--rate-limit", "200", "--lms-latency", "0.005", "--lms-rate-limit", "300",
+                 "--in-process", "--work-dir", str(work)])
 
 
 def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_changes(figures):
@@ -32,10 +33,25 @@ def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_chang
     assert results["grade_transform"].records == 20000
 
 
+def test_the_full_night_provisions_the_lms_and_the_delta_night_sends_only_the_changes(figures):
+    results = {result.phase: result for result in figures["results"]}
+    enrollments = results["full_night: provision enrollment"]
+    assert enrollments.extra["counts"]["create"] == enrollments.extra["objects"] > 0
+    assert enrollments.requests >= enrollments.records / 50, "bulk calls carry at most 50 items"
+    full, delta = results["full night: provision"], results["delta night: provision"]
+    assert full.requests <= figures["lms"]["requests"]
+    users = results["delta_night: provision user"].extra["counts"]
+    assert users["create"] == 0 and 0 < users["update"] < results["full_night: provision user"].records / 10
+    dropped = results["delta_night: provision enrollment"].extra["counts"]
+    assert dropped["create"] == dropped["update"] == 0 and dropped["deactivate"] > 0
+    assert 0 < delta.requests < full.requests / 10
+
+
 def test_bounds_and_ratios_come_from_the_measured_phases(figures):
     ratios = figures["figures"]
     assert ratios["extract ÷ raw-transfer bound"] > 0
     assert ratios["extract ÷ rate-limit bound"] > 0
+    assert ratios["LMS load ÷ rate-limit bound"] >= 0.95, "the LMS's own limit is never beaten"
     assert 0 < ratios["delta night ÷ full night"] < 1
     assert ratios["sequential client ÷ our extract (at least)"] > 1
     assert 0 < ratios["peak RSS of any task (MiB)"] < 2048

@@ -8,7 +8,7 @@ import pytest
 from include.config import Provisioning
 from include.lms.target import ItemResult
 from include.provisioning import plan
-from include.provisioning.diff import empty_state, next_state, plan_changes
+from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes
 from include.provisioning.report import format_report, report_rows
 from tests.provisioning_support import extract_frames
 
@@ -168,7 +168,7 @@ def test_the_plan_sends_only_changes_and_never_deletes_users_or_foreign_objects(
     users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
     first = plan_changes(users, empty_state("user"))
     assert first.counts()["create"] == len(users.rows)
-    state = next_state(empty_state("user"), first, {"create": [ItemResult(key=k, ok=True, lms_id=f"U-{k}") for k in first.create["key"]]})
+    state = next_state(empty_state("user"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=f"U-{k}") for k in first.create["key"])})
     again = plan_changes(users, state)
     assert again.counts() | {"skipped": 0} == {"create": 0, "update": 0, "deactivate": 0, "unchanged": len(users.rows),
                                                "removed_in_ic": 0, "skipped": 0}
@@ -195,11 +195,11 @@ def test_removed_enrollments_are_dropped_but_lms_only_admins_are_not_touched(fra
     )
     empty = pd.DataFrame(columns=["key", "school", "reason"])
     first = plan_changes(plan.Desired("enrollment", rows, empty), empty_state("enrollment"))
-    state = next_state(empty_state("enrollment"), first, {"create": [ItemResult(key=k, ok=True, lms_id=k) for k in rows["key"]]})
+    state = next_state(empty_state("enrollment"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=k) for k in rows["key"])})
     later = plan_changes(plan.Desired("enrollment", rows[rows["key"] != "600000:s2"], empty), state)
     assert list(later.deactivate["key"]) == ["600000:s2"]
     assert "600000:lms-only-admin" not in set(later.deactivate["key"]), "only what we created can be dropped"
-    after = next_state(state, later, {"deactivate": [ItemResult(key="600000:s2", ok=True)]})
+    after = next_state(state, later, {"deactivate": outcome_frame([ItemResult(key="600000:s2", ok=True)])})
     assert list(after["key"]) == ["600000:s1", "600000:t1"]
 
 
@@ -210,7 +210,7 @@ def test_failed_items_are_retried_next_run_and_the_rest_not_resent(frames):
     failed_key = first.create["key"].iloc[0]
     results = [ItemResult(key=k, ok=k != failed_key, lms_id=None if k == failed_key else f"C-{k}",
                           error="course_code already used" if k == failed_key else None) for k in first.create["key"]]
-    state = next_state(empty_state("course"), first, {"create": results})
+    state = next_state(empty_state("course"), first, {"create": outcome_frame(results)})
     again = plan_changes(courses, state)
     assert list(again.create["key"]) == [failed_key]
     failed = pd.DataFrame({"key": [failed_key], "action": ["create"], "error": ["course_code already used"],
@@ -238,7 +238,7 @@ def test_a_full_run_resends_everything_but_still_drops_only_by_state(frames):
     config = provisioning()
     users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
     first = plan_changes(users, empty_state("user"))
-    state = next_state(empty_state("user"), first, {"create": [ItemResult(key=k, ok=True, lms_id=k) for k in first.create["key"]]})
+    state = next_state(empty_state("user"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=k) for k in first.create["key"])})
     full = plan_changes(users, state, full=True)
     assert full.counts()["update"] == len(users.rows) and full.counts()["unchanged"] == 0
     assert set(full.update["lms_id"]) == set(users.rows["key"])

@@ -10,6 +10,7 @@ added by hand) are not in the state and so are never touched.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import get_origin
 
@@ -159,25 +160,40 @@ def plan_changes(desired: Desired, state: pd.DataFrame, *, full: bool = False) -
     )
 
 
-def _accepted(results: dict[str, list[ItemResult]], action: str) -> pd.DataFrame:
-    """The keys the LMS took for ``action`` and the ids it gave (the last answer per key wins)."""
-    pairs = [(result.key, result.lms_id) for result in results.get(action, []) if result.ok]
-    frame = pd.DataFrame(pairs, columns=["key", "lms_id"]).astype(object)
-    return frame.drop_duplicates("key", keep="last")
+OUTCOME_COLUMNS = ["key", "ok", "lms_id", "error"]
+OUTCOME_SCHEMA = pa.schema([("key", pa.string()), ("ok", pa.bool_()), ("lms_id", pa.string()), ("error", pa.string())])
 
 
-def next_state(state: pd.DataFrame, changes: Changes, results: dict[str, list[ItemResult]]) -> pd.DataFrame:
-    """The state after applying ``changes``: accepted items recorded, failed ones left as they
-    were (so the next run tries them again), dropped ones removed."""
+def outcome_frame(results: Iterable[ItemResult]) -> pd.DataFrame:
+    """The LMS's answers as a table (text kept in arrow: a first night answers millions of items)."""
+    rows = [(result.key, result.ok, result.lms_id, result.error) for result in results]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in OUTCOME_COLUMNS]
+    table = pa.table([pa.array(values, field.type) for values, field in zip(columns, OUTCOME_SCHEMA, strict=True)],
+                     schema=OUTCOME_SCHEMA)
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def accepted(outcomes: Mapping[str, pd.DataFrame], *actions: str) -> pd.DataFrame:
+    """The keys the LMS took for ``actions`` and the ids it gave (the last answer per key wins)."""
+    frames = [outcomes[action] for action in actions if action in outcomes]
+    answers = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else outcome_frame([]))
+    taken = answers.loc[answers["ok"].to_numpy(dtype=bool), ["key", "lms_id"]]
+    return taken.drop_duplicates("key", keep="last")
+
+
+def next_state(state: pd.DataFrame, changes: Changes, outcomes: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The state after applying ``changes`` (``outcomes``: the LMS's answers per action, as
+    :func:`outcome_frame`): accepted items recorded, failed ones left as they were (so the
+    next run tries them again), dropped ones removed."""
     written = []
     for action, frame in (("create", changes.create), ("update", changes.update)):
-        accepted = _accepted(results, action)
-        ok = frame[isin(frame["key"], accepted["key"])].copy()
-        returned = take(accepted["lms_id"], positions(ok["key"], accepted["key"]), ok.index)
+        taken = accepted(outcomes, action)
+        ok = frame[isin(frame["key"], taken["key"])].copy()
+        returned = take(taken["lms_id"], positions(ok["key"], taken["key"]), ok.index)
         ok["lms_id"] = returned.where(returned.notna(), ok.get("lms_id"))
         written.append(ok)
     replaced = pd.concat([*(frame["key"].astype(object) for frame in written),
-                          _accepted(results, "deactivate")["key"]], ignore_index=True)
+                          accepted(outcomes, "deactivate")["key"]], ignore_index=True)
     kept = state[~isin(state["key"], replaced)]
     columns = list(empty_state(changes.kind).columns)
     frames = [frame.reindex(columns=columns) for frame in (kept, *written) if not frame.empty]

@@ -42,7 +42,8 @@ LMS (the docs match ``update_existing`` on ``section_code`` + grading periods), 
 answers carry ``Retry-After``.
 
 A token bucket of ``rate_limit`` requests per second (burst of one second's worth)
-answers 429 when exceeded. Faults are switched on with :meth:`SchoologyEmulator.inject`
+answers 429 when exceeded (counted in :attr:`rate_limited`); ``latency`` adds the LMS's
+own time to every answer. Faults are switched on with :meth:`SchoologyEmulator.inject`
 (``429``, ``500``, ``503``, ``reject_items``, ``timeout_after_apply``). What was
 provisioned stays inspectable (:attr:`buildings`, :attr:`users`, ... keyed by LMS id) and
 every request is kept in :attr:`requests`.
@@ -164,10 +165,12 @@ class SchoologyEmulator(LoopbackService):
         roles: dict[str, str] | None = None,
         rate_limit: float | None = None,
         retry_after: float = 1.0,
+        latency: float = 0.0,
         port: int = 0,
         max_recorded: int = 100_000,
     ) -> None:
         self.consumer_key = consumer_key
+        self.latency = latency
         self.school_id = school_id
         self.rate_limit = rate_limit
         self.retry_after = retry_after
@@ -184,6 +187,13 @@ class SchoologyEmulator(LoopbackService):
         self._sections: dict[str, dict] = {}
         self._enrollments: dict[str, dict] = {}
         self._associations: dict[str, dict] = {}
+        # indexes over the stores above, so a district of millions is served in constant time per object
+        self._uid_by_school_uid: dict[str, str] = {}
+        self._uid_by_login: dict[tuple[str, str], str] = {}  # (username|primary_email, lower-cased) -> uid
+        self._course_by_code: dict[tuple[str, str], str] = {}  # (course_code, building_id) -> id
+        self._section_by_code: dict[str, str] = {}
+        self._enrollment_by_pair: dict[tuple[str, str], str] = {}  # (section_id, uid) -> id
+        self._enrollments_by_section: dict[str, set[str]] = {}
         self._faults: list[_Fault] = []
         self._rejected: dict[str, str] = {}
         self._nonces: dict[tuple[str, str], float] = {}
@@ -191,6 +201,8 @@ class SchoologyEmulator(LoopbackService):
         self._refilled = time.monotonic()
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self.write_requests = 0
+        self.rate_limited = 0
+        self.request_count = 0  # all requests answered, however many are kept in :attr:`requests`
 
     # -- controls -------------------------------------------------------------------
 
@@ -295,6 +307,7 @@ class SchoologyEmulator(LoopbackService):
                 self._tokens = min(capacity, self._tokens + (now - self._refilled) * self.rate_limit)
                 self._refilled = now
                 if self._tokens < 1:
+                    self.rate_limited += 1
                     raise SchoologyError(429, "Too many requests: rate limit exceeded",
                                          {"Retry-After": f"{self.retry_after:g}"})
                 self._tokens -= 1
@@ -339,6 +352,7 @@ class SchoologyEmulator(LoopbackService):
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            self.request_count += 1
 
     def _new_id(self) -> str:
         return str(next(self._ids))
@@ -480,17 +494,18 @@ class SchoologyEmulator(LoopbackService):
     # users
 
     def _list_users(self, match, query, payload, url):
-        users = list(self._users.values())
+        if "school_uids" in query:
+            wanted = _ids(query["school_uids"])
+            if len(wanted) > BULK_LIMIT:
+                raise SchoologyError(400, f"school_uids takes at most {BULK_LIMIT} values")
+            users = [user for uid in dict.fromkeys(wanted) if (user := self._user_by_school_uid(uid))]
+        else:
+            users = list(self._users.values())
         if query.get("building_id"):
             users = [u for u in users if u["building_id"] == query["building_id"]]
         if query.get("role_ids"):
             role_ids = set(_ids(query["role_ids"]))
             users = [u for u in users if u["role_id"] in role_ids]
-        if "school_uids" in query:
-            wanted = _ids(query["school_uids"])
-            if len(wanted) > BULK_LIMIT:
-                raise SchoologyError(400, f"school_uids takes at most {BULK_LIMIT} values")
-            users = [u for u in users if u["school_uid"] in set(wanted)]
         return 200, self._page("user", users, query, url)
 
     def _bulk_users(self, match, query, payload, url):
@@ -513,9 +528,10 @@ class SchoologyEmulator(LoopbackService):
             own = existing["uid"] if existing else None
             for field in ("username", "primary_email"):
                 value = str(item.get(field) or "").lower()
-                if value and any(str(u[field]).lower() == value and u["uid"] != own for u in self._users.values()):
+                if value and self._uid_by_login.get((field, value), own) != own:
                     raise _ItemError(400, f"{field} is already in use by another account")
             user = existing or {"uid": self._new_id(), "school_id": self.school_id}
+            self._unindex_logins(user)
             user.update({
                 "school_uid": item["school_uid"], "name_first": item["name_first"], "name_last": item["name_last"],
                 "name_first_preferred": item.get("name_first_preferred") or "",
@@ -524,6 +540,8 @@ class SchoologyEmulator(LoopbackService):
                 "additional_buildings": ",".join(additional), "synced": int(_flag(item.get("synced"))),
             })
             self._users[user["uid"]] = user
+            self._uid_by_school_uid[user["school_uid"]] = user["uid"]
+            self._index_logins(user)
             return {"id": user["uid"], "location": f"{self._api(url)}/users/{user['uid']}",
                     "school_uid": user["school_uid"]}
 
@@ -536,10 +554,23 @@ class SchoologyEmulator(LoopbackService):
             user = self._users.pop(uid, None)
             if user:
                 self._inactive_users[uid] = user
+                self._uid_by_school_uid.pop(user["school_uid"], None)
+                self._unindex_logins(user)
         return 204, None
 
     def _user_by_school_uid(self, school_uid: str) -> dict | None:
-        return next((u for u in self._users.values() if u["school_uid"] == school_uid), None)
+        uid = self._uid_by_school_uid.get(school_uid)
+        return self._users[uid] if uid is not None else None
+
+    def _index_logins(self, user: dict) -> None:
+        for field in ("username", "primary_email"):
+            if user.get(field):
+                self._uid_by_login[(field, str(user[field]).lower())] = user["uid"]
+
+    def _unindex_logins(self, user: dict) -> None:
+        for field in ("username", "primary_email"):
+            if user.get(field) and self._uid_by_login.get((field, str(user[field]).lower())) == user["uid"]:
+                del self._uid_by_login[(field, str(user[field]).lower())]
 
     # courses
 
@@ -557,13 +588,14 @@ class SchoologyEmulator(LoopbackService):
             building = str(item.get("building_id") or self.school_id)
             if building != self.school_id and building not in self._buildings:
                 raise _ItemError(400, f"Invalid building_id {building}")
-            existing = next((c for c in self._courses.values()
-                             if c["course_code"] == item["course_code"] and c["building_id"] == building), None)
+            existing_id = self._course_by_code.get((item["course_code"], building))
+            existing = self._courses[existing_id] if existing_id is not None else None
             if existing and not update:
                 raise _ItemError(400, f"a course with course_code {item['course_code']!r} already exists")
             course = existing or {"id": self._new_id(), "course_code": item["course_code"], "building_id": building}
             course.update({"title": item["title"], "synced": int(_flag(item.get("synced")))})
             self._courses[course["id"]] = course
+            self._course_by_code[(course["course_code"], building)] = course["id"]
             return {"id": course["id"], "location": f"{self._api(url)}/courses/{course['id']}",
                     "course_code": course["course_code"]}
 
@@ -572,7 +604,8 @@ class SchoologyEmulator(LoopbackService):
 
     def _delete_courses(self, match, query, payload, url):
         for course_id in self._delete_ids(query, "course_ids"):
-            if self._courses.pop(course_id, None):
+            if course := self._courses.pop(course_id, None):
+                del self._course_by_code[(course["course_code"], course["building_id"])]
                 for section_id in [s["id"] for s in self._sections.values() if s["course_id"] == course_id]:
                     self._drop_section(section_id)
         return 204, None
@@ -588,8 +621,9 @@ class SchoologyEmulator(LoopbackService):
         codes = _ids(query.get("section_school_codes"))
         if not codes or len(codes) > BULK_LIMIT:
             raise SchoologyError(400, f"section_school_codes takes 1 to {BULK_LIMIT} values")
-        return 200, self._page("section", [s for s in self._sections.values() if s["section_school_code"] in codes],
-                               query, url)
+        found = [self._sections[self._section_by_code[code]] for code in dict.fromkeys(codes)
+                 if code in self._section_by_code]
+        return 200, self._page("section", found, query, url)
 
     def _bulk_sections(self, match, query, payload, url):
         course = self._course(match["course"])
@@ -607,7 +641,7 @@ class SchoologyEmulator(LoopbackService):
             if unknown:
                 raise _ItemError(400, f"Invalid grading period id(s): {', '.join(unknown)}")
             code = item["section_school_code"]
-            existing = next((s for s in self._sections.values() if s["section_school_code"] == code), None)
+            existing = self._sections.get(self._section_by_code.get(code, ""))
             if existing and existing["course_id"] != course["id"]:
                 raise _ItemError(400, f"section_school_code {code!r} is already used by a section of another course")
             if existing and not update:
@@ -616,6 +650,7 @@ class SchoologyEmulator(LoopbackService):
             section.update({"section_title": title, "section_code": item.get("section_code") or "",
                             "grading_periods": periods, "synced": int(_flag(item.get("synced")))})
             self._sections[section["id"]] = section
+            self._section_by_code[code] = section["id"]
             return {"id": section["id"], "location": f"{self._api(url)}/sections/{section['id']}",
                     "section_code": section["section_code"], "section_school_code": code,
                     "grading_periods": [int(period) for period in periods]}
@@ -630,9 +665,11 @@ class SchoologyEmulator(LoopbackService):
         return 204, None
 
     def _drop_section(self, section_id: str) -> None:
-        if self._sections.pop(section_id, None):
-            for enrollment_id in [e["id"] for e in self._enrollments.values() if e["section_id"] == section_id]:
-                del self._enrollments[enrollment_id]
+        if section := self._sections.pop(section_id, None):
+            del self._section_by_code[section["section_school_code"]]
+            for enrollment_id in self._enrollments_by_section.pop(section_id, set()):
+                enrollment = self._enrollments.pop(enrollment_id)
+                del self._enrollment_by_pair[(section_id, enrollment["uid"])]
 
     def _course(self, course_id: str) -> dict:
         course = self._courses.get(course_id)
@@ -648,8 +685,7 @@ class SchoologyEmulator(LoopbackService):
 
         def one(item: dict) -> dict:
             _required(item, "section_school_code", "school_uid")
-            section = next((s for s in self._sections.values()
-                            if s["section_school_code"] == item["section_school_code"]), None)
+            section = self._sections.get(self._section_by_code.get(item["section_school_code"], ""))
             if section is None:
                 raise _ItemError(404, f"Section {item['section_school_code']!r} not found")
             course = self._courses[section["course_id"]]
@@ -659,18 +695,21 @@ class SchoologyEmulator(LoopbackService):
             user = self._user_by_school_uid(item["school_uid"])
             if user is None:
                 raise _ItemError(404, f"User {item['school_uid']!r} not found")
-            existing = next((e for e in self._enrollments.values()
-                             if e["section_id"] == section["id"] and e["uid"] == user["uid"]), None)
+            pair = (section["id"], user["uid"])
+            existing = self._enrollments.get(self._enrollment_by_pair.get(pair, ""))
             if _flag(item.get("delete")):
                 if existing is None:
                     raise _ItemError(404, "Enrollment not found")
-                del self._enrollments[existing["id"]]
+                del self._enrollments[existing["id"]], self._enrollment_by_pair[pair]
+                self._enrollments_by_section[section["id"]].discard(existing["id"])
                 enrollment = existing
             else:
                 enrollment = existing or {"id": self._new_id(), "section_id": section["id"], "uid": user["uid"],
                                           "status": 1}
                 enrollment["admin"] = int(_flag(item.get("admin")))
                 self._enrollments[enrollment["id"]] = enrollment
+                self._enrollment_by_pair[pair] = enrollment["id"]
+                self._enrollments_by_section.setdefault(section["id"], set()).add(enrollment["id"])
             return {"id": enrollment["id"],
                     "location": f"{self._api(url)}/sections/{section['id']}/enrollments/{enrollment['id']}",
                     "school_uid": user["school_uid"], "section_school_code": section["section_school_code"],
@@ -783,6 +822,8 @@ class _Handler(LoopbackHandler):
         started = time.monotonic()
         path, query, body = self.read_request()
         reply = self._respond(method, path, query, body)
+        if self.emulator.latency:
+            time.sleep(self.emulator.latency)
         # recorded before the client can see the answer, so tests never race the log
         self.emulator._record(RecordedRequest(method, path, query, 0 if reply.stall is not None else reply.status,
                                               dict(self.headers.items()), started, time.monotonic()))

@@ -12,6 +12,7 @@ def lms_target(config: Lms) -> LmsTarget:
         return SchoologyHook(
             config.conn_id,
             requests_per_second=config.requests_per_second,
+            max_in_flight=config.max_in_flight,
             max_attempts=config.max_attempts,
             backoff_base=config.backoff_seconds,
         )

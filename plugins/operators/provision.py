@@ -13,20 +13,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Provisioning
-from include.lms.target import ITEM_TYPES, ItemResult
+from include.lms.target import ITEM_TYPES
 from include.provisioning import plan
-from include.provisioning.diff import Changes, empty_state, next_state, plan_changes
+from include.provisioning.diff import (
+    OUTCOME_COLUMNS,
+    Changes,
+    accepted,
+    empty_state,
+    next_state,
+    outcome_frame,
+    plan_changes,
+)
 from include.provisioning.report import format_report, report_rows
 from include.provisioning.steps import STEP_BY_KIND, STEPS
 from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.lms import lms_target
 from plugins.operators.extract import resolve_active_year, skip_unless_running
 
-JOURNAL_BATCH = 500
+JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50, pipelined
 LOGGED_ERRORS = 5
 CHECKED_REFERENCES = {"building": "building", "grading_period": "grading_period", "user": "role"}
 
@@ -43,6 +53,20 @@ def unknown_ic_schools(provisioning: Provisioning, orgs: pd.DataFrame) -> list[s
         if school not in served
     ]
     return problems
+
+
+def _journal_parts(journal) -> list:
+    """The journal's staged parts in the order they were written (a part still being written is hidden)."""
+    if not journal.exists():
+        return []
+    return sorted((part for part in journal.iterdir() if not part.name.startswith(".")), key=lambda part: part.name)
+
+
+def _pairs(keys: pd.Series, fingerprints: pd.Series) -> pd.Series:
+    """(key, fingerprint) as one text per item: an item is done only in the version that was sent."""
+    texts = [pc.cast(pa.array(values, from_pandas=True), pa.string()) for values in (keys, fingerprints)]
+    joined = pc.binary_join_element_wise(*texts, "\x1f")
+    return pd.Series(pd.arrays.ArrowExtensionArray(joined), index=keys.index)
 
 
 class ProvisionOperator(BaseOperator):
@@ -140,66 +164,48 @@ class ProvisionOperator(BaseOperator):
         if problems:
             raise AirflowFailException(f"{self.config_file}: " + "; ".join(problems))
 
-    def _apply(self, target, changes: Changes, run_id: str) -> dict[str, list[ItemResult]]:
-        """Send creates, updates and deactivations in journaled batches."""
+    def _apply(self, target, changes: Changes, run_id: str) -> dict[str, pd.DataFrame]:
+        """Send creates, updates and deactivations in batches, each batch's answers staged as one
+        more part of the run's journal before the next is sent: a retried task sends only what
+        the LMS has not taken yet, and the cost stays linear in the items (no part is rewritten)."""
         item_type = ITEM_TYPES[self.kind]
         fields = list(item_type.model_fields)
-        outcomes: dict[str, list[ItemResult]] = {}
+        outcomes: dict[str, pd.DataFrame] = {}
         for action, frame in (("create", changes.create), ("update", changes.update), ("deactivate", changes.deactivate)):
-            journal = self._path(run_id, f"journal/{self.kind}.{action}")
-            done = read_frame(journal) if journal.exists() else pd.DataFrame(columns=["key", "fingerprint", "ok", "lms_id", "error"])
-            done_ok = done[done["ok"].astype(bool)]
-            recorded = set(zip(done_ok["key"], done_ok["fingerprint"], strict=True))
-            planned = set(zip(frame["key"], frame["fingerprint"], strict=True))
-            pending = frame[[pair not in recorded for pair in zip(frame["key"], frame["fingerprint"], strict=True)]]
-            results = [
-                ItemResult(key=row.key, ok=True, lms_id=row.lms_id)
-                for row in done_ok.itertuples()
-                if (row.key, row.fingerprint) in planned
-            ]
-            for start in range(0, len(pending), JOURNAL_BATCH):
+            journal = self._path(run_id, f"journal/{self.kind}.{action}/part").parent
+            parts = _journal_parts(journal)
+            done = (pd.concat([read_frame(part) for part in parts], ignore_index=True) if parts
+                    else outcome_frame([]).assign(fingerprint=pd.Series(dtype=object)))
+            taken = done[done["ok"].to_numpy(dtype=bool)]
+            planned = _pairs(frame["key"], frame["fingerprint"])
+            already = plan.isin(planned, _pairs(taken["key"], taken["fingerprint"])).to_numpy()
+            answers = [taken[plan.isin(_pairs(taken["key"], taken["fingerprint"]), planned).to_numpy()]]
+            pending = frame[~already]
+            for number, start in enumerate(range(0, len(pending), JOURNAL_BATCH), start=len(parts)):
                 batch = pending.iloc[start : start + JOURNAL_BATCH]
                 items = [item_type.model_validate(row) for row in batch[fields].to_dict("records")]
-                answered = target.apply(action, items)
-                results.extend(answered)
-                fingerprints = dict(zip(batch["key"], batch["fingerprint"], strict=True))
-                done = pd.concat(
-                    [
-                        done,
-                        pd.DataFrame(
-                            {
-                                "key": [result.key for result in answered],
-                                "fingerprint": [fingerprints.get(result.key) for result in answered],
-                                "ok": [result.ok for result in answered],
-                                "lms_id": [result.lms_id for result in answered],
-                                "error": [result.error for result in answered],
-                            }
-                        ),
-                    ],
-                    ignore_index=True,
-                )
-                stage_frame(journal, done)
-            outcomes[action] = results
+                answered = outcome_frame(target.apply(action, items))
+                answered["fingerprint"] = plan.lookup(answered["key"], batch["key"], batch["fingerprint"]).to_numpy()
+                stage_frame(journal / f"{number:06d}.parquet", answered)
+                answers.append(answered)
+            outcomes[action] = pd.concat(answers, ignore_index=True)[OUTCOME_COLUMNS]
         return outcomes
 
     def _record(
         self,
         changes: Changes,
-        outcomes: dict[str, list[ItemResult]],
+        outcomes: dict[str, pd.DataFrame],
         state: pd.DataFrame,
         run_id: str,
         active_year: int,
         dry_run: bool,
     ) -> dict:
-        failed = pd.DataFrame(
-            [
-                {"key": result.key, "action": action, "error": result.error}
-                for action, results in outcomes.items()
-                for result in results
-                if not result.ok
-            ],
-            columns=["key", "action", "error"],
-        )
+        refused = [
+            answers.loc[~answers["ok"].to_numpy(dtype=bool), ["key", "error"]].assign(action=action)
+            for action, answers in outcomes.items()
+        ]
+        failed = pd.concat(refused, ignore_index=True).astype(object)[["key", "action", "error"]] if refused else (
+            pd.DataFrame(columns=["key", "action", "error"], dtype=object))
         schools = pd.concat([
             frame.loc[plan.isin(frame["key"], failed["key"]).to_numpy(), ["key", "school"]]
             for frame in (changes.create, changes.update, changes.deactivate)
@@ -242,24 +248,20 @@ class ProvisionOperator(BaseOperator):
 
     @staticmethod
     def _result_table(
-        changes: Changes, outcomes: dict[str, list[ItemResult]], state: pd.DataFrame, dry_run: bool
+        changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool
     ) -> pd.DataFrame:
         """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
         for the steps after this one."""
-        accepted = pd.DataFrame(
-            [(result.key, result.lms_id) for action in ("create", "update")
-             for result in outcomes.get(action, []) if result.ok],
-            columns=["key", "lms_id"],
-        ).drop_duplicates("key", keep="last")
+        taken = accepted(outcomes, "create", "update")
         parts = [part for part in (changes.create, changes.update, changes.unchanged) if not part.empty]
         if not parts:
             parts = [changes.create]
         rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # one part: no copy
         rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
         known = plan.lookup(rows["key"], state["key"], state["lms_id"])
-        answered = plan.positions(rows["key"], accepted["key"])
-        rows["lms_id"] = known if accepted.empty else known.astype(object).mask(
-            answered >= 0, plan.take(accepted["lms_id"].astype(object), answered, rows.index)
+        answered = plan.positions(rows["key"], taken["key"])
+        rows["lms_id"] = known if taken.empty else known.astype(object).mask(
+            answered >= 0, plan.take(taken["lms_id"].astype(object), answered, rows.index)
         )
         if dry_run:
             rows["lms_id"] = rows["lms_id"].fillna(plan.PENDING + rows["key"])

@@ -1,0 +1,151 @@
+"""Load phases: the Schoology emulator in its own process and the real provisioning tasks.
+
+Each step runs ``ProvisionOperator.execute`` (read the staged extracts, plan, diff, send
+the bulk calls, journal, record the state) in a fresh process, as its Airflow task would,
+against an LMS that answers after ``latency`` and refuses more than ``rate_limit``
+requests a second. The requests a step made are counted by the emulator, so the
+rate-limit bound (requests ÷ the limit) is the LMS's own figure, not ours.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.measure import PhaseResult
+
+LMS_KEY = "bench-consumer"
+LMS_SECRET = "bench-local-only-consumer-secret"
+LMS_CONN_ID = "lms_bench"
+SCHOOL_YEAR = 2027
+UNLIMITED = 1000.0  # the most a district file may configure: no pacing to speak of
+
+
+@dataclass(frozen=True)
+class LmsSettings:
+    rate_limit: float | None  # requests per second (None: none)
+    latency: float  # the LMS's own time per request, seconds
+    in_flight: int  # bulk calls our tasks keep under way (``lms.max_in_flight``)
+
+
+def _serve(settings: LmsSettings, pipe) -> None:
+    from include.sandbox.lms_emulator import SchoologyEmulator
+
+    with SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET, rate_limit=settings.rate_limit,
+                           latency=settings.latency, max_recorded=1) as lms:
+        pipe.send({"base_url": lms.base_url, "school_id": lms.school_id})
+        while True:
+            command, *_ = pipe.recv()
+            if command == "stop":
+                return
+            pipe.send({"write_requests": lms.write_requests, "rate_limited": lms.rate_limited,
+                       "requests": lms.request_count})
+
+
+class LmsProcess:
+    """The Schoology emulator in a process of its own (it holds the whole district's objects)."""
+
+    def __init__(self, settings: LmsSettings):
+        self.settings = settings
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(settings, child), name="lms-emulator")
+
+    def __enter__(self) -> LmsProcess:
+        self._process.start()
+        self.info = self._pipe.recv()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pipe.send(("stop",))
+        self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def stats(self) -> dict:
+        self._pipe.send(("stats",))
+        return self._pipe.recv()
+
+
+class _TaskInstance:
+    """What ``ProvisionOperator`` asks of its task instance: its id and its upstream manifests."""
+
+    def __init__(self, task_id: str, manifests: dict[str, dict]):
+        self.task_id = task_id
+        self._manifests = manifests
+
+    def xcom_pull(self, task_ids: str) -> dict:
+        return self._manifests[task_ids]
+
+
+def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: str, staging_root: str,
+                         run_id: str, lms: dict, settings: LmsSettings) -> PhaseResult:
+    """One provisioning step through the real operator; its manifest is kept beside the run's
+    staging for the steps after it."""
+    from include.sandbox.environment import use_project_airflow
+
+    if "AIRFLOW_HOME" not in os.environ:
+        use_project_airflow(Path(tempfile.mkdtemp(prefix="oneroster-bench-airflow-")))
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    os.environ[f"AIRFLOW_CONN_{LMS_CONN_ID.upper()}"] = json.dumps({
+        "conn_type": "http", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
+        "extra": {"school_id": lms["school_id"]},
+    })
+    from bench.transform import _provisioning
+    from include.config import ActiveYearRule, Lms
+    from include.provisioning.steps import STEP_BY_KIND
+    from plugins.operators.provision import ProvisionOperator
+
+    step = STEP_BY_KIND[kind]
+    kept = _manifests_file(staging_root, run_id)
+    manifests = json.loads(kept.read_text()) if kept.exists() else {}
+    manifests.update({f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()})
+    provisioning = _provisioning(config_path, Path(extract_uris["orgs"].removeprefix("file://")))
+    operator = ProvisionOperator(
+        task_id=step.task_id, kind=kind, district="bench", config_file=config_path, provisioning=provisioning,
+        lms=Lms(conn_id=LMS_CONN_ID, requests_per_second=settings.rate_limit or UNLIMITED,
+                max_in_flight=settings.in_flight, backoff_seconds=0.5),
+        active_year_rule=ActiveYearRule(), staging_root=staging_root,
+    )
+    context = {"ti": _TaskInstance(f"provision.{step.task_id}", manifests), "run_id": run_id,
+               "params": {"active_year": SCHOOL_YEAR}, "logical_date": datetime.now(timezone.utc)}
+    started = time.perf_counter()
+    manifest = operator.execute(context)
+    seconds = time.perf_counter() - started
+    manifests[f"provision.{step.task_id}"] = manifest
+    kept.write_text(json.dumps(manifests))
+    counts = manifest["counts"]
+    sent = sum(counts.get(action, 0) for action in ("create", "update", "deactivate"))
+    return PhaseResult(f"provision {kind}", records=sent, seconds=seconds,
+                       extra={"counts": counts, "objects": manifest["row_count"]})
+
+
+def _manifests_file(staging_root: str, run_id: str) -> Path:
+    return Path(staging_root.removeprefix("file://")) / f"{run_id}.bench-manifests.json"
+
+
+def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
+                    run_id: str, run_phase) -> list[PhaseResult]:
+    """Every provisioning step in order, each through ``run_phase`` (a fresh process), with the
+    LMS requests it made and, under a rate limit, their bound."""
+    from include.provisioning.steps import STEPS
+
+    results = []
+    for step in STEPS:
+        before = lms.stats()
+        result = run_phase(provision_step_phase, step.kind, extract_uris, config_path, staging_root, run_id,
+                           lms.info, lms.settings)
+        after = lms.stats()
+        result.requests = after["requests"] - before["requests"]
+        result.extra["rate_limited"] = after["rate_limited"] - before["rate_limited"]
+        if lms.settings.rate_limit:
+            result.extra["bound_seconds"] = result.requests / lms.settings.rate_limit
+        result.phase = f"{run_id}: provision {step.kind}"
+        results.append(result)
+    return results
