@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from itertools import count
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -330,11 +331,28 @@ class SchoologyHook(HttpHook):
         self._expect(response, 200, 201, 204)
         return ItemResult(key=key, ok=True, lms_id=lms_id)
 
+    def _one_at_a_time(self, items: list, listing: Callable[[], dict[str, str]],
+                       attempt: Callable[[Any, dict[str, str]], ItemResult]) -> list[ItemResult]:
+        """Objects Schoology only takes one per call (buildings, grading periods), pipelined.
+
+        What exists is listed once for all the items; an item whose call is retried lists it
+        again first, so a create the LMS applied before the answer was lost becomes an update.
+        """
+        known = self._retries.call(listing, "Schoology")
+
+        def send(item) -> list[ItemResult]:
+            tries = count()
+            return [self._retries.call(lambda: attempt(item, known if next(tries) == 0 else listing()), "Schoology")]
+
+        return self._pipelined(send, items)
+
     def _buildings(self, action: Action, items: list[Building]) -> list[ItemResult]:
         path = f"schools/{self.school_id}/buildings"
 
-        def attempt(item: Building) -> ItemResult:
-            existing = {b.get("building_code"): str(b["id"]) for b in self._list_once(path, "building")}
+        def listing() -> dict[str, str]:
+            return {b.get("building_code"): str(b["id"]) for b in self._list_once(path, "building")}
+
+        def attempt(item: Building, existing: dict[str, str]) -> ItemResult:
             found = existing.get(item.building_code)
             if action == "deactivate":
                 if found is None:
@@ -346,11 +364,13 @@ class SchoologyHook(HttpHook):
             response = self._send("POST", self._url(path), body=body)
             return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
 
-        return [self._retries.call(lambda item=item: attempt(item), "Schoology") for item in items]
+        return self._one_at_a_time(items, listing, attempt)
 
     def _grading_periods(self, action: Action, items: list[GradingPeriod]) -> list[ItemResult]:
-        def attempt(item: GradingPeriod) -> ItemResult:
-            existing = {p["title"]: str(p["id"]) for p in self._list_once("gradingperiods", "gradingperiods")}
+        def listing() -> dict[str, str]:
+            return {p["title"]: str(p["id"]) for p in self._list_once("gradingperiods", "gradingperiods")}
+
+        def attempt(item: GradingPeriod, existing: dict[str, str]) -> ItemResult:
             found = existing.get(item.title)
             if action == "deactivate":
                 if found is None:
@@ -363,7 +383,7 @@ class SchoologyHook(HttpHook):
             response = self._send("POST", self._url("gradingperiods"), body=body)
             return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
 
-        return [self._retries.call(lambda item=item: attempt(item), "Schoology") for item in items]
+        return self._one_at_a_time(items, listing, attempt)
 
     def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
               params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:

@@ -183,7 +183,9 @@ class ProvisionOperator(BaseOperator):
             pending = frame[~already]
             for number, start in enumerate(range(0, len(pending), JOURNAL_BATCH), start=len(parts)):
                 batch = pending.iloc[start : start + JOURNAL_BATCH]
-                items = [item_type.model_validate(row) for row in batch[fields].to_dict("records")]
+                columns = [batch[field].tolist() for field in fields]
+                items = [item_type.model_validate(dict(zip(fields, values, strict=True)))
+                         for values in zip(*columns, strict=True)]
                 answered = outcome_frame(target.apply(action, items))
                 answered["fingerprint"] = plan.lookup(answered["key"], batch["key"], batch["fingerprint"]).to_numpy()
                 stage_frame(journal / f"{number:06d}.parquet", answered)
