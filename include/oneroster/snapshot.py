@@ -81,22 +81,27 @@ def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
     """Write the snapshot with every changed record replaced in place by its new version and
     the new records after it, so a night without changes writes the snapshot unchanged.
 
-    Streams the snapshot one row group at a time through ``write``: memory holds a row
-    group and the changes, never the collection. Returns the rows written.
+    Streams the snapshot one row group at a time through ``write``: memory holds the
+    snapshot's id column (looked up against the changes in one pass), a row group and the
+    changes, never the whole collection. Returns the rows written.
     """
     latest = _latest_per_id(changes)
-    latest_ids = latest.column("sourced_id")
+    ids = snapshot.read(columns=["sourced_id"]).column("sourced_id")
+    found = pc.index_in(ids, value_set=latest.column("sourced_id")).combine_chunks()
+    del ids
     placed = np.zeros(latest.num_rows, dtype=bool)
-    written = 0
+    written = start = 0
     for index in range(snapshot.num_row_groups):
         group = snapshot.read_row_group(index)
-        found = pc.index_in(group.column("sourced_id"), value_set=latest_ids)
-        if found.null_count < len(found):
-            hits = found.drop_null().to_numpy()
+        in_group = found.slice(start, group.num_rows)
+        start += group.num_rows
+        if in_group.null_count < len(in_group):
+            hits = in_group.drop_null().to_numpy()
             placed[hits] = True
-            picks = pc.if_else(pc.is_null(found), pa.array(np.arange(group.num_rows)),
-                               pc.add(found.cast(pa.int64()), group.num_rows))
-            group = pa.concat_tables([group, latest]).take(picks)
+            replaced = pc.is_valid(in_group).to_numpy(zero_copy_only=False)
+            picks = np.arange(group.num_rows)
+            picks[replaced] = group.num_rows + np.arange(len(hits))
+            group = pa.concat_tables([group, latest.take(hits)]).take(picks)
         write(group)
         written += group.num_rows
     added = latest.filter(pa.array(~placed))
