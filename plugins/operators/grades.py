@@ -3,7 +3,9 @@
 Each operator is thin glue around ``include/grades`` (pure pandas) and the OneRoster hook.
 Postings carry deterministic sourcedIds (lineItem per section x term x task, result per
 student), so a retried PUT updates what the first one created; posted answers are
-journaled per batch so a task retried after a crash re-sends at most the batch in flight;
+journaled per batch (one part each, see :mod:`plugins.operators.journal`) so a task retried
+after a crash re-sends at most the batch in flight; lineItems and results go out as many at
+once as IC allows;
 what was posted (and with what value) is kept per school year, so a later run posts only
 grades that changed. Only manifests (locations, counts, checksums) go through XCom.
 """
@@ -34,9 +36,11 @@ from include.grades.transform import (
     plan_postings,
     reconcile,
 )
+from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook
 from plugins.operators.extract import resolve_active_year, skip_unless_running
+from plugins.operators.journal import Journal, versioned
 from plugins.sensors.export import mark_processed
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
@@ -199,27 +203,28 @@ class PostGradesOperator(_GradesOperator):
             max_concurrency=self.infinite_campus.concurrency_at(datetime.now(timezone.utc)),
             requests_per_second=self.infinite_campus.requests_per_second,
         )
-        journal = self._path(context, "journal.results")
-        done = read_frame(journal) if journal.exists() else pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"])
-        answered = set(zip(done["result_id"], done["fingerprint"], strict=True))
-        pending = to_post[[pair not in answered for pair in zip(to_post["result_id"], to_post["fingerprint"], strict=True)]]
-        if not pending.empty:
-            self._prepare_line_items(hook, pending, context)
-        for start in range(0, len(pending), JOURNAL_BATCH):
-            batch = pending.iloc[start : start + JOURNAL_BATCH]
-            with ThreadPoolExecutor(max_workers=hook.max_concurrency, thread_name_prefix="gradebook") as pool:
+        journal = Journal(self._path(context, "journal.results/part").parent,
+                          empty=pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"], dtype=object))
+        done = journal.read()
+        pending = to_post[~isin(versioned(to_post["result_id"], to_post["fingerprint"]),
+                                versioned(done["result_id"], done["fingerprint"])).to_numpy()]
+        answered = [done]
+        with ThreadPoolExecutor(max_workers=hook.max_concurrency, thread_name_prefix="gradebook") as pool:
+            if not pending.empty:
+                self._prepare_line_items(hook, pool, pending, context)
+            for start in range(0, len(pending), JOURNAL_BATCH):
+                batch = pending.iloc[start : start + JOURNAL_BATCH]
                 answers = list(pool.map(lambda row: self._put_result(hook, row), batch.to_dict("records")))
-            done = pd.concat(
-                [done, pd.DataFrame({
+                part = pd.DataFrame({
                     "result_id": [answer.sourced_id for answer in answers],
                     "fingerprint": batch["fingerprint"].to_list(),
                     "status": [answer.status for answer in answers],
                     "message": [answer.message for answer in answers],
-                })],
-                ignore_index=True,
-            )
-            stage_frame(journal, done)
-        outcomes = done[done["result_id"].isin(set(to_post["result_id"]))].drop_duplicates("result_id", keep="last")
+                })
+                journal.append(part)
+                answered.append(part)
+        done = pd.concat(answered, ignore_index=True) if len(answered) > 1 else done
+        outcomes = done[isin(done["result_id"], to_post["result_id"]).to_numpy()].drop_duplicates("result_id", keep="last")
         self._remember_posted(context, outcomes)
         staged = stage_frame(self._path(context, "outcomes"), outcomes)
         counts = outcomes["status"].value_counts().to_dict()
@@ -230,8 +235,10 @@ class PostGradesOperator(_GradesOperator):
         return self._manifest(context, "grade_outcomes", uri=str(staged.target), row_count=staged.row_count,
                               content_sha256=staged.sha256, counts=counts)
 
-    def _prepare_line_items(self, hook: OneRosterHook, pending: pd.DataFrame, context: Context) -> None:
-        """The category, score scales and lineItems the results need, PUT once per run (idempotent)."""
+    def _prepare_line_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
+                            context: Context) -> None:
+        """The category, score scales and lineItems the results need, PUT once per run (idempotent),
+        as many at once as IC allows."""
         base = hook.rostering_url
 
         def ref(collection: str, kind: str, sourced_id: str) -> dict:
@@ -242,7 +249,8 @@ class PostGradesOperator(_GradesOperator):
             "sourcedId": CATEGORY_ID, "status": "active", "dateLastModified": stamp, "title": "Grading tasks",
         })
         scales = pending.dropna(subset=["score_group"]).drop_duplicates(["section", "score_group"])
-        for row in scales.itertuples():
+
+        def put_scale(row) -> None:
             bands = self.passback.score_groups[row.score_group]
             hook.put_gradebook("scoreScales", f"{row.section}-{row.score_group}", {
                 "sourcedId": f"{row.section}-{row.score_group}", "status": "active", "dateLastModified": stamp,
@@ -250,8 +258,11 @@ class PostGradesOperator(_GradesOperator):
                 "class": {**ref("classes", "class", row.section)},
                 "scoreScaleValue": [{"itemValueLHS": f"{band.min_percent:g}", "itemValueRHS": band.score} for band in bands],
             })
+
+        list(pool.map(put_scale, scales.itertuples()))
         sessions = read_frame(context["ti"].xcom_pull(task_ids="extract.academicSessions")["uri"]).set_index("sourced_id")
-        for row in pending.drop_duplicates("line_item_id").itertuples():
+
+        def put_line_item(row) -> GradebookAnswer:
             term = sessions.loc[row.term]
             record = {
                 "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp,
@@ -264,7 +275,10 @@ class PostGradesOperator(_GradesOperator):
             }
             if isinstance(row.score_group, str):
                 record["scoreScale"] = ref("scoreScales", "scoreScale", f"{row.section}-{row.score_group}")
-            answer = hook.put_gradebook("lineItems", row.line_item_id, record)
+            return hook.put_gradebook("lineItems", row.line_item_id, record)
+
+        line_items = pending.drop_duplicates("line_item_id")
+        for row, answer in zip(line_items.itertuples(), pool.map(put_line_item, line_items.itertuples()), strict=True):
             if answer.status not in ("created", "updated"):
                 self.log.warning("IC did not take lineItem %s: %s", row.line_item_id, answer.message)
 

@@ -1,0 +1,42 @@
+"""A task's journal of what an external system already took, for retries that never resend it.
+
+Each batch's answers are staged as one more part before the next batch is sent, so a
+task retried after a crash (or cleared and re-run) skips what was taken and resends at
+most the batch that was in flight; nothing is rewritten, so the cost stays linear in the
+items however many millions a night sends.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from airflow.sdk import ObjectStoragePath
+
+from include.staging import read_frame, stage_frame
+
+
+class Journal:
+    def __init__(self, directory: ObjectStoragePath, empty: pd.DataFrame):
+        self.directory = directory
+        self._empty = empty
+        self._parts = (
+            sorted((part for part in directory.iterdir() if not part.name.startswith(".")), key=lambda p: p.name)
+            if directory.exists() else []
+        )  # a part still being written is a hidden temporary file
+
+    def read(self) -> pd.DataFrame:
+        """Every answer journaled so far, in the order they came."""
+        frames = [read_frame(part) for part in self._parts]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else self._empty)
+
+    def append(self, answers: pd.DataFrame) -> None:
+        part = self.directory / f"{len(self._parts):06d}.parquet"
+        stage_frame(part, answers)
+        self._parts.append(part)
+
+
+def versioned(keys: pd.Series, versions: pd.Series) -> pd.Series:
+    """(key, version) as one text per item: an item is done only in the version that was sent."""
+    texts = [pc.cast(pa.array(values, from_pandas=True), pa.string()) for values in (keys, versions)]
+    return pd.Series(pd.arrays.ArrowExtensionArray(pc.binary_join_element_wise(*texts, "\x1f")), index=keys.index)
