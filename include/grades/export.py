@@ -24,6 +24,7 @@ REQUIRED = ("section", "student", "grading_period")
 PERCENTS = ("term_percent", "course_percent")
 FIELDS = (*REQUIRED, "term_percent", "term_score", "course_percent", "course_score")
 ROW_COLUMNS = ["row", *FIELDS]
+REPEATED = ("grading_period", "term_score", "course_score")  # a few values over every row: categorical
 QUARANTINE_COLUMNS = ["row", "section", "student", "reason"]
 CONFLICTING = "conflicting grades for the same student, section and grading period"
 DUPLICATE = "duplicate of row "
@@ -183,4 +184,6 @@ def read_export(data: bytes, columns: ExportColumns) -> ParsedExport:
         if parts else _empty_quarantine()
     )
     quarantine_all = quarantine_all.sort_values("row", kind="stable").reset_index(drop=True)
-    return ParsedExport(rows=kept[ROW_COLUMNS], quarantined=quarantine_all[QUARANTINE_COLUMNS])
+    rows = kept[ROW_COLUMNS].astype(dict.fromkeys(REPEATED, "str"))
+    rows = rows.astype(dict.fromkeys(REPEATED, "category"))
+    return ParsedExport(rows=rows, quarantined=quarantine_all[QUARANTINE_COLUMNS])

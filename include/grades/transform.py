@@ -5,13 +5,20 @@ LMS export and every configured IC grading task, whether a result is posted and 
 value (or why not); :func:`reconcile` folds IC's answers back so that every row of the
 file, quarantined ones included, ends in exactly one outcome. A grade is modelled as
 IC expects it: a lineItem per (section × term × task) and a result per student on it.
+
+An export has millions of rows and a posting per row and task, so both work on integer codes
+into the few distinct sections, students, terms, grades and reasons, and the postings keep
+their text columns as categoricals; only the result ids (one per posting) are spelled out,
+by arrow. No Python object is made per row.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -41,6 +48,13 @@ BAD_SCORE = "bad score"
 SAME_RESULT = "several rows for the same IC result"
 NO_ANSWER = "no answer from IC"
 MALFORMED = "malformed: "
+REJECTED = "rejected by IC"
+
+ROW_REASONS = ["", UNMAPPED_SECTION, UNKNOWN_STUDENT, SCHOOL_NOT_INCLUDED, UNMAPPED_TERM, NOT_OPTED_IN,
+               WINDOW_CLOSED, NO_TASK]  # in the order they are checked
+ACTIONS = ["post", "unchanged", "skipped"]
+TEXT = pa.large_string()  # what pandas' ``str`` columns hold
+AT_ONCE = 1 << 18  # items per NumPy gather or arrow call on postings: bounds the temporaries
 
 
 class ReconciliationError(RuntimeError):
@@ -70,35 +84,124 @@ class Reconciliation:
     postings: pd.DataFrame  # the postings with their final outcome and reason
 
 
+# -- codes instead of text ---------------------------------------------------------------------------
+
+
+def _text(values: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """A column as arrow text; no copy for pandas' arrow-backed ``str`` columns."""
+    array = pa.array(values, from_pandas=True)
+    return array if array.type == TEXT else pc.cast(array, TEXT)
+
+
+def _flat(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array of a chunked one (for the few distinct values, not for a column of millions)."""
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _encoded(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """A text column as codes (-1: missing; read-only, and as small as a categorical's own:
+    widen them before arithmetic) into its distinct values: a categorical's codes, else arrow's
+    dictionary encoding (int32)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), _flat(_text(pd.Series(values.cat.categories)))
+    encoded = pc.dictionary_encode(_text(values))
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    if not chunks:
+        return np.empty(0, dtype=np.int32), pa.array([], TEXT)
+    codes = [(chunk.indices if chunk.indices.null_count == 0 else pc.fill_null(chunk.indices, -1)).to_numpy()
+             for chunk in chunks]
+    return codes[0] if len(codes) == 1 else np.concatenate(codes), chunks[0].dictionary  # one dictionary
+
+
+def _at(values: np.ndarray, codes: np.ndarray, missing=-1) -> np.ndarray:
+    """``values[codes]``, ``missing`` (of the values' type: False for flags) where the code is -1.
+    A slice at a time: NumPy first copies an index array of small integers to 64 bits, and codes
+    run to millions."""
+    table = np.concatenate([values, np.asarray([missing], dtype=values.dtype)])
+    found = np.empty(len(codes), dtype=table.dtype)
+    for start in range(0, len(codes), AT_ONCE):
+        np.take(table, codes[start: start + AT_ONCE], out=found[start: start + AT_ONCE])
+    return found
+
+
+def _used(codes: np.ndarray, count: int) -> np.ndarray:
+    """Which of ``count`` values the codes (-1: none) name."""
+    used = np.zeros(count + 1, dtype=bool)
+    for start in range(0, len(codes), AT_ONCE):
+        used[codes[start: start + AT_ONCE]] = True
+    return used[:-1]
+
+
+def _distinct(values: list) -> tuple[np.ndarray, list]:
+    """Where each of a few values is among their distinct values, and those values."""
+    first: dict = {}
+    where = np.asarray([first.setdefault(value, len(first)) for value in values], dtype=np.int64)
+    return where, list(first)
+
+
+def _key(*parts: np.ndarray) -> np.ndarray:
+    """One int64 per distinct combination of the parts' codes (each -1 or more)."""
+    key = np.zeros(len(parts[0]), dtype=np.int64)
+    size = 1
+    for codes in parts:
+        count = int(codes.max(initial=-1)) + 2
+        if size * count >= 1 << 62:
+            key, distinct = pd.factorize(key)
+            size = len(distinct)
+        key *= count
+        key += codes
+        key += 1
+        size *= count
+    return key
+
+
+def _joint(*keys: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Codes for keys (non-negative int64) from one or more arrays, into their distinct keys (sorted
+    when counted densely)."""
+    size = max(int(key.max(initial=-1)) for key in keys) + 1
+    if size <= sum(len(key) for key in keys) + (1 << 20):
+        seen = np.zeros(size, dtype=bool)
+        for key in keys:
+            seen[key] = True
+        code = (np.cumsum(seen, dtype=np.int64) - 1).astype(_code_type(int(seen.sum())))
+        return [code[key] for key in keys], np.flatnonzero(seen)
+    codes, distinct = pd.factorize(np.concatenate(keys))
+    return np.split(codes, np.cumsum([len(key) for key in keys[:-1]])), distinct
+
+
+def _index_type(count: int) -> type:
+    """An integer type for positions among ``count`` items."""
+    return np.int32 if count < 1 << 31 else np.int64
+
+
+def _code_type(count: int) -> type:
+    """The integer type pandas keeps a categorical's codes in, for ``count`` categories."""
+    return np.int8 if count < 127 else np.int16 if count < 32_767 else np.int32
+
+
+def _compact(codes: np.ndarray, categories: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Codes (-1: missing) into only the categories used, in the integer type pandas keeps them in."""
+    used = _used(codes, len(categories))
+    if not used.all():
+        codes = _at(np.where(used, np.cumsum(used) - 1, -1).astype(_code_type(int(used.sum()))), codes)
+        categories = categories.filter(pa.array(used))
+    return codes.astype(_code_type(len(categories)), copy=False), categories
+
+
+def _categorical(codes: np.ndarray, categories: pa.Array) -> pd.Categorical:
+    """A categorical of ``_compact`` codes and categories (the codes are not copied). Text categories
+    are Python strings: pandas makes them anyway to check that they are distinct, and keeps them."""
+    textual = pa.types.is_large_string(categories.type) or pa.types.is_string(categories.type)
+    categories = pd.Index(categories.to_numpy(zero_copy_only=False), dtype=object if textual else None)
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(categories), validate=False)
+
+
 def _text_key(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "").astype(str).str.strip().str.casefold()
 
 
 def _as_object(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), None)
-
-
-def _coded(values: pd.Series) -> pd.Series:
-    """``_as_object`` of a column of a few distinct values: each distinct value becomes one
-    Python object, shared by its rows (a column of millions of rows is then pointers)."""
-    codes, uniques = pd.factorize(values)
-    objects = np.asarray(list(uniques) + [None], dtype=object)
-    return pd.Series(objects[codes], index=values.index, dtype=object)
-
-
-def _joined(*parts: pd.Series | pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text columns joined with ``-`` by arrow (an id per posting, millions of them)."""
-    arrays = [
-        pc.cast(part if isinstance(part, pa.ChunkedArray) else pa.array(part, from_pandas=True), pa.string())
-        for part in parts
-    ]
-    joined = pc.binary_join_element_wise(*arrays, pa.scalar("-", pa.string()))
-    return joined if isinstance(joined, pa.ChunkedArray) else pa.chunked_array([joined], pa.string())
-
-
-def _strings(values: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
-    """Arrow text as an object column (``None`` for missing), the Python strings made in C."""
-    return pd.Series(values.to_numpy(zero_copy_only=False), index=index, dtype=object)
 
 
 # -- which IC term a row's grading period is ----------------------------------------------------
@@ -169,323 +272,618 @@ def _closed(terms: pd.Series, context: GradeContext) -> pd.Series:
     return terms.isin(closed)
 
 
-def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
-    """The export rows with their class, school, IC student and term, and the first row-level reason.
+@dataclass(frozen=True)
+class _Rows:
+    """The export rows, resolved, in the export's order: each text as a code into its distinct values."""
 
-    A row's term depends only on its grading period and class, so terms, school exclusions
-    and windows are worked out once per distinct (grading period, class), not per row.
-    """
-    if rows["row"].duplicated().any():
-        raise ValueError("export rows must have distinct row numbers")
-    frame = rows.reset_index(drop=True)
+    number: np.ndarray
+    section: np.ndarray
+    sections: pa.Array
+    school: np.ndarray
+    schools: pa.Array
+    student: np.ndarray  # the IC student (sourcedId)
+    students: pa.Array
+    term: np.ndarray
+    terms: pa.Array
+    term_grade: np.ndarray  # the row's term percent and letter grade, as a code into ``grades``
+    course_grade: np.ndarray
+    grades: tuple[np.ndarray, np.ndarray]  # per grade: its percent (NaN: none) and letter (into ``scores``)
+    scores: list
+    from_term: np.ndarray  # an overall task takes the term grade: a single-term class without course grade
+    reason: np.ndarray  # into ROW_REASONS; 0: none, the row has postings
+
+
+def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> _Rows:
+    """The export rows with their class, school, IC student, term and grades, and the first row-level
+    reason. Lookups are made once per distinct section, student or (grading period, class) pair,
+    whose term, school exclusion and window are the same for all its rows, and spread by code."""
     classes = context.classes.drop_duplicates("sourced_id").reset_index(drop=True)
-    class_ids = classes["sourced_id"].astype(str)
-    section = frame["section"].astype(str)
-    known = (isin(section, context.sections["key"].astype(str)) & isin(section, class_ids)).to_numpy()
-    class_at = np.where(known, positions(section, class_ids), -1)
-    schools = _as_object(classes["school_sourced_id"])
-    frame = frame.assign(school=take(schools, class_at, frame.index))
-    students = user_key(context.users)
-    student_at = positions(frame["student"].astype(str), students)
-    frame["student_id"] = _as_object(take(context.users["sourced_id"].astype(str), student_at, frame.index))
+    section, sections = _encoded(rows["section"])
+    section_texts = sections.to_pandas()
+    known = isin(section_texts, context.sections["key"].astype(str)).to_numpy()
+    class_at = _at(np.where(known, positions(section_texts, classes["sourced_id"].astype(str)), -1), section)
+    school_codes, schools = _encoded(classes["school_sourced_id"])
+    school_codes = school_codes.astype(_code_type(len(schools)))
+    student_text, student_texts = _encoded(rows["student"])
+    user_at = positions(student_texts.to_pandas(), user_key(context.users))
+    user_codes, students = _encoded(context.users["sourced_id"].astype(str))
+    student = _at(_at(user_codes, user_at), student_text)
 
-    period_codes, periods = pd.factorize(frame["grading_period"])
-    pair_codes, pairs = pd.factorize((period_codes.astype(np.int64) + 1) * (len(classes) + 1) + class_at + 1)
-    pair_period, pair_class = np.divmod(pairs, len(classes) + 1)
-    pair_class = pair_class - 1
+    period, periods = _encoded(rows["grading_period"])
+    (pair,), pair_keys = _joint((period.astype(np.int64) + 1) * (len(classes) + 1) + class_at + 1)
+    pair_period, pair_class = np.divmod(pair_keys, len(classes) + 1)
+    pairs = pd.RangeIndex(len(pair_keys))
     per_pair = pd.DataFrame({
-        "row": np.arange(len(pairs)),
-        "grading_period": np.asarray(list(periods) + [None], dtype=object)[pair_period - 1],
-        "school": take(schools, pair_class, pd.RangeIndex(len(pairs))),
-        "class_terms": take(classes["term_sourced_ids"], pair_class, pd.RangeIndex(len(pairs))),
+        "row": np.arange(len(pair_keys)),
+        "grading_period": take(periods.to_pandas(), pair_period - 1, pairs),
+        "school": take(classes["school_sourced_id"], pair_class - 1, pairs),
+        "class_terms": take(classes["term_sourced_ids"], pair_class - 1, pairs),
     })
     pair_terms, pair_excluded = _resolve_terms(per_pair, context)
-    frame["term"] = pd.Series(pair_terms.to_numpy(dtype=object)[pair_codes], index=frame.index, dtype=object)
-    excluded = pair_excluded.to_numpy(dtype=bool)[pair_codes]
-    closed = _closed(pair_terms, context).to_numpy(dtype=bool)[pair_codes]
-    opted_out = np.zeros(len(frame), dtype=bool)
+    term_codes, terms = _encoded(pair_terms)
+    term = _at(term_codes.astype(_code_type(len(terms))), pair)
+    opted_out = np.zeros(len(rows), dtype=bool)
     if context.opt_in is not None:
-        opted_out = ~isin(section, context.opt_in).to_numpy()
+        opted_out = ~_at(isin(section_texts, context.opt_in).to_numpy(), section, False)
 
-    config = context.config
-    parents, _ = flatten(classes["term_sourced_ids"])
-    class_single = np.bincount(parents, minlength=len(classes)) == 1
-    single_term = (class_at >= 0) & (class_single[np.maximum(class_at, 0)] if len(classes) else False)
-    term_grade = (frame["term_percent"].notna() | frame["term_score"].notna()).to_numpy()
-    course_grade = (frame["course_percent"].notna() | frame["course_score"].notna()).to_numpy()
-    gradable = (term_grade & bool(config.term_task_ids)) | (
-        (course_grade | (single_term & term_grade)) & bool(config.overall_task_ids)
+    term_percent, term_percents = pd.factorize(rows["term_percent"].to_numpy(float, na_value=np.nan))
+    course_percent, course_percents = pd.factorize(rows["course_percent"].to_numpy(float, na_value=np.nan))
+    term_score, term_scores = _encoded(rows["term_score"])
+    course_score, course_scores = _encoded(rows["course_score"])
+    # a grade is a (percent, letter) of the term columns or of the course columns: the two are keyed
+    # apart (an equal grade in both is two grades, planned alike) so no row's codes need remapping
+    term_width, course_width = len(term_scores) + 1, len(course_scores) + 1
+    course_keys = (len(term_percents) + 1) * term_width
+    (term_grade, course_grade), grade_keys = _joint(
+        (term_percent + 1).astype(np.int64) * term_width + term_score + 1,
+        course_keys + (course_percent + 1).astype(np.int64) * course_width + course_score + 1,
     )
-    no_task = ~gradable & (term_grade | course_grade)
+    percent, letter = np.empty(len(grade_keys)), np.empty(len(grade_keys), dtype=np.int64)
+    of_term = grade_keys < course_keys
+    for where, keys, width, percents, letters_before in (
+        (of_term, grade_keys, term_width, term_percents, 0),
+        (~of_term, grade_keys - course_keys, course_width, course_percents, len(term_scores)),
+    ):
+        percent_code, letter_code = np.divmod(keys[where], width)
+        percent[where] = _at(np.asarray(percents, dtype=np.float64), percent_code - 1, np.nan)
+        letter[where] = np.where(letter_code > 0, letter_code - 1 + letters_before, -1)
 
-    checks = [
-        (~known, UNMAPPED_SECTION),
-        (frame["student_id"].isna().to_numpy(), UNKNOWN_STUDENT),
-        (excluded, SCHOOL_NOT_INCLUDED),
-        (frame["term"].isna().to_numpy(), UNMAPPED_TERM),
-        (opted_out, NOT_OPTED_IN),
-        (closed, WINDOW_CLOSED),
-        (no_task, NO_TASK),
-    ]
-    reasons = np.asarray(["", *(reason for _, reason in checks)], dtype=object)
-    first = np.select([mask for mask, _ in checks], list(range(1, len(checks) + 1)), default=0)
-    frame["reason"] = pd.Series(reasons[first], index=frame.index, dtype=object)
-    frame["single_term"] = single_term
-    return frame
+    parents, _ = flatten(classes["term_sourced_ids"])
+    single_term = _at(np.bincount(parents, minlength=len(classes)) == 1, class_at, False)
+    term_graded = (term_percent >= 0) | (term_score >= 0)
+    course_graded = (course_percent >= 0) | (course_score >= 0)
+    config = context.config
+    gradable = (term_graded & bool(config.term_task_ids)) | (
+        (course_graded | (single_term & term_graded)) & bool(config.overall_task_ids)
+    )
+    checks = [class_at < 0, student < 0, _at(pair_excluded.to_numpy(dtype=bool), pair, False), term < 0,
+              opted_out, _at(_closed(pair_terms, context).to_numpy(dtype=bool), pair, False),
+              ~gradable & (term_graded | course_graded)]
+    reason = np.zeros(len(rows), dtype=np.int8)  # into ROW_REASONS: the first check a row fails
+    for code, failed in reversed(list(enumerate(checks, start=1))):
+        np.copyto(reason, code, where=failed)
+    return _Rows(
+        number=rows["row"].to_numpy(dtype=np.int64), section=section, sections=sections,
+        school=_at(school_codes, class_at), schools=schools, student=student, students=students,
+        term=term, terms=terms, term_grade=term_grade, course_grade=course_grade,
+        grades=(percent, letter),
+        scores=term_scores.to_pylist() + course_scores.to_pylist(), from_term=single_term & ~course_graded,
+        reason=reason,
+    )
+
+
+def _row_order(numbers: np.ndarray) -> np.ndarray | None:
+    """The rows' positions in row-number order (None: they are in order); row numbers must be distinct."""
+    if (numbers[1:] > numbers[:-1]).all():
+        return None
+    order = np.argsort(numbers, kind="stable")
+    if (numbers[order][1:] == numbers[order][:-1]).any():
+        raise ValueError("export rows must have distinct row numbers")
+    return order
 
 
 # -- grades per task --------------------------------------------------------------------------
 
 
-def _task_postings(frame: pd.DataFrame, config: GradePassback) -> pd.DataFrame:
-    """One posting per (row × configured task), with the grade that task takes from the row."""
-    tasks = [(task, "term") for task in config.term_task_ids]
-    tasks += [(task, "overall") for task in config.overall_task_ids]
-    columns = ["row", "section", "school", "term", "student_id", "term_percent", "term_score",
-               "course_percent", "course_score", "single_term"]
-    postings = frame[columns].take(np.repeat(np.arange(len(frame)), len(tasks))).reset_index(drop=True)
-    for position, column in enumerate(("task_id", "task_kind")):
-        values = np.tile(np.asarray([task[position] for task in tasks], dtype=object), len(frame))
-        postings[column] = pd.Series(values, dtype=object, copy=False)
-    overall = postings["task_kind"] == "overall"
-    no_course = postings["course_percent"].isna() & postings["course_score"].isna()
-    from_term = ~overall | (postings["single_term"] & no_course)
-    percent = postings["term_percent"].where(from_term, postings["course_percent"])
-    postings["percent"] = percent.astype("float64")
-    postings["given_score"] = _coded(postings["term_score"].where(from_term, postings["course_score"]))
-    return postings
-
-
-def _per_value(values: pd.Series, rule) -> pd.Series:
-    """``rule`` applied to each distinct value (missing ones included, as None), then spread to
-    the rows: a letter grade or a task id repeats over millions of postings."""
-    codes, uniques = pd.factorize(values)
-    answers = np.asarray([rule(value) for value in uniques] + [rule(None)], dtype=object)
-    return pd.Series(answers[codes], index=values.index, dtype=object)
-
-
-def _scores(postings: pd.DataFrame, config: GradePassback) -> pd.DataFrame:
-    """The textScore sent and whether the grade fits the task's score group.
+def _scores(percent: np.ndarray, given: np.ndarray, task: np.ndarray, tasks: list[str], scores: list,
+            config: GradePassback) -> tuple[np.ndarray, list, np.ndarray]:
+    """The textScore sent (a code into the returned values, -1: none) and whether the grade does
+    not fit the task's score group.
 
     IC files a percent alone under the group's band with the highest minimum not above
     it and refuses a percent below every band or a score outside the group, so those are
     caught here instead of failing at IC.
     """
-    percent, given = postings["percent"], postings["given_score"]
-    has_percent, has_score = percent.notna(), given.notna()
-    send_given = (has_score & (config.letter_grades | ~has_percent)).to_numpy()
-    group = _per_value(postings["task_id"], config.task_score_groups.get)
-    score = given.where(send_given, None).to_numpy(dtype=object, copy=True)
-    bad = np.zeros(len(postings), dtype=bool)
-    group_values = group.to_numpy(dtype=object)
+    has_percent = ~np.isnan(percent)
+    send_given = (given >= 0) & (config.letter_grades | ~has_percent)
+    score = np.where(send_given, given, -1)
+    bad = np.zeros(len(percent), dtype=bool)
+    values = list(scores)
     for name, bands in config.score_groups.items():
-        in_group = group_values == name
+        grouped = np.asarray([config.task_score_groups.get(each) == name for each in tasks], dtype=bool)
+        in_group = grouped[task]
         ordered = sorted(bands, key=lambda band: band.min_percent)
-        spelled = {band.score.strip().casefold(): band.score for band in ordered}
-        canonical = _per_value(given, lambda value, spelled=spelled: (
-            spelled.get(str(value).strip().casefold()) if value is not None else spelled.get(""))).to_numpy()
+        named_at = len(values)
+        values += [band.score for band in ordered]
+        spelled = {band.score.strip().casefold(): named_at + place for place, band in enumerate(ordered)}
+        canonical = np.asarray([spelled.get(str(value).strip().casefold(), -1) for value in scores] + [-1])
         listed = in_group & send_given
-        score[listed] = canonical[listed]
-        bad[listed] = pd.isna(canonical[listed])
-        derived = in_group & (has_percent.to_numpy() & ~send_given)
-        minimums = [band.min_percent for band in ordered]
-        band = np.searchsorted(minimums, percent.to_numpy()[derived], side="right") - 1
+        score[listed] = canonical[given[listed]]
+        bad[listed] = score[listed] < 0
+        derived = in_group & has_percent & ~send_given
+        band = np.searchsorted([band.min_percent for band in ordered], percent[derived], side="right") - 1
         bad[derived] = band < 0
         if config.letter_grades:
-            names = np.array([b.score for b in ordered] + [None], dtype=object)
-            score[derived] = names[np.where(band < 0, -1, band)]
-    def column(values: np.ndarray) -> pd.Series:
-        return pd.Series(values, index=postings.index, dtype=object, copy=False)
-
-    return pd.DataFrame({"score": column(score), "score_group": column(group_values), "bad": bad},
-                        index=postings.index)
+            score[derived] = np.where(band < 0, -1, named_at + band)
+    return score, values, bad
 
 
-def _fingerprint(percent: pd.Series, score: pd.Series) -> pd.Series:
-    """The value IC holds, as text: equal text means nothing to send. Made once per distinct
-    (percent, score)."""
-    percent_codes, percents = pd.factorize(percent)
-    score_codes, scores = pd.factorize(score)
-    numbers = [""] + [repr(float(value)) for value in percents]
-    texts = [""] + [str(value) for value in scores]
-    pair_codes, pairs = pd.factorize((percent_codes.astype(np.int64) + 1) * len(texts) + score_codes + 1)
-    number_at, text_at = np.divmod(pairs, len(texts))
-    values = np.asarray([f"{numbers[n]}|{texts[t]}" for n, t in zip(number_at, text_at, strict=True)] + [""],
-                        dtype=object)
-    return pd.Series(values[pair_codes], index=percent.index, dtype=object)
+@dataclass(frozen=True)
+class _Plan:
+    """What a posting holds, worked out once per (grade, task) and looked up by its entry
+    (``grade * len(tasks) + task``; the last entry is a row's skipped line): codes into the lists."""
+
+    percent: np.ndarray  # NaN: none
+    score: np.ndarray  # the textScore sent (an object), None: none
+    task_id: np.ndarray
+    task_ids: list
+    task_kind: np.ndarray
+    task_kinds: list
+    score_group: np.ndarray
+    score_groups: list
+    fingerprint: np.ndarray  # the value IC holds, as text (equal text: nothing to send); "" if not sent
+    fingerprints: list
+    reason: np.ndarray  # into "", NO_GRADE, BAD_SCORE; -1 for the skipped line of a row
 
 
-def _result_codes(postings: pd.DataFrame, result_ids: pa.ChunkedArray) -> np.ndarray:
-    """A number per distinct result id: from the codes of its parts when no section, term or
-    student id holds a ``-`` (the parts then spell the id one way only), else from the text."""
-    parts = [pd.factorize(postings[column]) for column in ("section", "term", "task_id", "student_id")]
-    texts = [pd.Series(np.asarray(uniques, dtype=object)) for _, uniques in (parts[0], parts[1], parts[3])]
-    if any(text.astype(str).str.contains("-", regex=False).any() for text in texts):
-        return pc.dictionary_encode(result_ids).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    combined = np.zeros(len(postings), dtype=np.int64)
-    for codes, uniques in parts:
-        combined = pd.factorize(combined * (len(uniques) + 1) + codes + 1)[0].astype(np.int64)
-    return combined
+def _plan(grades: tuple[np.ndarray, np.ndarray], scores: list, config: GradePassback) -> _Plan:
+    """The postings of every (grade, task): what is sent, its fingerprint and why not."""
+    tasks = [*config.term_task_ids, *config.overall_task_ids]
+    grade, task = np.divmod(np.arange(len(grades[0]) * len(tasks)), len(tasks))
+    percent, given = grades[0][grade], grades[1][grade]
+    score, values, bad = _scores(percent, given, task, tasks, scores, config)
+    reason = np.select([np.isnan(percent) & (given < 0), bad], [1, 2], 0)
+    texts = np.asarray([str(value) for value in values] + [""], dtype=object)[score]
+    numbers = np.asarray([repr(float(value)) for value in percent], dtype=object)
+    numbers[np.isnan(percent)] = ""
+    fingerprint_at, fingerprints = _distinct(["", *(numbers + "|" + texts)[reason == 0]])
+    fingerprint = np.zeros(len(reason) + 1, dtype=np.int32)
+    fingerprint[np.flatnonzero(reason == 0)] = fingerprint_at[1:]
+    kinds = ["term"] * len(config.term_task_ids) + ["overall"] * len(config.overall_task_ids)
+    task_id_at, task_ids = _distinct(["", *tasks])
+    kind_at, task_kinds = _distinct(["", *kinds])
+    groups = [config.task_score_groups.get(each) for each in tasks]
+    group_at, score_groups = _distinct([group for group in groups if group is not None])
+    group = np.full(len(tasks), -1)
+    group[[place for place, name in enumerate(groups) if name is not None]] = group_at
+    return _Plan(
+        percent=np.append(percent, np.nan),
+        score=np.append(np.asarray([*values, None], dtype=object)[score], None),
+        task_id=np.append(task_id_at[1:][task], task_id_at[0]), task_ids=task_ids,
+        task_kind=np.append(kind_at[1:][task], kind_at[0]), task_kinds=task_kinds,
+        score_group=np.append(group[task], -1), score_groups=score_groups,
+        fingerprint=fingerprint, fingerprints=fingerprints, reason=np.append(reason, -1),
+    )
 
 
-def _same_result(postings: pd.DataFrame, result_ids: pa.ChunkedArray) -> pd.Series:
-    """The reason for results that several rows would write (two LMS periods mapped to one IC term)."""
-    live = (postings["action"] != "skipped").to_numpy()
-    codes = _result_codes(postings, result_ids)
-    counts = np.bincount(codes[live], minlength=int(codes.max()) + 1 if len(codes) else 0)
-    clashing = live & (counts[codes] > 1) if len(codes) else live
-    clash = pd.DataFrame({
-        "result_id": _strings(result_ids.filter(pa.array(clashing)), postings.index[clashing]),
-        "row": postings["row"].to_numpy()[clashing],
-    })
-    rows = clash.groupby("result_id")["row"].agg(lambda numbers: ", ".join(map(str, sorted(set(numbers)))))
-    return (f"{SAME_RESULT}, rows " + clash["result_id"].map(rows).astype(str)).reindex(postings.index)
+def _clashes(keys: np.ndarray) -> np.ndarray:
+    """Whether another of the keys is the same."""
+    ordered = np.sort(keys, kind="stable")  # keys made in row order are mostly in order already
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    return np.isin(keys, repeated) if len(repeated) else np.zeros(len(keys), dtype=bool)
+
+
+def _clash_reasons(keys: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """For postings whose result another posting would write too (two LMS periods mapped to one IC
+    term): a code per posting into the returned reasons, which list the rows of its result."""
+    order = np.lexsort((numbers, keys))
+    key, number = keys[order], numbers[order]
+    new_key = np.r_[True, key[1:] != key[:-1]]
+    new_row = new_key | np.r_[True, number[1:] != number[:-1]]
+    offsets = np.append(np.flatnonzero(new_key[new_row]), new_row.sum()).astype(np.int32)
+    listed = pa.ListArray.from_arrays(pa.array(offsets), pc.cast(pa.array(number[new_row]), pa.string()))
+    code = np.empty(len(keys), dtype=np.int64)
+    code[order] = np.cumsum(new_key) - 1
+    return code, [f"{SAME_RESULT}, rows {rows}" for rows in pc.binary_join(listed, ", ").to_pylist()]
+
+
+def _dashed(texts: pa.Array) -> bool:
+    """Whether any of the texts holds a ``-``, so that ids joined with ``-`` could be read two ways."""
+    return bool(len(texts)) and pc.any(pc.match_substring(texts, "-")).as_py()
+
+
+def _result_ids(line_item: np.ndarray, student: np.ndarray, line_items: pa.Array,
+                students: pa.Array) -> pd.Series:
+    """``<lineItem>-<student>`` per posting (missing without a line item), joined by arrow a slice
+    at a time so that only the ids themselves are held."""
+    chunks = []
+    for start in range(0, len(line_item), AT_ONCE):
+        items = line_item[start: start + AT_ONCE]
+        missing = items < 0
+        whose = np.where(missing, 0, student[start: start + AT_ONCE])
+        chunks.append(pc.binary_join_element_wise(
+            line_items.take(pa.array(items, mask=missing)), students.take(pa.array(whose, mask=missing)),
+            pa.scalar("-", TEXT),
+        ))
+    return pa.chunked_array(chunks, TEXT).to_pandas()
+
+
+def _looked_up(table: np.ndarray, categories: pa.Array, entry: np.ndarray,
+               used: np.ndarray) -> pd.Categorical:
+    """A column of the plan (codes into ``categories`` per entry) for postings of the given entries."""
+    codes, categories = _compact(np.where(used, table, -1), categories)
+    return _categorical(_at(codes, entry), categories)
+
+
+def _some_result_ids(line_item: np.ndarray, student: np.ndarray, line_items: pa.Array, students: pa.Array,
+                     at: np.ndarray) -> pa.ChunkedArray:
+    """The result ids of the postings ``at`` only."""
+    return _chunked(_result_ids(line_item[at], student[at], line_items, students))
 
 
 def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
-    """One posting per (export row × IC grading task), or one skipped line for a row that yields none."""
-    frame = _resolve_rows(rows, context)
+    """One posting per (export row × IC grading task), or one skipped line for a row that yields none,
+    by row and then term before overall task.
+
+    A posting's grade, score, fingerprint and reason depend only on its row's grades and its task,
+    so they are worked out per distinct (grade, task) (:func:`_plan`) and looked up per posting.
+    """
+    resolved = _resolve_rows(rows, context)
     config = context.config
-    held = frame[(frame["reason"] != "").to_numpy()]
-    postings = _task_postings(frame[(frame["reason"] == "").to_numpy()], config)
-    del frame
-    scored = _scores(postings, config)
-    postings["score"], postings["score_group"] = scored["score"], scored["score_group"]
-    line_items = _joined(postings["section"], postings["term"], postings["task_id"])
-    result_ids = _joined(line_items, postings["student_id"])
-    no_grade = (postings["percent"].isna() & postings["given_score"].isna()).to_numpy()
-    reason = np.select([no_grade, scored["bad"].to_numpy()], [NO_GRADE, BAD_SCORE], "")
-    postings["reason"] = _coded(pd.Series(reason, dtype=object))
-    postings["action"] = _coded(pd.Series(np.where(reason == "", "post", "skipped"), dtype=object))
-    same = _same_result(postings, result_ids)
-    postings["reason"] = postings["reason"].where(same.isna(), same)
-    postings["action"] = postings["action"].where(same.isna(), "skipped")
-    skipped = (postings["action"] == "skipped").to_numpy()
-    postings["fingerprint"] = _fingerprint(postings["percent"], postings["score"]).where(~skipped, "")
-    posted = context.posted.iloc[::-1]  # the last posting of a result counts
-    previous = take(posted["fingerprint"].astype(object), positions(_strings(result_ids, postings.index),
-                                                                     posted["result_id"]), postings.index)
-    unchanged = (postings["action"] == "post").to_numpy() & (previous == postings["fingerprint"]).to_numpy()
-    postings["action"] = postings["action"].mask(unchanged, "unchanged")
-    return _assemble(held, postings, line_items, result_ids)
+    tasks = [*config.term_task_ids, *config.overall_task_ids]
+    plan = _plan(resolved.grades, resolved.scores, config)
+    order = _row_order(resolved.number)
 
+    def in_order(values: np.ndarray) -> np.ndarray:
+        return values if order is None else values[order]
 
-def _objects(values) -> np.ndarray:
-    """A column as distinct Python objects and codes into them (``None`` for missing, last)."""
-    codes, uniques = pd.factorize(values)
-    return codes, np.asarray(list(np.asarray(uniques, dtype=object)) + [None], dtype=object)
+    held = in_order(resolved.reason) > 0
+    lines = np.where(held, 1, len(tasks))
+    starts = np.cumsum(lines) - lines
 
+    def per_line(values: np.ndarray) -> np.ndarray:
+        return np.repeat(in_order(values), lines)
 
-def _column(left, right, order: np.ndarray) -> pd.Series:
-    """``left`` then ``right`` in ``order`` as an object column whose repeated values share one
-    Python object each."""
-    left_codes, left_objects = _objects(left)
-    right_codes, right_objects = _objects(right)
-    objects = np.concatenate([left_objects[:-1], right_objects])
-    missing = len(objects) - 1
-    codes = np.concatenate([np.where(left_codes >= 0, left_codes, missing),
-                            np.where(right_codes >= 0, right_codes + len(left_objects) - 1, missing)])
-    return pd.Series(objects[codes[order]], dtype=object, copy=False)
+    def per_row(codes: np.ndarray, categories: pa.Array) -> pd.Categorical:
+        codes, categories = _compact(codes, categories)
+        return _categorical(per_line(codes), categories)
 
-
-def _assemble(held: pd.DataFrame, postings: pd.DataFrame, line_items, result_ids) -> pd.DataFrame:
-    """Row skips and postings in one table, by row and then term before overall task, built a
-    column at a time in that order; the text columns are Python objects, as always."""
-    kind_order = {"": 0, "term": 1, "overall": 2}
-    kinds = np.concatenate([np.zeros(len(held), dtype=np.int64),
-                            postings["task_kind"].map(kind_order).to_numpy(dtype=np.int64)])
-    row_numbers = np.concatenate([held["row"].to_numpy(dtype=np.int64),
-                                  postings["row"].to_numpy(dtype=np.int64)])
-    order = np.lexsort((kinds, row_numbers))
-    skipped = {
-        "section": held["section"], "school": held["school"], "term": held["term"], "task_id": "",
-        "task_kind": "", "student": held["student_id"], "line_item_id": None, "result_id": None,
-        "score": None, "score_group": None, "fingerprint": "", "action": "skipped", "reason": held["reason"],
+    # each column is made as soon as what it needs is known, and what it needed let go
+    posting_rows = np.flatnonzero(~held)
+    section, term, student = (in_order(codes)[posting_rows] for codes in
+                              (resolved.section, resolved.term, resolved.student))
+    student_codes, students = _compact(resolved.student, resolved.students)
+    columns = {
+        "row": per_line(resolved.number),
+        "section": per_row(resolved.section, resolved.sections),
+        "school": per_row(resolved.school, resolved.schools),
+        "term": per_row(resolved.term, resolved.terms),
+        "student": _categorical(per_line(student_codes), students),
     }
-    sent = postings.rename(columns={"student_id": "student"})
-    columns = {"row": pd.Series(row_numbers[order], dtype="int64", copy=False)}
-    for column in POSTING_COLUMNS[1:]:
-        if column == "percent":
-            percent = np.concatenate([np.full(len(held), np.nan), sent["percent"].to_numpy(np.float64)])
-            columns[column] = pd.Series(percent[order], dtype="float64", copy=False)
-        elif column == "result_id":
-            ids = pa.chunked_array([pa.nulls(len(held), pa.string()), *result_ids.chunks], pa.string())
-            ids = ids.take(pa.array(order)).to_numpy(zero_copy_only=False)
-            columns[column] = pd.Series(ids, dtype=object, copy=False)
-        else:
-            left = skipped[column]
-            left = pd.Series([left] * len(held), dtype=object) if not isinstance(left, pd.Series) else left
-            right = pd.Series(line_items.to_pandas().array) if column == "line_item_id" else sent[column]
-            columns[column] = _column(left, right, order)
+    del student_codes
+    task = np.ones(int(lines.sum()), dtype=np.int8 if len(tasks) < 127 else np.int32)
+    task[starts[1:]] = 1 - lines[:-1]
+    task = (np.cumsum(task, dtype=np.int32) - 1).astype(task.dtype)  # 0, 1, ... within each row
+    # the grade a posting takes: the course grade for an overall task, unless its row takes the term's
+    takes_course = per_line(~resolved.from_term)
+    takes_course &= _at(np.arange(len(tasks)) >= len(config.term_task_ids), task, False)
+    position = _index_type(len(plan.reason))
+    entry = per_line(resolved.term_grade.astype(position))
+    np.copyto(entry, per_line(resolved.course_grade.astype(position)), where=takes_course)
+    del takes_course
+    entry *= len(tasks)
+    entry += task
+    np.copyto(entry, len(plan.reason) - 1, where=np.repeat(held, lines))
+    reason = _at(np.where(plan.reason < 0, 0, len(ROW_REASONS) + plan.reason).astype(np.int8), entry)
+    reason += per_line(resolved.reason)  # into ROW_REASONS, "", NO_GRADE, BAD_SCORE, and clashes below
+    sections, terms = resolved.sections, resolved.terms
+    texts = (resolved.sections, resolved.terms, resolved.students)
+    del resolved
+    used = _used(entry, len(plan.reason))
+    percent, percents = pd.factorize(plan.percent)
+    columns |= {
+        "task_id": _looked_up(plan.task_id, pa.array(plan.task_ids, TEXT), entry, used),
+        "task_kind": _looked_up(plan.task_kind, pa.array(plan.task_kinds, TEXT), entry, used),
+        "percent": _looked_up(percent, pa.array(percents, pa.float64()), entry, used),
+        "score": pd.Series(_at(plan.score, entry, None), dtype=object),
+        "score_group": _looked_up(plan.score_group, pa.array(plan.score_groups, TEXT), entry, used),
+    }
+    del percent, percents
+    action = _at(np.where(plan.reason == 0, 0, 2).astype(np.int8), entry)  # into ACTIONS
+    fingerprint = _at(plan.fingerprint.astype(_code_type(len(plan.fingerprints))), entry)
+    del entry, used
+
+    task_text, task_texts = _distinct(tasks)
+    (slot,), slot_keys = _joint(section.astype(np.int64) * len(terms) + term)
+    slot_section, slot_term = np.divmod(np.repeat(slot_keys, len(task_texts)), len(terms))
+    line_items = _flat(pc.binary_join_element_wise(
+        sections.take(pa.array(slot_section)), terms.take(pa.array(slot_term)),
+        pa.array(task_texts * len(slot_keys), TEXT), pa.scalar("-", TEXT),
+    ))
+    slots = np.full(len(held), -1, dtype=np.int32)
+    slots[posting_rows] = slot.astype(np.int32) * len(task_texts)
+    line_item = np.repeat(slots, lines)  # -1 for a row's skipped line, whose task is the first (0)
+    del slots, slot
+    line_item += _at(task_text.astype(np.int32), task)
+    columns["line_item_id"] = _categorical(*_compact(line_item, line_items))
+
+    spelled = partial(_some_result_ids, line_item, columns["student"].codes, line_items, students)
+    clash = _same_results(action == 0, starts[posting_rows], (section, term, student), task, task_text,
+                          spelled, columns["row"], texts)
+    del section, term, student, task, posting_rows, spelled
+    result_ids = _result_ids(line_item, columns["student"].codes, line_items, students)
+    del line_item
+    columns["result_id"] = result_ids
+    if len(clash[0]):
+        clashing, clash_reason, clash_reasons = clash
+        action[clashing] = 2
+        fingerprint[clashing] = 0
+        reason = reason.astype(_code_type(len(ROW_REASONS) + 3 + len(clash_reasons)))
+        reason[clashing] = len(ROW_REASONS) + 3 + clash_reason
+    else:
+        clash_reasons = []
+    if len(context.posted):
+        sending = np.flatnonzero(action == 0)
+        action[sending] = _unchanged(_take(_chunked(result_ids), sending), fingerprint[sending] - 1,
+                                     plan.fingerprints[1:], context.posted)
+
+    reason_at, reasons = _distinct(ROW_REASONS + ["", NO_GRADE, BAD_SCORE] + clash_reasons)
+    columns |= {
+        "fingerprint": _categorical(*_compact(fingerprint, pa.array(plan.fingerprints, TEXT))),
+        "action": _categorical(*_compact(action, pa.array(ACTIONS, TEXT))),
+        "reason": _categorical(*_compact(_at(reason_at.astype(_code_type(len(reasons))), reason),
+                                         pa.array(reasons, TEXT))),
+    }
     return pd.DataFrame(columns, copy=False)[POSTING_COLUMNS]
+
+
+def _same_results(live: np.ndarray, starts: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  task: np.ndarray, task_text: np.ndarray, spelled: Callable[[np.ndarray], pa.ChunkedArray],
+                  numbers: np.ndarray,
+                  texts: tuple[pa.Array, pa.Array, pa.Array]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The postings to send whose result another one would write too, with a code per such posting
+    into the reasons returned.
+
+    When no section, term or student id holds a ``-``, a result id is spelled by one (section, term,
+    task, student) only, so only rows with the same section, term and student need a closer look;
+    otherwise the ids themselves (``spelled(postings)``) are compared.
+    """
+    used = [values.filter(pa.array(_used(codes, len(values))))
+            for codes, values in zip(parts, texts, strict=True)]
+    if any(_dashed(values) for values in used):
+        looked_at = np.flatnonzero(live)
+        keys = _flat(pc.dictionary_encode(spelled(looked_at))).indices.to_numpy().astype(np.int64)
+    else:
+        tasks = len(task_text)
+        sent_rows = np.flatnonzero(np.logical_or.reduceat(live, starts)) if len(starts) else starts
+        row_key = _key(*(part[sent_rows] for part in (parts[2], parts[0], parts[1])))
+        if tasks == len(np.unique(task_text)):  # else one row may name a result twice
+            shared = _clashes(row_key)
+            sent_rows, row_key = sent_rows[shared], row_key[shared]
+        looked_at = (starts[sent_rows][:, None] + np.arange(tasks)).ravel()
+        keep = live[looked_at]
+        looked_at = looked_at[keep]
+        keys = _key(np.repeat(row_key, tasks)[keep], task_text[task[looked_at]])
+    clashing = _clashes(keys)
+    if not clashing.any():
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), []
+    code, reasons = _clash_reasons(keys[clashing], numbers[looked_at[clashing]])
+    return looked_at[clashing], code, reasons
+
+
+def _unchanged(result_ids: pa.ChunkedArray, fingerprint: np.ndarray, fingerprints: list[str],
+               posted: pd.DataFrame) -> np.ndarray:
+    """The action of each result to send: "unchanged" when IC already holds this value (the last
+    posting of a result counts), else "post"."""
+    last = posted.iloc[::-1]
+    before, before_texts = _encoded(last["fingerprint"])
+    same_text = pc.index_in(before_texts, value_set=pa.array(fingerprints, TEXT))
+    held = pc.fill_null(pc.index_in(result_ids, value_set=_flat(_text(last["result_id"]))), -1)
+    previous = _at(_at(pc.fill_null(same_text, -1).to_numpy(), before), held.to_numpy(zero_copy_only=False))
+    return np.where((previous >= 0) & (previous == fingerprint), 1, 0)
 
 
 # -- IC's answers back to rows ---------------------------------------------------------------------
 
 
-def _posting_outcomes(postings: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
-    unknown = set(outcomes["status"]) - set(IC_STATUSES)
+def _commonest(codes: np.ndarray) -> int:
+    """The commonest of non-negative codes (-1 if none), counted a slice at a time."""
+    counts = np.zeros(int(codes.max(initial=-1)) + 1, dtype=np.int64)
+    for start in range(0, len(codes), AT_ONCE):
+        part = np.bincount(codes[start: start + AT_ONCE])
+        counts[: len(part)] += part
+    return int(counts.argmax()) if len(counts) else -1
+
+
+def _take(values: pa.ChunkedArray, at: np.ndarray) -> pa.ChunkedArray:
+    """``values`` at the ascending positions ``at``, taken chunk by chunk: arrow would first join
+    all the chunks into one (the result ids of millions of postings, copied whole)."""
+    bounds = np.cumsum([0, *(len(chunk) for chunk in values.chunks)])
+    cuts = np.searchsorted(at, bounds)
+    pieces = zip(values.chunks, bounds[:-1], cuts[:-1], cuts[1:], strict=True)
+    taken = [chunk.take(pa.array(at[low:high] - first)) for chunk, first, low, high in pieces]
+    return pa.chunked_array(taken, values.type)
+
+
+def _chunked(values: pd.Series) -> pa.ChunkedArray:
+    text = _text(values)
+    return text if isinstance(text, pa.ChunkedArray) else pa.chunked_array([text])
+
+
+def _in_step(ids: pa.ChunkedArray, sent: np.ndarray, answered: pa.ChunkedArray) -> bool:
+    """Whether the answers are for the sent results (the postings where ``sent``) one for one, in order."""
+    if int(np.count_nonzero(sent)) != len(answered) or not len(answered):
+        return False
+    done = 0
+    for start in range(0, len(ids), AT_ONCE):
+        piece = ids.slice(start, AT_ONCE).filter(pa.array(sent[start: start + AT_ONCE]))
+        if not pc.all(pc.equal(piece, answered.slice(done, len(piece))), skip_nulls=False).as_py():
+            return False
+        done += len(piece)
+    return True
+
+
+def _last_answers(result_ids: pd.Series, sent: np.ndarray, answers: pd.DataFrame,
+                  unusual: np.ndarray) -> np.ndarray | None:
+    """For each sent posting (where ``sent``), the position of IC's last answer for its result
+    (-1: none; None: the answers are the sent postings', one for one).
+
+    The answers normally come back one for one in the order the results were sent; then a result
+    can have a later, different answer only if one of its answers is ``unusual`` (says other than
+    most do), and only those results are looked up. Otherwise every result id is.
+    """
+    ids, answered = _chunked(result_ids), _chunked(answers["result_id"])
+    if _in_step(ids, sent, answered):
+        if not unusual.any():
+            return None  # the i-th answer is the i-th sent posting's
+        named = pc.is_in(ids, value_set=_flat(answered.filter(pa.array(unusual))))
+        named = named.to_numpy(zero_copy_only=False)
+        involved = np.flatnonzero(named[sent])
+        del named
+        codes = _flat(pc.dictionary_encode(_take(ids, np.flatnonzero(sent)[involved]))).indices.to_numpy()
+        last = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        np.maximum.at(last, codes, involved)
+        found = np.arange(len(answered))
+        found[involved] = last[codes]
+        return found
+    backwards = _flat(answered).take(pa.array(np.arange(len(answered) - 1, -1, -1)))
+    found = pc.index_in(_take(ids, np.flatnonzero(sent)), value_set=backwards)
+    found = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+    return np.where(found >= 0, len(answered) - 1 - found, -1)
+
+
+def _posting_outcomes(postings: pd.DataFrame,
+                      outcomes: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list]:
+    """The postings with their outcome and reason, and the same as codes: outcome into OUTCOMES,
+    reason into the returned texts. Per posting only a few one-byte codes are held."""
+    status, statuses = _encoded(outcomes["status"])
+    unknown = set(statuses.to_pylist()) - set(IC_STATUSES) | ({None} if (status < 0).any() else set())
     if unknown:
-        raise ValueError(f"unknown IC outcome status(es): {sorted(unknown)}")
-    answers = outcomes.iloc[::-1]  # the last answer for a result counts
-    action = postings["action"].to_numpy(dtype=object)
-    sent = action == "post"
-    at = np.where(sent, positions(postings["result_id"], answers["result_id"]), -1)
-    status = take(answers["status"].astype(object), at, postings.index).to_numpy(dtype=object)
-    messages = answers["message"].astype(object)
-    blank = (messages.isna() | (messages.where(messages.notna(), "").astype(str).str.strip() == "")).to_numpy()
-    messages = messages.where(~blank, "rejected by IC").to_numpy(dtype=object)
-    message = np.where(at >= 0, messages[np.maximum(at, 0)] if len(messages) else None, "rejected by IC")
-    accepted = (status == "created") | (status == "updated")
-    closed, rejected = status == WINDOW_CLOSED, status == "rejected"
-    outcome = np.select([action == "unchanged", action == "skipped", accepted, closed, rejected],
-                        ["unchanged", "skipped", "posted", "skipped", "failed"], default="failed")
-    reason = np.select([action == "skipped", closed, rejected, sent & pd.isna(status)],
-                       [postings["reason"].to_numpy(dtype=object), WINDOW_CLOSED, message, NO_ANSWER],
-                       default="")
-    return postings.assign(outcome=_coded(pd.Series(outcome, dtype=object)),
-                           reason=pd.Series(reason, index=postings.index, dtype=object))
+        raise ValueError(f"unknown IC outcome status(es): {sorted(unknown, key=str)}")
+    status = _at(np.asarray([IC_STATUSES.index(text) for text in statuses.to_pylist()], dtype=np.int8),
+                 status, 4)  # into IC_STATUSES; 4: no answer
+    message, messages = _encoded(outcomes["message"])
+    said = [REJECTED if text.strip() == "" else text for text in messages.to_pylist()] + [REJECTED]
+    message = _at(np.arange(len(said) - 1).astype(_code_type(len(said))), message, len(said) - 1)  # into said
+    unusual = status != _commonest(status)
+    unusual |= message != _commonest(message)
+
+    action = postings["action"]
+    sent, skipped = (action == "post").to_numpy(), (action == "skipped").to_numpy()
+    found = _last_answers(postings["result_id"], sent, outcomes, unusual)
+    del unusual
+    kind = np.full(len(postings), 4, dtype=np.int8)
+    kind[sent] = status if found is None else _at(status, found, 4)
+    outcome = _at(np.asarray([0, 0, 2, 3, 3], dtype=np.int8), kind)  # into OUTCOMES
+    np.copyto(outcome, 2, where=skipped)
+    np.copyto(outcome, 1, where=(action == "unchanged").to_numpy())
+
+    reason, reasons = _encoded(postings["reason"])
+    reason_at, texts = _distinct([*reasons.to_pylist(), WINDOW_CLOSED, NO_ANSWER, "", *said])
+    reason_at = reason_at.astype(_code_type(len(texts)))
+    fixed = len(reasons)  # then WINDOW_CLOSED, NO_ANSWER, "", and what IC said
+    reason = np.where(skipped, _at(reason_at, reason), reason_at[fixed + 2])
+    del skipped
+    lines = np.flatnonzero(sent & (kind >= 2))  # sent: window closed, rejected, no answer
+    if len(lines):
+        answer = np.cumsum(sent, dtype=_index_type(len(sent)))[lines] - 1
+        answer = answer if found is None else found[answer]
+        replied = fixed + 3 + _at(message, answer, len(said) - 1).astype(np.int64)
+        said_here = np.select([kind[lines] == 2, kind[lines] == 3], [fixed, replied], fixed + 1)
+        reason[lines] = reason_at[said_here]
+    del sent, kind
+    final = postings.assign(outcome=_categorical(*_compact(outcome, pa.array(OUTCOMES, TEXT))),
+                            reason=_categorical(*_compact(reason, pa.array(texts, TEXT))))
+    return final, outcome, reason, texts
+
+
+def _decided(numbers: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Where each row's postings start (in row order) and, for each row, the posting that decides
+    its outcome: failed > posted > unchanged > skipped, the first such posting of the row; and the
+    order that sorts the postings by row (None: they are). Worked out a slice of rows at a time."""
+    order = _sorting(numbers)
+    if order is not None:
+        numbers, outcome = numbers[order], outcome[order]
+    new_row = np.ones(len(numbers), dtype=bool)
+    np.not_equal(numbers[1:], numbers[:-1], out=new_row[1:])
+    position = _index_type(len(numbers))
+    starts = np.concatenate([np.flatnonzero(new_row[first: first + AT_ONCE]).astype(position) + first
+                             for first in range(0, len(numbers), AT_ONCE)] or [np.empty(0, dtype=position)])
+    del new_row
+    decider = np.empty(len(starts), dtype=starts.dtype)
+    ranks = np.asarray([1, 2, 3, 0], dtype=np.int64)  # by OUTCOMES: failed first, then posted, ...
+    for first in range(0, len(starts), AT_ONCE):
+        low = int(starts[first])
+        high = int(starts[first + AT_ONCE]) if first + AT_ONCE < len(starts) else len(numbers)
+        ranked = ranks[outcome[low:high]] * (high - low) + np.arange(high - low)
+        best = np.minimum.reduceat(ranked, starts[first: first + AT_ONCE] - low)
+        decider[first: first + AT_ONCE] = best % (high - low) + low
+    return starts, decider if order is None else order[decider], order
+
+
+def _rows_match(numbers: np.ndarray, starts: np.ndarray, order: np.ndarray | None, rows: np.ndarray) -> bool:
+    """Whether the postings' rows (their numbers at ``starts``, in ``order``) are exactly ``rows``."""
+    if len(starts) != len(rows):
+        return False
+    for first in range(0, len(rows), AT_ONCE):
+        at = starts[first: first + AT_ONCE]
+        if not np.array_equal(numbers[at if order is None else order[at]], rows[first: first + AT_ONCE]):
+            return False
+    return True
+
+
+def _sorting(numbers: np.ndarray) -> np.ndarray | None:
+    """None when the numbers are in order already, else the stable order that sorts them."""
+    return None if (numbers[1:] >= numbers[:-1]).all() else np.argsort(numbers, kind="stable")
 
 
 def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFrame,
               outcomes: pd.DataFrame) -> Reconciliation:
     """One outcome per export row: failed > posted > unchanged > skipped, with the reason that decided it."""
-    final = _posting_outcomes(postings, outcomes)
-    rank = {"failed": 0, "posted": 1, "unchanged": 2, "skipped": 3}
-    numbers = final["row"].to_numpy(dtype=np.int64)
-    order = np.lexsort((final["outcome"].map(rank).to_numpy(dtype=np.int64), numbers))
-    first = order[np.r_[True, numbers[order][1:] != numbers[order][:-1]]] if len(order) else order
-    decided = pd.Index(numbers[first])
+    final, outcome, reason, reasons = _posting_outcomes(postings, outcomes)
+    posting_rows = final["row"].to_numpy(dtype=np.int64)
+    starts, decider, by_row = _decided(posting_rows, outcome)
     row_numbers = rows["row"].to_numpy(dtype=np.int64)
-    stray = np.setdiff1d(decided.to_numpy(), row_numbers)
-    if len(stray):
-        raise ReconciliationError(
-            f"postings for rows that are not in the export: {sorted(stray.tolist())[:10]}"
-        )
-    at = decided.get_indexer(row_numbers)
-    if (at < 0).any():
-        missing = sorted(row_numbers[at < 0].tolist())
-        raise ReconciliationError(f"export rows with no planned posting: {missing[:10]}")
-    answered = pd.DataFrame({
-        "row": row_numbers,
-        "section": rows["section"].astype(object).to_numpy(),
-        "student": rows["student"].astype(object).to_numpy(),
-        "outcome": final["outcome"].to_numpy(dtype=object)[first][at],
-        "reason": final["reason"].to_numpy(dtype=object)[first][at],
-    })
-    kept_aside = quarantined[["row", "section", "student"]].assign(
-        outcome="skipped", reason=MALFORMED + quarantined["reason"].astype(str)
-    )
-    parts = [part for part in (answered, kept_aside) if not part.empty] or [answered]
-    result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    result = result.astype(
-        {"row": "int64", "section": object, "student": object, "outcome": object, "reason": object}
-    )
-    result = result.sort_values("row", kind="stable").reset_index(drop=True)[ROW_OUTCOME_COLUMNS]
+    order = _sorting(row_numbers)
+    numbers = row_numbers if order is None else row_numbers[order]
+    if not _rows_match(posting_rows, starts, by_row, numbers):
+        decided = posting_rows[starts if by_row is None else by_row[starts]]
+        stray = np.setdiff1d(decided, row_numbers)
+        if len(stray):
+            raise ReconciliationError(f"postings for rows that are not in the export: {stray.tolist()[:10]}")
+        at = np.minimum(np.searchsorted(decided, numbers), max(len(decided) - 1, 0))
+        missing = numbers[decided[at] != numbers] if len(decided) else numbers
+        if len(missing):
+            raise ReconciliationError(f"export rows with no planned posting: {missing.tolist()[:10]}")
+        decider = decider[at]
+
+    def as_text(frame: pd.DataFrame, column: str, order: np.ndarray | None) -> pd.Series:
+        values = frame[column].reset_index(drop=True).astype("str")
+        return values if order is None else values.take(order).reset_index(drop=True)
+
+    outcome, reason = outcome[decider], reason[decider]
+    section, student = as_text(rows, "section", order), as_text(rows, "student", order)
+    if len(quarantined):
+        why, whys = _encoded(quarantined["reason"].astype(str))
+        reason_at, reasons = _distinct(reasons + [MALFORMED + text for text in whys.to_pylist()])
+        numbers = np.concatenate([numbers, quarantined["row"].to_numpy(dtype=np.int64)])
+        outcome = np.concatenate([outcome, np.full(len(quarantined), 2, dtype=outcome.dtype)])
+        why = np.where(why >= 0, len(reason_at) - len(whys) + why, -1)
+        reason = _at(reason_at, np.concatenate([reason, why]))
+        section = pd.concat([section, as_text(quarantined, "section", None)], ignore_index=True)
+        student = pd.concat([student, as_text(quarantined, "student", None)], ignore_index=True)
+        merged = _sorting(numbers)
+        if merged is not None:
+            numbers, outcome, reason = numbers[merged], outcome[merged], reason[merged]
+            section, student = (values.take(merged).reset_index(drop=True) for values in (section, student))
+    result = pd.DataFrame({
+        "row": numbers, "section": section, "student": student,
+        "outcome": _categorical(*_compact(outcome, pa.array(OUTCOMES, TEXT))),
+        "reason": _categorical(*_compact(reason, pa.array(reasons, TEXT))),
+    }, copy=False)[ROW_OUTCOME_COLUMNS]
     expected = len(rows) + len(quarantined)
-    counted = result["outcome"].value_counts()
-    counts = {outcome: int(counted.get(outcome, 0)) for outcome in OUTCOMES}
-    if sum(counts.values()) != expected or result["row"].duplicated().any():
+    counts = {name: int(np.count_nonzero(outcome == code)) for code, name in enumerate(OUTCOMES)}
+    if sum(counts.values()) != expected or (numbers[1:] == numbers[:-1]).any():
         raise ReconciliationError(
             f"{sum(counts.values())} row outcomes for {expected} export rows "
             f"({len(rows)} parsed, {len(quarantined)} quarantined); row numbers must be distinct"
