@@ -10,6 +10,7 @@ tasks write, so the plan phase reads exactly what ``ProvisionOperator`` reads.
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import time
 from pathlib import Path
 
@@ -107,34 +108,42 @@ def _provisioning(config_path: str, orgs_file: Path):
     return provisioning.model_copy(update={"schools": {**schools, **provisioning.schools}})
 
 
-def _accepted_state(changes) -> pd.DataFrame:
-    """The state after a night whose every create and update the LMS took, with made-up LMS ids
-    (what ``next_state`` records, without a million ``ItemResult`` objects)."""
-    from include.provisioning.diff import empty_state
-    from include.provisioning.plan import plain, sorted_by_key
+def _accepting_lms(changes) -> dict[str, pd.DataFrame]:
+    """What an LMS that takes every create, update and deactivation answers, as
+    ``ProvisionOperator._apply`` returns it, with made-up LMS ids for what it created."""
+    from include.provisioning.diff import OUTCOME_SCHEMA
 
-    written = pd.concat([changes.create, changes.update, changes.unchanged], ignore_index=True)
-    numbers = pc.cast(pa.array(range(len(written)), pa.int64()), pa.string())
+    def answers(keys: pd.Series, lms_ids: pa.ChunkedArray | pa.Array | None = None) -> pd.DataFrame:
+        count = len(keys)
+        key = pc.cast(pa.array(keys, from_pandas=True), pa.string())
+        lms_id = pa.nulls(count, pa.string()) if lms_ids is None else pc.cast(lms_ids, pa.string())
+        columns = [key, pa.array(np.ones(count, dtype=bool)), lms_id, pa.nulls(count, pa.string())]
+        return pa.table(columns, schema=OUTCOME_SCHEMA).to_pandas(types_mapper=pd.ArrowDtype)
+
+    numbers = pc.cast(pa.array(np.arange(len(changes.create))), pa.string())
     made_up = pc.binary_join_element_wise("9", numbers, "")
-    made_up = pd.Series(pa.chunked_array([made_up]).to_pandas().array, index=written.index)
-    written["lms_id"] = written["lms_id"].fillna(made_up) if "lms_id" in written else made_up
-    return plain(sorted_by_key(written.reindex(columns=list(empty_state(changes.kind).columns))))
+    return {
+        "create": answers(changes.create["key"], made_up),
+        "update": answers(changes.update["key"], pa.array(changes.update["lms_id"], from_pandas=True)),
+        "deactivate": answers(changes.deactivate["key"]),
+    }
 
 
 def plan_step_phase(
     kind: str, extract_dir: str, config_path: str, work_dir: str, night: str = "full"
 ) -> PhaseResult:
-    """One provisioning step as its task runs it, without the LMS: read the staged frames it
-    reads, plan, diff against the state (none on a ``full`` night, the last night's on a
-    ``delta`` night), report, and stage the result table the later steps read.
+    """One provisioning step as its task runs it, against an LMS that takes everything: read the
+    staged frames it reads, plan, read the state (none on a ``full`` night, the last night's on a
+    ``delta`` night), diff, report, and stage the next state and the result table the later
+    steps read, in the operator's order.
 
-    A full night also stages the state an all-accepting LMS would leave, for the delta night.
-    ``seconds`` is the whole step; ``extra`` splits it and counts the actions.
+    ``seconds`` is the whole step; ``extra`` splits it, counts the actions and gives the peak
+    RSS up to the end of the diff (``plan_peak_rss_mib``), before the state is recorded.
     """
-    from include.provisioning.diff import empty_state, plan_changes
+    from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes
     from include.provisioning.report import report_rows
     from include.provisioning.steps import STEP_BY_KIND
-    from include.staging import read_frame, stage_frame
+    from include.staging import stage_frame
     from plugins.operators.provision import ProvisionOperator
 
     step = STEP_BY_KIND[kind]
@@ -145,31 +154,26 @@ def plan_step_phase(
         raise ValueError(f"night is 'full' or 'delta', not {night!r}")
 
     started = time.perf_counter()
-    extracts = {
-        collection: read_frame(
-            str(extracts_path / f"{collection}.parquet"), columns=step.columns.get(collection),
-            arrow_lists=True, categories=step.categories.get(collection),
-        )
-        for collection in step.extracts
-    }
-    results = {need: read_frame(str(work / "results" / f"{need}.parquet"), columns=step.columns.get(need))
-               for need in step.needs}
-    state = (read_frame(str(state_file), categories=step.categories.get("state")) if night == "delta"
-             else empty_state(kind))
+    extracts = {collection: step.read_extract(collection, str(extracts_path / f"{collection}.parquet"))
+                for collection in step.extracts}
+    results = {need: step.read_result(need, str(work / "results" / f"{need}.parquet")) for need in step.needs}
     read = time.perf_counter()
     desired = step.build(extracts, results, provisioning)
     del extracts, results
+    hashes = fingerprint_hashes(desired.rows, kind)
     built = time.perf_counter()
-    changes = plan_changes(desired, state)
+    state = step.read_state(str(state_file)) if night == "delta" else empty_state(kind)
+    state_read = time.perf_counter()
+    changes = plan_changes(desired, state, hashes=hashes)
     diffed = time.perf_counter()
+    plan_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    outcomes = _accepting_lms(changes)
+    (work / "state").mkdir(parents=True, exist_ok=True)
+    stage_frame(state_file, next_state(state, changes, outcomes))
     no_failures = pd.DataFrame({"key": pd.Series(dtype=object), "action": pd.Series(dtype=object),
                                 "error": pd.Series(dtype=object), "school": pd.Series(dtype=object)})
     report = report_rows(changes, no_failures, dry_run=False)
-    if night == "full":
-        state = _accepted_state(changes).reset_index(drop=True)
-        (work / "state").mkdir(parents=True, exist_ok=True)
-        stage_frame(state_file, state)
-    result = ProvisionOperator._result_table(changes, {}, state, dry_run=False)
+    result = ProvisionOperator._result_table(changes, outcomes, state, dry_run=False)
     (work / "results").mkdir(parents=True, exist_ok=True)
     stage_frame(work / "results" / f"{kind}.parquet", result)
     recorded = time.perf_counter()
@@ -178,10 +182,11 @@ def plan_step_phase(
         records=len(desired.rows) + len(desired.skipped),
         seconds=recorded - started,
         extra={
-            "read_seconds": round(read - started, 3),
+            "read_seconds": round(read - started + state_read - built, 3),
             "plan_seconds": round(built - read, 3),
-            "diff_seconds": round(diffed - built, 3),
+            "diff_seconds": round(diffed - state_read, 3),
             "record_seconds": round(recorded - diffed, 3),
+            "plan_peak_rss_mib": round(plan_peak),
             "planned": len(desired.rows),
             "report_rows": len(report),
             **changes.counts(),
@@ -205,11 +210,30 @@ def plan_night(extract_dir: str, config_path: str, work_dir: str, night: str = "
 PERIODS = 8
 CLASS_SIZE = 25
 STUDENTS_PER_SCHOOL = 1000
+TEXT = pa.large_string()  # what pandas' ``str`` columns hold, as ``read_frame`` gives them
+SPELLED_AT_ONCE = 1_000_000  # numbers made text per arrow call
+
+
+def _categorical(codes: np.ndarray, categories: list[str]) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(pd.Index(categories, dtype="str")))
+
+
+def _numbered(prefix: str, numbers: np.ndarray) -> pd.Series:
+    """``prefix`` and each number as text, made by arrow a slice at a time: no Python string per
+    row, and no more than a slice of text made only to be joined."""
+    chunks = []
+    for start in range(0, len(numbers), SPELLED_AT_ONCE):
+        digits = pc.cast(pa.array(numbers[start: start + SPELLED_AT_ONCE]), TEXT)
+        chunks.append(pc.binary_join_element_wise(pa.scalar(prefix, TEXT), digits, pa.scalar("", TEXT))
+                      if prefix else digits)
+    return pa.chunked_array(chunks, TEXT).to_pandas()
 
 
 def _grade_inputs(rows: int, seed: int):
     """An export of ``rows`` grade rows (one per student and period, as ``read_export`` leaves them
-    and ``read_frame`` gives them back) and the GradeContext around it, built with NumPy.
+    and ``read_frame`` gives them back: arrow-backed ``str`` text, categoricals for the grading
+    period and letter grades) and the GradeContext around it, built with NumPy and arrow so that
+    making them costs no more memory than holding them.
 
     The district follows the synthetic generator's shape: periods 0-5 year-long (both
     semesters), period 6 in semester 1, period 7 in semester 2; the run date is in semester
@@ -232,11 +256,11 @@ def _grade_inputs(rows: int, seed: int):
     class_school, local = np.divmod(class_index, classes_per_school)
     period = local // sections_per_period
     terms = {0: [f"{year}01", f"{year}02"], 6: [f"{year}01"], 7: [f"{year}02"]}
-    class_ids = pd.Series(600_000 + class_index).astype(str)
+    class_ids = _numbered("", 600_000 + class_index)
     classes = pd.DataFrame({
         "sourced_id": class_ids,
-        "school_sourced_id": pd.Series(100 + class_school).astype(str),
-        "course_sourced_id": pd.Series(50_000 + class_school * 9 + period).astype(str),
+        "school_sourced_id": _numbered("", 100 + class_school),
+        "course_sourced_id": _numbered("", 50_000 + class_school * 9 + period),
         "term_sourced_ids": pd.Series([np.array(terms.get(p, terms[0]), dtype=object)
                                        for p in range(PERIODS)]).take(period).to_numpy(),
     })
@@ -249,39 +273,39 @@ def _grade_inputs(rows: int, seed: int):
     })
     student = np.arange(students)
     users = pd.DataFrame({
-        "sourced_id": pd.Series(1_000_000 + student).astype(str),
-        "legacy_sourced_id": ("s" + pd.Series(1_000_000 + student).astype(str)),
+        "sourced_id": _numbered("", 1_000_000 + student),
+        "legacy_sourced_id": _numbered("s", 1_000_000 + student),
     })
 
     row = np.arange(rows)
     who, row_period = np.divmod(row, PERIODS)
     school, local_student = np.divmod(who, STUDENTS_PER_SCHOOL)
     section_number = ((local_student + 7 * row_period) % STUDENTS_PER_SCHOOL) // CLASS_SIZE
-    section = school * classes_per_school + row_period * sections_per_period + section_number
-    section_text = pd.Series(600_000 + section).astype(str)
-    student_text = "s" + pd.Series(1_000_000 + who).astype(str)
+    section = 600_000 + school * classes_per_school + row_period * sections_per_period + section_number
+    student_number = 1_000_000 + who
+    del who, school, local_student, section_number
     stray = random.random(rows)
-    section_text[stray < 0.002] = "999999"
-    student_text[(stray >= 0.002) & (stray < 0.004)] = "s9999999"
+    section[stray < 0.002] = 999_999
+    student_number[(stray >= 0.002) & (stray < 0.004)] = 9_999_999
+    del stray
     semester = np.where(row_period == 7, 1, 0)
-    period_title = np.array([sessions["title"][1], sessions["title"][2]], dtype=object)[semester]
     percent = np.round(random.uniform(35, 100, rows), 1)
     percent[random.random(rows) < 0.02] = np.nan
-    letter = np.full(rows, None, dtype=object)
+    letter = np.full(rows, -1, dtype=np.int8)
     letter_only = random.random(rows) < 0.05
-    letters = np.array(["A", "B", "C", "D", "F"], dtype=object)
-    letter[letter_only] = letters[random.integers(0, len(letters), letter_only.sum())]
+    letters = ["A", "B", "C", "D", "F"]
+    letter[letter_only] = random.integers(0, len(letters), letter_only.sum())
     percent[letter_only] = np.nan
     course = np.where(random.random(rows) < 0.5, np.round(random.uniform(35, 100, rows), 1), np.nan)
     export = pd.DataFrame({
         "row": row + 1,
-        "section": section_text.astype("str"),
-        "student": student_text.astype("str"),
-        "grading_period": pd.Series(period_title).astype("str"),
+        "section": _numbered("", section),
+        "student": _numbered("s", student_number),
+        "grading_period": _categorical(semester.astype(np.int8), list(sessions["title"][1:])),
         "term_percent": percent,
-        "term_score": pd.Series(letter).astype("str"),
+        "term_score": _categorical(letter, letters),
         "course_percent": course,
-        "course_score": pd.Series(np.full(rows, None, dtype=object)).astype("str"),
+        "course_score": _categorical(np.full(rows, -1, dtype=np.int8), []),
     })
     config = load_district(DISTRICTS_DIR / "demo.yaml").grade_passback
     context = GradeContext(
@@ -303,21 +327,37 @@ def _grade_inputs(rows: int, seed: int):
 
 def grade_transform_phase(rows: int, seed: int) -> PhaseResult:
     """The grade transform on ``rows`` export rows: plan the postings, then reconcile them with
-    IC accepting every one sent. ``seconds`` is the transform's own time, not the input's."""
+    IC accepting every one sent. ``seconds`` is the transform's own time, not the input's, on one
+    core: arrow is held to one thread, as a task given one CPU would be; ``process_seconds`` is the
+    CPU time the process spent in it."""
+    threads = pa.cpu_count(), pa.io_thread_count()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    try:
+        return _grade_transform(rows, seed)
+    finally:  # as they were: the phase may run in its caller's process (the tests run it so)
+        pa.set_cpu_count(threads[0])
+        pa.set_io_thread_count(threads[1])
+
+
+def _grade_transform(rows: int, seed: int) -> PhaseResult:
     from include.grades.export import QUARANTINE_COLUMNS
     from include.grades.transform import plan_postings, reconcile
 
     export, context = _grade_inputs(rows, seed)
     quarantined = pd.DataFrame({column: pd.Series(dtype="int64" if column == "row" else object)
                                 for column in QUARANTINE_COLUMNS})
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     postings = plan_postings(export, context)
-    planned = time.perf_counter()
-    sent = postings.loc[postings["action"] == "post", "result_id"]
-    answers = pd.DataFrame({"result_id": sent, "status": "created", "message": ""})
-    answered = time.perf_counter()
+    planned, cpu_planned = time.perf_counter(), time.process_time()
+    actions = {key: int(value) for key, value in postings["action"].value_counts().items()}
+    del context  # what the reconcile task holds: the export, the postings and IC's answers (as read back)
+    sent = pa.array(postings["result_id"]).filter(pa.array((postings["action"] == "post").to_numpy()))
+    answers = pd.DataFrame({"result_id": sent.to_pandas(), "status": "created", "message": ""})
+    del sent
+    answered, cpu_answered = time.perf_counter(), time.process_time()
     result = reconcile(export, quarantined, postings, answers)
-    finished = time.perf_counter()
+    finished, cpu_finished = time.perf_counter(), time.process_time()
     return PhaseResult(
         phase="grade_transform",
         records=rows,
@@ -326,7 +366,8 @@ def grade_transform_phase(rows: int, seed: int) -> PhaseResult:
             "postings": len(postings),
             "plan_seconds": round(planned - started, 3),
             "reconcile_seconds": round(finished - answered, 3),
-            "actions": {key: int(value) for key, value in postings["action"].value_counts().items()},
+            "process_seconds": round((cpu_planned - cpu_started) + (cpu_finished - cpu_answered), 3),
+            "actions": actions,
             "outcomes": result.counts,
         },
     )

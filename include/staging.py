@@ -17,8 +17,10 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel, ConfigDict, Field
@@ -190,14 +192,76 @@ def read_frame(
     *,
     arrow_lists: bool = False,
     categories: list[str] | None = None,
+    arrow: bool = False,
 ) -> pd.DataFrame:
     """A staged table as a DataFrame (text columns are arrow-backed). For tables of millions
     of rows: ``arrow_lists`` keeps list columns in arrow (a million users' roles are otherwise
     a million NumPy arrays of dicts) and ``categories`` reads those columns as categoricals
-    (eight million enrollments name a few hundred thousand classes)."""
+    (eight million enrollments name a few hundred thousand classes). ``arrow`` hands every
+    column over as Parquet decoding left it (``pd.ArrowDtype``; the ``categories`` columns
+    dictionary-encoded per row group): no conversion, which for a categorical of a million
+    distinct ids costs several times the column."""
+    mapper = pd.ArrowDtype if arrow else (_arrow_lists if arrow_lists else None)
     with ObjectStoragePath(uri).open("rb") as handle:
-        table = pq.read_table(handle, columns=columns, read_dictionary=categories)
-    return table.to_pandas(types_mapper=_arrow_lists if arrow_lists else None)
+        parquet = pq.ParquetFile(handle, read_dictionary=categories)
+        names = parquet.schema_arrow.names if columns is None else columns
+        if not names or _index_columns(parquet.schema_arrow):  # (a frame staged with its index)
+            return parquet.read(columns=columns).to_pandas(types_mapper=mapper)
+        index = parquet.read(columns=[]).to_pandas().index
+        read = {name: _read_column(parquet, name, mapper) for name in _largest_first(parquet, names)}
+        return pd.DataFrame({name: read[name] for name in names}, index=index, copy=False)
+
+
+def _index_columns(schema: pa.Schema) -> list[str]:
+    return [column for column in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(column, str)]
+
+
+def _largest_first(parquet: pq.ParquetFile, names: list[str]) -> list[str]:
+    """``names`` by their size in the file, largest first: decoding a column takes a few times
+    its size for a moment, best spent while little of the frame is held yet."""
+    sizes = dict.fromkeys(names, 0)
+    metadata = parquet.metadata
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            top = chunk.path_in_schema.split(".", 1)[0]
+            if top in sizes:
+                sizes[top] += chunk.total_uncompressed_size
+    return sorted(names, key=lambda name: -sizes[name])
+
+
+def _read_column(parquet: pq.ParquetFile, name: str, mapper) -> pd.api.extensions.ExtensionArray:
+    """One column, converted and its decoding buffers handed back before the next is read: a
+    whole table read at once holds every column's buffers at the same time (for a state of
+    eight million enrollments, twice the frame)."""
+    table = parquet.read(columns=[name])
+    if table.num_rows and mapper is not pd.ArrowDtype and pa.types.is_dictionary(table.schema.field(name).type):
+        values = _categorical(table.column(name))
+    else:
+        values = table.to_pandas(types_mapper=mapper)[name].array
+    del table
+    pa.default_memory_pool().release_unused()
+    return values
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """A column read dictionary-encoded (a dictionary per row group) as a categorical, its
+    categories in order of appearance as arrow's own conversion has them, but without pandas
+    checking that they are distinct (arrow made them so): the check keeps a Python object per
+    category for as long as the column lives (a hundred MB for a million users)."""
+    dictionaries = pa.chunked_array([chunk.dictionary for chunk in column.chunks], column.type.value_type)
+    categories = pc.unique(dictionaries)
+    entries = pc.index_in(dictionaries, value_set=categories).to_numpy(zero_copy_only=False)
+    codes = np.empty(len(column), dtype=np.int32)
+    row = entry = 0
+    for chunk in column.chunks:
+        local = np.append(entries[entry:entry + len(chunk.dictionary)], -1)  # last: a missing value
+        codes[row:row + len(chunk)] = local[pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)]
+        row, entry = row + len(chunk), entry + len(chunk.dictionary)
+    index = pd.Index(pa.chunked_array([categories]).to_pandas())
+    dtype = pd.CategoricalDtype._from_fastpath(index, ordered=column.type.ordered)
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
 def utc_now() -> datetime:

@@ -21,7 +21,9 @@ import pyarrow.compute as pc
 
 from include.lms.target import ITEM_TYPES, ItemResult, ObjectKind
 from include.provisioning.plan import (
+    SLICE,
     Desired,
+    distinct_in_order,
     flatten,
     isin,
     item_fields,
@@ -33,7 +35,6 @@ from include.provisioning.plan import (
 
 DROPPED_WHEN_REMOVED: frozenset[ObjectKind] = frozenset({"enrollment", "guardian_link"})
 STATE_COLUMNS = ["key", "school", "fingerprint", "lms_id"]
-HASH_SLICE = 500_000
 
 
 def empty_state(kind: ObjectKind) -> pd.DataFrame:
@@ -51,40 +52,46 @@ def _joined(values: pd.Series) -> pd.Series:
     return pd.Series(pa.chunked_array([joined]).to_pandas().array, index=values.index)
 
 
-def _as_text(values: pd.Series, is_list: bool) -> pd.Series | pd.Categorical:
-    """``str(value)`` per row (a missing value as ``None``), computed once per distinct value."""
+def _field_hashes(values: pd.Series, is_list: bool) -> np.ndarray:
+    """``hash_array`` of ``str(value)`` per row (a missing value as ``None``): text a slice at a
+    time (only one slice of millions of distinct keys is ever Python strings), anything else
+    once per distinct value (an enrollment's section and user repeat over millions of rows)."""
     if is_list:
-        return _joined(values)
+        values = _joined(values)
     if pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(object).where(values.notna(), "None") if values.hasnans else values
-    codes, uniques = pd.factorize(values)
-    texts = pd.Index([str(value) for value in uniques] + ["None"], dtype=object)
-    text_codes, distinct = pd.factorize(texts)
-    return pd.Categorical.from_codes(text_codes[codes], categories=pd.Index(distinct, dtype=object))
+        return np.concatenate([np.empty(0, dtype=np.uint64)] + [
+            pd.util.hash_array(values.iloc[start:start + SLICE].to_numpy(dtype=object, na_value="None"),
+                               categorize=False)
+            for start in range(0, len(values), SLICE)
+        ])
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        codes, uniques = pd.factorize(values)
+    texts = (np.asarray(uniques, dtype=object) if pd.api.types.is_string_dtype(uniques.dtype)
+             else np.asarray([str(value) for value in uniques], dtype=object))
+    return pd.util.hash_array(np.append(texts, "None"), categorize=False)[codes]
 
 
-def _text_hashes(text: pd.Series | pd.Categorical) -> np.ndarray:
-    """``hash_array`` of each row's text: per category, or in slices so that only one slice
-    of a column of millions of distinct keys is ever Python strings at a time."""
-    if isinstance(text, pd.Categorical):
-        hashed = pd.util.hash_array(np.asarray(text.categories, dtype=object), categorize=False)
-        return hashed[text.codes]
-    return np.concatenate([
-        pd.util.hash_array(text.iloc[start:start + HASH_SLICE].to_numpy(dtype=object), categorize=False)
-        for start in range(0, len(text), HASH_SLICE)
-    ])
-
-
-def _combined(hashes: list[np.ndarray]) -> np.ndarray:
-    """Row hashes from column hashes, as ``pd.util.hash_pandas_object`` combines a frame's."""
+def fingerprint_hashes(rows: pd.DataFrame, kind: ObjectKind) -> np.ndarray:
+    """The rows' fingerprints (see :func:`fingerprint`) as numbers, before they are made text:
+    a tenth of the memory, for comparing millions of them with the state's."""
+    fields = ITEM_TYPES[kind].model_fields
+    if rows.empty:
+        return np.empty(0, dtype=np.uint64)
+    hashes = np.full(len(rows), 0x345678, dtype=np.uint64)
     mult = np.uint64(1000003)
-    out = np.zeros_like(hashes[0]) + np.uint64(0x345678)
-    for position, column in enumerate(hashes):
-        inverse = len(hashes) - position
-        out ^= column
-        out *= mult
+    for position, (name, field) in enumerate(fields.items()):
+        inverse = len(fields) - position
+        hashes ^= _field_hashes(rows[name], get_origin(field.annotation) is list)
+        hashes *= mult
         mult += np.uint64(82520 + inverse + inverse)
-    return out + np.uint64(97531)
+    return hashes + np.uint64(97531)
+
+
+def _hash_text(hashes: np.ndarray, index: pd.Index) -> pd.Series:
+    text = pc.cast(pa.array(hashes, pa.uint64()), pa.large_string())
+    return pd.Series(pa.chunked_array([text]).to_pandas().array, index=index)
 
 
 def fingerprint(rows: pd.DataFrame, kind: ObjectKind) -> pd.Series:
@@ -92,18 +99,11 @@ def fingerprint(rows: pd.DataFrame, kind: ObjectKind) -> pd.Series:
 
     ``pd.util.hash_pandas_object`` of ``str(value)`` per field, as it has always been (a state
     written before keeps its fingerprints), but each distinct value is turned into text once
-    (an enrollment's section and user repeat over millions of rows) and distinct keys are
-    hashed a slice at a time.
+    (an enrollment's section and user repeat over millions of rows), distinct keys are hashed
+    a slice at a time, and each field's hashes are folded into the row's as soon as they are
+    known (as ``hash_pandas_object`` combines a frame's columns).
     """
-    fields = ITEM_TYPES[kind].model_fields
-    if rows.empty:
-        return pd.Series(dtype=str, index=rows.index)
-    hashes = _combined([
-        _text_hashes(_as_text(rows[name], get_origin(field.annotation) is list))
-        for name, field in fields.items()
-    ])
-    text = pa.chunked_array([pc.cast(pa.array(hashes), pa.string())]).to_pandas()
-    return pd.Series(text.array, index=rows.index)
+    return _hash_text(fingerprint_hashes(rows, kind), rows.index)
 
 
 @dataclass(frozen=True)
@@ -133,20 +133,59 @@ def _where(rows: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
     return rows if mask.all() else rows[mask]
 
 
-def plan_changes(desired: Desired, state: pd.DataFrame, *, full: bool = False) -> Changes:
+def _same_fingerprint(stored: pd.Series, at: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Whether the state's fingerprint at ``at`` (-1: none) is each row's, compared as text a slice
+    at a time: neither side's millions of fingerprints are copied whole to be compared."""
+    same = np.zeros(len(at), dtype=bool)
+    if not (at >= 0).any():
+        return same
+    for start in range(0, len(at), SLICE):
+        taken = pd.api.extensions.take(stored.array, at[start:start + SLICE], allow_fill=True)
+        texts = _hash_text(hashes[start:start + SLICE], pd.RangeIndex(len(taken))).array
+        same[start:start + SLICE] = np.asarray(taken == texts, dtype=bool)
+    return same
+
+
+def _fingerprinted(rows: pd.DataFrame, hashes: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """``rows[mask]`` with their fingerprints as text."""
+    chosen = _where(rows, mask)
+    return chosen.assign(fingerprint=_hash_text(hashes[mask], chosen.index))
+
+
+def _matched(keys: pd.Series, at: np.ndarray, others: pd.Series) -> np.ndarray:
+    """Which ``keys`` are among ``others``, given where each of ``others`` is among them (``at``):
+    read off ``at`` when the keys are distinct and in order (a staged state's are), else looked up."""
+    if not distinct_in_order(keys):
+        return isin(keys, others).to_numpy()
+    matched = np.zeros(len(keys) + 1, dtype=bool)
+    matched[at] = True  # -1, no key, marks the extra last place
+    return matched[:-1]
+
+
+def plan_changes(
+    desired: Desired, state: pd.DataFrame, *, full: bool = False, hashes: np.ndarray | None = None
+) -> Changes:
     """``full`` re-sends every object that exists (the vendors' "request full run"), e.g. after
-    someone changed the LMS by hand; deactivations still follow the state."""
+    someone changed the LMS by hand; deactivations still follow the state.
+
+    What is sent (create, update) carries its fingerprint; what is unchanged has the state's
+    already, and carries none (a quiet night leaves millions of enrollments unchanged).
+    ``hashes``: :func:`fingerprint_hashes` of ``desired.rows`` if already made (a task makes
+    them before it reads the state, so that the making and the state are not in memory at the
+    same time)."""
     kind = desired.kind
-    rows = desired.rows.assign(fingerprint=fingerprint(desired.rows, kind))
+    rows = desired.rows
+    if hashes is None:
+        hashes = fingerprint_hashes(rows, kind)
     at = positions(rows["key"], state["key"])
     known = at >= 0
-    same = known & (take(state["fingerprint"], at, rows.index) == rows["fingerprint"]).to_numpy(dtype=bool)
-    create = _where(rows, ~known)
+    same = known & _same_fingerprint(state["fingerprint"], at, hashes)
+    create = _fingerprinted(rows, hashes, ~known)
     resend = known & (full | ~same)
-    changed = _where(rows, resend)
+    changed = _fingerprinted(rows, hashes, resend)
     changed = changed.assign(lms_id=take(state["lms_id"], at[resend], changed.index))
     unchanged = _where(rows, known & (not full) & same)
-    gone = state[~isin(state["key"], rows["key"])]
+    gone = state[~_matched(state["key"], at, rows["key"])]
     dropped = kind in DROPPED_WHEN_REMOVED
     skipped = desired.skipped[~isin(desired.skipped["key"], gone["key"])]
     return Changes(

@@ -51,6 +51,8 @@ SECTION_NOT_PROVISIONED = "section not provisioned"
 USER_NOT_PROVISIONED = "user not provisioned"
 BUILDING_NOT_CREATED = "building not created yet"
 
+SLICE = 250_000  # rows of text handled at once where a whole column would otherwise be copied
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -127,10 +129,27 @@ def _text(values: pd.Series | Iterable, like: pa.DataType | None = None) -> pa.C
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
-    """A categorical's codes and categories: work once per category, not per row."""
-    if not isinstance(values.dtype, pd.CategoricalDtype):
+    """A categorical's codes and categories: work once per category, not per row. A dictionary-
+    encoded arrow column (``read_frame``'s ``arrow``) counts as one, its categories the
+    dictionaries of its chunks one after the other (a value may repeat across them)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), pd.Series(values.cat.categories)
+    if not _dictionary_encoded(values):
         return None
-    return values.cat.codes.to_numpy(), pd.Series(values.cat.categories)
+    column = pa.array(values.array)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    codes = np.empty(len(values), dtype=np.int32)
+    row = entry = 0
+    for chunk in chunks:
+        indices = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)
+        codes[row:row + len(chunk)] = np.where(indices >= 0, indices + entry, -1)
+        row, entry = row + len(chunk), entry + len(chunk.dictionary)
+    value_type = values.dtype.pyarrow_dtype.value_type
+    return codes, _pandas(pa.chunked_array([chunk.dictionary for chunk in chunks], value_type))
+
+
+def _dictionary_encoded(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_dictionary(values.dtype.pyarrow_dtype)
 
 
 def _per_row(per_category: np.ndarray, codes: np.ndarray, missing) -> np.ndarray:
@@ -145,9 +164,46 @@ def positions(values: pd.Series, keys: pd.Series | Iterable) -> np.ndarray:
     coded = _codes(values)
     if coded is not None:
         return _per_row(positions(coded[1], keys), coded[0], -1)
-    text = _text(values)
-    found = pc.index_in(text, value_set=_text(keys, text.type))
+    text, ordered = _text(values), _text(keys)
+    if _ascending(ordered):
+        return _searched(_cast(text, ordered.type), ordered)
+    found = pc.index_in(text, value_set=_cast(ordered, text.type))
     return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _cast(text: pa.Array | pa.ChunkedArray, to: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    return text if text.type == to else pc.cast(text, to)
+
+
+def _ascending(text: pa.Array | pa.ChunkedArray, strictly: bool = False) -> bool:
+    """Whether ``text`` is in order and complete: the staged keys are (state and result tables
+    are written sorted), and then a lookup is a binary search, not a hash table of the keys."""
+    if text.null_count:
+        return False
+    in_order = pc.less if strictly else pc.less_equal
+    return len(text) < 2 or pc.all(in_order(text[:-1], text[1:])).as_py()
+
+
+def distinct_in_order(values: pd.Series) -> bool:
+    """Whether text ``values`` are ascending, without repeats or missing values (as staged keys are)."""
+    return _ascending(_text(values), strictly=True)
+
+
+def _searched(text: pa.Array | pa.ChunkedArray, ordered: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``positions`` of ``text`` in the ascending ``ordered``, a slice at a time: the first place
+    each value could go, kept where the key there is the value."""
+    at = np.full(len(text), -1, dtype=np.int64)
+    if not len(ordered):
+        return at
+    if isinstance(ordered, pa.ChunkedArray):  # arrow would join the chunks for every take below
+        ordered = ordered.combine_chunks()
+    for start in range(0, len(text), SLICE):
+        values = text[start:start + SLICE]
+        found = pc.fill_null(pc.search_sorted(ordered, values), len(ordered)).to_numpy(zero_copy_only=False)
+        candidate = np.minimum(found, len(ordered) - 1).astype(np.int64)
+        same = pc.fill_null(pc.equal(ordered.take(candidate), values), False).to_numpy(zero_copy_only=False)
+        at[start:start + SLICE] = np.where(same, candidate, -1)
+    return at
 
 
 def take(targets: pd.Series, at: np.ndarray, index: pd.Index) -> pd.Series:
@@ -166,8 +222,11 @@ def isin(values: pd.Series, candidates: pd.Series | Iterable) -> pd.Series:
     if coded is not None:
         found = _per_row(isin(coded[1], candidates).to_numpy(), coded[0], False)
     else:
-        text = _text(values)
-        found = pc.is_in(text, value_set=_text(candidates, text.type)).to_numpy(zero_copy_only=False)
+        text, ordered = _text(values), _text(candidates)
+        if _ascending(ordered):
+            found = _searched(_cast(text, ordered.type), ordered) >= 0
+        else:
+            found = pc.is_in(text, value_set=_cast(ordered, text.type)).to_numpy(zero_copy_only=False)
     return pd.Series(np.asarray(found, dtype=bool), index=values.index)
 
 
@@ -316,7 +375,7 @@ def _user_roles(users: pd.DataFrame) -> pd.DataFrame:
         {
             "user": parents,
             "code": pd.factorize(users["sourced_id"])[0][parents],
-            "org": _pandas(_field(roles, "org_sourced_id")).to_numpy(dtype=object),
+            "org": _pandas(_field(roles, "org_sourced_id")).array,
             "primary": (_pandas(_field(roles, "role_type")) == "primary").to_numpy(dtype=bool),
         }
     )
@@ -355,9 +414,8 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
     roles = _user_roles(users)
     first = ~roles.duplicated("code")
     codes = pd.factorize(frame["sourced_id"])[0]
-    by_code = pd.Series(roles.loc[first, "org"].to_numpy(), index=roles.loc[first, "code"].to_numpy(),
-                        dtype=object)
-    frame["school"] = by_code.reindex(codes).to_numpy()
+    by_code = pd.Series(roles.loc[first, "org"].array, index=roles.loc[first, "code"].to_numpy())
+    frame["school"] = by_code.reindex(codes).array
     frame["family"] = lookup(users["primary_role"], pd.Series(list(ROLE_FAMILIES)),
                              pd.Series(list(ROLE_FAMILIES.values()), dtype=object)).to_numpy()
     frame["building_id"] = lookup(frame["school"], building_ids.index.to_series(), building_ids)
@@ -376,11 +434,11 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
     row_of_code = pd.Series(np.arange(len(kept)), index=codes[keep.to_numpy()])
     row_of_code = row_of_code[~row_of_code.index.duplicated()]
     row = row_of_code.reindex(additional["code"].to_numpy()).to_numpy()
-    primary = kept["building_id"].to_numpy(dtype=object)
+    primary = kept["building_id"].array
     listed = ~np.isnan(row) & building.notna().to_numpy()
     row = row[listed].astype(np.int64)
     building = building[listed].to_numpy(dtype=object)
-    other = building != primary[row]
+    other = building != np.asarray(primary.take(row), dtype=object)
     kept["additional_building_ids"] = _grouped_lists(row[other], pd.Series(building[other]), len(kept))
     for column in ("preferred_first_name", "email", "username"):
         kept[column] = kept[column].astype(object).where(kept[column].notna(), None)
@@ -490,45 +548,43 @@ def desired_enrollments(
     """Teachers (and administrators) as section admins, students as members, of provisioned sections.
 
     ``sections`` holds the provisioned sections with their LMS ids (key, course_key, lms_id).
-    Millions of rows: ids are matched as integer codes, the kept rows are built once, in key
-    order, as categoricals (one copy of each section and user id) around the joined key.
+    Millions of rows: sections and users are matched as integer codes, and the kept rows are
+    built once, in key order, from the codes: categoricals (one copy of each id) around the
+    joined key, made by arrow.
     """
-    section_key = _categories(_as_str(enrollments["class_sourced_id"]))
-    section_at = positions(section_key, sections["key"])
-    user_at = positions(_categories(enrollments["user_sourced_id"]), users["sourced_id"])
+    section_codes, section_keys = pd.factorize(sections["key"])
+    section_at = positions(_as_str(enrollments["class_sourced_id"]), sections["key"])
     user_codes, user_keys = pd.factorize(user_key(users))
-    user_code = _per_row(user_codes, user_at, -1)
-    del user_at
-    lms_codes, lms_ids = pd.factorize(sections["lms_id"])
-    section_id = _per_row(lms_codes, section_at, -1)
+    user_code = _per_row(user_codes, positions(enrollments["user_sourced_id"], users["sourced_id"]), -1)
     provisioned = isin(pd.Series(user_keys), provisioned_users["key"]).to_numpy()
 
-    inactive = (enrollments["status"] != "active").to_numpy()
-    no_section = ~inactive & (section_id < 0)
+    inactive = ~isin(enrollments["status"], ["active"]).to_numpy()
+    no_section = ~inactive & (section_at < 0)
     no_user = ~inactive & ~no_section & ~_per_row(provisioned, user_code, False)
     keep = np.flatnonzero(~(inactive | no_section | no_user))
-    section = _subset(section_key, keep)
-    user = pd.Categorical.from_codes(user_code[keep], categories=user_keys)
-    order = _key_order(section, user)
+    section_texts, user_texts = _arrow_text(section_keys), _arrow_text(user_keys)
+    order = _in_key_order(section_codes[section_at[keep]], section_texts, user_code[keep], user_texts)
     keep = keep[order]
-    key = _joined_key(section[order], user[order])
+    del user_codes, order
+    kept_at, user_code = section_at[keep], user_code[keep]
+    del section_at
+    section_code = section_codes[kept_at]
     course_codes, course_keys = pd.factorize(sections["course_key"])
+    lms_codes, lms_ids = pd.factorize(sections["lms_id"])
     school = _categories(enrollments["school_sourced_id"])
     kept = pd.DataFrame(
         {
             "school": _subset(school, keep),
-            "key": _pandas(key).array,
-            "course_key": pd.Categorical.from_codes(_per_row(course_codes, section_at[keep], -1),
-                                                    categories=course_keys),
-            "section_key": section[order],
-            "section_id": pd.Categorical.from_codes(section_id[keep], categories=lms_ids),
-            "user_key": user[order],
-            "admin": enrollments["role"].isin(["teacher", "administrator"]).to_numpy()[keep],
+            "key": _pandas(_joined_key(section_texts, section_code, user_texts, user_code)).array,
+            "course_key": _categorical(course_codes[kept_at], course_keys),
+            "section_key": _categorical(section_code, section_keys),
+            "section_id": _categorical(lms_codes[kept_at], lms_ids),
+            "user_key": _categorical(user_code, user_keys),
+            "admin": isin(enrollments["role"], ["teacher", "administrator"]).to_numpy()[keep],
         },
-        index=enrollments.index[keep],
+        copy=False,
     )
-    left_out = enrollments[["sourced_id", "school_sourced_id"]]
-    left_out = left_out.rename(columns={"school_sourced_id": "school"})
+    left_out = pd.DataFrame({"sourced_id": enrollments["sourced_id"], "school": school}, copy=False)
     return _desired(
         "enrollment",
         kept,
@@ -540,16 +596,25 @@ def desired_enrollments(
     )
 
 
-def _key_order(section: pd.Categorical, user: pd.Categorical) -> np.ndarray:
-    """The stable order of the ``<section>:<user>`` keys, from the ranks of the distinct sections
-    (with the ``:``) and users rather than by sorting millions of joined strings; the ranks
-    decide unless a section id holds a ``:``."""
-    sections = pc.cast(pa.array(section.categories), pa.string())
+def _in_key_order(section: np.ndarray, sections: pa.Array, user: np.ndarray, users: pa.Array) -> np.ndarray:
+    """The rows (codes into ``sections`` and ``users``) in the stable order of their
+    ``<section>:<user>`` keys, each pair once, from the ranks of the distinct sections (with the
+    ``:``) and users rather than by sorting millions of joined strings; the ranks decide unless
+    a section id holds a ``:`` (then the joined keys are sorted, and :func:`_desired` drops
+    repeated keys)."""
     if pc.any(pc.match_substring(sections, ":")).as_py():
-        return pc.sort_indices(_joined_key(section, user)).to_numpy(zero_copy_only=False)
-    section_rank = _ranks(pc.binary_join_element_wise(sections, pa.scalar("", pa.string()), ":"))
-    user_rank = _ranks(pc.cast(pa.array(user.categories), pa.string()))
-    return np.lexsort((user_rank[user.codes], section_rank[section.codes]))
+        return pc.sort_indices(_joined_key(sections, section, users, user)).to_numpy(zero_copy_only=False)
+    empty, separator = pa.scalar("", pa.large_string()), pa.scalar(":", pa.large_string())
+    section_rank = _ranks(pc.binary_join_element_wise(sections, empty, separator))
+    rank = section_rank[section] * len(users) + _ranks(users)[user]
+    order = np.argsort(rank, kind="stable")
+    ranked = rank[order]
+    return order[np.r_[True, ranked[1:] != ranked[:-1]]] if len(order) else order
+
+
+def _arrow_text(values: pd.Index) -> pa.Array:
+    text = _text(pd.Series(values), pa.large_string())
+    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
 
 
 def _ranks(texts: pa.Array) -> np.ndarray:
@@ -558,36 +623,63 @@ def _ranks(texts: pa.Array) -> np.ndarray:
     return ranks
 
 
-def _joined_key(section: pd.Categorical, user: pd.Categorical) -> pa.Array:
-    """``<section key>:<user key>``, joined by arrow."""
-    section_text, user_text = (pc.cast(pa.array(values), pa.string()) for values in (section, user))
-    return pc.binary_join_element_wise(section_text, user_text, pa.scalar(":", pa.string()))
+def _joined_key(sections: pa.Array, section: np.ndarray, users: pa.Array, user: np.ndarray) -> pa.Array:
+    """``<section key>:<user key>`` of each row, joined by arrow a slice of rows at a time into one
+    array laid out beforehand: only the joined text is ever whole (not each side's, nor slices
+    and their copy), and in one piece (arrow takes rows from a chunked column by first joining
+    its chunks, a copy of the whole column per take)."""
+    offsets = np.zeros(len(section) + 1, dtype=np.int64)
+    np.cumsum(_lengths(sections)[section] + 1 + _lengths(users)[user], out=offsets[1:])
+    data = np.empty(offsets[-1], dtype=np.uint8)
+    separator = pa.scalar(":", pa.large_string())
+    for start in range(0, len(section), SLICE):
+        stop = min(start + SLICE, len(section))
+        joined = pc.binary_join_element_wise(sections.take(section[start:stop]), users.take(user[start:stop]),
+                                             separator)
+        size = offsets[stop] - offsets[start]
+        data[offsets[start]:offsets[stop]] = np.frombuffer(joined.buffers()[2], dtype=np.uint8, count=size)
+    return pa.LargeStringArray.from_buffers(len(section), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _lengths(texts: pa.Array) -> np.ndarray:
+    return np.asarray(pc.binary_length(texts).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _subset(values: pd.Series, at: np.ndarray) -> pd.Categorical:
-    """A categorical column's rows ``at``, as a categorical."""
-    return pd.Categorical.from_codes(values.cat.codes.to_numpy()[at], categories=values.cat.categories)
+    """A categorical column's rows ``at``, as a categorical of the same categories."""
+    return pd.Categorical.from_codes(values.cat.codes.to_numpy()[at], dtype=values.dtype, validate=False)
+
+
+def _categorical(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    """``pd.Categorical.from_codes`` for categories that are distinct (``pd.factorize``'s) without
+    pandas checking it again: the check keeps a Python object per category for as long as the
+    column lives (a hundred MB for the users of a million-student district)."""
+    dtype = pd.CategoricalDtype._from_fastpath(pd.Index(categories), ordered=False)
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
 def _as_str(values: pd.Series) -> pd.Series:
-    """``values.astype(str)``, a categorical's categories only."""
+    """``values.astype(str)``, a categorical's categories only (a dictionary-encoded arrow column
+    of text is text already)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         return values.cat.rename_categories(values.cat.categories.astype(str))
+    if _dictionary_encoded(values):
+        value_type = values.dtype.pyarrow_dtype.value_type
+        if pa.types.is_string(value_type) or pa.types.is_large_string(value_type):
+            return values
     return values.astype(str)
 
 
 def _categories(values: pd.Series) -> pd.Series:
+    """``values`` as a categorical: the distinct values once, a code per row."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         return values
+    coded = _codes(values)
+    if coded is not None:
+        codes, uniques = pd.factorize(coded[1])
+        return pd.Series(_categorical(_per_row(codes, coded[0], -1), uniques), index=values.index)
     codes, uniques = pd.factorize(values)
-    return pd.Series(pd.Categorical.from_codes(codes, categories=uniques), index=values.index)
-
-
-def _categorical_take(targets: pd.Series, at: np.ndarray) -> pd.Categorical:
-    """``targets`` at positions ``at`` (-1: missing) as a categorical: a few hundred thousand
-    distinct values repeated over millions of rows."""
-    codes, uniques = pd.factorize(targets)
-    return pd.Categorical.from_codes(_per_row(codes, at, -1), categories=uniques)
+    return pd.Series(_categorical(codes, uniques), index=values.index)
 
 
 def unknown_references(provisioning: Provisioning, kind: ObjectKind, catalog: Mapping[str, str]) -> list[str]:

@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
+from airflow.sdk import ObjectStoragePath
 
 from include.config import Provisioning
 from include.lms.target import ObjectKind
 from include.provisioning import plan
+from include.staging import read_frame
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,17 @@ class Step:
     columns: Mapping[str, list[str]] = field(default_factory=dict)  # per extract or result: the columns read
     categories: Mapping[str, list[str]] = field(default_factory=dict)  # ... and those read as categoricals
     # ("state": of the kind's state)
+    arrow: tuple[str, ...] = ()  # extracts read as arrow arrays (``read_frame``'s ``arrow``), not converted
+
+    def read_extract(self, collection: str, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        return read_frame(uri, columns=self.columns.get(collection), arrow_lists=True,
+                          categories=self.categories.get(collection), arrow=collection in self.arrow)
+
+    def read_result(self, kind: ObjectKind, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        return read_frame(uri, columns=self.columns.get(kind))
+
+    def read_state(self, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        return read_frame(uri, categories=self.categories.get("state"))
 
 
 def _lms_ids(result: pd.DataFrame) -> dict[str, str]:
@@ -97,6 +110,7 @@ STEPS: tuple[Step, ...] = (
          {"enrollments": ENROLLMENTS, "users": ["sourced_id", "legacy_sourced_id"], "user": ["key"],
           "section": ["key", "lms_id", "course_key"]},
          {"enrollments": ENROLLMENTS[1:],
-          "state": ["school", "course_key", "section_key", "section_id", "user_key"]}),
+          "state": ["school", "course_key", "section_key", "section_id", "user_key"]},
+         arrow=("enrollments",)),
 )
 STEP_BY_KIND: dict[ObjectKind, Step] = {step.kind: step for step in STEPS}

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -26,6 +24,7 @@ from include.provisioning.diff import (
     Changes,
     accepted,
     empty_state,
+    fingerprint_hashes,
     next_state,
     outcome_frame,
     plan_changes,
@@ -35,6 +34,7 @@ from include.provisioning.steps import STEP_BY_KIND, STEPS
 from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.lms import lms_target
 from plugins.operators.extract import resolve_active_year, skip_unless_running
+from plugins.operators.journal import Journal, versioned
 
 JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50, pipelined
 LOGGED_ERRORS = 5
@@ -53,20 +53,6 @@ def unknown_ic_schools(provisioning: Provisioning, orgs: pd.DataFrame) -> list[s
         if school not in served
     ]
     return problems
-
-
-def _journal_parts(journal) -> list:
-    """The journal's staged parts in the order they were written (a part still being written is hidden)."""
-    if not journal.exists():
-        return []
-    return sorted((part for part in journal.iterdir() if not part.name.startswith(".")), key=lambda part: part.name)
-
-
-def _pairs(keys: pd.Series, fingerprints: pd.Series) -> pd.Series:
-    """(key, fingerprint) as one text per item: an item is done only in the version that was sent."""
-    texts = [pc.cast(pa.array(values, from_pandas=True), pa.string()) for values in (keys, fingerprints)]
-    joined = pc.binary_join_element_wise(*texts, "\x1f")
-    return pd.Series(pd.arrays.ArrowExtensionArray(joined), index=keys.index)
 
 
 class ProvisionOperator(BaseOperator):
@@ -113,19 +99,15 @@ class ProvisionOperator(BaseOperator):
         active_year = resolve_active_year(context, self.active_year_rule)
         dry_run = bool(context["params"].get("dry_run"))
         extracts = {
-            collection: read_frame(
-                ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"],
-                columns=step.columns.get(collection),
-                arrow_lists=True,
-                categories=step.categories.get(collection),
+            collection: step.read_extract(
+                collection, ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"]
             )
             for collection in step.extracts
         }
         group = ti.task_id.rsplit(".", 1)[0]
         results = {
-            kind: read_frame(
-                ti.xcom_pull(task_ids=f"{group}.{STEP_BY_KIND[kind].task_id}")["result_uri"],
-                columns=step.columns.get(kind),
+            kind: step.read_result(
+                kind, ti.xcom_pull(task_ids=f"{group}.{STEP_BY_KIND[kind].task_id}")["result_uri"]
             )
             for kind in step.needs
         }
@@ -133,12 +115,12 @@ class ProvisionOperator(BaseOperator):
         self._check_references(target, orgs=extracts.get("orgs"))
         desired = step.build(extracts, results, self.provisioning)
         del extracts, results  # a million-student district's extracts are not needed past the plan
+        hashes = fingerprint_hashes(desired.rows, self.kind)  # made before the state is read
         state_file = state_path(self.staging_root, self.district, active_year, f"provisioned/{self.kind}")
-        state = (
-            read_frame(state_file, categories=step.categories.get("state")) if state_file.exists()
-            else empty_state(self.kind)
+        state = step.read_state(state_file) if state_file.exists() else empty_state(self.kind)
+        changes = plan_changes(
+            desired, state, full=bool(context["params"].get("full_run")), hashes=hashes
         )
-        changes = plan_changes(desired, state, full=bool(context["params"].get("full_run")))
         outcomes = {} if dry_run else self._apply(target, changes, run_id)
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
@@ -172,23 +154,21 @@ class ProvisionOperator(BaseOperator):
         fields = list(item_type.model_fields)
         outcomes: dict[str, pd.DataFrame] = {}
         for action, frame in (("create", changes.create), ("update", changes.update), ("deactivate", changes.deactivate)):
-            journal = self._path(run_id, f"journal/{self.kind}.{action}/part").parent
-            parts = _journal_parts(journal)
-            done = (pd.concat([read_frame(part) for part in parts], ignore_index=True) if parts
-                    else outcome_frame([]).assign(fingerprint=pd.Series(dtype=object)))
+            journal = Journal(self._path(run_id, f"journal/{self.kind}.{action}/part").parent,
+                              empty=outcome_frame([]).assign(fingerprint=pd.Series(dtype=object)))
+            done = journal.read()
             taken = done[done["ok"].to_numpy(dtype=bool)]
-            planned = _pairs(frame["key"], frame["fingerprint"])
-            already = plan.isin(planned, _pairs(taken["key"], taken["fingerprint"])).to_numpy()
-            answers = [taken[plan.isin(_pairs(taken["key"], taken["fingerprint"]), planned).to_numpy()]]
-            pending = frame[~already]
-            for number, start in enumerate(range(0, len(pending), JOURNAL_BATCH), start=len(parts)):
+            planned, sent = versioned(frame["key"], frame["fingerprint"]), versioned(taken["key"], taken["fingerprint"])
+            answers = [taken[plan.isin(sent, planned).to_numpy()]]
+            pending = frame[~plan.isin(planned, sent).to_numpy()]
+            for start in range(0, len(pending), JOURNAL_BATCH):
                 batch = pending.iloc[start : start + JOURNAL_BATCH]
                 columns = [batch[field].tolist() for field in fields]
                 items = [item_type.model_validate(dict(zip(fields, values, strict=True)))
                          for values in zip(*columns, strict=True)]
                 answered = outcome_frame(target.apply(action, items))
                 answered["fingerprint"] = plan.lookup(answered["key"], batch["key"], batch["fingerprint"]).to_numpy()
-                stage_frame(journal / f"{number:06d}.parquet", answered)
+                journal.append(answered)
                 answers.append(answered)
             outcomes[action] = pd.concat(answers, ignore_index=True)[OUTCOME_COLUMNS]
         return outcomes
