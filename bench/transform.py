@@ -165,6 +165,8 @@ def plan_step_phase(
     state = step.read_state(str(state_file)) if night == "delta" else empty_state(kind)
     state_read = time.perf_counter()
     changes = plan_changes(desired, state, hashes=hashes)
+    planned, offered = len(desired.rows), len(desired.rows) + len(desired.skipped)
+    del desired, hashes
     diffed = time.perf_counter()
     plan_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     outcomes = _accepting_lms(changes)
@@ -179,7 +181,7 @@ def plan_step_phase(
     recorded = time.perf_counter()
     return PhaseResult(
         phase=f"plan.{night}.{kind}",
-        records=len(desired.rows) + len(desired.skipped),
+        records=offered,
         seconds=recorded - started,
         extra={
             "read_seconds": round(read - started + state_read - built, 3),
@@ -187,7 +189,7 @@ def plan_step_phase(
             "diff_seconds": round(diffed - state_read, 3),
             "record_seconds": round(recorded - diffed, 3),
             "plan_peak_rss_mib": round(plan_peak),
-            "planned": len(desired.rows),
+            "planned": planned,
             "report_rows": len(report),
             **changes.counts(),
         },

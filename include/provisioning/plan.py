@@ -128,6 +128,12 @@ def _text(values: pd.Series | Iterable, like: pa.DataType | None = None) -> pa.C
     return array if array.type == like else pc.cast(array, like)
 
 
+def text_array(values: pd.Series) -> pa.Array:
+    """A text column as one arrow string array (missing values null), for work done in arrow."""
+    text = _text(values, pa.string())
+    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+
+
 def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
     """A categorical's codes and categories: work once per category, not per row. A dictionary-
     encoded arrow column (``read_frame``'s ``arrow``) counts as one, its categories the

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -121,6 +123,7 @@ class ProvisionOperator(BaseOperator):
         changes = plan_changes(
             desired, state, full=bool(context["params"].get("full_run")), hashes=hashes
         )
+        del desired, hashes  # the changes are what is sent and recorded
         outcomes = {} if dry_run else self._apply(target, changes, run_id)
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
@@ -240,11 +243,11 @@ class ProvisionOperator(BaseOperator):
             parts = [changes.create]
         rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # one part: no copy
         rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
-        known = plan.lookup(rows["key"], state["key"], state["lms_id"])
+        known = plan.text_array(plan.lookup(rows["key"], state["key"], state["lms_id"]))
         answered = plan.positions(rows["key"], taken["key"])
-        rows["lms_id"] = known if taken.empty else known.astype(object).mask(
-            answered >= 0, plan.take(taken["lms_id"].astype(object), answered, rows.index)
-        )
+        fresh = plan.text_array(plan.take(taken["lms_id"], answered, rows.index))
+        lms_ids = pc.if_else(pa.array(answered >= 0), fresh, known)  # in arrow: a first night has millions
+        rows["lms_id"] = pd.Series(pd.arrays.ArrowExtensionArray(lms_ids), index=rows.index)
         if dry_run:
             rows["lms_id"] = rows["lms_id"].fillna(plan.PENDING + rows["key"])
         return plan.plain(plan.sorted_by_key(rows.dropna(subset=["lms_id"]))).reset_index(drop=True)
