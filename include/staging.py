@@ -205,7 +205,8 @@ def read_frame(
     with ObjectStoragePath(uri).open("rb") as handle:
         parquet = pq.ParquetFile(handle, read_dictionary=categories)
         names = parquet.schema_arrow.names if columns is None else columns
-        if not names or _index_columns(parquet.schema_arrow):  # (a frame staged with its index)
+        small = parquet.metadata.num_row_groups <= 1 and not categories  # its buffers do not matter
+        if not names or _index_columns(parquet.schema_arrow) or small:  # (or a frame staged with its index)
             return parquet.read(columns=columns).to_pandas(types_mapper=mapper)
         index = parquet.read(columns=[]).to_pandas().index
         read = {name: _read_column(parquet, name, mapper) for name in _largest_first(parquet, names)}
