@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import tempfile
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from bench.measure import PhaseResult
+from bench.measure import PhaseResult, ServerProcess
 from include.oneroster.models import COLLECTIONS
 from plugins.hooks.retrying import TokenBucket
 
@@ -67,25 +66,11 @@ def _serve(settings: EmulatorSettings, pipe) -> None:
                 pipe.send({"rate_limited": ic.rate_limited, "max_in_flight": ic.max_in_flight})
 
 
-class EmulatorProcess:
-    """The IC emulator in a process of its own, so it never competes with the client for the GIL."""
+class EmulatorProcess(ServerProcess):
+    """The IC emulator in a process of its own."""
 
     def __init__(self, settings: EmulatorSettings):
-        self.settings = settings
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(settings, child), name="ic-emulator")
-
-    def __enter__(self) -> EmulatorProcess:
-        self._process.start()
-        self.info = self._pipe.recv()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pipe.send(("stop",))
-        self._process.join(timeout=30)
-        if self._process.is_alive():
-            self._process.kill()
+        super().__init__(_serve, settings, "ic-emulator")
 
     @property
     def base_url(self) -> str:
@@ -96,12 +81,7 @@ class EmulatorProcess:
         return self.info["counts"]
 
     def modify(self, collection: str, count: int, at: datetime) -> int:
-        self._pipe.send(("modify", collection, count, at))
-        return self._pipe.recv()
-
-    def stats(self) -> dict:
-        self._pipe.send(("stats",))
-        return self._pipe.recv()
+        return self.ask("modify", collection, count, at)
 
 
 def rostering_url(base_url: str) -> str:

@@ -10,7 +10,6 @@ rate-limit bound (requests ÷ the limit) is the LMS's own figure, not ours.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.measure import PhaseResult
+from bench.measure import PhaseResult, ServerProcess
 
 LMS_KEY = "bench-consumer"
 LMS_SECRET = "bench-local-only-consumer-secret"
@@ -48,29 +47,11 @@ def _serve(settings: LmsSettings, pipe) -> None:
                        "requests": lms.request_count})
 
 
-class LmsProcess:
+class LmsProcess(ServerProcess):
     """The Schoology emulator in a process of its own (it holds the whole district's objects)."""
 
     def __init__(self, settings: LmsSettings):
-        self.settings = settings
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(settings, child), name="lms-emulator")
-
-    def __enter__(self) -> LmsProcess:
-        self._process.start()
-        self.info = self._pipe.recv()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pipe.send(("stop",))
-        self._process.join(timeout=60)
-        if self._process.is_alive():
-            self._process.kill()
-
-    def stats(self) -> dict:
-        self._pipe.send(("stats",))
-        return self._pipe.recv()
+        super().__init__(_serve, settings, "lms-emulator")
 
 
 class _TaskInstance:
@@ -133,7 +114,7 @@ def _manifests_file(staging_root: str, run_id: str) -> Path:
 def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
                     run_id: str, run_phase) -> list[PhaseResult]:
     """Every provisioning step in order, each through ``run_phase`` (a fresh process), with the
-    LMS requests it made and, under a rate limit, their bound."""
+    LMS requests it made and the 429s it was answered."""
     from include.provisioning.steps import STEPS
 
     results = []
@@ -144,8 +125,6 @@ def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: 
         after = lms.stats()
         result.requests = after["requests"] - before["requests"]
         result.extra["rate_limited"] = after["rate_limited"] - before["rate_limited"]
-        if lms.settings.rate_limit:
-            result.extra["bound_seconds"] = result.requests / lms.settings.rate_limit
         result.phase = f"{run_id}: provision {step.kind}"
         results.append(result)
     return results

@@ -54,3 +54,35 @@ def run_isolated(fn: Callable[..., PhaseResult], *args: Any, **kwargs: Any) -> P
     if status != "ok":
         raise RuntimeError(f"benchmark phase {getattr(fn, '__name__', fn)} failed: {payload}")
     return payload
+
+
+class ServerProcess:
+    """An emulator in a process of its own, so it never competes with the tasks for the GIL.
+
+    ``serve(settings, pipe)`` sends what the client needs to reach it (``info``) once it is
+    up, then answers commands (``stats`` and its own) until it receives ``stop``.
+    """
+
+    def __init__(self, serve: Callable[[Any, Any], None], settings: Any, name: str):
+        self.settings = settings
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=serve, args=(settings, child), name=name)
+
+    def __enter__(self):
+        self._process.start()
+        self.info = self._pipe.recv()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pipe.send(("stop",))
+        self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def ask(self, *command: Any) -> Any:
+        self._pipe.send(command)
+        return self._pipe.recv()
+
+    def stats(self) -> dict:
+        return self.ask("stats")

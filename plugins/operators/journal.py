@@ -9,10 +9,10 @@ items however many millions a night sends.
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import ObjectStoragePath
 
+from include.provisioning.plan import text_array
 from include.staging import read_frame, stage_frame
 
 
@@ -38,5 +38,5 @@ class Journal:
 
 def versioned(keys: pd.Series, versions: pd.Series) -> pd.Series:
     """(key, version) as one text per item: an item is done only in the version that was sent."""
-    texts = [pc.cast(pa.array(values, from_pandas=True), pa.string()) for values in (keys, versions)]
-    return pd.Series(pd.arrays.ArrowExtensionArray(pc.binary_join_element_wise(*texts, "\x1f")), index=keys.index)
+    joined = pc.binary_join_element_wise(text_array(keys), text_array(versions), "\x1f")
+    return pd.Series(pd.arrays.ArrowExtensionArray(joined), index=keys.index)
