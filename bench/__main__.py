@@ -12,6 +12,7 @@ limit, a plain sequential client, and a delta night against the full night, end 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,7 @@ from bench.load import LmsProcess, LmsSettings, provision_night
 from bench.measure import PhaseResult, run_isolated
 from include.config import DISTRICTS_DIR
 from include.oneroster.models import COLLECTIONS
+from include.sandbox.environment import use_project_airflow
 
 DEMO = DISTRICTS_DIR / "demo.yaml"
 
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.work_dir / f"{args.students}"
     shutil.rmtree(work / "staging", ignore_errors=True)
     staging = (work / "staging").as_uri()
+    if "AIRFLOW_HOME" not in os.environ:
+        use_project_airflow(work / "airflow-home")  # every phase's process inherits it
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     settings = EmulatorSettings(args.students, args.seed, args.latency, args.record_latency, args.rate_limit,
                                 args.page_size)
     print(f"District: {args.students:,} students, seed {args.seed}; IC emulator latency {args.latency * 1000:g} ms "

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import requests
 
@@ -139,11 +137,6 @@ def raw_transfer_phase(base_url: str, counts: dict[str, int], page_size: int, co
 def extract_phase(base_url: str, collection: str, staging_root: str, run_id: str, page_size: int,
                   concurrency: int, rate_limit: float | None, full: bool) -> PhaseResult:
     """One collection through the real extract operator, as its Airflow task runs it."""
-    from include.sandbox.environment import use_project_airflow
-
-    if "AIRFLOW_HOME" not in os.environ:
-        use_project_airflow(Path(tempfile.mkdtemp(prefix="oneroster-bench-airflow-")))
-        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
         "conn_type": "http", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
         "extra": {"app_name": APP_NAME, "oneroster_version": "1.2"},

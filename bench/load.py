@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,11 +68,6 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
                          run_id: str, lms: dict, settings: LmsSettings) -> PhaseResult:
     """One provisioning step through the real operator; its manifest is kept beside the run's
     staging for the steps after it."""
-    from include.sandbox.environment import use_project_airflow
-
-    if "AIRFLOW_HOME" not in os.environ:
-        use_project_airflow(Path(tempfile.mkdtemp(prefix="oneroster-bench-airflow-")))
-        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ[f"AIRFLOW_CONN_{LMS_CONN_ID.upper()}"] = json.dumps({
         "conn_type": "http", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
         "extra": {"school_id": lms["school_id"]},
