@@ -3,6 +3,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test files run in parallel, one worker each at a time; most of their time is spent waiting on
+# Airflow, the emulators and real retry delays, not on the CPU.
+TEST_WORKERS ?= 2
 # One import root for dags/, plugins/ and include/ under pytest, `airflow dags test`,
 # the scheduler and the image alike (the Dockerfile sets the same).
 export PYTHONPATH := $(CURDIR)
@@ -21,7 +24,7 @@ demo: $(VENV)/.installed
 
 ## Run the whole test suite (what CI runs).
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Load airflow_settings.yaml (connections, pools, variables) into the Airflow at $$AIRFLOW_HOME.
 settings: $(VENV)/.installed

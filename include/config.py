@@ -66,6 +66,8 @@ class InfiniteCampus(_Strict):
     full_extract_every_days: int = Field(
         default=7, ge=1, description="a full extract at least this often: deletions can hide from a delta"
     )
+    max_attempts: int = Field(default=6, ge=1, le=10, description="per IC request, on 429/5xx/dropped connections")
+    backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")
 
     @model_validator(mode="after")
     def _peak_not_above_off_peak(self) -> InfiniteCampus:

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from include.sandbox.environment import use_project_airflow
-from tests.fault_ledger import summary_lines
+from tests.fault_ledger import LEDGER, ScenarioLedger, summary_lines
 from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, connection_uri_env
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="oneroster-airflow-home-"))
@@ -63,6 +64,16 @@ def lms() -> Iterator:
 
     with SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as emulator:
         yield emulator
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist a worker hands its ledger lines to the controller, which prints the table."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fault_ledger"] = [asdict(entry) for entry in LEDGER]
+
+
+def pytest_testnodedown(node, error) -> None:
+    LEDGER.extend(ScenarioLedger(**entry) for entry in node.workeroutput.get("fault_ledger", []))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -7,9 +7,10 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 from airflow.sdk.exceptions import TaskDeferred
 
-from include.config import DISTRICTS_DIR, load_district
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, load_district
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.grade_export import schoology_export
 from include.sandbox.ic_emulator import ICEmulator
@@ -31,9 +32,16 @@ def district():
 
 @pytest.fixture
 def stack(district, lms, monkeypatch, tmp_path, airflow_db):
-    """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids."""
+    """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids;
+    the demo district with IC retries backing off from 50 ms (a 5xx storm gives up in ~2 s, not 31)."""
     root = tmp_path / "sftp"
     (root / EXPORT_DIR).mkdir(parents=True)
+    districts = tmp_path / "districts"
+    districts.mkdir()
+    demo = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    demo["infinite_campus"]["backoff_seconds"] = 0.05
+    (districts / "demo.yaml").write_text(yaml.safe_dump(demo))
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(districts))
     with (
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **VENDOR) as ic,
         SFTPServer(root, username="exporter", password="sftp-test-secret") as sftp,

@@ -51,11 +51,8 @@ def run_dag(
     if retries is not None:
         for task in dag.tasks:
             task.retries = retries
-    # dag.test() crashes after a run of a DAG with a deadline (apache/airflow#73428) and never
-    # fires deadline callbacks anyway; deadlines are tested through the scheduler.
-    dag.deadline = None
     logical_date = logical_date or datetime.now(timezone.utc)
-    run: DagRun = dag.test(logical_date=logical_date, run_after=run_after or logical_date, run_conf=run_conf)
+    run = dag_test(dag, logical_date, run_after or logical_date, run_conf)
     with create_session() as session:
         task_states = {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
         rows = session.scalars(
@@ -65,3 +62,14 @@ def run_dag(
         )
         returned = {row.task_id: XComModel.deserialize_value(row) for row in rows}
     return RunOutcome(dag_id, run.run_id, str(run.state), task_states, returned)
+
+
+def dag_test(dag, logical_date: datetime, run_after: datetime, run_conf: dict | None) -> DagRun:
+    """``dag.test()`` as the demo and the tests need it."""
+    # dag.test() crashes after a run of a DAG with a deadline (apache/airflow#73428) and never
+    # fires deadline callbacks anyway; deadlines are tested through the scheduler.
+    dag.deadline = None
+    # A grades-only run skips the provision chain; dag.test() sleeps a second per skipped task it
+    # propagates, so those tasks (which would only skip) are marked done instead.
+    skip = r"provision\..*" if (run_conf or {}).get("halves") == "grades" else None
+    return dag.test(logical_date=logical_date, run_after=run_after, run_conf=run_conf, mark_success_pattern=skip)

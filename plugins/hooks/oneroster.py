@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -34,6 +35,7 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from include.config import InfiniteCampus
 from include.oneroster.columnar import BodyError, NormalisedPage, normalise_body, raw_records
 from include.oneroster.models import COLLECTIONS, OneRosterVersion
 from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
@@ -465,3 +467,15 @@ class OneRosterHook(HttpHook):
         version = self.version
         yield from self.iter_pages(collection, parse=lambda body: normalise_body(collection, version, body),
                                    **paging)
+
+
+def district_ic(config: InfiniteCampus, at: datetime | None = None) -> OneRosterHook:
+    """The district's IC as its file allows: the concurrency of the hour (serial at peak),
+    its rate limit and its retries."""
+    return OneRosterHook(
+        config.conn_id,
+        max_concurrency=config.concurrency_at(at or datetime.now(timezone.utc)),
+        requests_per_second=config.requests_per_second,
+        max_attempts=config.max_attempts,
+        backoff_base=config.backoff_seconds,
+    )

@@ -15,7 +15,7 @@ from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
 from include.oneroster.snapshot import ExtractMark, merge_changes, plan_extract
 from include.staging import Manifest, StagedParquetWriter, read_frame, staging_path, state_path, utc_now
-from plugins.hooks.oneroster import OneRosterHook
+from plugins.hooks.oneroster import district_ic
 
 LOGGED_REJECTIONS = 5
 
@@ -73,11 +73,7 @@ class OneRosterExtractOperator(BaseOperator):
         active_year = resolve_active_year(context, self.active_year_rule)
         run_id = context["run_id"]
         ic = self.infinite_campus
-        hook = OneRosterHook(
-            ic.conn_id,
-            max_concurrency=ic.concurrency_at(datetime.now(timezone.utc)),
-            requests_per_second=ic.requests_per_second,
-        )
+        hook = district_ic(ic)
         target = staging_path(self.staging_root, self.district, run_id, self.collection)
         quarantine = staging_path(self.staging_root, self.district, run_id, f"{self.collection}.quarantine")
         snapshot = state_path(self.staging_root, self.district, active_year, f"extract/{self.collection}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +37,7 @@ from include.grades.transform import (
 )
 from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
-from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook
+from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook, district_ic
 from plugins.operators.extract import resolve_active_year, skip_unless_running
 from plugins.operators.journal import Journal, versioned
 from plugins.sensors.export import mark_processed
@@ -198,11 +197,7 @@ class PostGradesOperator(_GradesOperator):
         skip_unless_running(context, "grades")
         postings = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["uri"])
         to_post = postings[postings["action"] == "post"]
-        hook = OneRosterHook(
-            self.infinite_campus.conn_id,
-            max_concurrency=self.infinite_campus.concurrency_at(datetime.now(timezone.utc)),
-            requests_per_second=self.infinite_campus.requests_per_second,
-        )
+        hook = district_ic(self.infinite_campus)
         journal = Journal(self._path(context, "journal.results/part").parent,
                           empty=pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"], dtype=object))
         done = journal.read()
