@@ -1,4 +1,4 @@
-"""``python -m bench --students N``: the extract → plan → load → grade-transform path at scale.
+"""``python -m bench --students N``: the extract → plan → load → grade-transform → grade-post path at scale.
 
 The IC emulator runs in its own process with every page built ahead, a configured
 latency and optionally a rate limit; so does the Schoology emulator the provisioning
@@ -6,7 +6,8 @@ tasks load. The benchmark prints, per phase, records, requests, bytes, wall time
 records/s and peak RSS (each phase in a fresh process, as an Airflow task), then our
 extract against two bounds (the same pages read and thrown away at the same
 concurrency; requests needed ÷ the rate limit), the LMS load against the LMS's rate
-limit, a plain sequential client, and a delta night against the full night, end to end.
+limit, a plain sequential client, a delta night against the full night, end to end, and
+the grade posts to IC's gradebook against IC's rate limit, with what IC stored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bench.extract import (
 )
 from bench.load import LmsProcess, LmsSettings, provision_night
 from bench.measure import PhaseResult, run_isolated
+from bench.post import post_grades
 from include.config import DISTRICTS_DIR
 from include.oneroster.models import COLLECTIONS
 from include.sandbox.environment import use_project_airflow
@@ -39,6 +41,7 @@ GOALS = {
     "extract ÷ raw-transfer bound": 1.5,
     "extract ÷ rate-limit bound": 1.2,
     "LMS load ÷ rate-limit bound": 1.2,
+    "grade posts ÷ rate-limit bound": 1.2,
     "delta night ÷ full night": 0.05,
     "sequential client ÷ our extract (at least)": 10.0,
     "grade transform seconds": 10.0,
@@ -63,6 +66,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lms-latency", type=float, default=0.05, help="the LMS's time per request, seconds")
     parser.add_argument("--lms-in-flight", type=int, default=4, help="bulk calls under way at once (lms.max_in_flight)")
     parser.add_argument("--grade-rows", type=int, default=5_000_000)
+    parser.add_argument("--grade-posts", type=int, default=20_000,
+                        help="results the post task PUTs to IC's gradebook (each one request)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/oneroster-bench"))
     parser.add_argument("--in-process", action="store_true",
                         help="run the phases in this process (quick smoke runs; peak RSS is then the whole run's)")
@@ -130,30 +135,35 @@ def main(argv: list[str] | None = None) -> dict:
     lms_settings = LmsSettings(args.lms_rate_limit, args.lms_latency, args.lms_in_flight)
     print(f"LMS emulator: latency {args.lms_latency * 1000:g} ms, rate limit {args.lms_rate_limit or 'none'}, "
           f"{args.lms_in_flight} bulk calls in flight", flush=True)
-    with EmulatorProcess(settings) as emulator, LmsProcess(lms_settings) as lms:
-        print(f"Emulator: {sum(emulator.counts.values()):,} records in {emulator.info['pages']} pages built ahead in "
-              f"{emulator.info['prerender_seconds']:.0f} s (not measured)", flush=True)
-        raw = run_phase(args, raw_transfer_phase, emulator.base_url, emulator.counts, args.page_size, args.concurrency,
-                           args.rate_limit)
-        full = extract_night(emulator, args, staging, "full_night", full=True)
-        full_load = provision_night(lms, _uris(full), str(DEMO), staging, "full_night", partial(run_phase, args))
-        sequential = run_phase(args, sequential_phase, emulator.base_url, emulator.counts, args.sequential_seconds)
-        changes_at = datetime.now(timezone.utc) + timedelta(hours=1)
-        for collection in ("users", "enrollments"):
-            emulator.modify(collection, int(emulator.counts[collection] * args.change_percent / 100), changes_at)
-        delta = extract_night(emulator, args, staging, "delta_night", full=False)
-        delta_load = provision_night(lms, _uris(delta), str(DEMO), staging, "delta_night", partial(run_phase, args))
-        stats, lms_stats = emulator.stats(), lms.stats()
-    from bench.transform import grade_transform_phase
+    with EmulatorProcess(settings) as emulator:
+        with LmsProcess(lms_settings) as lms:
+            print(f"Emulator: {sum(emulator.counts.values()):,} records in {emulator.info['pages']} pages built ahead "
+                  f"in {emulator.info['prerender_seconds']:.0f} s (not measured)", flush=True)
+            raw = run_phase(args, raw_transfer_phase, emulator.base_url, emulator.counts, args.page_size,
+                            args.concurrency, args.rate_limit)
+            full = extract_night(emulator, args, staging, "full_night", full=True)
+            full_load = provision_night(lms, _uris(full), str(DEMO), staging, "full_night", partial(run_phase, args))
+            sequential = run_phase(args, sequential_phase, emulator.base_url, emulator.counts,
+                                   args.sequential_seconds)
+            changes_at = datetime.now(timezone.utc) + timedelta(hours=1)
+            for collection in ("users", "enrollments"):
+                emulator.modify(collection, int(emulator.counts[collection] * args.change_percent / 100), changes_at)
+            delta = extract_night(emulator, args, staging, "delta_night", full=False)
+            delta_load = provision_night(lms, _uris(delta), str(DEMO), staging, "delta_night",
+                                         partial(run_phase, args))
+            stats, lms_stats = emulator.stats(), lms.stats()
+        from bench.transform import grade_transform_phase
 
-    grades = run_phase(args, grade_transform_phase, args.grade_rows, args.seed)
+        grades = run_phase(args, grade_transform_phase, args.grade_rows, args.seed)
+        grade_plan, grade_post = post_grades(emulator, _uris(delta), str(DEMO), staging, args.grade_posts, args.seed,
+                                             args.concurrency, args.rate_limit, partial(run_phase, args))
 
     full_extract, delta_extract = total("full night: extract", full), total("delta night: extract", delta)
     full_provision = total("full night: provision", full_load)
     delta_provision = total("delta night: provision", delta_load)
     results = [raw, *full, full_extract, *full_load, full_provision, *delta, delta_extract, *delta_load,
-               delta_provision, sequential, grades]
-    tasks = [*full, *delta, *full_load, *delta_load, grades]
+               delta_provision, sequential, grades, grade_plan, grade_post]
+    tasks = [*full, *delta, *full_load, *delta_load, grades, grade_plan, grade_post]
     print()
     print(table(results))
     print()
@@ -184,10 +194,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"Sequential client: read {sequential.records:,} records in {sequential.seconds:.1f} s; projected "
           f"{sequential.extra['projected_seconds']:,.0f} s for the district's {sequential.extra['district_records']:,}")
     print(f"Most requests IC saw at once: {stats['max_in_flight']}")
+    gradebook, sent = grade_post.extra["gradebook"], grade_plan.extra["counts"].get("post", 0)
+    print(f"Grade posts: {grade_post.records:,} results of {sent:,} postings PUT to IC in {grade_post.requests:,} "
+          f"requests (lineItems, score scales and the category included), {grade_post.seconds:.2f} s, "
+          f"{grade_post.records_per_second:,.0f} results/s; 429s answered by IC: {grade_post.extra['rate_limited']}; "
+          f"most requests IC saw at once: {grade_post.extra['max_in_flight']}; IC's gradebook holds "
+          f"{gradebook['results']:,} results, {gradebook['written more than once']} written more than once, "
+          f"{gradebook['duplicates']} duplicates")
+    if args.rate_limit:
+        post_bound = grade_post.requests / args.rate_limit
+        figures["grade posts ÷ rate-limit bound"] = grade_post.seconds / post_bound
+        print(f"Grade-post rate-limit bound: {grade_post.requests:,} requests ÷ {args.rate_limit:g}/s = "
+              f"{post_bound:.2f} s")
     print("Figures against the goals:")
     for name, value in figures.items():
         print(verdict(name, value))
-    return {"figures": figures, "results": results, "counts": emulator.counts, "lms": lms_stats,
+    return {"figures": figures, "results": results, "counts": emulator.counts, "lms": lms_stats, "gradebook": gradebook,
             "delta fetched": dict(zip(COLLECTIONS, (r.extra["fetched"] for r in delta), strict=True))}
 
 

@@ -1,6 +1,7 @@
 """Extract phases: the IC emulator in its own process, the raw-transfer bound, our extract
 (the real operator, one process per collection as one Airflow task each) and the plain
-sequential client most integrations are.
+sequential client most integrations are. The emulator serves IC's gradebook too, behind the
+same latency and rate limit, for the grade posts (:mod:`bench.post`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from plugins.hooks.retrying import TokenBucket
 
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-local-only-secret"
+VENDOR_KEY = "bench-vendor"
+VENDOR_SECRET = "bench-local-only-vendor-secret"
 APP_NAME = "bench"
 SCHOOL_YEAR = 2027
 CONN_ID = "ic_bench"
@@ -47,7 +50,8 @@ def _serve(settings: EmulatorSettings, pipe) -> None:
     district = SyntheticDistrict(DistrictSpec(seed=settings.seed, students=settings.students,
                                               school_year=SCHOOL_YEAR))
     with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name=APP_NAME,
-                    record_latency=settings.record_latency, rate_limit=settings.rate_limit) as ic:
+                    vendor_key=VENDOR_KEY, vendor_secret=VENDOR_SECRET, record_latency=settings.record_latency,
+                    rate_limit=settings.rate_limit) as ic:
         ic.latency = settings.latency
         started = time.perf_counter()
         pages = ic.prerender("1.2", settings.page_size)
@@ -61,7 +65,23 @@ def _serve(settings: EmulatorSettings, pipe) -> None:
                 collection, count, at = args
                 pipe.send(len(district.modify(collection, count, at)))
             elif command == "stats":
-                pipe.send({"rate_limited": ic.rate_limited, "max_in_flight": ic.max_in_flight})
+                pipe.send({"rate_limited": ic.rate_limited, "max_in_flight": ic.max_in_flight,
+                           "requests": ic.request_count})
+            elif command == "prepare_gradebook":
+                ic.gradebook.build_indexes()
+                ic.reset_stats()
+                pipe.send(None)
+            elif command == "gradebook":
+                pipe.send(_ledger(ic.gradebook))
+
+
+def _ledger(gradebook) -> dict[str, int]:
+    """What reached the gradebook: results stored, results written more than once (a PUT sent
+    again), and (lineItem, student) pairs holding more than one result."""
+    return {"results": len(gradebook.stored("results")),
+            "written more than once": sum(1 for writes in gradebook.writes["results"].values()
+                                          if writes.created + writes.updated > 1),
+            "duplicates": len(gradebook.duplicates())}
 
 
 class EmulatorProcess(ServerProcess):
@@ -80,6 +100,24 @@ class EmulatorProcess(ServerProcess):
 
     def modify(self, collection: str, count: int, at: datetime) -> int:
         return self.ask("modify", collection, count, at)
+
+    def prepare_gradebook(self) -> None:
+        """The gradebook's indexes built (IC's own work, not ours to measure) and the stats
+        started afresh, so the most requests in flight are the grade posts' own."""
+        self.ask("prepare_gradebook")
+
+    def gradebook(self) -> dict[str, int]:
+        return self.ask("gradebook")
+
+
+def use_ic_connection(base_url: str) -> None:
+    """The Airflow connection to the bench's IC in this process's environment, as a task reads it:
+    one connection for the rostering reads and the gradebook's PUTs, as a district has."""
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
+        "conn_type": "http", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
+        "extra": {"app_name": APP_NAME, "oneroster_version": "1.2", "vendor_key": VENDOR_KEY,
+                  "vendor_secret": VENDOR_SECRET},
+    })
 
 
 def rostering_url(base_url: str) -> str:
@@ -137,10 +175,7 @@ def raw_transfer_phase(base_url: str, counts: dict[str, int], page_size: int, co
 def extract_phase(base_url: str, collection: str, staging_root: str, run_id: str, page_size: int,
                   concurrency: int, rate_limit: float | None, full: bool) -> PhaseResult:
     """One collection through the real extract operator, as its Airflow task runs it."""
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
-        "conn_type": "http", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
-        "extra": {"app_name": APP_NAME, "oneroster_version": "1.2"},
-    })
+    use_ic_connection(base_url)
     from include.config import ActiveYearRule, InfiniteCampus
     from plugins.operators.extract import OneRosterExtractOperator
 

@@ -17,7 +17,7 @@ def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     return main(["--students", "1500", "--grade-rows", "20000", "--sequential-seconds", "2", "--latency", "0.01",
                  "--page-size", "2000", "--rate-limit", "200", "--lms-latency", "0.005", "--lms-rate-limit", "300",
-                 "--in-process", "--work-dir", str(work)])
+                 "--grade-posts", "400", "--in-process", "--work-dir", str(work)])
 
 
 def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_changes(figures):
@@ -47,11 +47,25 @@ def test_the_full_night_provisions_the_lms_and_the_delta_night_sends_only_the_ch
     assert 0 < delta.requests < full.requests / 10
 
 
+def test_the_grade_posts_reach_ics_gradebook_exactly_once_each(figures):
+    results = {result.phase: result for result in figures["results"]}
+    plan, post = results["grades: plan"], results["grades: post to IC"]
+    sent = plan.extra["counts"]["post"]
+    assert plan.extra["counts"] == {"post": 400}, "every export row is gradable tonight, two results a row"
+    assert post.extra["counts"] == {"created": sent}
+    gradebook = figures["gradebook"]
+    assert gradebook["results"] == sent, "IC stores one result per posting sent"
+    assert gradebook["written more than once"] == gradebook["duplicates"] == 0
+    assert sent < post.requests < sent * 1.2, "one PUT per result, plus the lineItems they need"
+    assert 0 < post.extra["max_in_flight"] <= 5, "no more at once than IC allows"
+
+
 def test_bounds_and_ratios_come_from_the_measured_phases(figures):
     ratios = figures["figures"]
     assert ratios["extract ÷ raw-transfer bound"] > 0
     assert ratios["extract ÷ rate-limit bound"] > 0
     assert ratios["LMS load ÷ rate-limit bound"] >= 0.95, "the LMS's own limit is never beaten"
+    assert ratios["grade posts ÷ rate-limit bound"] >= 0.95, "nor IC's"
     assert 0 < ratios["delta night ÷ full night"] < 1
     assert ratios["sequential client ÷ our extract (at least)"] > 1
     assert 0 < ratios["peak RSS of any task (MiB)"] < 2048

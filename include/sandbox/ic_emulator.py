@@ -211,6 +211,7 @@ class ICEmulator(LoopbackService):
         self.token_requests = 0
         self.max_in_flight = 0
         self.rate_limited = 0
+        self.request_count = 0  # all requests answered, however many are kept in :attr:`requests`
 
     @property
     def token_url(self) -> str:
@@ -291,6 +292,7 @@ class ICEmulator(LoopbackService):
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            self.request_count += 1
 
     def _admit_rate(self) -> None:
         """IC's rate limit: more than ``rate_limit`` API calls in the last second are answered 429."""

@@ -1,0 +1,134 @@
+"""Grade-post phase: final grades PUT to IC's OneRoster gradebook by the real post task.
+
+Its input is what the plan task stages: an LMS final-grade export of semester 1 (one row
+per active student enrollment of the semester's classes, whole sections in turn, with the
+term and the course-to-date grade: a result for each of the district's term and overall
+tasks) planned by the real ``PlanGradesOperator`` against the night's staged extracts and
+provisioned sections. The post is ``PostGradesOperator.execute`` in a fresh process, as its
+Airflow task runs it, against the bench's IC emulator (its latency and rate limit apply to
+the gradebook's PUTs).
+IC counts the requests, the 429s and the most in flight, and its gradebook what it stored,
+so the figures and the check that every result arrived once are IC's, not ours.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from bench.extract import CONN_ID, SCHOOL_YEAR, EmulatorProcess, use_ic_connection
+from bench.load import _TaskInstance
+from bench.measure import PhaseResult
+
+if TYPE_CHECKING:
+    from include.config import ExportColumns
+
+DISTRICT = "bench"  # the provisioning steps' district: the plan reads the sections they provisioned
+RUN_ID = "grade_night"
+SEMESTER_1 = f"{SCHOOL_YEAR}01"
+GRADING_NIGHT = datetime(SCHOOL_YEAR - 1, 12, 21, 6, tzinfo=timezone.utc)  # semester 1 ended the day before
+
+
+def _context(task_id: str, manifests: dict[str, dict]) -> dict:
+    return {"ti": _TaskInstance(task_id, manifests), "run_id": RUN_ID, "params": {"active_year": SCHOOL_YEAR},
+            "logical_date": GRADING_NIGHT}
+
+
+def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, seed: int) -> bytes:
+    """The LMS's semester-1 export of ``rows`` grades as a CSV file: active student enrollments of
+    the semester's classes, class by class (teachers finish a section at a time), seeded grades."""
+    from include.provisioning.plan import user_key
+    from include.sandbox.grade_export import letter
+    from include.staging import read_frame
+
+    enrollments = read_frame(extract_uris["enrollments"], ["user_sourced_id", "class_sourced_id", "role", "status"])
+    graded = enrollments[(enrollments["role"] == "student") & (enrollments["status"] == "active")]
+    classes = read_frame(extract_uris["classes"], ["sourced_id", "term_sourced_ids"]).explode("term_sourced_ids")
+    in_semester = classes.loc[classes["term_sourced_ids"] == SEMESTER_1, "sourced_id"]
+    graded = (graded[graded["class_sourced_id"].isin(set(in_semester))]
+              .sort_values(["class_sourced_id", "user_sourced_id"], kind="stable").head(rows))
+    users = read_frame(extract_uris["users"], ["sourced_id", "legacy_sourced_id"])
+    lms_ids = pd.Series(user_key(users).to_numpy(), index=users["sourced_id"].to_numpy())
+    sessions = read_frame(extract_uris["academicSessions"], ["sourced_id", "title"]).set_index("sourced_id")
+    random = np.random.default_rng(seed)
+    term, course = (np.round(random.uniform(55, 100, len(graded)), 1) for _ in range(2))
+    export = pd.DataFrame({
+        columns.section: graded["class_sourced_id"].to_numpy(),
+        columns.student: lms_ids.reindex(graded["user_sourced_id"].to_numpy()).to_numpy(),
+        columns.grading_period: sessions.loc[SEMESTER_1, "title"],
+        columns.term_percent: term,
+        columns.term_score: [letter(percent) for percent in term],
+        columns.course_percent: course,
+        columns.course_score: [letter(percent) for percent in course],
+    })
+    return export.to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
+
+
+def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_root: str, results: int,
+                     seed: int) -> PhaseResult:
+    """The plan task on an export of about ``results`` grades, staged as the fetch task stages it;
+    ``seconds`` is the operator's own time, not the export's making."""
+    from include.config import ActiveYearRule, load_district
+    from include.grades.export import read_export
+    from include.staging import stage_frame, staging_path
+    from plugins.operators.grades import PlanGradesOperator
+
+    passback = load_district(Path(config_path)).grade_passback
+    results_per_row = len(passback.term_task_ids) + len(passback.overall_task_ids)
+    parsed = read_export(lms_export(extract_uris, passback.columns, -(-results // results_per_row), seed),
+                         passback.columns)
+    export = stage_frame(staging_path(staging_root, DISTRICT, RUN_ID, "grades/export.rows"), parsed.rows)
+    manifests = {"grades.fetch_export": {"uri": str(export.target)},
+                 **{f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()}}
+    operator = PlanGradesOperator(task_id="plan", export_task_id="grades.fetch_export",
+                                  config_dir=str(Path(config_path).parent), district=DISTRICT, passback=passback,
+                                  active_year_rule=ActiveYearRule(), staging_root=staging_root)
+    started = time.perf_counter()
+    manifest = operator.execute(_context("grades.plan", manifests))
+    return PhaseResult("grades: plan", records=manifest["row_count"], seconds=time.perf_counter() - started,
+                       extra={"uri": manifest["uri"], "counts": manifest["counts"], "export_rows": len(parsed.rows)})
+
+
+def grade_post_phase(base_url: str, config_path: str, staging_root: str, manifests: dict[str, dict],
+                     concurrency: int, rate_limit: float | None) -> PhaseResult:
+    """The post task: every posting of the plan PUT to IC (category, score scales and lineItems
+    first), as many at once as IC allows and never faster than its rate limit."""
+    use_ic_connection(base_url)
+    from include.config import ActiveYearRule, InfiniteCampus, load_district
+    from plugins.operators.grades import PostGradesOperator
+
+    ic = InfiniteCampus(conn_id=CONN_ID, pool="ic_bench", max_concurrency=concurrency, peak_concurrency=1,
+                        requests_per_second=rate_limit)
+    operator = PostGradesOperator(task_id="post", plan_task_id="grades.plan", infinite_campus=ic,
+                                  district=DISTRICT, passback=load_district(Path(config_path)).grade_passback,
+                                  active_year_rule=ActiveYearRule(), staging_root=staging_root)
+    started = time.perf_counter()
+    manifest = operator.execute(_context("grades.post", manifests))
+    return PhaseResult("grades: post to IC", records=manifest["row_count"], seconds=time.perf_counter() - started,
+                       extra={"counts": manifest["counts"]})
+
+
+def post_grades(emulator: EmulatorProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
+                results: int, seed: int, concurrency: int, rate_limit: float | None,
+                run_phase) -> tuple[PhaseResult, PhaseResult]:
+    """The plan task, then the post task, each through ``run_phase`` (a fresh process). The post's
+    ``requests`` are those IC carried out (a 429 is not one), with the 429s, the most requests IC
+    saw at once and what its gradebook holds in ``extra``."""
+    plan = run_phase(grade_plan_phase, extract_uris, config_path, staging_root, results, seed)
+    emulator.prepare_gradebook()
+    before = emulator.stats()
+    manifests = {"grades.plan": {"uri": plan.extra["uri"]},
+                 "extract.academicSessions": {"uri": extract_uris["academicSessions"]}}
+    post = run_phase(grade_post_phase, emulator.base_url, config_path, staging_root, manifests, concurrency,
+                     rate_limit)
+    after = emulator.stats()
+    rate_limited = after["rate_limited"] - before["rate_limited"]
+    post.requests = after["requests"] - before["requests"] - rate_limited
+    post.extra.update(rate_limited=rate_limited, max_in_flight=after["max_in_flight"],
+                      gradebook=emulator.gradebook())
+    return plan, post
