@@ -433,6 +433,7 @@ def test_bad_rows_are_kept_aside_with_reasons_and_emailed(passback):
                for n, value in zip(open_rows[5:7], ["s9999998", "s9999999"])]
     no_term = [change(n, columns.grading_period, value)
                for n, value in zip(open_rows[7:10], ["", "", "Summer"])]
+    no_section = [change(open_rows[10], columns.section, "")]
     passback.drop(("\r\n".join([lines[0], *(",".join(row) for row in rows)]) + "\r\n").encode("utf-8"))
     run = run_dag(passback.next_night(), halves="grades")
     report = read_frame(run.returned["grades.reconcile"]["uri"]).set_index("row")
@@ -446,12 +447,15 @@ def test_bad_rows_are_kept_aside_with_reasons_and_emailed(passback):
                                                           "malformed: non-numeric grade 'ninety'"]
     assert {report.loc[row, "reason"] for row in unknown} == {"student unknown to IC"}
     assert {report.loc[row, "reason"] for row in no_term} == {"unmapped term"}
-    assert {report.loc[row, "outcome"] for row in text + unknown + no_term} == {"skipped"}
+    assert [report.loc[row, "reason"] for row in no_section] == ["malformed: blank section"]
+    assert {report.loc[row, "outcome"] for row in text + unknown + no_term + no_section} == {"skipped"}
     (mail,) = passback.smtp.wait_for(1)
-    assert "7 grade row(s) to fix in the export or IC" in mail.subject
+    assert "8 grade row(s) to fix in the export or IC" in mail.subject
     for row in text + unknown + no_term:
         assert f"row {row}," in mail.body
-    settle(passback, run, "grades: bad data (above max, non-numeric, unknown student, no term)", faults=10)
+    assert f"row {no_section[0]}, section (blank): malformed: blank section" in mail.body
+    settle(passback, run, "grades: bad data (above max, non-numeric, unknown student, no term, no section)",
+           faults=11)
 
 
 # -- Airflow: a killed task process, a cleared run, two runs at once (a real scheduler) -----------------

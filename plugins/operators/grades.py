@@ -348,8 +348,8 @@ class ReconcileGradesOperator(_GradesOperator):
         fix in the LMS export or in IC brings through, an export without a single grade row."""
 
         def listed(rows: pd.DataFrame) -> str:
-            items = "".join(f"<li>row {row.row}, section {row.section}: {row.reason}</li>"
-                            for row in rows.head(LISTED_ROWS).itertuples())
+            items = "".join(f"<li>row {row.row}, section {row.section if _filled(row.section) else '(blank)'}: "
+                            f"{row.reason}</li>" for row in rows.head(LISTED_ROWS).itertuples())
             left = len(rows) - LISTED_ROWS
             more = f"<li>... and {left} more (see the report)</li>" if left > 0 else ""
             return f"<ul>{items}{more}</ul>"
@@ -387,3 +387,8 @@ def needs_a_person(rows: pd.DataFrame) -> pd.Series:
     malformed = reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
     held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE])
     return (rows["outcome"] == "skipped") & (malformed | held)
+
+
+def _filled(value) -> bool:
+    """A report cell with text in it (a blank section reads back as None or NaN)."""
+    return isinstance(value, str) and bool(value.strip())
