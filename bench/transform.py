@@ -172,6 +172,7 @@ def plan_step_phase(
     outcomes = _accepting_lms(changes)
     (work / "state").mkdir(parents=True, exist_ok=True)
     stage_frame(state_file, next_state(state, changes, outcomes))
+    state = state[["key", "lms_id"]]  # as the task: all the result table needs of it
     no_failures = pd.DataFrame({"key": pd.Series(dtype=object), "action": pd.Series(dtype=object),
                                 "error": pd.Series(dtype=object), "school": pd.Series(dtype=object)})
     report = report_rows(changes, no_failures, dry_run=False)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
@@ -173,12 +175,107 @@ def state_path(root: str, district: str, active_year: int, dataset: str) -> Obje
     return staging_path(root, district, "state", f"{active_year}/{dataset}")
 
 
-def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame) -> StagedParquetWriter:
-    """Write a DataFrame atomically; the writer tells the row count and checksum."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    with StagedParquetWriter(target, table.schema) as writer:
-        writer.write_table(table)
+@dataclass(frozen=True)
+class FrameParts:
+    """A frame staged without ever being whole: the rows ``order`` (positions into ``parts`` taken
+    one after the other) of ``columns``. Eight million enrollments merged from the state and the
+    night's changes would otherwise be copied whole two or three times, and their categoricals
+    decoded to text all at once.
+
+    Each part's rows should come in ascending positions (as a merge of parts in key order
+    takes them): a row group then takes one short run of rows from each part."""
+
+    parts: tuple[pd.DataFrame, ...]
+    order: np.ndarray
+    columns: tuple[str, ...]
+
+
+def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame | FrameParts) -> StagedParquetWriter:
+    """Write a DataFrame atomically; the writer tells the row count and checksum. A
+    :class:`FrameParts` is assembled a row group at a time, its categorical columns staged as
+    plain text (Parquet would otherwise store a categorical's whole dictionary, a million user
+    keys, again in every row group)."""
+    if isinstance(frame, FrameParts):
+        schema, row_groups = _assembled(frame)
+    else:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        schema, row_groups = table.schema, iter([table])
+    with StagedParquetWriter(target, schema) as writer:
+        for table in row_groups:
+            writer.write_table(table)
     return writer
+
+
+def _assembled(frame: FrameParts) -> tuple[pa.Schema, Iterator[pa.Table]]:
+    """The schema a whole frame of the parts' rows would be staged with (categoricals as text), and
+    its row groups."""
+    starts = np.cumsum([0, *(len(part) for part in frame.parts)])
+    used = [index for index in range(len(frame.parts))
+            if ((frame.order >= starts[index]) & (frame.order < starts[index + 1])).any()]
+    shown = used or range(len(frame.parts))  # as ``pd.concat`` of the parts with rows
+    sources = {index: _sources(frame.parts[index], frame.columns) for index in shown}
+    types = pa.unify_schemas([pa.schema([(name, _arrow_type(source[name])) for name in frame.columns])
+                              for source in sources.values()], promote_options="permissive")
+    template = _decoded_dtypes(pd.concat([frame.parts[index][list(frame.columns)].iloc[:0] for index in shown]))
+    schema = pa.schema(list(types), metadata=pa.Schema.from_pandas(template, preserve_index=False).metadata)
+    return schema, _row_groups(frame.order, starts, sources, schema)
+
+
+def _sources(part: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pa.ChunkedArray | tuple]:
+    """A part's columns in arrow, converted once as a whole frame's are; a categorical as its codes
+    and categories, decoded a row group at a time."""
+    categorical = [name for name in columns if isinstance(part[name].dtype, pd.CategoricalDtype)]
+    others = [name for name in columns if name not in categorical]
+    table = pa.Table.from_pandas(part[others], preserve_index=False)
+    sources: dict[str, pa.ChunkedArray | tuple] = {name: table.column(name) for name in others}
+    for name in categorical:
+        categories = pa.array(pd.Series(part[name].cat.categories), from_pandas=True)
+        if isinstance(categories, pa.ChunkedArray):
+            categories = categories.combine_chunks()
+        sources[name] = (part[name].cat.codes.to_numpy(), categories)
+    return sources
+
+
+def _arrow_type(source: pa.ChunkedArray | tuple) -> pa.DataType:
+    return pa.large_string() if isinstance(source, tuple) else source.type
+
+
+def _decoded_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its categoricals as the text they are staged as (for the schema's dtypes)."""
+    categorical = {name: "str" for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)}
+    return frame.astype(categorical) if categorical else frame
+
+
+def _row_groups(
+    order: np.ndarray, starts: np.ndarray, sources: dict[int, dict], schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """The rows ``order`` a row group at a time: each part's share taken, then put in order."""
+    for begin in range(0, len(order), ROW_GROUP_SIZE):
+        rows = order[begin:begin + ROW_GROUP_SIZE]
+        part = np.searchsorted(starts, rows, side="right") - 1
+        present = np.unique(part)
+        pieces = [_piece(sources[index], rows[part == index] - starts[index], schema) for index in present]
+        table = pa.concat_tables(pieces)
+        if len(present) > 1:  # back from part after part to the rows' order
+            table = table.take(np.argsort(np.argsort(part, kind="stable")))
+        yield table
+
+
+def _piece(source: dict, at: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """A part's rows ``at`` in ``schema``, taken from the run of rows they span (arrow takes from a
+    chunked column by first joining its chunks: here only the run's)."""
+    first, stop = int(at.min()), int(at.max()) + 1
+    local = pa.array(at - first)
+    columns = []
+    for field in schema:
+        column = source[field.name]
+        if isinstance(column, tuple):
+            codes, categories = column
+            picked = codes[at]
+            columns.append(categories.take(pa.array(picked, mask=picked < 0)).cast(field.type))
+        else:
+            columns.append(column.slice(first, stop - first).take(local).cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _arrow_lists(arrow_type: pa.DataType) -> pd.ArrowDtype | None:

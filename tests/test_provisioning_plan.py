@@ -5,11 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from include import staging
 from include.config import Provisioning
 from include.lms.target import ItemResult
 from include.provisioning import plan
 from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes
 from include.provisioning.report import format_report, report_rows
+from include.provisioning.steps import STEP_BY_KIND
+from include.staging import read_frame, stage_frame
+from plugins.operators.provision import ProvisionOperator
 from tests.provisioning_support import extract_frames
 
 ROLES = {"student": "R-STU", "teacher": "R-TCH", "administrator": "R-ADM", "guardian": "R-PAR"}
@@ -29,6 +33,13 @@ def frames(demo_district):
 def buildings_for(config: Provisioning, frames) -> dict[str, str]:
     desired = plan.desired_buildings(frames["orgs"], config)
     return plan.school_buildings(config, {key: f"L-{key}" for key in desired.rows["key"]})
+
+
+def recorded(tmp_path, kind: str, state) -> pd.DataFrame:
+    """The next state as the next night reads it: staged, then read back."""
+    target = tmp_path / f"{kind}.parquet"
+    stage_frame(target, state)
+    return STEP_BY_KIND[kind].read_state(str(target))
 
 
 def by_reason(desired: plan.Desired) -> dict[str, int]:
@@ -163,12 +174,13 @@ def test_oneroster_1_1_and_1_2_give_the_same_plan(demo_district):
     pd.testing.assert_frame_equal(plans["1.1"][1], plans["1.2"][1])
 
 
-def test_the_plan_sends_only_changes_and_never_deletes_users_or_foreign_objects(frames):
+def test_the_plan_sends_only_changes_and_never_deletes_users_or_foreign_objects(frames, tmp_path):
     config = provisioning()
     users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
     first = plan_changes(users, empty_state("user"))
     assert first.counts()["create"] == len(users.rows)
-    state = next_state(empty_state("user"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=f"U-{k}") for k in first.create["key"])})
+    state = recorded(tmp_path, "user", next_state(empty_state("user"), first, {"create": outcome_frame(
+        ItemResult(key=k, ok=True, lms_id=f"U-{k}") for k in first.create["key"])}))
     again = plan_changes(users, state)
     assert again.counts() | {"skipped": 0} == {"create": 0, "update": 0, "deactivate": 0, "unchanged": len(users.rows),
                                                "removed_in_ic": 0, "skipped": 0}
@@ -181,7 +193,7 @@ def test_the_plan_sends_only_changes_and_never_deletes_users_or_foreign_objects(
     assert list(later.removed["key"]) == ["s1000002"] and later.deactivate.empty, "a user removed in IC is kept"
 
 
-def test_removed_enrollments_are_dropped_but_lms_only_admins_are_not_touched(frames):
+def test_removed_enrollments_are_dropped_but_lms_only_admins_are_not_touched(frames, tmp_path):
     rows = pd.DataFrame(
         {
             "key": ["600000:t1", "600000:s1", "600000:s2"],
@@ -195,22 +207,24 @@ def test_removed_enrollments_are_dropped_but_lms_only_admins_are_not_touched(fra
     )
     empty = pd.DataFrame(columns=["key", "school", "reason"])
     first = plan_changes(plan.Desired("enrollment", rows, empty), empty_state("enrollment"))
-    state = next_state(empty_state("enrollment"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=k) for k in rows["key"])})
+    state = recorded(tmp_path, "enrollment", next_state(empty_state("enrollment"), first, {"create": outcome_frame(
+        ItemResult(key=k, ok=True, lms_id=k) for k in rows["key"])}))
     later = plan_changes(plan.Desired("enrollment", rows[rows["key"] != "600000:s2"], empty), state)
     assert list(later.deactivate["key"]) == ["600000:s2"]
     assert "600000:lms-only-admin" not in set(later.deactivate["key"]), "only what we created can be dropped"
-    after = next_state(state, later, {"deactivate": outcome_frame([ItemResult(key="600000:s2", ok=True)])})
+    after = recorded(tmp_path, "enrollment",
+                     next_state(state, later, {"deactivate": outcome_frame([ItemResult(key="600000:s2", ok=True)])}))
     assert list(after["key"]) == ["600000:s1", "600000:t1"]
 
 
-def test_failed_items_are_retried_next_run_and_the_rest_not_resent(frames):
+def test_failed_items_are_retried_next_run_and_the_rest_not_resent(frames, tmp_path):
     config = provisioning()
     courses = plan.desired_courses(frames["courses"], buildings_for(config, frames))
     first = plan_changes(courses, empty_state("course"))
     failed_key = first.create["key"].iloc[0]
     results = [ItemResult(key=k, ok=k != failed_key, lms_id=None if k == failed_key else f"C-{k}",
                           error="course_code already used" if k == failed_key else None) for k in first.create["key"]]
-    state = next_state(empty_state("course"), first, {"create": outcome_frame(results)})
+    state = recorded(tmp_path, "course", next_state(empty_state("course"), first, {"create": outcome_frame(results)}))
     again = plan_changes(courses, state)
     assert list(again.create["key"]) == [failed_key]
     failed = pd.DataFrame({"key": [failed_key], "action": ["create"], "error": ["course_code already used"],
@@ -234,11 +248,79 @@ def test_unknown_lms_references_name_the_field_and_value():
     assert plan.unknown_references(config, "user", catalog) == ["provisioning.roles.teacher: the LMS has no role 'R-NOPE'"]
 
 
-def test_a_full_run_resends_everything_but_still_drops_only_by_state(frames):
+def test_a_full_run_resends_everything_but_still_drops_only_by_state(frames, tmp_path):
     config = provisioning()
     users = plan.desired_users(frames["users"], config, buildings_for(config, frames))
     first = plan_changes(users, empty_state("user"))
-    state = next_state(empty_state("user"), first, {"create": outcome_frame(ItemResult(key=k, ok=True, lms_id=k) for k in first.create["key"])})
+    state = recorded(tmp_path, "user", next_state(empty_state("user"), first, {"create": outcome_frame(
+        ItemResult(key=k, ok=True, lms_id=k) for k in first.create["key"])}))
     full = plan_changes(users, state, full=True)
     assert full.counts()["update"] == len(users.rows) and full.counts()["unchanged"] == 0
     assert set(full.update["lms_id"]) == set(users.rows["key"])
+
+
+def test_the_next_state_and_result_table_are_staged_as_the_whole_frames_would_be(tmp_path, monkeypatch):
+    """State and changes merged in key order a row group at a time, each side's categoricals (of
+    different categories) decoded as they are written, equal what one sorted frame gives."""
+    monkeypatch.setattr(staging, "ROW_GROUP_SIZE", 3)  # merges cross row groups
+
+    def enrollments(users: list[str], section_id: str) -> pd.DataFrame:
+        rows = pd.DataFrame({"key": [f"600000:{user}" for user in users], "school": "100", "course_key": "50000",
+                             "section_key": "600000", "section_id": section_id, "user_key": users,
+                             "admin": [user.startswith("t") for user in users]})
+        return rows.astype({column: "category" for column in ("school", "course_key", "section_key",
+                                                                "section_id", "user_key")})
+
+    empty = pd.DataFrame(columns=["key", "school", "reason"])
+    before = enrollments(["s1", "s3", "s5", "s7", "t1", "t2"], "S-1")
+    first = plan_changes(plan.Desired("enrollment", before, empty), empty_state("enrollment"))
+    state = recorded(tmp_path, "enrollment", next_state(empty_state("enrollment"), first, {"create": outcome_frame(
+        ItemResult(key=key, ok=True, lms_id=f"E-{key}") for key in before["key"])}))
+
+    desired = enrollments(["s1", "s2", "s3", "s4", "s6", "s7", "s8", "t1", "t2"], "S-2")
+    changes = plan_changes(plan.Desired("enrollment", desired, empty), state)
+    assert changes.counts() | {"skipped": 0} == {"create": 4, "update": 5, "deactivate": 1, "unchanged": 0,
+                                                 "removed_in_ic": 0, "skipped": 0}
+    outcomes = {
+        "create": outcome_frame(ItemResult(key=key, ok=key != "600000:s4", lms_id=f"N-{key}", error=None)
+                                for key in changes.create["key"]),
+        "update": outcome_frame(ItemResult(key=key, ok=key != "600000:t1", lms_id=f"U-{key}")
+                                for key in changes.update["key"]),
+        "deactivate": outcome_frame([ItemResult(key="600000:s5", ok=True)]),
+    }
+    staged = recorded(tmp_path, "enrollment", next_state(state, changes, outcomes))
+    written = pd.concat([changes.create.assign(lms_id="N-" + changes.create["key"]),
+                         changes.update.assign(lms_id="U-" + changes.update["key"])], ignore_index=True)
+    written = written[~written["key"].isin(["600000:s4", "600000:t1"])]
+    whole = pd.concat([state[state["key"] == "600000:t1"], written], ignore_index=True)[list(state.columns)]
+    expected = recorded(tmp_path, "enrollment",
+                        whole.sort_values("key").astype({"school": str, "lms_id": str}).reset_index(drop=True))
+    pd.testing.assert_frame_equal(staged, expected)
+    assert list(staged["key"]) == sorted(desired["key"][desired["key"] != "600000:s4"])
+
+    target = tmp_path / "result.parquet"
+    stage_frame(target, ProvisionOperator._result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
+    result = read_frame(str(target))
+    assert list(result["key"]) == list(staged["key"]) and list(result["lms_id"]) == list(staged["lms_id"])
+    assert str(result["user_key"].dtype) == "str" and str(result["lms_id"].dtype) == "string"
+
+
+def test_an_update_taken_without_an_id_keeps_the_one_the_state_has(tmp_path):
+    """The steps after this one look objects up by id in the result table: an update the LMS
+    answers without an id must not drop the object from it (nor from the state)."""
+    empty = pd.DataFrame(columns=["key", "school", "reason"])
+    before = pd.DataFrame({"key": ["600000:s1", "600000:s2"], "school": "100", "course_key": "50000",
+                           "section_key": "600000", "section_id": "S-1", "user_key": ["s1", "s2"],
+                           "admin": False})
+    first = plan_changes(plan.Desired("enrollment", before, empty), empty_state("enrollment"))
+    state = recorded(tmp_path, "enrollment", next_state(empty_state("enrollment"), first, {"create": outcome_frame(
+        ItemResult(key=key, ok=True, lms_id=f"E-{key}") for key in before["key"])}))
+    changes = plan_changes(plan.Desired("enrollment", before.assign(admin=[True, False]), empty), state)
+    assert list(changes.update["key"]) == ["600000:s1"]
+    outcomes = {"update": outcome_frame([ItemResult(key="600000:s1", ok=True, lms_id=None)])}
+    staged = recorded(tmp_path, "enrollment", next_state(state, changes, outcomes))
+    target = tmp_path / "result.parquet"
+    stage_frame(target, ProvisionOperator._result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
+    result = read_frame(str(target))
+    expected = ["E-600000:s1", "E-600000:s2"]
+    assert list(staged["lms_id"]) == expected and list(result["lms_id"]) == expected

@@ -25,13 +25,13 @@ from include.provisioning.plan import (
     Desired,
     distinct_in_order,
     flatten,
+    in_key_order,
     isin,
     item_fields,
-    plain,
     positions,
-    sorted_by_key,
     take,
 )
+from include.staging import FrameParts
 
 DROPPED_WHEN_REMOVED: frozenset[ObjectKind] = frozenset({"enrollment", "guardian_link"})
 STATE_COLUMNS = ["key", "school", "fingerprint", "lms_id"]
@@ -214,29 +214,34 @@ def outcome_frame(results: Iterable[ItemResult]) -> pd.DataFrame:
 
 def accepted(outcomes: Mapping[str, pd.DataFrame], *actions: str) -> pd.DataFrame:
     """The keys the LMS took for ``actions`` and the ids it gave (the last answer per key wins)."""
-    frames = [outcomes[action] for action in actions if action in outcomes]
+    frames = [outcomes[action] for action in actions if action in outcomes and not outcomes[action].empty]
     answers = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else outcome_frame([]))
-    taken = answers.loc[answers["ok"].to_numpy(dtype=bool), ["key", "lms_id"]]
-    return taken.drop_duplicates("key", keep="last")
+    taken = _where(answers[["key", "lms_id"]], answers["ok"].to_numpy(dtype=bool))
+    return taken if distinct_in_order(taken["key"]) else taken.drop_duplicates("key", keep="last")
 
 
-def next_state(state: pd.DataFrame, changes: Changes, outcomes: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def next_state(state: pd.DataFrame, changes: Changes, outcomes: Mapping[str, pd.DataFrame]) -> FrameParts:
     """The state after applying ``changes`` (``outcomes``: the LMS's answers per action, as
     :func:`outcome_frame`): accepted items recorded, failed ones left as they were (so the
-    next run tries them again), dropped ones removed."""
-    written = []
+    next run tries them again), dropped ones removed. In key order, for ``stage_frame``: the
+    state's rows and the changes' are merged as the file is written, not copied into one frame."""
+    written, taken_keys = [], []
     for action, frame in (("create", changes.create), ("update", changes.update)):
         taken = accepted(outcomes, action)
-        ok = frame[isin(frame["key"], taken["key"])].copy()
-        returned = take(taken["lms_id"], positions(ok["key"], taken["key"]), ok.index)
-        ok["lms_id"] = returned.where(returned.notna(), ok.get("lms_id"))
-        written.append(ok)
-    replaced = pd.concat([*(frame["key"].astype(object) for frame in written),
-                          accepted(outcomes, "deactivate")["key"]], ignore_index=True)
-    kept = state[~isin(state["key"], replaced)]
-    columns = list(empty_state(changes.kind).columns)
-    frames = [frame.reindex(columns=columns) for frame in (kept, *written) if not frame.empty]
-    if not frames:
-        return empty_state(changes.kind)
-    state = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return plain(sorted_by_key(state)).reset_index(drop=True)
+        at = positions(frame["key"], taken["key"])
+        returned = take(taken["lms_id"], at, frame.index)
+        if "lms_id" in frame:  # an update the LMS answered without an id keeps the one it had
+            returned = returned.where(returned.notna(), frame["lms_id"])
+        written.append((frame.assign(lms_id=returned), at >= 0))
+        taken_keys.append(frame["key"][at >= 0])
+    taken_keys.append(accepted(outcomes, "deactivate")["key"])
+    replaced = np.zeros(len(state), dtype=bool)
+    for keys in taken_keys:
+        if len(keys) and len(state):
+            replaced |= isin(state["key"], keys).to_numpy()
+    parts = [(state, ~replaced), *written]
+    columns = tuple(empty_state(changes.kind).columns)
+    order = in_key_order((frame["key"] for frame, _ in parts), (kept for _, kept in parts))
+    if not len(order):
+        return FrameParts((empty_state(changes.kind),), order, columns)
+    return FrameParts(tuple(frame for frame, _ in parts), order, columns)

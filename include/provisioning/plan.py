@@ -97,15 +97,22 @@ def sorted_by_key(rows: pd.DataFrame, distinct: bool = False) -> pd.DataFrame:
     return rows.take(order.to_numpy(zero_copy_only=False))
 
 
-def plain(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categorical columns as plain arrow-backed text, for staging: Parquet would otherwise store
-    a categorical's whole dictionary (a million user keys) again in every row group."""
-    decoded = {
-        column: pd.Series(_pandas(pc.cast(pa.array(values), pa.string())).array, index=frame.index)
-        for column, values in frame.items()
-        if isinstance(values.dtype, pd.CategoricalDtype)
-    }
-    return frame.assign(**decoded) if decoded else frame
+def in_key_order(keys: Iterable[pd.Series], kept: Iterable[np.ndarray]) -> np.ndarray:
+    """The ``kept`` rows of frames with these ``keys``, as positions into the frames one after the
+    other, in the stable order of their keys: what ``sorted_by_key(pd.concat(frames))`` holds, found
+    by one arrow sort of the keys where they are (frames already in key order merge cheaply)."""
+    keys, kept = list(keys), np.concatenate([np.empty(0, dtype=bool), *kept])
+    text = pa.chunked_array([chunk for key in keys for chunk in _chunks(_text(key, pa.large_string()))],
+                            pa.large_string())
+    kept_at = np.flatnonzero(kept)
+    if not len(kept_at) or _ascending(text[kept_at[0]:kept_at[-1] + 1]):  # one part in order (a quiet night)
+        return kept_at
+    order = pc.sort_indices(text).to_numpy(zero_copy_only=False).view(np.int64)
+    return order if len(kept_at) == len(kept) else order[kept[order]]
+
+
+def _chunks(text: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return text.chunks if isinstance(text, pa.ChunkedArray) else [text]
 
 
 def _skip(frame: pd.DataFrame, key: str, school: str, reason: str) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
@@ -33,7 +32,15 @@ from include.provisioning.diff import (
 )
 from include.provisioning.report import format_report, report_rows
 from include.provisioning.steps import STEP_BY_KIND, STEPS
-from include.staging import ProvisionManifest, read_frame, stage_frame, staging_path, state_path, utc_now
+from include.staging import (
+    FrameParts,
+    ProvisionManifest,
+    read_frame,
+    stage_frame,
+    staging_path,
+    state_path,
+    utc_now,
+)
 from plugins.hooks.lms import lms_target
 from plugins.operators.extract import resolve_active_year, skip_unless_running
 from plugins.operators.journal import Journal, versioned
@@ -127,6 +134,7 @@ class ProvisionOperator(BaseOperator):
         outcomes = {} if dry_run else self._apply(target, changes, run_id)
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
+        state = state[["key", "lms_id"]]  # all the result table needs of it: the rest is let go
         return self._record(changes, outcomes, state, run_id, active_year, dry_run)
 
     def _check_references(self, target, orgs: pd.DataFrame | None = None) -> None:
@@ -234,23 +242,30 @@ class ProvisionOperator(BaseOperator):
     @staticmethod
     def _result_table(
         changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool
-    ) -> pd.DataFrame:
+    ) -> FrameParts:
         """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
-        for the steps after this one."""
+        for the steps after this one: the night's parts with their ids, merged in key order as
+        the table is staged (a first night has millions of rows)."""
         taken = accepted(outcomes, "create", "update")
         parts = [part for part in (changes.create, changes.update, changes.unchanged) if not part.empty]
-        if not parts:
-            parts = [changes.create]
-        rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # one part: no copy
-        rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
-        known = plan.text_array(plan.lookup(rows["key"], state["key"], state["lms_id"]))
-        answered = plan.positions(rows["key"], taken["key"])
-        fresh = plan.text_array(plan.take(taken["lms_id"], answered, rows.index))
-        lms_ids = pc.if_else(pa.array(answered >= 0), fresh, known)  # in arrow: a first night has millions
-        rows["lms_id"] = pd.Series(pd.arrays.ArrowExtensionArray(lms_ids), index=rows.index)
-        if dry_run:
-            rows["lms_id"] = rows["lms_id"].fillna(plan.PENDING + rows["key"])
-        return plan.plain(plan.sorted_by_key(rows.dropna(subset=["lms_id"]))).reset_index(drop=True)
+        with_ids = []
+        for rows in parts or [changes.create]:
+            rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
+            at = plan.positions(rows["key"], taken["key"])
+            # The id the LMS answered with, else the state's (an update may come back without one);
+            # in arrow: a first night has millions.
+            lms_ids = plan.text_array(plan.take(taken["lms_id"], at, rows.index)) if (at >= 0).any() else None
+            if lms_ids is None or lms_ids.null_count:
+                known = plan.text_array(plan.lookup(rows["key"], state["key"], state["lms_id"]))
+                lms_ids = known if lms_ids is None else pc.coalesce(lms_ids, known)
+                del known
+            if dry_run:
+                pending = pc.binary_join_element_wise(plan.PENDING, plan.text_array(rows["key"]), "")
+                lms_ids = pc.coalesce(lms_ids, pending)
+            with_ids.append(rows.assign(lms_id=pd.Series(pd.arrays.ArrowExtensionArray(lms_ids), index=rows.index)))
+        order = plan.in_key_order((rows["key"] for rows in with_ids),
+                                  (rows["lms_id"].notna().to_numpy() for rows in with_ids))
+        return FrameParts(tuple(with_ids), order, tuple(with_ids[0].columns))
 
 
 class SyncReportOperator(BaseOperator):
