@@ -135,9 +135,9 @@ def _text(values: pd.Series | Iterable, like: pa.DataType | None = None) -> pa.C
     return array if array.type == like else pc.cast(array, like)
 
 
-def text_array(values: pd.Series) -> pa.Array:
-    """A text column as one arrow string array (missing values null), for work done in arrow."""
-    text = _text(values, pa.string())
+def text_array(values: pd.Series | pd.Index, like: pa.DataType = pa.string()) -> pa.Array:
+    """A text column as one arrow array of ``like`` (missing values null), for work done in arrow."""
+    text = _text(pd.Series(values) if isinstance(values, pd.Index) else values, like)
     return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
 
 
@@ -575,7 +575,7 @@ def desired_enrollments(
     no_section = ~inactive & (section_at < 0)
     no_user = ~inactive & ~no_section & ~_per_row(provisioned, user_code, False)
     keep = np.flatnonzero(~(inactive | no_section | no_user))
-    section_texts, user_texts = _arrow_text(section_keys), _arrow_text(user_keys)
+    section_texts, user_texts = (text_array(keys, pa.large_string()) for keys in (section_keys, user_keys))
     order = _in_key_order(section_codes[section_at[keep]], section_texts, user_code[keep], user_texts)
     keep = keep[order]
     del user_codes, order
@@ -623,11 +623,6 @@ def _in_key_order(section: np.ndarray, sections: pa.Array, user: np.ndarray, use
     order = np.argsort(rank, kind="stable")
     ranked = rank[order]
     return order[np.r_[True, ranked[1:] != ranked[:-1]]] if len(order) else order
-
-
-def _arrow_text(values: pd.Index) -> pa.Array:
-    text = _text(pd.Series(values), pa.large_string())
-    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
 
 
 def _ranks(texts: pa.Array) -> np.ndarray:

@@ -469,12 +469,12 @@ class OneRosterHook(HttpHook):
                                    **paging)
 
 
-def district_ic(config: InfiniteCampus, at: datetime | None = None) -> OneRosterHook:
+def district_ic(config: InfiniteCampus) -> OneRosterHook:
     """The district's IC as its file allows: the concurrency of the hour (serial at peak),
     its rate limit and its retries."""
     return OneRosterHook(
         config.conn_id,
-        max_concurrency=config.concurrency_at(at or datetime.now(timezone.utc)),
+        max_concurrency=config.concurrency_at(datetime.now(timezone.utc)),
         requests_per_second=config.requests_per_second,
         max_attempts=config.max_attempts,
         backoff_base=config.backoff_seconds,
