@@ -153,7 +153,7 @@ class Lms(_Strict):
     conn_id: str = Field(min_length=1)
     pool: str = Field(default="lms", min_length=1, description="Airflow pool bounding concurrent LMS calls")
     requests_per_second: float = Field(default=10.0, gt=0, le=1000)
-    max_in_flight: int = Field(default=4, ge=1, le=10,
+    max_in_flight: int = Field(default=4, ge=1, le=32,
                                description="bulk calls under way at once: the rate limit × the LMS's answer time")
     max_attempts: int = Field(default=6, ge=1, le=10, description="per LMS call, on 429/5xx/dropped connections")
     backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")

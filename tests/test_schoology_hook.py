@@ -94,6 +94,29 @@ def test_catalog_follows_pages(hook, lms):
     assert len(lms.requests) == 3, "20 a page by default: three pages"
 
 
+def test_batches_overlap_the_callers_recording_and_never_exceed_max_in_flight(lms, monkeypatch, school):
+    """While the caller records a batch's answers (its journal), the next batch is already with
+    the LMS; and however the batches overlap, no more calls are under way than allowed."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    hook = SchoologyHook(CONN, max_in_flight=3, **FAST)
+    batches = [[person(f"b{batch}-{n:03}", school["building"]) for n in range(150)] for batch in range(4)]
+    lms.reset_stats()
+    lms.latency = 0.1
+    recorded, results = [], []
+    for answers in hook.apply_batches("create", batches):
+        results.append(answers)
+        time.sleep(0.3)  # the caller journals the answers
+        recorded.append(time.monotonic())
+    assert [[r.key for r in answers] for answers in results] == [[p.key for p in batch] for batch in batches]
+    assert all(r.ok for answers in results for r in answers)
+    calls = [r for r in lms.requests if r.method == "POST"]
+    assert len(calls) == 12
+    started = sorted(r.started for r in calls)
+    assert sum(start < recorded[0] for start in started) == 6, "batch 2 went out while batch 1 was recorded"
+    most = max(sum(r.started <= call.started < r.ended for r in calls) for call in calls)
+    assert most <= 3, f"{most} calls under way at once, 3 allowed"
+
+
 def test_users_go_in_batches_of_50_and_each_result_matches_its_item(hook, lms, school):
     people = [person(f"s{n:03}", school["building"]) for n in range(120)]
     people[77] = person("s077", school["building"], role="4242")

@@ -14,7 +14,7 @@ the item carries that LMS id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import ClassVar, Literal, Protocol
 
@@ -136,4 +136,9 @@ class LmsTarget(Protocol):
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
         """Create, update or deactivate items of one kind, batched as the LMS allows."""
+        ...
+
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
+        """``apply`` over a stream of batches, the results of each yielded in turn (so the caller can
+        record them before the next), the next batch's calls under way meanwhile."""
         ...

@@ -24,10 +24,11 @@ create or update), buildings and grading periods are looked up by building_code 
 before every attempt. So a call that timed out after Schoology applied it is simply sent
 again.
 
-Bulk calls are pipelined, up to ``max_in_flight`` at once, and every request is paced by a
-token bucket (``requests_per_second``, never faster), so a load runs at the LMS's rate
-limit however slow each call is; 429 waits
-its ``Retry-After``; 5xx and dropped connections are retried with capped exponential
+Bulk calls are pipelined, never more than ``max_in_flight`` requests at once, and every
+request is paced by a token bucket (``requests_per_second``, never faster), so a load runs at
+the LMS's rate limit however slow each call is. :meth:`SchoologyHook.apply_batches` keeps the
+next batch's calls under way while the caller records the last batch's answers, so the LMS
+never waits on the caller between batches. 429 waits its ``Retry-After``; 5xx and dropped connections are retried with capped exponential
 backoff. Refused credentials fail the task at once. Log lines carry counts, never names
 or ids of people.
 """
@@ -39,7 +40,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from itertools import count
@@ -140,6 +142,8 @@ class SchoologyHook(HttpHook):
         self.timeout = timeout
         self.request_count = 0
         self._bucket = TokenBucket(requests_per_second)
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self._calls: ThreadPoolExecutor | None = None  # the call threads, while apply_batches runs
         self._stats_lock = threading.Lock()
 
     @property
@@ -223,10 +227,11 @@ class SchoologyHook(HttpHook):
         with self._stats_lock:
             self.request_count += 1
         try:
-            response = self._session.request(
-                method, url, params=params, json=body, timeout=self.timeout,
-                headers={"Authorization": self._authorization(), "Accept": "application/json"},
-            )
+            with self._in_flight:
+                response = self._session.request(
+                    method, url, params=params, json=body, timeout=self.timeout,
+                    headers={"Authorization": self._authorization(), "Accept": "application/json"},
+                )
         except DROPPED as error:
             raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
         if response.status_code == 401:
@@ -289,7 +294,31 @@ class SchoologyHook(HttpHook):
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
         """Create, update or deactivate items of one kind; one result per item, in order."""
-        items = list(items)
+        results, = self.apply_batches(action, [items])
+        return results
+
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
+        """:meth:`apply` over a stream of batches, yielding each batch's results in turn. The next
+        batch's calls are under way while the caller records the last one's answers (its journal),
+        so the LMS never waits on the caller between batches; the calls of both share
+        ``max_in_flight``. ``batches`` is read one batch ahead of the results yielded."""
+        self._settings, self._session  # looked up here: the threads have no task context to ask
+        with (ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="schoology") as calls,
+              ThreadPoolExecutor(max_workers=2, thread_name_prefix="schoology-batch") as sending):
+            self._calls = calls
+            try:
+                under_way: deque = deque()
+                for batch in batches:
+                    under_way.append(sending.submit(self._apply_batch, action, list(batch)))
+                    if len(under_way) == 2:
+                        yield under_way.popleft().result()
+                while under_way:
+                    yield under_way.popleft().result()
+            finally:
+                calls.shutdown(cancel_futures=True)  # a failed batch stops the calls not yet made
+                self._calls = None
+
+    def _apply_batch(self, action: Action, items: list[LmsItem]) -> list[ItemResult]:
         if not items:
             return []
         kind = items[0].kind
@@ -312,13 +341,9 @@ class SchoologyHook(HttpHook):
     # -- pipelining -------------------------------------------------------------------
 
     def _pipelined(self, send: Callable[[Any], list], jobs: Sequence) -> list:
-        """``send`` over ``jobs``, up to ``max_in_flight`` at once (the token bucket still paces
-        every request), results flattened in the jobs' order."""
-        if self.max_in_flight == 1 or len(jobs) <= 1:
-            return [result for job in jobs for result in send(job)]
-        self._settings, self._session  # looked up here: the threads have no task context to ask
-        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="schoology") as pool:
-            return [result for answers in pool.map(send, jobs) for result in answers]
+        """``send`` over ``jobs`` on the call threads (the token bucket still paces every request),
+        results flattened in the jobs' order."""
+        return [result for answers in self._calls.map(send, jobs) for result in answers]
 
     def _in_batches(self, items: Sequence[LmsItem], send: Callable[[list], list[ItemResult]]) -> list[ItemResult]:
         return self._pipelined(send, _batches(items))

@@ -2,15 +2,16 @@
 
 The operator is the glue around pure functions (``include/provisioning``) and the LMS
 adapter (an :class:`~include.lms.target.LmsTarget`). Retries are safe: each applied
-batch is journaled under the run's staging folder before the next is sent, so a task
-retried after a crash re-sends at most the batch in flight (which the LMS upserts by
-external id) and never what it already recorded; the state is replaced atomically only
+batch is journaled under the run's staging folder as its answers come, so a task
+retried after a crash re-sends at most the two batches in flight (which the LMS upserts
+by external id) and never what it already recorded; the state is replaced atomically only
 at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 import pyarrow.compute as pc
@@ -45,7 +46,7 @@ from plugins.hooks.lms import lms_target
 from plugins.operators.extract import resolve_active_year, skip_unless_running
 from plugins.operators.journal import Journal, versioned
 
-JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50, pipelined
+JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50
 LOGGED_ERRORS = 5
 CHECKED_REFERENCES = {"building": "building", "grading_period": "grading_period", "user": "role"}
 
@@ -159,8 +160,9 @@ class ProvisionOperator(BaseOperator):
 
     def _apply(self, target, changes: Changes, run_id: str) -> dict[str, pd.DataFrame]:
         """Send creates, updates and deactivations in batches, each batch's answers staged as one
-        more part of the run's journal before the next is sent: a retried task sends only what
-        the LMS has not taken yet, and the cost stays linear in the items (no part is rewritten)."""
+        more part of the run's journal as they come (the next batch already under way): a retried
+        task sends only what the LMS has not taken yet, and the cost stays linear in the items
+        (no part is rewritten)."""
         item_type = ITEM_TYPES[self.kind]
         fields = list(item_type.model_fields)
         outcomes: dict[str, pd.DataFrame] = {}
@@ -170,18 +172,26 @@ class ProvisionOperator(BaseOperator):
             done = journal.read()
             taken = done[done["ok"].to_numpy(dtype=bool)]
             planned, sent = versioned(frame["key"], frame["fingerprint"]), versioned(taken["key"], taken["fingerprint"])
-            answers = [taken[plan.isin(sent, planned).to_numpy()]]
+            answers = [taken.loc[plan.isin(sent, planned).to_numpy(), OUTCOME_COLUMNS]]
             pending = frame[~plan.isin(planned, sent).to_numpy()]
-            for start in range(0, len(pending), JOURNAL_BATCH):
-                batch = pending.iloc[start : start + JOURNAL_BATCH]
-                columns = [batch[field].tolist() for field in fields]
-                items = [item_type.model_validate(dict(zip(fields, values, strict=True)))
-                         for values in zip(*columns, strict=True)]
-                answered = outcome_frame(target.apply(action, items))
+            del done, taken, planned, sent
+            in_flight: deque[pd.DataFrame] = deque()
+
+            def items(pending=pending, in_flight=in_flight) -> Iterator[list]:
+                for start in range(0, len(pending), JOURNAL_BATCH):
+                    batch = pending.iloc[start : start + JOURNAL_BATCH]
+                    in_flight.append(batch[["key", "fingerprint"]])
+                    columns = [batch[field].tolist() for field in fields]
+                    yield [item_type.model_validate(dict(zip(fields, values, strict=True)))
+                           for values in zip(*columns, strict=True)]
+
+            for results in target.apply_batches(action, items()):
+                batch = in_flight.popleft()
+                answered = outcome_frame(results)
                 answered["fingerprint"] = plan.lookup(answered["key"], batch["key"], batch["fingerprint"]).to_numpy()
                 journal.append(answered)
-                answers.append(answered)
-            outcomes[action] = pd.concat(answers, ignore_index=True)[OUTCOME_COLUMNS]
+                answers.append(answered[OUTCOME_COLUMNS])
+            outcomes[action] = pd.concat(answers, ignore_index=True)
         return outcomes
 
     def _record(
