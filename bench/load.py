@@ -108,7 +108,7 @@ def _manifests_file(staging_root: str, run_id: str) -> Path:
 def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
                     run_id: str, run_phase) -> list[PhaseResult]:
     """Every provisioning step in order, each through ``run_phase`` (a fresh process), with the
-    LMS requests it made and the 429s it was answered."""
+    LMS requests it carried out (the rate-limit bound's count) and the 429s it was answered."""
     from include.provisioning.steps import STEPS
 
     results = []
@@ -117,8 +117,8 @@ def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: 
         result = run_phase(provision_step_phase, step.kind, extract_uris, config_path, staging_root, run_id,
                            lms.info, lms.settings)
         after = lms.stats()
-        result.requests = after["requests"] - before["requests"]
         result.extra["rate_limited"] = after["rate_limited"] - before["rate_limited"]
+        result.requests = after["requests"] - before["requests"] - result.extra["rate_limited"]  # a 429 is not one
         result.phase = f"{run_id}: provision {step.kind}"
         results.append(result)
     return results

@@ -4,9 +4,10 @@ Its input is what the plan task stages: an LMS final-grade export of semester 1 
 per active student enrollment of the semester's classes, whole sections in turn, with the
 term and the course-to-date grade: a result for each of the district's term and overall
 tasks) planned by the real ``PlanGradesOperator`` against the night's staged extracts and
-provisioned sections. The post is ``PostGradesOperator.execute`` in a fresh process, as its
-Airflow task runs it, against the bench's IC emulator (its latency and rate limit apply to
-the gradebook's PUTs).
+provisioned sections. The export is made and staged in a process of its own, as the fetch
+task would have staged it, so that the plan's peak RSS is the plan task's alone. The post is
+``PostGradesOperator.execute`` in a fresh process, as its Airflow task runs it, against the
+bench's IC emulator (its latency and rate limit apply to the gradebook's PUTs).
 IC counts the requests, the 429s and the most in flight, and its gradebook what it stored,
 so the figures and the check that every result arrived once are IC's, not ours.
 """
@@ -42,24 +43,25 @@ def _context(task_id: str, manifests: dict[str, dict]) -> dict:
 def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, seed: int) -> bytes:
     """The LMS's semester-1 export of ``rows`` grades as a CSV file: active student enrollments of
     the semester's classes, class by class (teachers finish a section at a time), seeded grades."""
-    from include.provisioning.plan import user_key
+    from include.provisioning.plan import lookup, user_key
     from include.sandbox.grade_export import letter
     from include.staging import read_frame
 
-    enrollments = read_frame(extract_uris["enrollments"], ["user_sourced_id", "class_sourced_id", "role", "status"])
-    graded = enrollments[(enrollments["role"] == "student") & (enrollments["status"] == "active")]
     classes = read_frame(extract_uris["classes"], ["sourced_id", "term_sourced_ids"]).explode("term_sourced_ids")
-    in_semester = classes.loc[classes["term_sourced_ids"] == SEMESTER_1, "sourced_id"]
-    graded = (graded[graded["class_sourced_id"].isin(set(in_semester))]
-              .sort_values(["class_sourced_id", "user_sourced_id"], kind="stable").head(rows))
+    in_semester = set(classes.loc[classes["term_sourced_ids"] == SEMESTER_1, "sourced_id"])
+    enrollments = read_frame(extract_uris["enrollments"],  # eight million rows, filtered in one copy
+                             ["user_sourced_id", "class_sourced_id", "role", "status"], categories=["role", "status"])
+    graded = enrollments[(enrollments["role"] == "student") & (enrollments["status"] == "active")
+                         & enrollments["class_sourced_id"].isin(in_semester)]
+    del enrollments
+    graded = graded.sort_values(["class_sourced_id", "user_sourced_id"], kind="stable").head(rows)
     users = read_frame(extract_uris["users"], ["sourced_id", "legacy_sourced_id"])
-    lms_ids = pd.Series(user_key(users).to_numpy(), index=users["sourced_id"].to_numpy())
     sessions = read_frame(extract_uris["academicSessions"], ["sourced_id", "title"]).set_index("sourced_id")
     random = np.random.default_rng(seed)
     term, course = (np.round(random.uniform(55, 100, len(graded)), 1) for _ in range(2))
     export = pd.DataFrame({
         columns.section: graded["class_sourced_id"].to_numpy(),
-        columns.student: lms_ids.reindex(graded["user_sourced_id"].to_numpy()).to_numpy(),
+        columns.student: lookup(graded["user_sourced_id"], users["sourced_id"], user_key(users)).to_numpy(),
         columns.grading_period: sessions.loc[SEMESTER_1, "title"],
         columns.term_percent: term,
         columns.term_score: [letter(percent) for percent in term],
@@ -69,29 +71,39 @@ def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, 
     return export.to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
 
 
-def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_root: str, results: int,
-                     seed: int) -> PhaseResult:
-    """The plan task on an export of about ``results`` grades, staged as the fetch task stages it;
-    ``seconds`` is the operator's own time, not the export's making."""
-    from include.config import ActiveYearRule, load_district
+def grade_export_phase(extract_uris: dict[str, str], config_path: str, staging_root: str, results: int,
+                       seed: int) -> PhaseResult:
+    """An export of about ``results`` grades, parsed and staged as the fetch task stages it. The bench
+    makes it from the whole enrollments extract, which no grade task reads: its memory is no task's."""
+    from include.config import load_district
     from include.grades.export import read_export
     from include.staging import stage_frame, staging_path
-    from plugins.operators.grades import PlanGradesOperator
 
     passback = load_district(Path(config_path)).grade_passback
     results_per_row = len(passback.term_task_ids) + len(passback.overall_task_ids)
     parsed = read_export(lms_export(extract_uris, passback.columns, -(-results // results_per_row), seed),
                          passback.columns)
     export = stage_frame(staging_path(staging_root, DISTRICT, RUN_ID, "grades/export.rows"), parsed.rows)
-    manifests = {"grades.fetch_export": {"uri": str(export.target)},
+    return PhaseResult("grades: LMS export (bench)", records=export.row_count,
+                       extra={"uri": str(export.target)})
+
+
+def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_root: str,
+                     export_uri: str) -> PhaseResult:
+    """The plan task on the staged export; ``seconds`` is the operator's own time."""
+    from include.config import ActiveYearRule, load_district
+    from plugins.operators.grades import PlanGradesOperator
+
+    manifests = {"grades.fetch_export": {"uri": export_uri},
                  **{f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()}}
     operator = PlanGradesOperator(task_id="plan", export_task_id="grades.fetch_export",
-                                  config_dir=str(Path(config_path).parent), district=DISTRICT, passback=passback,
+                                  config_dir=str(Path(config_path).parent), district=DISTRICT,
+                                  passback=load_district(Path(config_path)).grade_passback,
                                   active_year_rule=ActiveYearRule(), staging_root=staging_root)
     started = time.perf_counter()
     manifest = operator.execute(_context("grades.plan", manifests))
     return PhaseResult("grades: plan", records=manifest["row_count"], seconds=time.perf_counter() - started,
-                       extra={"uri": manifest["uri"], "counts": manifest["counts"], "export_rows": len(parsed.rows)})
+                       extra={"uri": manifest["uri"], "counts": manifest["counts"]})
 
 
 def grade_post_phase(base_url: str, config_path: str, staging_root: str, manifests: dict[str, dict],
@@ -116,10 +128,14 @@ def grade_post_phase(base_url: str, config_path: str, staging_root: str, manifes
 def post_grades(emulator: EmulatorProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
                 results: int, seed: int, concurrency: int, rate_limit: float | None,
                 run_phase) -> tuple[PhaseResult, PhaseResult]:
-    """The plan task, then the post task, each through ``run_phase`` (a fresh process). The post's
+    """The plan task, then the post task, each through ``run_phase`` (a fresh process), after the
+    export is made in one more (its figures are in the plan's ``extra``, as it is no task). The post's
     ``requests`` are those IC carried out (a 429 is not one), with the 429s, the most requests IC
     saw at once and what its gradebook holds in ``extra``."""
-    plan = run_phase(grade_plan_phase, extract_uris, config_path, staging_root, results, seed)
+    export = run_phase(grade_export_phase, extract_uris, config_path, staging_root, results, seed)
+    plan = run_phase(grade_plan_phase, extract_uris, config_path, staging_root, export.extra["uri"])
+    plan.extra.update(export_rows=export.records, export_seconds=export.seconds,
+                      export_peak_rss_mib=export.peak_rss_mib)
     emulator.prepare_gradebook()
     before = emulator.stats()
     manifests = {"grades.plan": {"uri": plan.extra["uri"]},

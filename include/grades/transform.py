@@ -57,6 +57,16 @@ TEXT = pa.large_string()  # what pandas' ``str`` columns hold
 AT_ONCE = 1 << 18  # items per NumPy gather or arrow call on postings: bounds the temporaries
 
 
+# the columns of the context's frames that planning reads: a million-student district's users
+# extract is mostly names and roles, which the plan task need not hold
+USER_COLUMNS = ["sourced_id", "legacy_sourced_id"]
+CLASS_COLUMNS = ["sourced_id", "school_sourced_id", "term_sourced_ids"]
+SESSION_COLUMNS = ["sourced_id", "end_date"]
+SECTION_COLUMNS = ["key"]
+GRADING_PERIOD_COLUMNS = ["key", "lms_id", "title"]
+POSTED_COLUMNS = ["result_id", "fingerprint"]
+
+
 class ReconciliationError(RuntimeError):
     """Rows and outcomes do not add up: a row would go unaccounted for."""
 
@@ -65,11 +75,11 @@ class ReconciliationError(RuntimeError):
 class GradeContext:
     """What a run knows besides the export: the provisioning results, IC's extracts, the last postings."""
 
-    sections: pd.DataFrame  # key (IC class sourcedId = LMS section_school_code), lms_id, course_key
+    sections: pd.DataFrame  # key (IC class sourcedId = LMS section_school_code)
     grading_periods: pd.DataFrame  # key ("term-<IC academicSession sourcedId>"), lms_id, title
-    users: pd.DataFrame
-    classes: pd.DataFrame
-    sessions: pd.DataFrame
+    users: pd.DataFrame  # USER_COLUMNS of the extract
+    classes: pd.DataFrame  # CLASS_COLUMNS
+    sessions: pd.DataFrame  # SESSION_COLUMNS
     mapping: pd.DataFrame | None  # lms_grading_period, ic_term[, school]
     opt_in: frozenset[str] | None  # IC class sourcedIds whose teachers opted in; None: opt-in is off
     run_date: date
@@ -306,8 +316,10 @@ def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> _Rows:
     school_codes = school_codes.astype(_code_type(len(schools)))
     student_text, student_texts = _encoded(rows["student"])
     user_at = positions(student_texts.to_pandas(), user_key(context.users))
-    user_codes, students = _encoded(context.users["sourced_id"].astype(str))
-    student = _at(_at(user_codes, user_at), student_text)
+    # only the users the export names are encoded (in the extract's order), not a million users' ids
+    named = np.unique(user_at[user_at >= 0])
+    user_codes, students = _encoded(take(context.users["sourced_id"], named, pd.RangeIndex(len(named))).astype(str))
+    student = _at(_at(user_codes, np.where(user_at >= 0, np.searchsorted(named, user_at), -1)), student_text)
 
     period, periods = _encoded(rows["grading_period"])
     (pair,), pair_keys = _joint((period.astype(np.int64) + 1) * (len(classes) + 1) + class_at + 1)

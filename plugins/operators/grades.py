@@ -27,9 +27,15 @@ from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifi
 from include.grades.export import DUPLICATE, ExportFormatError, read_export
 from include.grades.transform import (
     BAD_SCORE,
+    CLASS_COLUMNS,
+    GRADING_PERIOD_COLUMNS,
     MALFORMED,
+    POSTED_COLUMNS,
+    SECTION_COLUMNS,
+    SESSION_COLUMNS,
     UNKNOWN_STUDENT,
     UNMAPPED_TERM,
+    USER_COLUMNS,
     GradeContext,
     format_reconciliation,
     plan_postings,
@@ -142,26 +148,27 @@ class PlanGradesOperator(_GradesOperator):
     def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
         path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"provisioned/{kind}")
-        return read_frame(path) if path.exists() else pd.DataFrame(columns=columns)
+        return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
+
+    def _extract(self, context: Context, collection: str, columns: list[str]) -> pd.DataFrame:
+        """Only the columns planning reads: a million users' names and roles would be most of the
+        task's memory."""
+        manifest = context["ti"].xcom_pull(task_ids=f"{self.extract_group}.{collection}")
+        return read_frame(manifest["uri"], columns)
 
     def execute(self, context: Context) -> dict:
         skip_unless_running(context, "grades")
-        ti = context["ti"]
-        export = ti.xcom_pull(task_ids=self.export_task_id)
-        extracts = {
-            collection: read_frame(ti.xcom_pull(task_ids=f"{self.extract_group}.{collection}")["uri"])
-            for collection in ("users", "classes", "academicSessions")
-        }
+        export = context["ti"].xcom_pull(task_ids=self.export_task_id)
         mapping = None
         if self.passback.mapping_csv:
             mapping = pd.read_csv(Path(self.config_dir) / self.passback.mapping_csv, dtype=str)
         posted_path = self._state(context, "posted")
         grade_context = GradeContext(
-            sections=self._provisioned(context, "section", ["key", "lms_id", "course_key"]),
-            grading_periods=self._provisioned(context, "grading_period", ["key", "lms_id", "title"]),
-            users=extracts["users"],
-            classes=extracts["classes"],
-            sessions=extracts["academicSessions"],
+            sections=self._provisioned(context, "section", SECTION_COLUMNS),
+            grading_periods=self._provisioned(context, "grading_period", GRADING_PERIOD_COLUMNS),
+            users=self._extract(context, "users", USER_COLUMNS),
+            classes=self._extract(context, "classes", CLASS_COLUMNS),
+            sessions=self._extract(context, "academicSessions", SESSION_COLUMNS),
             mapping=mapping,
             opt_in=(
                 frozenset(map(str, Variable.get(self.opt_in_variable, default=[], deserialize_json=True)))
@@ -171,9 +178,9 @@ class PlanGradesOperator(_GradesOperator):
             run_date=(context.get("logical_date") or context["dag_run"].run_after).date(),
             config=self.passback,
             posted=(
-                read_frame(posted_path)
+                read_frame(posted_path, POSTED_COLUMNS)
                 if posted_path.exists() and not context["params"].get("full_run")
-                else pd.DataFrame(columns=["result_id", "fingerprint"])
+                else pd.DataFrame(columns=POSTED_COLUMNS)
             ),
         )
         postings = plan_postings(read_frame(export["uri"]), grade_context)
