@@ -117,6 +117,17 @@ def test_batches_overlap_the_callers_recording_and_never_exceed_max_in_flight(lm
     assert most <= 3, f"{most} calls under way at once, 3 allowed"
 
 
+def test_every_call_in_flight_keeps_its_connection(lms, monkeypatch, school, caplog):
+    """More calls in flight than requests' default pool of 10 still reuse their connections."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    hook = SchoologyHook(CONN, max_in_flight=16, **FAST)
+    lms.latency = 0.05
+    with caplog.at_level("WARNING", logger="urllib3"):
+        results = hook.apply("create", [person(f"p{n:04}", school["building"]) for n in range(1600)])
+    assert len(results) == 1600 and all(r.ok for r in results)
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
 def test_users_go_in_batches_of_50_and_each_result_matches_its_item(hook, lms, school):
     people = [person(f"s{n:03}", school["building"]) for n in range(120)]
     people[77] = person("s077", school["building"], role="4242")

@@ -51,6 +51,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from include.lms.target import (
     ITEM_TYPES,
@@ -125,7 +126,9 @@ class SchoologyHook(HttpHook):
         timeout: tuple[float, float] = (10.0, 120.0),
         max_in_flight: int = 4,
     ) -> None:
-        super().__init__(method="GET", http_conn_id=schoology_conn_id)
+        # a kept-alive connection for every call in flight (requests keeps 10 by default)
+        super().__init__(method="GET", http_conn_id=schoology_conn_id,
+                         adapter=TCPKeepAliveAdapter(pool_maxsize=max_in_flight))
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
         self.schoology_conn_id = schoology_conn_id
