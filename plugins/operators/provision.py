@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import pandas as pd
 import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Provisioning
 from include.lms.target import ITEM_TYPES
@@ -172,7 +172,7 @@ class ProvisionOperator(BaseOperator):
             done = journal.read()
             taken = done[done["ok"].to_numpy(dtype=bool)]
             planned, sent = versioned(frame["key"], frame["fingerprint"]), versioned(taken["key"], taken["fingerprint"])
-            answers = [taken.loc[plan.isin(sent, planned).to_numpy(), OUTCOME_COLUMNS]]
+            answers = [taken.loc[plan.isin(sent, planned).to_numpy(), OUTCOME_COLUMNS].astype({"key": frame["key"].dtype})]
             pending = frame[~plan.isin(planned, sent).to_numpy()]
             del done, taken, planned, sent
             in_flight: deque[pd.DataFrame] = deque()
@@ -188,9 +188,12 @@ class ProvisionOperator(BaseOperator):
             for results in target.apply_batches(action, items()):
                 batch = in_flight.popleft()
                 answered = outcome_frame(results)
-                answered["fingerprint"] = plan.lookup(answered["key"], batch["key"], batch["fingerprint"]).to_numpy()
+                if answered["key"].tolist() != batch["key"].tolist():
+                    raise AirflowException(f"The LMS adapter answered {self.kind} {action}s out of order")
+                answered["fingerprint"] = batch["fingerprint"].to_numpy()
                 journal.append(answered)
-                answers.append(answered[OUTCOME_COLUMNS])
+                # the keys kept are the plan's own (a slice, no copy): a first night answers millions
+                answers.append(answered[OUTCOME_COLUMNS].assign(key=batch["key"].array))
             outcomes[action] = pd.concat(answers, ignore_index=True)
         return outcomes
 
