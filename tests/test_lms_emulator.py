@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from include.sandbox import lms_emulator
 from include.sandbox.lms_emulator import SchoologyEmulator
 
 KEY = "lms-consumer-key"
@@ -87,6 +88,19 @@ def test_two_legged_plaintext_oauth_is_enforced(lms):
     assert call(lms, "GET", "roles", headers=replayed).status_code == 200
     replay = call(lms, "GET", "roles", headers=replayed)
     assert replay.status_code == 401 and "replay" in replay.json()["error"]
+
+
+def test_nonces_are_remembered_for_the_window_only(monkeypatch):
+    """Replays are refused within the window; older nonces are let go, so each call costs the
+    same after millions of them (the benchmark sends hundreds of thousands)."""
+    monkeypatch.setattr(lms_emulator, "NONCE_WINDOW", 0.3)
+    with SchoologyEmulator(consumer_key=KEY, consumer_secret=SECRET) as lms:
+        for _ in range(5):
+            assert call(lms, "GET", "roles").status_code == 200
+        assert len(lms._nonces) == 5
+        time.sleep(0.4)
+        assert call(lms, "GET", "roles").status_code == 200
+        assert len(lms._nonces) == 1
 
 
 def test_roles_are_seeded_like_schoology_and_configurable():

@@ -56,7 +56,7 @@ import json
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -69,6 +69,7 @@ from include.sandbox.loopback import LoopbackHandler, LoopbackService
 
 FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
 BULK_LIMIT = 50
+NONCE_WINDOW = 600.0  # seconds a (timestamp, nonce) pair is remembered to refuse replays
 DEFAULT_PAGE, MAX_PAGE = 20, 200
 SEED_ROLES = {"1212": "School Admin", "1213": "Teacher", "1214": "Student", "1215": "Parent"}
 WRITES = frozenset({"POST", "PUT", "DELETE"})
@@ -196,7 +197,7 @@ class SchoologyEmulator(LoopbackService):
         self._enrollments_by_section: dict[str, set[str]] = {}
         self._faults: list[_Fault] = []
         self._rejected: dict[str, str] = {}
-        self._nonces: dict[tuple[str, str], float] = {}
+        self._nonces: OrderedDict[tuple[str, str], float] = OrderedDict()  # (timestamp, nonce) -> seen, oldest first
         self._tokens = float(rate_limit or 0)
         self._refilled = time.monotonic()
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
@@ -345,8 +346,8 @@ class SchoologyEmulator(LoopbackService):
                 raise SchoologyError(401, "Duplicate timestamp/nonce combination, possible replay attack. "
                                           "Request rejected.")
             now = time.monotonic()
-            if len(self._nonces) > 50_000:
-                self._nonces = {key: seen for key, seen in self._nonces.items() if now - seen < 600}
+            while self._nonces and now - next(iter(self._nonces.values())) >= NONCE_WINDOW:
+                self._nonces.popitem(last=False)  # forgotten oldest first: a call costs the same at any rate
             self._nonces[replay] = now
 
     def _record(self, request: RecordedRequest) -> None:
