@@ -28,9 +28,9 @@ Bulk calls are pipelined, never more than ``max_in_flight`` requests at once, an
 request is paced by a token bucket (``requests_per_second``, never faster), so a load runs at
 the LMS's rate limit however slow each call is. :meth:`SchoologyHook.apply_batches` keeps the
 next batch's calls under way while the caller records the last batch's answers, so the LMS
-never waits on the caller between batches. 429 waits its ``Retry-After``; 5xx and dropped connections are retried with capped exponential
-backoff. Refused credentials fail the task at once. Log lines carry counts, never names
-or ids of people.
+never waits on the caller between batches. 429 waits its ``Retry-After``; 5xx and dropped
+connections are retried with capped exponential backoff. Refused credentials fail the
+task at once. Log lines carry counts, never names or ids of people.
 """
 
 from __future__ import annotations
