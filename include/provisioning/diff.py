@@ -115,6 +115,7 @@ class Changes:
     unchanged: pd.DataFrame
     removed: pd.DataFrame  # gone from IC, kept in the LMS and reported
     skipped: pd.DataFrame
+    unchanged_at: np.ndarray  # where each unchanged row is in the state the plan was made against
 
     def counts(self) -> dict[str, int]:
         return {
@@ -184,7 +185,8 @@ def plan_changes(
     resend = known & (full | ~same)
     changed = _fingerprinted(rows, hashes, resend)
     changed = changed.assign(lms_id=take(state["lms_id"], at[resend], changed.index))
-    unchanged = _where(rows, known & (not full) & same)
+    kept = known & (not full) & same
+    unchanged = _where(rows, kept)
     gone = state[~_matched(state["key"], at, rows["key"])]
     dropped = kind in DROPPED_WHEN_REMOVED
     skipped = desired.skipped[~isin(desired.skipped["key"], gone["key"])]
@@ -196,6 +198,7 @@ def plan_changes(
         unchanged=unchanged.reset_index(drop=True),
         removed=(gone.iloc[0:0] if dropped else gone).reset_index(drop=True),
         skipped=skipped.reset_index(drop=True),
+        unchanged_at=at[kept],
     )
 
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -260,18 +261,23 @@ class ProvisionOperator(BaseOperator):
         for the steps after this one: the night's parts with their ids, merged in key order as
         the table is staged (a first night has millions of rows)."""
         taken = accepted(outcomes, "create", "update")
-        parts = [part for part in (changes.create, changes.update, changes.unchanged) if not part.empty]
+        parts = [(action, rows) for action, rows in
+                 (("create", changes.create), ("update", changes.update), ("unchanged", changes.unchanged))
+                 if not rows.empty] or [("create", changes.create)]
         with_ids = []
-        for rows in parts or [changes.create]:
+        for action, rows in parts:
+            # In arrow: a first night has millions. What was not sent keeps the state's id, found
+            # where the plan found it; what was sent takes the id the LMS answered with, else (an
+            # update may come back without one) the one it had.
+            if action == "unchanged":
+                lms_ids = plan.text_array(plan.take(state["lms_id"], changes.unchanged_at, rows.index))
+            else:
+                at = plan.positions(rows["key"], taken["key"])
+                lms_ids = (plan.text_array(plan.take(taken["lms_id"], at, rows.index)) if (at >= 0).any()
+                           else pa.nulls(len(rows), pa.string()))
+                if "lms_id" in rows:
+                    lms_ids = pc.coalesce(lms_ids, plan.text_array(rows["lms_id"]))
             rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
-            at = plan.positions(rows["key"], taken["key"])
-            # The id the LMS answered with, else the state's (an update may come back without one);
-            # in arrow: a first night has millions.
-            lms_ids = plan.text_array(plan.take(taken["lms_id"], at, rows.index)) if (at >= 0).any() else None
-            if lms_ids is None or lms_ids.null_count:
-                known = plan.text_array(plan.lookup(rows["key"], state["key"], state["lms_id"]))
-                lms_ids = known if lms_ids is None else pc.coalesce(lms_ids, known)
-                del known
             if dry_run:
                 pending = pc.binary_join_element_wise(plan.PENDING, plan.text_array(rows["key"]), "")
                 lms_ids = pc.coalesce(lms_ids, pending)
