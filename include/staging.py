@@ -280,9 +280,14 @@ def _arrow_type(source: pa.ChunkedArray | tuple) -> pa.DataType:
 
 
 def _decoded_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with its categoricals as the text they are staged as (for the schema's dtypes)."""
-    categorical = {name: "str" for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)}
-    return frame.astype(categorical) if categorical else frame
+    """The frame with the dtypes its columns are read back as (for the schema's pandas metadata):
+    categoricals as the text they are staged as, arrow lists as lists (pandas cannot read the
+    name of an arrow list type back)."""
+    decoded = {name: "str" if isinstance(dtype, pd.CategoricalDtype) else object
+               for name, dtype in frame.dtypes.items()
+               if isinstance(dtype, pd.CategoricalDtype)
+               or (isinstance(dtype, pd.ArrowDtype) and pa.types.is_nested(dtype.pyarrow_dtype))}
+    return frame.astype(decoded) if decoded else frame
 
 
 def _row_groups(

@@ -262,15 +262,15 @@ def _pandas(array: pa.Array | pa.ChunkedArray) -> pd.Series:
     return pa.chunked_array([array]).to_pandas() if isinstance(array, pa.Array) else array.to_pandas()
 
 
-def _grouped_lists(parents: np.ndarray, items: pd.Series, count: int) -> list[list]:
-    """One Python list per row (``count`` rows) of the sorted distinct items whose parent it is,
-    assembled by arrow from offsets rather than appended row by row."""
+def _grouped_lists(parents: np.ndarray, items: pd.Series, count: int) -> pd.arrays.ArrowExtensionArray:
+    """One list per row (``count`` rows) of the sorted distinct items whose parent it is, assembled
+    by arrow from offsets and kept in arrow: a million users' lists are not a million Python lists."""
     frame = pd.DataFrame({"parent": parents, "item": items.to_numpy(dtype=object)}).dropna()
     frame = frame.drop_duplicates().sort_values(["parent", "item"], kind="stable")
     sizes = np.bincount(frame["parent"].to_numpy(dtype=np.int64), minlength=count)
     offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]), pa.int64())
     values = pa.array(frame["item"].to_numpy(dtype=object), pa.large_string())
-    return pa.LargeListArray.from_arrays(offsets, values).to_pylist()
+    return pd.arrays.ArrowExtensionArray(pa.LargeListArray.from_arrays(offsets, values))
 
 
 # -- schools and terms ----------------------------------------------------------------------------
@@ -453,8 +453,6 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
     building = building[listed].to_numpy(dtype=object)
     other = building != np.asarray(primary.take(row), dtype=object)
     kept["additional_building_ids"] = _grouped_lists(row[other], pd.Series(building[other]), len(kept))
-    for column in ("preferred_first_name", "email", "username"):
-        kept[column] = kept[column].astype(object).where(kept[column].notna(), None)
     return _desired(
         "user",
         kept,

@@ -66,6 +66,13 @@ def unknown_ic_schools(provisioning: Provisioning, orgs: pd.DataFrame) -> list[s
     return problems
 
 
+def python_values(values: pd.Series) -> list:
+    """A column's values as the item models take them: missing ones as None, lists as lists."""
+    if isinstance(values.dtype, pd.ArrowDtype):
+        return values.tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
+
+
 class ProvisionOperator(BaseOperator):
     """Creates, updates or deactivates one kind of LMS object so the LMS matches IC.
 
@@ -182,7 +189,7 @@ class ProvisionOperator(BaseOperator):
                 for start in range(0, len(pending), JOURNAL_BATCH):
                     batch = pending.iloc[start : start + JOURNAL_BATCH]
                     in_flight.append(batch[["key", "fingerprint"]])
-                    columns = [batch[field].tolist() for field in fields]
+                    columns = [python_values(batch[field]) for field in fields]
                     yield [item_type.model_validate(dict(zip(fields, values, strict=True)))
                            for values in zip(*columns, strict=True)]
 
