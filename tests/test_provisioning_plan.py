@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from include import staging
 from include.config import Provisioning
 from include.lms.target import ItemResult
-from include.provisioning import plan
+from include.provisioning import diff, plan
 from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes
 from include.provisioning.report import format_report, report_rows
 from include.provisioning.steps import STEP_BY_KIND
@@ -131,7 +132,7 @@ def test_a_class_whose_terms_are_all_unmapped_is_skipped(frames):
     spring_only = frames["classes"][frames["classes"]["term_sourced_ids"].map(lambda terms: list(terms) == ["202702"])]
     assert len(spring_only) > 0
     assert set(spring_only["sourced_id"]) <= set(sections.skipped.loc[sections.skipped["reason"] == plan.UNMAPPED_TERM, "key"])
-    assert set(sections.rows["grading_period_ids"].map(tuple)) == {("GP-FALL",)}
+    assert {tuple(ids) for ids in sections.rows["grading_period_ids"]} == {("GP-FALL",)}
 
 
 def test_terms_consolidate_into_one_year_long_period(frames):
@@ -324,3 +325,31 @@ def test_an_update_taken_without_an_id_keeps_the_one_the_state_has(tmp_path):
     result = read_frame(str(target))
     expected = ["E-600000:s1", "E-600000:s2"]
     assert list(staged["lms_id"]) == expected and list(result["lms_id"]) == expected
+
+
+def test_fingerprints_are_pandas_hashes_of_the_fields_as_text_whatever_the_columns_hold(monkeypatch):
+    """A state staged by an earlier version must still match: each field is hashed as ``str(value)``
+    (missing as ``None``, a list as its sorted items joined by ``|``) and the fields combined as
+    ``hash_pandas_object`` combines a frame's, whether a column holds arrow text or Python objects,
+    arrow or Python lists, distinct values (hashed a slice at a time) or repeated ones."""
+    monkeypatch.setattr(diff, "SLICE", 4)
+    count = 12
+    python = pd.DataFrame({
+        "key": [f"s{row:07d}" for row in range(count)],
+        "given_name": ["Ada", "Alan"] * (count // 2),
+        "family_name": [f"Family {row}" for row in range(count)],
+        "preferred_first_name": [None, "Al", None, None] * (count // 4),
+        "email": [None if row % 5 == 0 else f"s{row}@example.org" for row in range(count)],
+        "username": [f"user{row}" for row in range(count)],
+        "role_id": ["R-STU"] * count,
+        "building_id": ["B-0", "B-1", "B-2"] * (count // 3),
+        "additional_building_ids": [["B-2", "B-1"] if row % 3 == 0 else [] for row in range(count)],
+    }, dtype=object)
+    arrow = python.astype({column: "str" for column in python.columns if column != "additional_building_ids"})
+    arrow["additional_building_ids"] = pd.arrays.ArrowExtensionArray(
+        pa.array(python["additional_building_ids"].tolist(), pa.large_list(pa.large_string())))
+    texts = python.apply(lambda column: column.map(
+        lambda value: "|".join(sorted(value)) if isinstance(value, list) else str(value)))
+    expected = pd.util.hash_pandas_object(texts, index=False, categorize=False).to_numpy()
+    assert (diff.fingerprint_hashes(python, "user") == expected).all()
+    assert (diff.fingerprint_hashes(arrow, "user") == expected).all()

@@ -53,12 +53,13 @@ def _joined(values: pd.Series) -> pd.Series:
 
 
 def _field_hashes(values: pd.Series, is_list: bool) -> np.ndarray:
-    """``hash_array`` of ``str(value)`` per row (a missing value as ``None``): text a slice at a
-    time (only one slice of millions of distinct keys is ever Python strings), anything else
-    once per distinct value (an enrollment's section and user repeat over millions of rows)."""
+    """``hash_array`` of ``str(value)`` per row (a missing value as ``None``): distinct text a
+    slice at a time (only one slice of millions of keys is ever Python strings), anything else
+    once per distinct value (an enrollment's section and user repeat over millions of rows, a
+    user's given name and building over thousands)."""
     if is_list:
         values = _joined(values)
-    if pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
+    if _distinct_text(values):
         return np.concatenate([np.empty(0, dtype=np.uint64)] + [
             pd.util.hash_array(values.iloc[start:start + SLICE].to_numpy(dtype=object, na_value="None"),
                                categorize=False)
@@ -71,6 +72,14 @@ def _field_hashes(values: pd.Series, is_list: bool) -> np.ndarray:
     texts = (np.asarray(uniques, dtype=object) if pd.api.types.is_string_dtype(uniques.dtype)
              else np.asarray([str(value) for value in uniques], dtype=object))
     return pd.util.hash_array(np.append(texts, "None"), categorize=False)[codes]
+
+
+def _distinct_text(values: pd.Series) -> bool:
+    """Whether ``values`` are text (not a categorical) that mostly differ, judged on a slice."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_string_dtype(values.dtype):
+        return False
+    sample = values.iloc[:SLICE]
+    return sample.nunique(dropna=False) * 2 > len(sample)
 
 
 def fingerprint_hashes(rows: pd.DataFrame, kind: ObjectKind) -> np.ndarray:
