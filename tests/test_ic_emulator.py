@@ -252,3 +252,16 @@ def test_a_rate_limit_answers_429_with_when_to_come_back(demo_district):
         answers = [get(ic, "1.2", "orgs", bearer=bearer) for _ in range(5)]
         assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
         assert 0 < float(answers[3].headers["Retry-After"]) <= 1 and ic.rate_limited == 2
+
+
+def test_a_page_takes_ic_s_time_per_record_served(demo_district):
+    """``record_latency`` models IC's own time: a filtered page (built when asked for) of N records at
+    5 ms each is answered after at least N × 5 ms, however fast the emulator built it."""
+    with ICEmulator(demo_district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo",
+                    record_latency=0.005) as ic:
+        bearer = token(ic).json()["access_token"]
+        started = time.perf_counter()
+        page = get(ic, "1.2", "users", bearer=bearer, limit=200, filter="status='active'")
+        served = len(page.json()["users"])
+        assert page.status_code == 200 and served > 50
+        assert time.perf_counter() - started >= served * 0.005
