@@ -14,6 +14,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
@@ -233,15 +234,21 @@ def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame | FrameParts) -> 
     """Write a DataFrame atomically; the writer tells the row count and checksum. A
     :class:`FrameParts` is assembled a row group at a time, its categorical columns staged as
     plain text (Parquet would otherwise store a categorical's whole dictionary, a million user
-    keys, again in every row group)."""
+    keys, again in every row group) while the one before is written (Parquet encodes and
+    compresses without holding Python's lock: on two cores both go at once)."""
     if isinstance(frame, FrameParts):
         schema, row_groups = _assembled(frame)
     else:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         schema, row_groups = table.schema, iter([table])
-    with StagedParquetWriter(target, schema) as writer:
+    with StagedParquetWriter(target, schema) as writer, ThreadPoolExecutor(1) as behind:
+        written = None
         for table in row_groups:
-            writer.write_table(table)
+            if written is not None:
+                written.result()
+            written = behind.submit(writer.write_table, table)
+        if written is not None:
+            written.result()
     return writer
 
 
