@@ -155,7 +155,7 @@ class StagedParquetWriter:
         if table.num_rows:
             table = table.cast(self.schema)
             if self._writer is None:
-                self._writer = self._open(distinct_columns(table.slice(0, ROW_GROUP_SIZE)))
+                self._writer = self._open(_distinct_columns(table.slice(0, ROW_GROUP_SIZE)))
             self._writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             self.row_count += table.num_rows
 
@@ -185,7 +185,7 @@ class StagedParquetWriter:
         self._temporary.rename(self.target)
 
 
-def distinct_columns(table: pa.Table) -> frozenset[str]:
+def _distinct_columns(table: pa.Table) -> frozenset[str]:
     """The plain columns (numbers, times, text) whose values in ``table`` (a row group: the first)
     are mostly different."""
     return frozenset(
