@@ -10,8 +10,10 @@ at the end.
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pandas as pd
 import pyarrow as pa
@@ -71,6 +73,18 @@ def python_values(values: pd.Series) -> list:
     if isinstance(values.dtype, pd.ArrowDtype):
         return values.tolist()
     return values.to_numpy(dtype=object, na_value=None).tolist()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Python's full collections leave alone what is alive when the LMS calls start (Airflow's,
+    pandas' and the plan's objects: some 200,000). Otherwise one runs every few seconds of a
+    night's load and stops every call thread for 0.2 s: a tenth of the LMS's rate was lost."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class ProvisionOperator(BaseOperator):
@@ -170,7 +184,11 @@ class ProvisionOperator(BaseOperator):
         """Send creates, updates and deactivations in batches, each batch's answers staged as one
         more part of the run's journal as they come (the next batch already under way): a retried
         task sends only what the LMS has not taken yet, and the cost stays linear in the items
-        (no part is rewritten)."""
+        (no part is rewritten). The heap alive beforehand is frozen meanwhile (:func:`frozen_heap`)."""
+        with frozen_heap():
+            return self._send_and_journal(target, changes, run_id)
+
+    def _send_and_journal(self, target, changes: Changes, run_id: str) -> dict[str, pd.DataFrame]:
         item_type = ITEM_TYPES[self.kind]
         fields = list(item_type.model_fields)
         outcomes: dict[str, pd.DataFrame] = {}
