@@ -10,6 +10,7 @@ its own output and a reader never sees half a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -200,13 +201,15 @@ def _plain(arrow_type: pa.DataType) -> bool:
             or pa.types.is_large_binary(arrow_type))
 
 
-def _leaf_paths(schema: pa.Schema) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
     """The schema's columns as Parquet names them (``roles.list.element.role``), as the writer's
-    per-column options take them."""
+    per-column options take them; worked out once per schema (a night stages thousands of
+    journal parts of one schema)."""
     sink = pa.BufferOutputStream()
     pq.write_table(schema.empty_table(), sink)
     stored = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
-    return [stored.column(index).path for index in range(len(stored))]
+    return tuple(stored.column(index).path for index in range(len(stored)))
 
 
 def state_path(root: str, district: str, active_year: int, dataset: str) -> ObjectStoragePath:
@@ -236,11 +239,12 @@ def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame | FrameParts) -> 
     plain text (Parquet would otherwise store a categorical's whole dictionary, a million user
     keys, again in every row group) while the one before is written (Parquet encodes and
     compresses without holding Python's lock: on two cores both go at once)."""
-    if isinstance(frame, FrameParts):
-        schema, row_groups = _assembled(frame)
-    else:
+    if not isinstance(frame, FrameParts):
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        schema, row_groups = table.schema, iter([table])
+        with StagedParquetWriter(target, table.schema) as writer:
+            writer.write_table(table)
+        return writer
+    schema, row_groups = _assembled(frame)
     with StagedParquetWriter(target, schema) as writer, ThreadPoolExecutor(1) as behind:
         written = None
         for table in row_groups:
