@@ -4,6 +4,7 @@ emulator, a real SMTP server; assertions on what IC stored and what the email sa
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -169,12 +170,24 @@ def test_the_sensor_takes_the_titled_export_or_the_newest_by_name_and_not_a_grow
 
     growing = folder / "final-grades-20261201.csv"
     context = {"run_id": "manual__test"}
+    patient = sensor(titled.staging_root, stable_seconds=60)
     with pytest.raises(TaskDeferred):
-        titled.found(context, {"status": "success"})  # seen once: check again after stable_seconds
+        patient.found(context, {"status": "success"})  # seen once: checked again in a minute, in the triggerer
     with growing.open("a") as handle:
         handle.write("600000,s1000000,Semester 1,91,A,90,A\n")
     with pytest.raises(TaskDeferred):
-        titled.settled(context)  # it grew meanwhile: not taken, checked again later
-    settled = titled.settled(context)
+        patient.settled(context)  # it grew meanwhile: not taken, checked again later
+    settled = patient.settled(context)
     assert settled["name"] == "final-grades-20261201.csv" and settled["size"] == growing.stat().st_size
+
+    def grow() -> None:
+        with growing.open("a") as handle:
+            handle.write("600000,s1000001,Semester 1,88,B,90,A\n")
+
+    quick = sensor(titled.staging_root, stable_seconds=0.6)  # a wait this short is slept in the task
+    writer = threading.Timer(0.3, grow)
+    writer.start()
+    taken = quick._wait({"run_id": "manual__quick"})  # already there: taken without a deferral
+    writer.join()
+    assert taken["name"] == "final-grades-20261201.csv" and taken["size"] == growing.stat().st_size
 

@@ -1,10 +1,11 @@
 """Wait for the LMS's final-grade auto-export on the district's SFTP server, holding no worker.
 
-The provider's :class:`SFTPTrigger` watches the dedicated directory in the triggerer until
-a file matching the export (the auto-export process title, else any ``*.csv``) is newer
-than the last one processed; then the newest by name is taken once its size has stayed
-the same for ``stable_seconds`` (a file still being written is not taken), again waiting
-in the triggerer. Only the file's name, size and time go through XCom.
+The task looks once; when no file matching the export (the auto-export process title, else
+any ``*.csv``) is newer than the last one processed, the provider's :class:`SFTPTrigger`
+watches the dedicated directory in the triggerer until one is. Then the newest by name is
+taken once its size has stayed the same for ``stable_seconds`` (a file still being written
+is not taken), waiting in the triggerer unless the wait is a few seconds. Only the file's
+name, size and time go through XCom.
 
 ``timeout_hours`` bounds the whole wait, pauses included: a file that stays empty or keeps
 growing fails the task at the deadline, saying so. An SFTP server that is down or drops the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import stat
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -32,6 +34,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from include.config import GradePassback
 from include.staging import read_frame, stage_frame, staging_path
 from plugins.operators.extract import skip_unless_running
+
+SLEPT_IN_THE_WORKER_SECONDS = 10.0
+"""Stability waits this short are slept in the task, not deferred. A deferral that resumes within
+seconds races the scheduler's reading of the deferring process's exit, and Airflow 3.3.2 then fails
+the resumed try as "killed externally" (apache/airflow#72716); a worker held a few seconds costs less."""
 
 
 def last_export_path(staging_root: str, district: str):
@@ -134,7 +141,18 @@ class ExportFileSensor(BaseOperator):
         return self._wait(context)
 
     def _wait(self, context: Context) -> dict[str, Any]:
-        self._give_up_if_late(context, "no matching file newer than the last one processed")
+        """Looks once before deferring: an export already there (the usual morning) is taken
+        without a deferral that would resume at once."""
+        while True:
+            self._give_up_if_late(context, "no matching file newer than the last one processed")
+            candidate = self._look(context)
+            if candidate is None:
+                self._defer_until_a_file_arrives(context)
+            taken = self._settle(context, candidate)
+            if taken is not None:
+                return taken
+
+    def _defer_until_a_file_arrives(self, context: Context) -> None:
         last = self._last(context)
         newer_than = datetime.fromtimestamp(last["mtime"], tz=timezone.utc) if last else None
         self.log.info(
@@ -184,26 +202,39 @@ class ExportFileSensor(BaseOperator):
                     "host_key."
                 )
             return self._pause(context, message)
-        return self._settle(context, self._look(context))
+        return self._settle(context, self._look(context)) or self._wait(context)
 
     def _candidate_path(self, context: Context):
         """The file seen before the last pause, kept in staging: a resumed task has no memory."""
         return staging_path(self.staging_root, self.district, context["run_id"], "grades/export_candidate")
 
-    def _settle(self, context: Context, candidate: dict[str, Any] | None) -> dict[str, Any]:
-        if candidate is None:  # the trigger saw a file that is gone or not newer: keep waiting
-            return self._wait(context)
-        stage_frame(self._candidate_path(context), pd.DataFrame([candidate]))
-        self.defer(
-            trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.stable_seconds)), method_name="settled"
-        )
+    def _settle(self, context: Context, candidate: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The candidate once its size stayed the same for ``stable_seconds``; None when it is gone
+        or no longer the newest (the wait goes on). A short wait is slept in the worker, a long one
+        deferred: see :data:`SLEPT_IN_THE_WORKER_SECONDS`."""
+        while candidate is not None:
+            stage_frame(self._candidate_path(context), pd.DataFrame([candidate]))
+            if self.passback.stable_seconds > SLEPT_IN_THE_WORKER_SECONDS:
+                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.stable_seconds)),
+                           method_name="settled")
+            time.sleep(self.passback.stable_seconds)
+            taken, candidate = self._compare(context)
+            if taken is not None:
+                return taken
+        return None
 
     def settled(self, context: Context, event: Any = None) -> dict[str, Any]:
+        taken, candidate = self._compare(context)
+        return taken or self._settle(context, candidate) or self._wait(context)
+
+    def _compare(self, context: Context) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(the export, None) when the file seen last is unchanged and not empty; else (None, the
+        newest file now, to be watched again)."""
         seen = read_frame(self._candidate_path(context)).iloc[0].to_dict()
         now = self._look(context)
         if now and now["name"] == seen["name"] and now["size"] == int(seen["size"]) and now["size"]:
             self.log.info("Export %s is complete (%d bytes)", now["name"], now["size"])
-            return {"path": f"{self.passback.remote_dir.rstrip('/')}/{now['name']}", **now}
+            return {"path": f"{self.passback.remote_dir.rstrip('/')}/{now['name']}", **now}, None
         if now and not now["size"]:
             state = f"{now['name']} is empty (0 bytes): the export job wrote nothing"
         else:
@@ -211,4 +242,4 @@ class ExportFileSensor(BaseOperator):
         self._give_up_if_late(context, state)
         self.log.info("Export %s: not taken yet (%s); checking again in %ss", (now or {}).get("name"), state,
                       self.passback.stable_seconds)
-        return self._settle(context, now)
+        return None, now
