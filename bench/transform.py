@@ -142,7 +142,7 @@ def plan_step_phase(
     """
     from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes
     from include.provisioning.report import report_rows
-    from include.provisioning.steps import STEP_BY_KIND
+    from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND
     from include.staging import stage_frame
     from plugins.operators.provision import ProvisionOperator
 
@@ -176,9 +176,10 @@ def plan_step_phase(
     no_failures = pd.DataFrame({"key": pd.Series(dtype=object), "action": pd.Series(dtype=object),
                                 "error": pd.Series(dtype=object), "school": pd.Series(dtype=object)})
     report = report_rows(changes, no_failures, dry_run=False)
-    result = ProvisionOperator._result_table(changes, outcomes, state, dry_run=False)
-    (work / "results").mkdir(parents=True, exist_ok=True)
-    stage_frame(work / "results" / f"{kind}.parquet", result)
+    if kind in READ_BY_LATER_STEPS:
+        result = ProvisionOperator._result_table(changes, outcomes, state, dry_run=False)
+        (work / "results").mkdir(parents=True, exist_ok=True)
+        stage_frame(work / "results" / f"{kind}.parquet", result)
     recorded = time.perf_counter()
     return PhaseResult(
         phase=f"plan.{night}.{kind}",

@@ -56,14 +56,18 @@ class Manifest(BaseModel):
 
 
 class ProvisionManifest(BaseModel):
-    """What a provisioning task returns: counts per action and where its tables are staged."""
+    """What a provisioning task returns: counts per action and where its tables are staged.
+
+    ``result_uri`` is the table of the kind's objects with their LMS ids that later steps read
+    (None for a kind no later step reads: its ids are in the state); ``row_count`` is how many
+    objects of the kind exist, or in a dry run would."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str
-    result_uri: str
+    result_uri: str | None
     row_count: int = Field(ge=0)
-    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     counts: dict[str, int]
     errors_uri: str
     skipped_uri: str

@@ -83,6 +83,9 @@ def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, distr
     assert lms.associations, "guardians are linked to their children"
     admins = Counter(enrollment["admin"] for enrollment in lms.enrollments.values())
     assert admins[True] > 0 and admins[False] > admins[True]
+    manifests = objects_recorded(first)
+    assert manifests["enrollment"]["row_count"] == len(lms.enrollments)
+    assert manifests["user"]["row_count"] == len(lms.users)
 
     lms.reset_stats()
     second = sync(night(1))
@@ -109,6 +112,19 @@ def test_the_demo_district_is_provisioned_then_only_changes_are_sent(sync, distr
     assert hand_added in {(e["section_id"], e["uid"]) for e in lms.enrollments.values()}, "LMS-only admin kept"
 
 
+def objects_recorded(outcome) -> dict[str, dict]:
+    """Each step's manifest, checked: a table of the objects with their LMS ids for the kinds later
+    steps read, counted in ``row_count`` like the objects of every kind."""
+    from include.provisioning.steps import READ_BY_LATER_STEPS, STEPS
+
+    manifests = {step.kind: outcome.returned[f"provision.{step.task_id}"] for step in STEPS}
+    for kind, manifest in manifests.items():
+        assert (manifest["result_uri"] is not None) == (kind in READ_BY_LATER_STEPS), kind
+        if manifest["result_uri"]:
+            assert len(read_frame(manifest["result_uri"])) == manifest["row_count"], kind
+    return manifests
+
+
 def add_course_admin_by_hand(lms, district, enrollment_id: str, teacher: str) -> tuple[str, str]:
     """What a school admin does in the LMS's own UI: one more teacher as admin of the section
     an IC enrollment is about to be dropped from."""
@@ -132,6 +148,7 @@ def test_a_dry_run_reports_the_plan_and_writes_nothing(sync, lms):
     report = report_of(outcome)
     assert counted(report, "user", "would create") > 0
     assert counted(report, "enrollment", "would create") > 0
+    assert objects_recorded(outcome)["enrollment"]["row_count"] == counted(report, "enrollment", "would create")
     assert outcome.returned["provision.sync_report"]["dry_run"] is True
     real = sync(night(1))
     assert counted(report_of(real), "user", "created") == counted(report, "user", "would create")

@@ -114,3 +114,4 @@ STEPS: tuple[Step, ...] = (
          arrow=("enrollments",)),
 )
 STEP_BY_KIND: dict[ObjectKind, Step] = {step.kind: step for step in STEPS}
+READ_BY_LATER_STEPS: frozenset[ObjectKind] = frozenset(kind for step in STEPS for kind in step.needs)
