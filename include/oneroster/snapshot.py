@@ -11,6 +11,8 @@ whenever the schema or the OneRoster version changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -81,9 +83,11 @@ def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
     """Write the snapshot with every changed record replaced in place by its new version and
     the new records after it, so a night without changes writes the snapshot unchanged.
 
-    Streams the snapshot one row group at a time through ``write``: memory holds the
-    snapshot's id column (looked up against the changes in one pass), a row group and the
-    changes, never the whole collection. Returns the rows written.
+    Streams the snapshot one row group at a time through ``write``, the next one read while
+    this one is written (decoding and encoding a million-student district's 8 M enrollments
+    take a core each for seconds): memory holds the snapshot's id column (looked up against
+    the changes in one pass), two row groups and the changes, never the whole collection.
+    Returns the rows written.
     """
     latest = _latest_per_id(changes)
     ids = snapshot.read(columns=["sourced_id"]).column("sourced_id")
@@ -91,8 +95,7 @@ def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
     del ids
     placed = np.zeros(latest.num_rows, dtype=bool)
     written = start = 0
-    for index in range(snapshot.num_row_groups):
-        group = snapshot.read_row_group(index)
+    for group in _read_ahead(snapshot):
         in_group = found.slice(start, group.num_rows)
         start += group.num_rows
         if in_group.null_count < len(in_group):
@@ -107,6 +110,19 @@ def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
     added = latest.filter(pa.array(~placed))
     write(added)
     return written + added.num_rows
+
+
+def _read_ahead(snapshot: pq.ParquetFile) -> Iterator[pa.Table]:
+    """The row groups in order, each read (in a thread: arrow lets go of the GIL) while the
+    one before is being used."""
+    count = snapshot.num_row_groups
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
+        ahead = reader.submit(snapshot.read_row_group, 0) if count else None
+        for index in range(count):
+            group = ahead.result()
+            if index + 1 < count:
+                ahead = reader.submit(snapshot.read_row_group, index + 1)
+            yield group
 
 
 def _latest_per_id(changes: pa.Table) -> pa.Table:
