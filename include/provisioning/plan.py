@@ -381,13 +381,14 @@ def user_key(users: pd.DataFrame) -> pd.Series:
     return users["legacy_sourced_id"].fillna(users["sourced_id"]).astype(str)
 
 
-def _user_roles(users: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, org) the user has a role in, primary first; ``user`` is the user's row."""
+def _user_roles(users: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
+    """One row per (user, org) the user has a role in, primary first; ``user`` is the user's row,
+    ``code`` its ``codes`` (the user's number, the same for rows of one sourcedId)."""
     parents, roles = flatten(users["roles"])
     frame = pd.DataFrame(
         {
             "user": parents,
-            "code": pd.factorize(users["sourced_id"])[0][parents],
+            "code": codes[parents],
             "org": _pandas(_field(roles, "org_sourced_id")).array,
             "primary": (_pandas(_field(roles, "role_type")) == "primary").to_numpy(dtype=bool),
         }
@@ -424,9 +425,9 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
             "username": users["username"],
         }
     ).reset_index(drop=True)
-    roles = _user_roles(users)
-    first = ~roles.duplicated("code")
     codes = pd.factorize(frame["sourced_id"])[0]
+    roles = _user_roles(users, codes)
+    first = ~roles.duplicated("code")
     by_code = pd.Series(roles.loc[first, "org"].array, index=roles.loc[first, "code"].to_numpy())
     frame["school"] = by_code.reindex(codes).array
     frame["family"] = lookup(users["primary_role"], pd.Series(list(ROLE_FAMILIES)),
