@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from bench.measure import PhaseResult, ServerProcess
+from bench.measure import PhaseResult, ServerProcess, prepared_as_a_task
 from include.oneroster.models import COLLECTIONS
 from plugins.hooks.retrying import TokenBucket
 
@@ -184,6 +184,7 @@ def extract_phase(base_url: str, collection: str, staging_root: str, run_id: str
     operator = OneRosterExtractOperator(task_id=collection, collection=collection, district="bench",
                                         infinite_campus=ic, active_year_rule=ActiveYearRule(),
                                         staging_root=staging_root)
+    prepared_as_a_task()
     started = time.perf_counter()
     manifest = operator.execute({"params": {"active_year": SCHOOL_YEAR, "full_run": full}, "run_id": run_id,
                                  "logical_date": datetime.now(timezone.utc)})

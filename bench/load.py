@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.measure import PhaseResult, ServerProcess
+from bench.measure import PhaseResult, ServerProcess, prepared_as_a_task
 
 LMS_KEY = "bench-consumer"
 LMS_SECRET = "bench-local-only-consumer-secret"
@@ -90,6 +90,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
     )
     context = {"ti": _TaskInstance(f"provision.{step.task_id}", manifests), "run_id": run_id,
                "params": {"active_year": SCHOOL_YEAR}, "logical_date": datetime.now(timezone.utc)}
+    prepared_as_a_task()
     started = time.perf_counter()
     manifest = operator.execute(context)
     seconds = time.perf_counter() - started

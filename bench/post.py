@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.extract import CONN_ID, SCHOOL_YEAR, EmulatorProcess, use_ic_connection
 from bench.load import _TaskInstance
-from bench.measure import PhaseResult
+from bench.measure import PhaseResult, prepared_as_a_task
 
 if TYPE_CHECKING:
     from include.config import ExportColumns
@@ -100,6 +100,7 @@ def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_roo
                                   config_dir=str(Path(config_path).parent), district=DISTRICT,
                                   passback=load_district(Path(config_path)).grade_passback,
                                   active_year_rule=ActiveYearRule(), staging_root=staging_root)
+    prepared_as_a_task()
     started = time.perf_counter()
     manifest = operator.execute(_context("grades.plan", manifests))
     return PhaseResult("grades: plan", records=manifest["row_count"], seconds=time.perf_counter() - started,
@@ -119,6 +120,7 @@ def grade_post_phase(base_url: str, config_path: str, staging_root: str, manifes
     operator = PostGradesOperator(task_id="post", plan_task_id="grades.plan", infinite_campus=ic,
                                   district=DISTRICT, passback=load_district(Path(config_path)).grade_passback,
                                   active_year_rule=ActiveYearRule(), staging_root=staging_root)
+    prepared_as_a_task()
     started = time.perf_counter()
     manifest = operator.execute(_context("grades.post", manifests))
     return PhaseResult("grades: post to IC", records=manifest["row_count"], seconds=time.perf_counter() - started,
