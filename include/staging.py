@@ -190,6 +190,33 @@ class StagedParquetWriter:
         self._temporary.rename(self.target)
 
 
+@dataclass(frozen=True)
+class StagedCopy:
+    target: ObjectStoragePath
+    row_count: int
+    sha256: str
+
+
+def stage_copy(source: ObjectStoragePath, target: ObjectStoragePath) -> StagedCopy:
+    """A staged Parquet file staged again at ``target``, byte for byte and atomically, with its
+    row count and checksum: what writing its rows again would give, without decoding them."""
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with source.open("rb") as reading, temporary.open("wb") as writing:
+            while chunk := reading.read(8 << 20):
+                digest.update(chunk)
+                writing.write(chunk)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    temporary.rename(target)
+    with target.open("rb") as staged:
+        rows = pq.ParquetFile(staged).metadata.num_rows
+    return StagedCopy(target, rows, digest.hexdigest())
+
+
 def _distinct_columns(table: pa.Table) -> frozenset[str]:
     """The plain columns (numbers, times, text) whose values in ``table`` (a row group: the first)
     are mostly different."""

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from include.oneroster.models import SCHEMA_VERSION
-from include.oneroster.snapshot import ExtractMark, merge_changes, plan_extract
+from include.oneroster.snapshot import ExtractMark, holds_already, merge_changes, plan_extract
 
 NOW = datetime(2026, 11, 20, 6, tzinfo=timezone.utc)
 MARK = ExtractMark(high_water=NOW - timedelta(days=1), full_at=NOW - timedelta(days=3),
@@ -62,6 +62,22 @@ def test_a_night_without_changes_writes_the_snapshot_as_it_was():
     assert pa.concat_tables(written).equals(base)
 
 
+def test_records_served_again_by_the_overlap_leave_the_snapshot_standing():
+    dates = [NOW - timedelta(days=2, minutes=n) for n in range(10)]
+    base = pa.table({"sourced_id": [f"u{n}" for n in range(10)], "date_last_modified": dates,
+                     "status": ["active"] * 10})
+    held = snapshot(base, 4)
+    high_water = max(dates)
+    assert holds_already(held, base.slice(0, 0), high_water)
+    assert holds_already(held, base.take([0, 2, 0]), high_water), "the newest, served again (twice)"
+    edited = base.take([2]).set_column(1, "date_last_modified", pa.array([dates[2] + timedelta(seconds=1)],
+                                                                          base.schema.field(1).type))
+    assert not holds_already(held, edited, high_water), "an edit dated inside the overlap"
+    assert not holds_already(held, edited, dates[2]), "newer than the high water"
+    new = pa.table({"sourced_id": ["u99"], "date_last_modified": [dates[5]], "status": ["active"]})
+    assert not holds_already(held, new, high_water), "a record the snapshot lacks"
+
+
 def test_a_delta_night_fetches_only_changes_and_stages_the_whole_collection(airflow_db, lms, monkeypatch, tmp_path):
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.ic_emulator import ICEmulator
@@ -94,6 +110,11 @@ def test_a_delta_night_fetches_only_changes_and_stages_the_whole_collection(airf
         assert staged["sourced_id"].is_unique
         renamed = staged[staged["family_name"].str.endswith("-Lee")]["sourced_id"]
         assert set(renamed) == changed
+        quiet = delta.returned["extract.courses"]  # nothing changed: the snapshot staged as it stands
+        assert quiet["extract_mode"] == "delta"
+        assert quiet["content_sha256"] == full.returned["extract.courses"]["content_sha256"]
+        assert quiet["uri"] != full.returned["extract.courses"]["uri"]
+        assert len(read_frame(quiet["uri"])) == quiet["row_count"] == len(district.records("courses"))
 
         forced, requests = run(night + timedelta(days=2), full_run=True)
         assert requests and not any("filter" in request.query for request in requests)

@@ -13,8 +13,17 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
-from include.oneroster.snapshot import ExtractMark, merge_changes, plan_extract
-from include.staging import Manifest, StagedParquetWriter, read_frame, staging_path, state_path, utc_now
+from include.oneroster.snapshot import ExtractMark, holds_already, merge_changes, plan_extract
+from include.staging import (
+    Manifest,
+    StagedCopy,
+    StagedParquetWriter,
+    read_frame,
+    stage_copy,
+    staging_path,
+    state_path,
+    utc_now,
+)
 from plugins.hooks.oneroster import district_ic
 
 LOGGED_REJECTIONS = 5
@@ -104,15 +113,22 @@ class OneRosterExtractOperator(BaseOperator):
                 newest = pc.max(page.table.column("date_last_modified")).as_py()
                 high_water = max(filter(None, (high_water, newest)), default=None)
         changed = rows_out.row_count
+        staged: StagedParquetWriter | StagedCopy = rows_out
+        held = False
         if plan.mode == "delta":
-            with snapshot.open("rb") as previous, fetched.open("rb") as changes, (
-                StagedParquetWriter(target, arrow_schema(self.collection))
-            ) as rows_out:
-                merge_changes(pq.ParquetFile(previous), pq.read_table(changes), rows_out.write_table)
+            with snapshot.open("rb") as previous, fetched.open("rb") as fetched_file:
+                base, changes = pq.ParquetFile(previous), pq.read_table(fetched_file)
+                held = holds_already(base, changes, mark.high_water)
+                if not held:
+                    with StagedParquetWriter(target, arrow_schema(self.collection)) as staged:
+                        merge_changes(base, changes, staged.write_table)
+            if held:  # a quiet night: the snapshot is tonight's extract, copied, not decoded and written
+                staged = stage_copy(snapshot, target)
             fetched.unlink()
         if self.collection == "academicSessions":
             self._check_school_year(active_year, set(read_frame(target, columns=["school_year"])["school_year"]))
-        self._keep_snapshot(target, snapshot)
+        if not held:
+            self._keep_snapshot(target, snapshot)
         mark_path.write_text(ExtractMark(
             high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
             schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
@@ -121,8 +137,8 @@ class OneRosterExtractOperator(BaseOperator):
         manifest = Manifest(
             dataset=self.collection,
             uri=str(target),
-            row_count=rows_out.row_count,
-            content_sha256=rows_out.sha256,
+            row_count=staged.row_count,
+            content_sha256=staged.sha256,
             quarantined_count=rejected_out.row_count,
             quarantine_uri=str(quarantine),
             extract_mode=plan.mode,
