@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -328,10 +329,11 @@ def test_an_update_taken_without_an_id_keeps_the_one_the_state_has(tmp_path):
 
 
 def test_fingerprints_are_pandas_hashes_of_the_fields_as_text_whatever_the_columns_hold(monkeypatch):
-    """A state staged by an earlier version must still match: each field is hashed as ``str(value)``
-    (missing as ``None``, a list as its sorted items joined by ``|``) and the fields combined as
-    ``hash_pandas_object`` combines a frame's, whether a column holds arrow text or Python objects,
-    arrow or Python lists, distinct values (hashed a slice at a time) or repeated ones."""
+    """Each field but the key is hashed as ``str(value)`` (missing as ``None``, a list as its sorted
+    items joined by ``|``) and the fields combined as ``hash_pandas_object`` combines a frame's,
+    whether a column holds arrow text or Python objects, arrow or Python lists, distinct values
+    (hashed a slice at a time) or repeated ones; a state staged by an earlier version (text
+    fingerprints with the key hashed in) gets them made again from its own fields."""
     monkeypatch.setattr(diff, "SLICE", 4)
     count = 12
     python = pd.DataFrame({
@@ -350,9 +352,15 @@ def test_fingerprints_are_pandas_hashes_of_the_fields_as_text_whatever_the_colum
         pa.array(python["additional_building_ids"].tolist(), pa.large_list(pa.large_string())))
     texts = python.apply(lambda column: column.map(
         lambda value: "|".join(sorted(value)) if isinstance(value, list) else str(value)))
-    expected = pd.util.hash_pandas_object(texts, index=False, categorize=False).to_numpy()
+    expected = pd.util.hash_pandas_object(texts.drop(columns="key"), index=False, categorize=False).to_numpy()
     assert (diff.fingerprint_hashes(python, "user") == expected).all()
     assert (diff.fingerprint_hashes(arrow, "user") == expected).all()
+
+    earlier = pd.util.hash_pandas_object(texts, index=False, categorize=False).astype(str)
+    staged = arrow.assign(school="100", lms_id="U-1", fingerprint=earlier.to_numpy())
+    current = diff.current_fingerprints(staged, "user")
+    assert current["fingerprint"].dtype == np.uint64 and (current["fingerprint"].to_numpy() == expected).all()
+    assert diff.current_fingerprints(current, "user") is current
 
 
 def test_the_heap_alive_before_the_lms_calls_is_left_out_of_full_collections():

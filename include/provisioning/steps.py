@@ -17,6 +17,7 @@ from airflow.sdk import ObjectStoragePath
 from include.config import Provisioning
 from include.lms.target import ObjectKind
 from include.provisioning import plan
+from include.provisioning.diff import current_fingerprints
 from include.staging import read_frame
 
 
@@ -40,7 +41,7 @@ class Step:
         return read_frame(uri, columns=self.columns.get(kind))
 
     def read_state(self, uri: str | ObjectStoragePath) -> pd.DataFrame:
-        return read_frame(uri, categories=self.categories.get("state"))
+        return current_fingerprints(read_frame(uri, categories=self.categories.get("state")), self.kind)
 
 
 def _lms_ids(result: pd.DataFrame) -> dict[str, str]:

@@ -37,6 +37,9 @@ class Journal:
 
 
 def versioned(keys: pd.Series, versions: pd.Series) -> pd.Series:
-    """(key, version) as one text per item: an item is done only in the version that was sent."""
+    """(key, version) as one text per item: an item is done only in the version that was sent
+    (versions as text or numbers; a journal begun by an earlier version may hold both)."""
+    if versions.dtype == object:
+        versions = versions.astype(str)
     joined = pc.binary_join_element_wise(text_array(keys), text_array(versions), "\x1f")
     return pd.Series(pd.arrays.ArrowExtensionArray(joined), index=keys.index)

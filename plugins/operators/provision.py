@@ -194,7 +194,7 @@ class ProvisionOperator(BaseOperator):
         outcomes: dict[str, pd.DataFrame] = {}
         for action, frame in (("create", changes.create), ("update", changes.update), ("deactivate", changes.deactivate)):
             journal = Journal(self._path(run_id, f"journal/{self.kind}.{action}/part").parent,
-                              empty=outcome_frame([]).assign(fingerprint=pd.Series(dtype=object)))
+                              empty=outcome_frame([]).assign(fingerprint=pd.Series(dtype="uint64")))
             done = journal.read()
             taken = done[done["ok"].to_numpy(dtype=bool)]
             planned, sent = versioned(frame["key"], frame["fingerprint"]), versioned(taken["key"], taken["fingerprint"])
