@@ -94,7 +94,7 @@ def holds_already(snapshot: pq.ParquetFile, changes: pa.Table, high_water: datet
     if (pc.sum(present).as_py() or 0) != latest.num_rows:
         return False
     dates = latest.column("date_last_modified").take(found.filter(present))
-    return pc.all(pc.equal(held.column("date_last_modified").filter(present), dates)).as_py() is not False
+    return bool(pc.all(pc.equal(held.column("date_last_modified").filter(present), dates)).as_py())
 
 
 def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
