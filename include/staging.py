@@ -132,6 +132,10 @@ class _HashingFile:
         return self._digest.hexdigest()
 
 
+def _temporary_beside(target: ObjectStoragePath) -> ObjectStoragePath:
+    return target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+
+
 class StagedParquetWriter:
     """Streams rows into one Parquet file under the staging root, atomically.
 
@@ -143,7 +147,7 @@ class StagedParquetWriter:
         self.schema = schema
         self.row_count = 0
         self.sha256 = ""
-        self._temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        self._temporary = _temporary_beside(target)
 
     def __enter__(self) -> StagedParquetWriter:
         self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -197,21 +201,28 @@ class StagedCopy:
     sha256: str
 
 
-def stage_copy(source: ObjectStoragePath, target: ObjectStoragePath) -> StagedCopy:
-    """A staged Parquet file staged again at ``target``, byte for byte and atomically, with its
-    row count and checksum: what writing its rows again would give, without decoding them."""
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+def copy_atomically(source: ObjectStoragePath, target: ObjectStoragePath, digest=None) -> None:
+    """``source``'s bytes at ``target``, which a reader sees whole or not at all; ``digest`` (a
+    hashlib object), if given, is fed the bytes on the way."""
+    temporary = _temporary_beside(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     try:
         with source.open("rb") as reading, temporary.open("wb") as writing:
             while chunk := reading.read(8 << 20):
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 writing.write(chunk)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     temporary.rename(target)
+
+
+def stage_copy(source: ObjectStoragePath, target: ObjectStoragePath) -> StagedCopy:
+    """A staged Parquet file staged again at ``target``, byte for byte and atomically, with its
+    row count and checksum: what writing its rows again would give, without decoding them."""
+    digest = hashlib.sha256()
+    copy_atomically(source, target, digest)
     with target.open("rb") as staged:
         rows = pq.ParquetFile(staged).metadata.num_rows
     return StagedCopy(target, rows, digest.hexdigest())

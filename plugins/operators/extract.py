@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +17,7 @@ from include.staging import (
     Manifest,
     StagedCopy,
     StagedParquetWriter,
+    copy_atomically,
     read_frame,
     stage_copy,
     staging_path,
@@ -127,8 +127,8 @@ class OneRosterExtractOperator(BaseOperator):
             fetched.unlink()
         if self.collection == "academicSessions":
             self._check_school_year(active_year, set(read_frame(target, columns=["school_year"])["school_year"]))
-        if not held:
-            self._keep_snapshot(target, snapshot)
+        if not held:  # the extract becomes the next delta's base
+            copy_atomically(target, snapshot)
         mark_path.write_text(ExtractMark(
             high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
             schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
@@ -180,12 +180,3 @@ class OneRosterExtractOperator(BaseOperator):
                 "active school year through OneRoster; to sync another year, point the run at an IC (or IC "
                 "configuration) serving that year, or set the active_year param to the year IC serves."
             )
-
-    @staticmethod
-    def _keep_snapshot(target, snapshot) -> None:
-        """The extract becomes the next delta's base, replaced atomically."""
-        temporary = snapshot.parent / f".{snapshot.name}.tmp"
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("rb") as source, temporary.open("wb") as copy:
-            shutil.copyfileobj(source, copy, 8 << 20)
-        temporary.rename(snapshot)
