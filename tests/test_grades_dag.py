@@ -191,3 +191,21 @@ def test_the_sensor_takes_the_titled_export_or_the_newest_by_name_and_not_a_grow
     writer.join()
     assert taken["name"] == "final-grades-20261201.csv" and taken["size"] == growing.stat().st_size
 
+
+def test_the_sensor_waits_out_an_sftp_server_that_is_down_in_the_triggerer_or_for_a_short_pause_in_the_task(
+        stack, tmp_path):
+    (stack["root"] / EXPORT_DIR / "final-grades-20261201.csv").write_text("Section School Code\n")
+    staging_root = (tmp_path / "staging").as_uri()
+    stack["sftp"].stop()
+    patient = sensor(staging_root, poke_interval_seconds=60, stable_seconds=0)
+    with pytest.raises(TaskDeferred) as deferred:
+        patient._wait({"run_id": "manual__patient"})
+    resumes_in = deferred.value.trigger.moment - datetime.now(timezone.utc)
+    assert deferred.value.method_name == "resume" and timedelta(seconds=50) < resumes_in <= timedelta(seconds=60)
+
+    quick = sensor(staging_root, poke_interval_seconds=0.5, stable_seconds=0)
+    back = threading.Timer(1.2, stack["sftp"].start)
+    back.start()
+    taken = quick._wait({"run_id": "manual__quick"})  # paused in the task until the server is back
+    back.join()
+    assert taken["name"] == "final-grades-20261201.csv"

@@ -36,9 +36,10 @@ from include.staging import read_frame, stage_frame, staging_path
 from plugins.operators.extract import skip_unless_running
 
 SLEPT_IN_THE_WORKER_SECONDS = 10.0
-"""Stability waits this short are slept in the task, not deferred. A deferral that resumes within
-seconds races the scheduler's reading of the deferring process's exit, and Airflow 3.3.2 then fails
-the resumed try as "killed externally" (apache/airflow#72716); a worker held a few seconds costs less."""
+"""Stability waits and pauses this short are slept in the task, not deferred. A deferral that
+resumes within seconds races the scheduler's reading of the deferring process's exit, and Airflow
+3.3.2 then fails the resumed try as "killed externally" (apache/airflow#72716); a worker held a few
+seconds costs less."""
 
 
 def last_export_path(staging_root: str, district: str):
@@ -174,23 +175,28 @@ class ExportFileSensor(BaseOperator):
 
     def _pause(self, context: Context, problem: str) -> None:
         """The SFTP server is down or dropped us: the export cannot arrive meanwhile, so keep
-        waiting (in the triggerer) until the deadline, then fail saying why."""
+        waiting until the deadline, then fail saying why. A short pause is slept in the worker,
+        a long one deferred: see :data:`SLEPT_IN_THE_WORKER_SECONDS`."""
         self._give_up_if_late(context, f"the SFTP server kept failing: {problem}")
         self.log.warning("District %s: SFTP server %s unreachable (%s); trying again in %ss", self.district,
                          self.passback.sftp_conn_id, problem, self.passback.poke_interval_seconds)
-        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.poke_interval_seconds)),
-                   method_name="resume")
+        if self.passback.poke_interval_seconds > SLEPT_IN_THE_WORKER_SECONDS:
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.poke_interval_seconds)),
+                       method_name="resume")
+        time.sleep(self.passback.poke_interval_seconds)
 
     def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
         return self._wait(context)
 
     def _look(self, context: Context) -> dict[str, Any] | None:
-        try:
-            return self._newest(self._last(context))
-        except (OSError, EOFError, paramiko.SSHException, AirflowException) as error:
-            if _connection_refused_by_policy(str(error)):
-                raise
-            self._pause(context, f"{type(error).__name__}: {error}")
+        """The newest candidate, looking again after each pause while the server fails."""
+        while True:
+            try:
+                return self._newest(self._last(context))
+            except (OSError, EOFError, paramiko.SSHException, AirflowException) as error:
+                if _connection_refused_by_policy(str(error)):
+                    raise
+                self._pause(context, f"{type(error).__name__}: {error}")
 
     def found(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if event and event.get("status") == "error":
@@ -201,7 +207,7 @@ class ExportFileSensor(BaseOperator):
                     f"{self.passback.remote_dir}: {message}. Check the connection's login, password and "
                     "host_key."
                 )
-            return self._pause(context, message)
+            self._pause(context, message)
         return self._settle(context, self._look(context)) or self._wait(context)
 
     def _candidate_path(self, context: Context):
