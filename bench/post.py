@@ -95,7 +95,8 @@ def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_roo
     from plugins.operators.grades import PlanGradesOperator
 
     manifests = {"grades.fetch_export": {"uri": export_uri},
-                 **{f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()}}
+                 **{f"extract.{collection}": {"uri": uri, "oneroster_version": "1.2"}
+                    for collection, uri in extract_uris.items()}}
     operator = PlanGradesOperator(task_id="plan", export_task_id="grades.fetch_export",
                                   config_dir=str(Path(config_path).parent), district=DISTRICT,
                                   passback=load_district(Path(config_path)).grade_passback,

@@ -109,6 +109,49 @@ def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
     assert puts == [], "no grade changed, nothing may be posted"
 
 
+def test_oneroster_1_1_posts_percents_to_its_gradebook_and_keeps_letter_only_rows_aside(stack, monkeypatch):
+    for key, value in connection_uri_env("ic_demo", stack["ic"], "1.1", **VENDOR).items():
+        monkeypatch.setenv(key, value)
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    columns = CONFIG.grade_passback.columns
+    lines = schoology_export(stack["lms"], seed=7, columns=columns).decode("utf-8-sig").split("\r\n")
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:] if line]
+    letter_only = [n + 1 for n, row in enumerate(rows)
+                   if row[header.index(columns.grading_period)].startswith("Semester 1")][:3]
+    for number in letter_only:
+        for column in (columns.term_percent, columns.course_percent):
+            rows[number - 1][header.index(column)] = ""
+    data = drop_export(stack, "final-grades-20261201.csv",
+                       data=("\r\n".join([lines[0], *(",".join(row) for row in rows)]) + "\r\n").encode())
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    counts = reconciliation(outcome)
+    assert sum(counts.values()) == rows_in(data) and counts["posted"] > 0
+    report = read_frame(outcome.returned["grades.reconcile"]["uri"]).set_index("row")
+    assert set(report.loc[letter_only, "reason"]) == {"letter grade only: OneRoster 1.1 takes a percent"}
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "3 grade row(s) to fix in the export or IC" in mail.subject
+
+    ic = stack["ic"]
+    puts = [request.path for request in ic.requests if request.method == "PUT"]
+    assert puts and all("/ims/oneroster/v1p1/" in path for path in puts), "1.1 writes go to the 1.1 base"
+    gradebook = ic.gradebook
+    results = gradebook.stored("results")
+    postings = read_frame(outcome.returned["grades.plan"]["uri"])
+    assert len(results) == int((postings["action"] == "post").sum()) and not gradebook.duplicates()
+    assert all(result["student"]["sourcedId"].startswith("s") for result in results.values()), "1.1 student ids"
+    assert not any("textScore" in result for result in results.values())
+    assert not gradebook.stored("scoreScales")
+    assert not any("school" in item for item in gradebook.stored("lineItems").values())
+
+    ic.reset_stats()
+    drop_export(stack, "final-grades-20261202.csv", data=data)
+    again = run(NIGHT + timedelta(days=1), halves="grades")
+    assert again.state == "success", again.task_states
+    assert [request for request in ic.requests if request.method == "PUT"] == [], "nothing changed"
+
+
 def test_rows_ic_rejects_are_failed_with_its_message_and_emailed(stack):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
     data = drop_export(stack, "final-grades-20261201.csv")

@@ -344,6 +344,22 @@ def test_score_groups(frames, letters):
     assert rec.counts == {"posted": 4, "unchanged": 0, "skipped": 2, "failed": 0}
 
 
+def test_oneroster_1_1_sends_percents_only_and_keeps_letter_only_grades_aside(frames):
+    grouped = config(overall_task_ids=[], letter_grades=True, score_groups=BANDS, task_score_groups={"T1": "AF"})
+    data = export(
+        f"{YEAR_LONG},s1000000,{S1},84.5,B,",  # 1 both: the percent only
+        f"{YEAR_LONG},s1000001,{S1},,A,",      # 2 a letter alone has nothing 1.1 can carry
+        f"{YEAR_LONG},s1000002,{S1},42,,",     # 3 below every band: IC would refuse it
+        f"{YEAR_LONG},s1000003,{S1},,,",       # 4 no grade at all
+    )
+    _, postings, rec = run(data, context(frames, config=grouped, oneroster_version="1.1"))
+    assert posting(postings, 1)[["percent", "score", "fingerprint"]].tolist() == [84.5, None, "84.5|"]
+    assert outcome(rec, 2) == ("skipped", "letter grade only: OneRoster 1.1 takes a percent")
+    assert outcome(rec, 3) == ("skipped", "bad score")
+    assert outcome(rec, 4) == ("skipped", "no grade")
+    assert rec.counts == {"posted": 1, "unchanged": 0, "skipped": 3, "failed": 0}
+
+
 def test_extra_credit_is_kept(frames):
     grouped = config(overall_task_ids=[], letter_grades=True, score_groups=BANDS, task_score_groups={"T1": "AF"})
     _, postings, rec = run(export(f"{YEAR_LONG},s1000000,{S1},104.5,,"), context(frames, config=grouped))

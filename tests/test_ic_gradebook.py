@@ -1,8 +1,9 @@
-"""IC's OneRoster 1.2 gradebook in the emulator, over real HTTP on 127.0.0.1.
+"""IC's OneRoster 1.2 gradebook (and its 1.1 one) in the emulator, over real HTTP on 127.0.0.1.
 
 What grade passback will meet at IC: the vendor header, PUT that creates once and then
 updates, IC's reference and enrollment checks, closed grading windows, score groups, and
-payloads that conform to 1EdTech's official gradebook OpenAPI definitions.
+payloads that conform to 1EdTech's official gradebook OpenAPI definitions; in 1.1, its
+narrower binding and role-prefixed student ids.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def code_minor(response: requests.Response) -> str:
 class Client:
     """A gradebook caller as a passback task would be: bearer token plus IC's vendor header."""
 
-    def __init__(self, ic: ICEmulator, vendor: str | None = f"{VENDOR_KEY}:{VENDOR_SECRET}"):
+    def __init__(self, ic: ICEmulator, vendor: str | None = f"{VENDOR_KEY}:{VENDOR_SECRET}",
+                 version: str = "1.2"):
         self.ic = ic
+        self.base = ic.gradebook_url_for(version)
         token = requests.post(ic.token_url, data={"grant_type": "client_credentials"},
                               auth=(CLIENT_ID, CLIENT_SECRET), timeout=5).json()["access_token"]
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -61,7 +64,7 @@ class Client:
             self.headers["x-vendor-authorization"] = vendor
 
     def call(self, method: str, path: str, body=None, **params) -> requests.Response:
-        return requests.request(method, f"{self.ic.gradebook_url}{path}", json=body, params=params,
+        return requests.request(method, f"{self.base}{path}", json=body, params=params,
                                 headers=self.headers, timeout=5)
 
     def put(self, path: str, body) -> requests.Response:
@@ -481,3 +484,138 @@ def test_the_validation_would_catch_non_conforming_gradebook_payloads(campus, cl
               "imsx_CodeMinor": {"imsx_codeMinorField": [{"imsx_codeMinorFieldName": "TargetEndSystem",
                                                           "imsx_codeMinorFieldValue": "window_closed"}]}}
     assert errors_of(status_schema, window), "a made-up code minor would not conform"
+
+
+# -- OneRoster 1.1 ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client_1p1(campus) -> Client:
+    return Client(campus, version="1.1")
+
+
+@pytest.fixture
+def students_1p1(demo_district, roster) -> list[str]:
+    """Two active students of the roster's class, by their 1.1 ids (IC's role prefix)."""
+    cls = roster["class"]["sourcedId"]
+    return [e["user"]["sourcedId"] for e in demo_district.records("enrollments", "1.1")
+            if e["class"]["sourcedId"] == cls and (e["role"], e["status"]) == ("student", "active")][:2]
+
+
+def category_1p1(sourced_id: str = "cat-term") -> dict:
+    return {"category": {"sourcedId": sourced_id, "status": "active", "dateLastModified": STAMP,
+                         "title": "Term grades"}}
+
+
+def line_item_1p1(ic: ICEmulator, cls: dict, **changes) -> dict:
+    """The 1.2 lineItem without what 1.1 lacks: school and scoreScale."""
+    return line_item(ic, cls, **{"school": None, "scoreScale": None, **changes})
+
+
+def put_result_1p1(client: Client, student: str, **changes) -> requests.Response:
+    """A 1.1 result, whose score is required."""
+    body = result(client.ic, student, **{"score": 91, **changes})
+    return client.put(f"/results/{body['result']['sourcedId']}", body)
+
+
+def seed_1p1(client: Client, roster: dict) -> None:
+    assert client.put("/categories/cat-term", category_1p1()).status_code == 201
+    assert client.put("/lineItems/li-q1", line_item_1p1(client.ic, roster["class"])).status_code == 201
+
+
+def test_1p1_gradebook_is_served_under_the_1p1_base_and_creates_then_updates(campus, client_1p1, roster,
+                                                                              students_1p1):
+    assert campus.gradebook_url_for("1.1").endswith("/campus/api/oneroster/v1p1/demo/ims/oneroster/v1p1")
+    assert campus.gradebook_url_for("1.2") == campus.gradebook_url
+    seed_1p1(client_1p1, roster)
+    student = students_1p1[0]
+    assert student.startswith("s") and student[1:].isdigit()
+    first = put_result_1p1(client_1p1, student, score=107)
+    assert first.status_code == 201, first.text
+    again = put_result_1p1(client_1p1, student, score=107)
+    assert again.status_code == 200
+    assert again.json()["result"]["dateLastModified"] == first.json()["result"]["dateLastModified"]
+    stored = campus.gradebook.stored("results")
+    assert list(stored) == [f"r-li-q1-{student}"]
+    assert stored[f"r-li-q1-{student}"]["score"] == 107, "above resultValueMax: kept as sent"
+    assert "textScore" not in stored[f"r-li-q1-{student}"], "no score groups in 1.1"
+    writes = campus.gradebook.writes["results"][f"r-li-q1-{student}"]
+    assert (writes.created, writes.updated) == (1, 1)
+    assert campus.gradebook.duplicates() == {}
+    assert client_1p1.get(f"/results/r-li-q1-{student}").json()["result"]["student"]["sourcedId"] == student
+    assert [r.status for r in campus.requests if "/v1p1/demo/ims/oneroster/v1p1/results/" in r.path] \
+        == [201, 200, 200]
+
+
+def test_1p1_bodies_follow_the_1p1_binding(campus, client_1p1, roster, students_1p1):
+    seed_1p1(client_1p1, roster)
+    student = students_1p1[0]
+    refusals = [
+        (client_1p1.put("/lineItems/li-x", line_item_1p1(campus, roster["class"], sourcedId="li-x",
+                                                          school=ref(campus, "org", "1"))),
+         "unknown field(s) school"),
+        (client_1p1.put("/lineItems/li-x", line_item_1p1(campus, roster["class"], sourcedId="li-x",
+                                                          scoreScale=ref(campus, "scoreScale", "ss"))),
+         "unknown field(s) scoreScale"),
+        (client_1p1.put("/categories/cat-w", {"category": {**category()["category"], "sourcedId": "cat-w"}}),
+         "unknown field(s) weight"),
+        (put_result_1p1(client_1p1, student, textScore="A"), "unknown field(s) textScore"),
+        (put_result_1p1(client_1p1, student, score=None), "missing required field(s) score"),
+        (put_result_1p1(client_1p1, student, score="91"), "score must be a number"),
+    ]
+    for response, words in refusals:
+        assert response.status_code == 422 and code_minor(response) == "invaliddata", response.text
+        assert words in response.json()["imsx_description"], words
+    assert set(campus.gradebook.stored("lineItems")) == {"li-q1"}
+    assert campus.gradebook.stored("results") == {}
+
+
+def test_1p1_results_check_enrollment_by_1p1_student_ids(campus, client, client_1p1, roster, students_1p1):
+    seed_1p1(client_1p1, roster)
+    unprefixed = roster["students"][0]
+    assert students_1p1[0] == f"s{unprefixed}", "the same student, as each version names it"
+    refused = put_result_1p1(client_1p1, unprefixed)
+    assert refused.status_code == 422 and code_minor(refused) == "invaliddata"
+    assert "is not actively enrolled as a student" in refused.json()["imsx_description"]
+    assert put_result(client, students_1p1[0], score=91).status_code == 422, "1.2 knows no prefixed ids"
+    campus.gradebook.today = date(2026, 10, 30)
+    campus.gradebook.set_window(Q1, date(2026, 10, 1), date(2026, 10, 24))
+    closed = put_result_1p1(client_1p1, students_1p1[0])
+    assert closed.status_code == 403 and closed.json()["imsx_description"].startswith(WINDOW_CLOSED)
+    assert campus.gradebook.stored("results") == {}
+
+
+def test_1p1_gradebook_needs_the_vendor_header_and_has_no_score_scales(campus, client, client_1p1, roster):
+    refused = Client(campus, vendor=None, version="1.1").get("/lineItems")
+    assert refused.status_code == 401 and "x-vendor-authorization" in refused.json()["imsx_description"]
+    rostering = requests.get(f"{campus.rostering_url('1.1')}/classes/{roster['class']['sourcedId']}",
+                             headers=Client(campus, vendor=None).headers, timeout=5)
+    assert rostering.status_code == 200, "1.1 rostering is not the gradebook"
+    assert client.put("/scoreScales/ss-letter", score_scale(campus, roster["class"])).status_code == 201
+    cls = roster["class"]["sourcedId"]
+    for method, path in (("GET", "/scoreScales/x"), ("GET", "/scoreScales/ss-letter"), ("GET", "/scoreScales"),
+                         ("DELETE", "/scoreScales/ss-letter"), ("GET", f"/classes/{cls}/scoreScales"),
+                         ("GET", f"/classes/{cls}/categories")):
+        assert client_1p1.call(method, path).status_code == 404, (method, path)
+    put = client_1p1.put("/scoreScales/ss-other", score_scale(campus, roster["class"], "ss-other"))
+    assert put.status_code == 404 and "has no scoreScales" in put.json()["imsx_description"]
+    assert list(campus.gradebook.stored("scoreScales")) == ["ss-letter"]
+
+
+def test_1p1_class_scoped_reads(campus, client_1p1, roster, students_1p1):
+    seed_1p1(client_1p1, roster)
+    one, two = students_1p1
+    cls = roster["class"]["sourcedId"]
+    put_result_1p1(client_1p1, one, score=95)
+    put_result_1p1(client_1p1, two, score=72)
+    listed = client_1p1.get(f"/classes/{cls}/results", sort="score")
+    assert listed.status_code == 200 and listed.headers["X-Total-Count"] == "2"
+    assert [r["student"]["sourcedId"] for r in listed.json()["results"]] == [two, one]
+    assert len(client_1p1.get(f"/classes/{cls}/lineItems/li-q1/results").json()["results"]) == 2
+    assert [r["sourcedId"] for r in client_1p1.get(f"/classes/{cls}/lineItems").json()["lineItems"]] \
+        == ["li-q1"]
+    theirs = client_1p1.get(f"/classes/{cls}/students/{two}/results").json()["results"]
+    assert [mine["score"] for mine in theirs] == [72]
+    assert client_1p1.get(f"/classes/{cls}/students/{two[1:]}/results").status_code == 404, \
+        "1.1 names students by their prefixed id"
+    assert client_1p1.get("/results", fields="textScore").status_code == 400, "not a 1.1 field"

@@ -45,6 +45,7 @@ WINDOW_CLOSED = "window closed"
 NO_TASK = "no task"
 NO_GRADE = "no grade"
 BAD_SCORE = "bad score"
+LETTER_ONLY = "letter grade only: OneRoster 1.1 takes a percent"
 SAME_RESULT = "several rows for the same IC result"
 NO_ANSWER = "no answer from IC"
 MALFORMED = "malformed: "
@@ -52,6 +53,7 @@ REJECTED = "rejected by IC"
 
 ROW_REASONS = ["", UNMAPPED_SECTION, UNKNOWN_STUDENT, SCHOOL_NOT_INCLUDED, UNMAPPED_TERM, NOT_OPTED_IN,
                WINDOW_CLOSED, NO_TASK]  # in the order they are checked
+PLAN_REASONS = ["", NO_GRADE, BAD_SCORE, LETTER_ONLY]  # per (grade, task), in this order
 ACTIONS = ["post", "unchanged", "skipped"]
 TEXT = pa.large_string()  # what pandas' ``str`` columns hold
 AT_ONCE = 1 << 18  # items per NumPy gather or arrow call on postings: bounds the temporaries
@@ -85,6 +87,7 @@ class GradeContext:
     run_date: date
     config: GradePassback
     posted: pd.DataFrame  # result_id, fingerprint of the last accepted postings
+    oneroster_version: str = "1.2"  # 1.1 results carry a numeric score only: no letter grade
 
 
 @dataclass(frozen=True)
@@ -398,16 +401,17 @@ def _row_order(numbers: np.ndarray) -> np.ndarray | None:
 
 
 def _scores(percent: np.ndarray, given: np.ndarray, task: np.ndarray, tasks: list[str], scores: list,
-            config: GradePassback) -> tuple[np.ndarray, list, np.ndarray]:
+            config: GradePassback, letters: bool) -> tuple[np.ndarray, list, np.ndarray]:
     """The textScore sent (a code into the returned values, -1: none) and whether the grade does
     not fit the task's score group.
 
     IC files a percent alone under the group's band with the highest minimum not above
     it and refuses a percent below every band or a score outside the group, so those are
-    caught here instead of failing at IC.
+    caught here instead of failing at IC. Without ``letters`` (OneRoster 1.1) no textScore is
+    sent: IC files the percent under its group itself.
     """
     has_percent = ~np.isnan(percent)
-    send_given = (given >= 0) & (config.letter_grades | ~has_percent)
+    send_given = (given >= 0) & (config.letter_grades | ~has_percent) & letters
     score = np.where(send_given, given, -1)
     bad = np.zeros(len(percent), dtype=bool)
     values = list(scores)
@@ -425,7 +429,7 @@ def _scores(percent: np.ndarray, given: np.ndarray, task: np.ndarray, tasks: lis
         derived = in_group & has_percent & ~send_given
         band = np.searchsorted([band.min_percent for band in ordered], percent[derived], side="right") - 1
         bad[derived] = band < 0
-        if config.letter_grades:
+        if config.letter_grades and letters:
             score[derived] = np.where(band < 0, -1, named_at + band)
     return score, values, bad
 
@@ -445,16 +449,18 @@ class _Plan:
     score_groups: list
     fingerprint: np.ndarray  # the value IC holds, as text (equal text: nothing to send); "" if not sent
     fingerprints: list
-    reason: np.ndarray  # into "", NO_GRADE, BAD_SCORE; -1 for the skipped line of a row
+    reason: np.ndarray  # into PLAN_REASONS; -1 for the skipped line of a row
 
 
-def _plan(grades: tuple[np.ndarray, np.ndarray], scores: list, config: GradePassback) -> _Plan:
+def _plan(grades: tuple[np.ndarray, np.ndarray], scores: list, config: GradePassback, version: str) -> _Plan:
     """The postings of every (grade, task): what is sent, its fingerprint and why not."""
     tasks = [*config.term_task_ids, *config.overall_task_ids]
     grade, task = np.divmod(np.arange(len(grades[0]) * len(tasks)), len(tasks))
     percent, given = grades[0][grade], grades[1][grade]
-    score, values, bad = _scores(percent, given, task, tasks, scores, config)
-    reason = np.select([np.isnan(percent) & (given < 0), bad], [1, 2], 0)
+    letters = version != "1.1"
+    score, values, bad = _scores(percent, given, task, tasks, scores, config, letters)
+    no_percent = np.isnan(percent)
+    reason = np.select([no_percent & (given < 0), bad, no_percent & (not letters)], [1, 2, 3], 0)
     texts = np.asarray([str(value) for value in values] + [""], dtype=object)[score]
     numbers = np.asarray([repr(float(value)) for value in percent], dtype=object)
     numbers[np.isnan(percent)] = ""
@@ -543,7 +549,7 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
     resolved = _resolve_rows(rows, context)
     config = context.config
     tasks = [*config.term_task_ids, *config.overall_task_ids]
-    plan = _plan(resolved.grades, resolved.scores, config)
+    plan = _plan(resolved.grades, resolved.scores, config, context.oneroster_version)
     order = _row_order(resolved.number)
 
     def in_order(values: np.ndarray) -> np.ndarray:
@@ -587,7 +593,7 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
     entry += task
     np.copyto(entry, len(plan.reason) - 1, where=np.repeat(held, lines))
     reason = _at(np.where(plan.reason < 0, 0, len(ROW_REASONS) + plan.reason).astype(np.int8), entry)
-    reason += per_line(resolved.reason)  # into ROW_REASONS, "", NO_GRADE, BAD_SCORE, and clashes below
+    reason += per_line(resolved.reason)  # into ROW_REASONS, PLAN_REASONS, and clashes below
     sections, terms = resolved.sections, resolved.terms
     texts = (resolved.sections, resolved.terms, resolved.students)
     del resolved
@@ -630,8 +636,8 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
         clashing, clash_reason, clash_reasons = clash
         action[clashing] = 2
         fingerprint[clashing] = 0
-        reason = reason.astype(_code_type(len(ROW_REASONS) + 3 + len(clash_reasons)))
-        reason[clashing] = len(ROW_REASONS) + 3 + clash_reason
+        reason = reason.astype(_code_type(len(ROW_REASONS) + len(PLAN_REASONS) + len(clash_reasons)))
+        reason[clashing] = len(ROW_REASONS) + len(PLAN_REASONS) + clash_reason
     else:
         clash_reasons = []
     if len(context.posted):
@@ -639,7 +645,7 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
         action[sending] = _unchanged(_take(_chunked(result_ids), sending), fingerprint[sending] - 1,
                                      plan.fingerprints[1:], context.posted)
 
-    reason_at, reasons = _distinct(ROW_REASONS + ["", NO_GRADE, BAD_SCORE] + clash_reasons)
+    reason_at, reasons = _distinct(ROW_REASONS + PLAN_REASONS + clash_reasons)
     columns |= {
         "fingerprint": _categorical(*_compact(fingerprint, pa.array(plan.fingerprints, TEXT))),
         "action": _categorical(*_compact(action, pa.array(ACTIONS, TEXT))),

@@ -11,9 +11,11 @@ It speaks what IC speaks, at IC's URLs:
   AND or OR, values single-quoted), ``sort`` / ``orderBy``, ``fields``, the
   ``X-Total-Count`` header and ``Link`` (first / prev / next / last);
 - the gradebook, ``GET/PUT/DELETE /campus/api/oneroster/v1p2/APP/ims/oneroster/gradebook/v1p2/...``
-  (categories, lineItems, results, scoreScales and the class-scoped reads), which also needs
-  IC's ``x-vendor-authorization: vendorKey:vendorSecret`` header; its rules are
-  :class:`~include.sandbox.ic_gradebook.Gradebook`'s;
+  (categories, lineItems, results, scoreScales and the class-scoped reads) and the 1.1 form
+  under the 1.1 rostering base, ``.../v1p1/APP/ims/oneroster/v1p1/{categories|lineItems|results}``
+  (whose names win over rostering's) with its class-scoped lineItems and results reads,
+  which also need IC's ``x-vendor-authorization: vendorKey:vendorSecret`` header; its
+  rules are :class:`~include.sandbox.ic_gradebook.Gradebook`'s;
 - errors as OneRoster status-info payloads (imsx_codeMajor / imsx_severity /
   imsx_description / imsx_CodeMinor).
 
@@ -70,9 +72,17 @@ _ROSTERING_PATH = re.compile(
     r"^/campus/api/oneroster/(?P<api>v1p1|v1p2)/(?P<app>[^/]+)/ims/oneroster/"
     r"(?:rostering/v1p2|v1p1)/(?P<collection>[A-Za-z]+)(?:/(?P<sourced_id>[^/]+))?/?$"
 )
-_GRADEBOOK_PATH = re.compile(
-    r"^/campus/api/oneroster/v1p2/(?P<app>[^/]+)/ims/oneroster/gradebook/v1p2/(?P<rest>[^?]+?)/?$"
-)
+_GRADEBOOK_NAMES = "|".join(GRADEBOOK_COLLECTIONS)
+_GRADEBOOK_PATHS = {  # by version; 1.1 shares its base with rostering, so only its gradebook endpoints match
+    "1.2": re.compile(
+        r"^/campus/api/oneroster/v1p2/(?P<app>[^/]+)/ims/oneroster/gradebook/v1p2/(?P<rest>[^?]+?)/?$"
+    ),
+    "1.1": re.compile(
+        r"^/campus/api/oneroster/v1p1/(?P<app>[^/]+)/ims/oneroster/v1p1/"
+        rf"(?P<rest>(?:{_GRADEBOOK_NAMES})(?:/[^/]+)?|classes/[^/]+/(?:lineItems|results|"
+        r"(?:lineItems|students)/[^/]+/results))/?$"
+    ),
+}
 _PREDICATE = re.compile(r"^\s*(?P<field>[A-Za-z][A-Za-z0-9_.]*)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*'(?P<value>[^']*)'\s*$")
 _JOINER = re.compile(r"\s+(AND|OR)\s+")
 
@@ -220,7 +230,11 @@ class ICEmulator(LoopbackService):
 
     @property
     def gradebook_url(self) -> str:
-        return f"{self.base_url}/campus/api/oneroster/v1p2/{self.app_name}/ims/oneroster/gradebook/v1p2"
+        return self.gradebook_url_for("1.2")
+
+    def gradebook_url_for(self, version: str) -> str:
+        """IC serves the 1.2 gradebook under its own base and the 1.1 one under the 1.1 rostering base."""
+        return self.rostering_url(version).replace("/rostering/v1p2", "/gradebook/v1p2")
 
     def rostering_url(self, version: str) -> str:
         api = f"{self.base_url}/campus/api/oneroster/v{version.replace('.', 'p')}/{self.app_name}/ims/oneroster"
@@ -431,36 +445,38 @@ class ICEmulator(LoopbackService):
                 self._pages[self._page_key(version, job[5], job[6], limit, {})] = body, headers
         return len(jobs)
 
-    def gradebook_call(self, method: str, rest: str, query: dict[str, str], body: bytes,
+    def gradebook_call(self, version: str, method: str, rest: str, query: dict[str, str], body: bytes,
                        url: str) -> tuple[int, dict | None, dict[str, str]]:
-        """Status, body and headers of a gradebook call; ``rest`` is the path after ``gradebook/v1p2/``."""
+        """Status, body and headers of a gradebook call; ``rest`` is the path after the version's
+        :meth:`gradebook_url_for`."""
         parts = rest.split("/")
         try:
             if len(parts) == 2 and parts[0] in GRADEBOOK_COLLECTIONS:
                 collection, sourced_id = parts
                 singular = GRADEBOOK_SINGULAR[collection]
                 if method == "GET":
-                    return 200, {singular: self.gradebook.get(collection, sourced_id)}, {}
+                    record = self.gradebook.get(collection, sourced_id, version=version)
+                    return 200, {singular: record}, {}
                 if method == "PUT":
                     try:
                         payload = json.loads(body or b"null")
                     except ValueError:
                         raise OneRosterError(400, "invaliddata", "the body is not JSON") from None
-                    created, record = self.gradebook.put(collection, sourced_id, payload)
+                    created, record = self.gradebook.put(collection, sourced_id, payload, version=version)
                     return 201 if created else 200, {singular: record}, {}
                 if method == "DELETE":
-                    self.gradebook.delete(collection, sourced_id)
+                    self.gradebook.delete(collection, sourced_id, version=version)
                     return 204, None, {}
             scope = _gradebook_scope(parts) if method == "GET" else None
             if scope is None:
                 raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {rest}")
             collection, where = scope
-            records = self.gradebook.select(collection, **where)
+            records = self.gradebook.select(collection, **where, version=version)
         except GradebookError as error:
             raise OneRosterError(error.status, error.code_minor, error.description) from None
-        return 200, *self._gradebook_page(collection, records, query, url)
+        return 200, *self._gradebook_page(version, collection, records, query, url)
 
-    def _gradebook_page(self, collection: str, records: list[dict], query: dict[str, str],
+    def _gradebook_page(self, version: str, collection: str, records: list[dict], query: dict[str, str],
                         url: str) -> tuple[dict, dict[str, str]]:
         """One page of a gradebook list, with the rostering side's filter, sort, fields and paging."""
         limit = min(self._integer(query, "limit", DEFAULT_LIMIT, minimum=1), MAX_LIMIT)
@@ -471,7 +487,7 @@ class ICEmulator(LoopbackService):
         if query.get("filter"):
             keep = parse_filter(query["filter"])
             records = [record for record in records if keep(record)]
-        known = GRADEBOOK_FIELDS[collection]
+        known = GRADEBOOK_FIELDS[version][collection]
         if sort:
             if sort not in known:
                 raise OneRosterError(400, "invalid_selection_field", f"cannot sort {collection} by {sort!r}")
@@ -591,6 +607,15 @@ class _PageRenderer(ICEmulator):
         return self._base_url
 
 
+def _gradebook_route(path: str) -> tuple[str, re.Match] | None:
+    """The gradebook version a path is for and its match (``app``, ``rest``), or None."""
+    for version, pattern in _GRADEBOOK_PATHS.items():
+        match = pattern.match(path)
+        if match:
+            return version, match
+    return None
+
+
 def _gradebook_scope(parts: list[str]) -> tuple[str, dict[str, str]] | None:
     """The collection and class scope a gradebook GET list path names, or None."""
     if len(parts) == 1 and parts[0] in GRADEBOOK_COLLECTIONS:
@@ -643,12 +668,11 @@ class _Handler(LoopbackHandler):
                     raise OneRosterError(405, "unsupported", "the token endpoint takes POST")
                 return _Reply.json(200, emulator._issue_token(self.headers.get("Authorization"), body,
                                                               query.get("appName")))
-            match = _ROSTERING_PATH.match(path)
-            gradebook = _GRADEBOOK_PATH.match(path)
-            if gradebook and method in ("GET", "PUT", "DELETE"):
-                match = gradebook
-            elif method != "GET" or not match:
-                match = None
+            gradebook = _gradebook_route(path) if method in ("GET", "PUT", "DELETE") else None
+            if gradebook:  # tried before rostering: 1.1 serves both under one base
+                version, match = gradebook
+            else:
+                match = _ROSTERING_PATH.match(path) if method == "GET" else None
             if not match or match["app"] != emulator.app_name:
                 raise OneRosterError(404, "unknownobject", f"no such endpoint: {method} {path}")
             emulator._admit_rate()
@@ -663,8 +687,9 @@ class _Handler(LoopbackHandler):
                 if cut is not None:
                     return cut
             if gradebook:
+                rest = match["rest"]
                 status, payload, headers = emulator.gradebook_call(
-                    method, gradebook["rest"], query, body, f"{emulator.gradebook_url}/{gradebook['rest']}")
+                    version, method, rest, query, body, f"{emulator.gradebook_url_for(version)}/{rest}")
                 reply = (_Reply(status, headers, b"") if payload is None
                          else _Reply.json(status, payload, headers))
             else:

@@ -1,11 +1,13 @@
-"""IC's OneRoster 1.2 gradebook as the emulator keeps it: categories, lineItems, results, scoreScales.
+"""IC's OneRoster gradebook as the emulator keeps it, in 1.2 (categories, lineItems, results,
+scoreScales) and in 1.1 (categories, lineItems, results).
 
 Pure logic, no HTTP (:class:`~include.sandbox.ic_emulator.ICEmulator` serves it), bound to
 the :class:`~include.sandbox.generator.SyntheticDistrict` whose classes, sessions and
 enrollments it checks against. It enforces what IC enforces on grade passback:
 
-- request bodies follow the 1.2 binding (``{"lineItem": {...}}``, the required fields,
-  no unknown fields, GUIDRefs with the right ``type``), else 422 ``invaliddata``;
+- request bodies follow the version's binding (``{"lineItem": {...}}``, the required fields
+  of :data:`REQUIRED`, no field outside :data:`FIELDS`, GUIDRefs with the right ``type``),
+  else 422 ``invaliddata``;
 - a lineItem's class, school and gradingPeriod exist in the district and fit together,
   its category and scoreScale exist in the gradebook; a result's lineItem exists and its
   student is actively enrolled as a student in that lineItem's class (422 ``invaliddata``);
@@ -17,6 +19,11 @@ enrollments it checks against. It enforces what IC enforces on grade passback:
   scoreScale with the highest minimum percent (``itemValueLHS``) not above it, written
   to ``textScore``; a score alone (``textScore``) must be one of the group's scores and
   ``score`` stays empty; both are kept as sent, as is a score above ``resultValueMax``.
+
+1.1 differs in what its binding has: no scoreScales (404), no ``school``, ``scoreScale`` or
+``academicSession`` on a lineItem, no ``textScore`` on a result, whose ``score`` is required
+and kept as sent; and its student ids carry IC's role prefix (``s123456``), so a 1.1 result
+is checked against the 1.1 rosters. Both versions share one store (a district uses one).
 
 PUT answers "created" or "updated" (IC's 201 / 200) and counts both per sourcedId in
 :attr:`Gradebook.writes`, so a retry that duplicated a write shows in tests.
@@ -34,30 +41,50 @@ from typing import Any
 
 from include.sandbox.generator import SyntheticDistrict
 
-COLLECTIONS = ("categories", "lineItems", "results", "scoreScales")
+COLLECTIONS = ("categories", "lineItems", "results", "scoreScales")  # what the store holds, either version
 SINGULAR = {"categories": "category", "lineItems": "lineItem", "results": "result",
             "scoreScales": "scoreScale"}
 WINDOW_CLOSED = "grading window closed"
 SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
 
 _BASE = ("sourcedId", "status", "dateLastModified", "metadata")
-FIELDS = {
-    "categories": (*_BASE, "title", "weight"),
-    "lineItems": (*_BASE, "title", "description", "assignDate", "dueDate", "class", "school", "category",
-                  "gradingPeriod", "academicSession", "scoreScale", "resultValueMin", "resultValueMax",
-                  "learningObjectiveSet"),
-    "results": (*_BASE, "lineItem", "student", "class", "scoreScale", "scoreStatus", "score", "textScore",
-                "scoreDate", "comment", "learningObjectiveSet", "inProgress", "incomplete", "late",
-                "missing"),
-    "scoreScales": (*_BASE, "title", "type", "course", "class", "scoreScaleValue"),
+FIELDS = {  # by OneRoster version, the collections it has and their fields
+    "1.2": {
+        "categories": (*_BASE, "title", "weight"),
+        "lineItems": (*_BASE, "title", "description", "assignDate", "dueDate", "class", "school", "category",
+                      "gradingPeriod", "academicSession", "scoreScale", "resultValueMin", "resultValueMax",
+                      "learningObjectiveSet"),
+        "results": (*_BASE, "lineItem", "student", "class", "scoreScale", "scoreStatus", "score", "textScore",
+                    "scoreDate", "comment", "learningObjectiveSet", "inProgress", "incomplete", "late",
+                    "missing"),
+        "scoreScales": (*_BASE, "title", "type", "course", "class", "scoreScaleValue"),
+    },
+    "1.1": {
+        "categories": (*_BASE, "title"),
+        "lineItems": (*_BASE, "title", "description", "assignDate", "dueDate", "class", "category",
+                      "gradingPeriod", "resultValueMin", "resultValueMax"),
+        "results": (*_BASE, "lineItem", "student", "scoreStatus", "score", "scoreDate", "comment"),
+    },
 }
-# the 1.2 binding's required fields, plus gradingPeriod: IC files every grade under a term
+# each binding's required fields, plus gradingPeriod in 1.2 (1.1 requires it itself):
+# IC files every grade under a term
 REQUIRED = {
-    "categories": ("sourcedId", "status", "dateLastModified", "title"),
-    "lineItems": ("sourcedId", "status", "dateLastModified", "title", "assignDate", "dueDate", "class",
-                  "school", "category", "gradingPeriod"),
-    "results": ("sourcedId", "status", "dateLastModified", "lineItem", "student", "scoreStatus", "scoreDate"),
-    "scoreScales": ("sourcedId", "status", "dateLastModified", "title", "type", "class", "scoreScaleValue"),
+    "1.2": {
+        "categories": ("sourcedId", "status", "dateLastModified", "title"),
+        "lineItems": ("sourcedId", "status", "dateLastModified", "title", "assignDate", "dueDate", "class",
+                      "school", "category", "gradingPeriod"),
+        "results": ("sourcedId", "status", "dateLastModified", "lineItem", "student", "scoreStatus",
+                    "scoreDate"),
+        "scoreScales": ("sourcedId", "status", "dateLastModified", "title", "type", "class",
+                        "scoreScaleValue"),
+    },
+    "1.1": {
+        "categories": ("sourcedId", "status", "dateLastModified", "title"),
+        "lineItems": ("sourcedId", "status", "dateLastModified", "title", "assignDate", "dueDate", "class",
+                      "category", "gradingPeriod"),
+        "results": ("sourcedId", "status", "dateLastModified", "lineItem", "student", "scoreStatus", "score",
+                    "scoreDate"),
+    },
 }
 REFERENCES = {  # GUIDRef fields and the type they must name
     "class": "class", "school": "org", "category": "category", "gradingPeriod": "academicSession",
@@ -137,6 +164,12 @@ def _ref_id(record: dict, field: str) -> str | None:
     return ref["sourcedId"] if ref else None
 
 
+def _offered(collection: str, version: str) -> None:
+    """A collection outside the version's binding is not there at all (1.1 has no scoreScales)."""
+    if collection not in FIELDS[version]:
+        raise GradebookError(404, "unknownobject", f"the OneRoster {version} gradebook has no {collection}")
+
+
 class Gradebook:
     """The gradebook of one district; thread-safe, as the emulator's handler threads share it."""
 
@@ -148,7 +181,7 @@ class Gradebook:
         self._windows: dict[str, tuple[date, date]] = {}
         self._sessions = {row["id"]: row for row in district.sessions}
         self._classes: dict[str, int] | None = None
-        self._rosters: dict[str, set[str]] | None = None
+        self._rosters: dict[str, dict[str, set[str]]] = {}  # by version: user ids differ
         self._lock = threading.RLock()
 
     # -- grading windows --------------------------------------------------------------
@@ -183,19 +216,21 @@ class Gradebook:
 
     # -- operations -------------------------------------------------------------------
 
-    def put(self, collection: str, sourced_id: str, payload: Any) -> tuple[bool, dict]:
+    def put(self, collection: str, sourced_id: str, payload: Any, *,
+            version: str = "1.2") -> tuple[bool, dict]:
         """Create or replace one record; returns (created, the record as stored)."""
+        _offered(collection, version)
         singular = SINGULAR[collection]
         wrapped = isinstance(payload, dict) and set(payload) == {singular}
         if not (wrapped and isinstance(payload[singular], dict)):
             raise _invalid(f'the body must be {{"{singular}": {{...}}}}')
         record = dict(payload[singular])
-        self._check_shape(collection, record)
+        self._check_shape(collection, record, version)
         if record["sourcedId"] != sourced_id:
             raise _invalid(f"sourcedId {record['sourcedId']!r} in the body differs from {sourced_id!r} "
                            "in the URL")
         with self._lock:
-            getattr(self, f"_check_{singular}")(record)
+            getattr(self, f"_check_{singular}")(record, version)
             previous = self._store[collection].get(sourced_id)
             kept = previous and previous["dateLastModified"]
             unchanged = kept and {**record, "dateLastModified": kept} == previous
@@ -208,12 +243,14 @@ class Gradebook:
                 writes.updated += 1
             return previous is None, dict(record)
 
-    def get(self, collection: str, sourced_id: str) -> dict:
+    def get(self, collection: str, sourced_id: str, *, version: str = "1.2") -> dict:
+        _offered(collection, version)
         with self._lock:
             return dict(self._existing(collection, sourced_id))
 
-    def delete(self, collection: str, sourced_id: str) -> None:
+    def delete(self, collection: str, sourced_id: str, *, version: str = "1.2") -> None:
         """Remove a record; what other records still point at cannot go (422 ``deletefailure``)."""
+        _offered(collection, version)
         with self._lock:
             record = self._existing(collection, sourced_id)
             kind = SINGULAR[collection]
@@ -228,8 +265,9 @@ class Gradebook:
             self.writes[collection][sourced_id].deleted += 1
 
     def select(self, collection: str, *, class_id: str | None = None, line_item_id: str | None = None,
-               student_id: str | None = None) -> list[dict]:
+               student_id: str | None = None, version: str = "1.2") -> list[dict]:
         """A collection, optionally as seen from a class (and one of its lineItems or students)."""
+        _offered(collection, version)
         with self._lock:
             records = list(self._store[collection].values())
             if class_id is None:
@@ -240,7 +278,7 @@ class Gradebook:
                      if _ref_id(item, "class") == class_id}
             if line_item_id is not None and line_item_id not in items:
                 raise GradebookError(404, "unknownobject", f"no lineItem {line_item_id} in class {class_id}")
-            if student_id is not None and student_id not in self._rosters_index().get(class_id, set()):
+            if student_id is not None and not self._enrolled(student_id, class_id, version):
                 raise GradebookError(404, "unknownobject", f"no student {student_id} in class {class_id}")
             if collection == "lineItems":
                 kept = [record for record in records if record["sourcedId"] in items]
@@ -255,12 +293,13 @@ class Gradebook:
                         and student_id in (None, _ref_id(record, "student"))]
             return [dict(record) for record in kept]
 
-    def build_indexes(self) -> None:
-        """The district's classes and rosters, indexed now rather than on the first PUT, which
-        would otherwise hold every call behind it (a benchmark builds them before it measures)."""
+    def build_indexes(self, *, version: str = "1.2") -> None:
+        """The district's classes and ``version``'s rosters, indexed now rather than on the first
+        PUT, which would otherwise hold every call behind it (a benchmark builds them before it
+        measures)."""
         with self._lock:
             self._class_index()
-            self._rosters_index()
+            self._rosters_index(version)
 
     # -- validation -------------------------------------------------------------------
 
@@ -272,13 +311,13 @@ class Gradebook:
         return record
 
     @staticmethod
-    def _check_shape(collection: str, record: dict) -> None:
-        """The 1.2 binding's shape: required fields, no unknown ones, types and GUIDRefs."""
+    def _check_shape(collection: str, record: dict, version: str) -> None:
+        """The version's binding's shape: required fields, no unknown ones, types and GUIDRefs."""
         label = f"{SINGULAR[collection]} {record.get('sourcedId', '?')}"
-        unknown = sorted(set(record) - set(FIELDS[collection]))
+        unknown = sorted(set(record) - set(FIELDS[version][collection]))
         if unknown:
             raise _invalid(f"{label}: unknown field(s) {', '.join(unknown)}")
-        missing = [name for name in REQUIRED[collection] if record.get(name) in (None, "")]
+        missing = [name for name in REQUIRED[version][collection] if record.get(name) in (None, "")]
         if missing:
             raise _invalid(f"{label}: missing required field(s) {', '.join(missing)}")
         for name, value in record.items():
@@ -291,10 +330,12 @@ class Gradebook:
             elif name in _CHECKS and not _CHECKS[name][0](value):
                 raise _invalid(f"{label}: {name} must be {_CHECKS[name][1]}, got {value!r}")
 
-    def _check_category(self, record: dict) -> None:
+    # the checks beyond the shape, one per kind, each given the version (only a result's depends on it)
+
+    def _check_category(self, record: dict, version: str) -> None:
         """Categories stand alone."""
 
-    def _check_scoreScale(self, record: dict) -> None:
+    def _check_scoreScale(self, record: dict, version: str) -> None:
         self._district_class(record, "scoreScale")
         values = record["scoreScaleValue"]
         if not isinstance(values, list) or not values:
@@ -306,11 +347,11 @@ class Gradebook:
                 raise _invalid(f"scoreScale {record['sourcedId']}: each value maps a minimum percent "
                                f"(itemValueLHS) to a score (itemValueRHS), got {value!r}")
 
-    def _check_lineItem(self, record: dict) -> None:
+    def _check_lineItem(self, record: dict, version: str) -> None:
         label = f"lineItem {record['sourcedId']}"
         class_record = self._district_class(record, "lineItem")
-        school = _ref_id(record, "school")
-        if school != class_record["school"]["sourcedId"]:
+        school = _ref_id(record, "school")  # required in 1.2, absent from 1.1
+        if school is not None and school != class_record["school"]["sourcedId"]:
             raise _invalid(f"{label}: school {school} is not the school of class {class_record['sourcedId']}")
         for field, collection in (("category", "categories"), ("scoreScale", "scoreScales")):
             ref = _ref_id(record, field)
@@ -329,7 +370,7 @@ class Gradebook:
         if low is not None and high is not None and low > high:
             raise _invalid(f"{label}: resultValueMin {low} is above resultValueMax {high}")
 
-    def _check_result(self, record: dict) -> None:
+    def _check_result(self, record: dict, version: str) -> None:
         label = f"result {record['sourcedId']}"
         item_id = _ref_id(record, "lineItem")
         item = self._store["lineItems"].get(item_id)
@@ -340,7 +381,7 @@ class Gradebook:
             raise _invalid(f"{label}: class {_ref_id(record, 'class')} is not the class of "
                            f"lineItem {item_id}")
         student = _ref_id(record, "student")
-        if student not in self._rosters_index().get(class_id, set()):
+        if not self._enrolled(student, class_id, version):
             raise _invalid(f"{label}: student {student} is not actively enrolled as a student "
                            f"in class {class_id}")
         scale_id = _ref_id(record, "scoreScale") or _ref_id(item, "scoreScale")
@@ -382,15 +423,20 @@ class Gradebook:
             self._classes = {cls["sourcedId"]: n for n, cls in enumerate(self.district.records("classes"))}
         return self._classes
 
-    def _rosters_index(self) -> dict[str, set[str]]:
-        """Active student enrollments by class, built once on first use."""
-        if self._rosters is None:
+    def _enrolled(self, student_id: str, class_id: str, version: str) -> bool:
+        """Actively enrolled as a student in the class, by ``version``'s user id."""
+        return student_id in self._rosters_index(version).get(class_id, set())
+
+    def _rosters_index(self, version: str) -> dict[str, set[str]]:
+        """Active student enrollments by class, in ``version``'s user ids (1.1 prefixes them), each
+        version's built once on first use."""
+        if version not in self._rosters:
             rosters: dict[str, set[str]] = defaultdict(set)
-            for enrollment in self.district.records("enrollments"):
+            for enrollment in self.district.records("enrollments", version):
                 if enrollment["role"] == "student" and enrollment["status"] == "active":
                     rosters[enrollment["class"]["sourcedId"]].add(enrollment["user"]["sourcedId"])
-            self._rosters = dict(rosters)
-        return self._rosters
+            self._rosters[version] = dict(rosters)
+        return self._rosters[version]
 
 
 def _minimum_percent(lhs: Any) -> float | None:

@@ -350,11 +350,9 @@ class OneRosterHook(HttpHook):
 
     @property
     def gradebook_url(self) -> str:
-        if self.version != "1.2":
-            raise OneRosterRequestError(
-                f"Connection '{self.oneroster_conn_id}': grade passback uses IC's OneRoster 1.2 gradebook; "
-                "set the extra oneroster_version to 1.2"
-            )
+        """1.2 has a gradebook service of its own; 1.1 serves lineItems and results beside the roster."""
+        if self.version == "1.1":
+            return self.rostering_url
         return self.rostering_url.replace("/rostering/v1p2", "/gradebook/v1p2")
 
     def _vendor_header(self) -> dict[str, str]:

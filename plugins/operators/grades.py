@@ -29,6 +29,7 @@ from include.grades.transform import (
     BAD_SCORE,
     CLASS_COLUMNS,
     GRADING_PERIOD_COLUMNS,
+    LETTER_ONLY,
     MALFORMED,
     POSTED_COLUMNS,
     SECTION_COLUMNS,
@@ -163,6 +164,10 @@ class PlanGradesOperator(_GradesOperator):
         if self.passback.mapping_csv:
             mapping = pd.read_csv(Path(self.config_dir) / self.passback.mapping_csv, dtype=str)
         posted_path = self._state(context, "posted")
+        version = context["ti"].xcom_pull(task_ids=f"{self.extract_group}.users")["oneroster_version"]
+        if version == "1.1" and self.passback.letter_grades:
+            self.log.warning("District %s: letter_grades is on, but OneRoster 1.1 results carry a percent only; "
+                             "IC files each percent under the task's score group itself", self.district)
         grade_context = GradeContext(
             sections=self._provisioned(context, "section", SECTION_COLUMNS),
             grading_periods=self._provisioned(context, "grading_period", GRADING_PERIOD_COLUMNS),
@@ -182,6 +187,7 @@ class PlanGradesOperator(_GradesOperator):
                 if posted_path.exists() and not context["params"].get("full_run")
                 else pd.DataFrame(columns=POSTED_COLUMNS)
             ),
+            oneroster_version=version,
         )
         postings = plan_postings(read_frame(export["uri"]), grade_context)
         staged = stage_frame(self._path(context, "postings"), postings)
@@ -240,8 +246,10 @@ class PostGradesOperator(_GradesOperator):
     def _prepare_line_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
                             context: Context) -> None:
         """The category, score scales and lineItems the results need, PUT once per run (idempotent),
-        as many at once as IC allows."""
+        as many at once as IC allows. OneRoster 1.1 has no score scales (IC files a percent under
+        the task's score group itself) and no school on a lineItem."""
         base = hook.rostering_url
+        modern = hook.version == "1.2"
 
         def ref(collection: str, kind: str, sourced_id: str) -> dict:
             return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
@@ -251,6 +259,8 @@ class PostGradesOperator(_GradesOperator):
             "sourcedId": CATEGORY_ID, "status": "active", "dateLastModified": stamp, "title": "Grading tasks",
         })
         scales = pending.dropna(subset=["score_group"]).drop_duplicates(["section", "score_group"])
+        if not modern:
+            scales = scales.iloc[:0]
 
         def put_scale(row) -> None:
             bands = self.passback.score_groups[row.score_group]
@@ -270,12 +280,14 @@ class PostGradesOperator(_GradesOperator):
                 "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp,
                 "title": f"{row.task_id} - {term['title']}",
                 "assignDate": f"{term['start_date']}T00:00:00.000Z", "dueDate": f"{term['end_date']}T00:00:00.000Z",
-                "class": ref("classes", "class", row.section), "school": ref("orgs", "org", row.school),
+                "class": ref("classes", "class", row.section),
                 "category": ref("categories", "category", CATEGORY_ID),
                 "gradingPeriod": ref("academicSessions", "academicSession", row.term),
                 "resultValueMin": 0, "resultValueMax": 100,
             }
-            if isinstance(row.score_group, str):
+            if modern:
+                record["school"] = ref("orgs", "org", row.school)
+            if modern and isinstance(row.score_group, str):
                 record["scoreScale"] = ref("scoreScales", "scoreScale", f"{row.section}-{row.score_group}")
             return hook.put_gradebook("lineItems", row.line_item_id, record)
 
@@ -286,6 +298,7 @@ class PostGradesOperator(_GradesOperator):
 
     @staticmethod
     def _put_result(hook: OneRosterHook, row: dict) -> GradebookAnswer:
+        """The plan sends no letter grade under OneRoster 1.1, whose results have no textScore."""
         base = hook.rostering_url
         record = {
             "sourcedId": row["result_id"], "status": "active", "dateLastModified": _stamp(),
@@ -388,11 +401,11 @@ class ReconcileGradesOperator(_GradesOperator):
 def needs_a_person(rows: pd.DataFrame) -> pd.Series:
     """Skipped rows that stay skipped until someone fixes the export or IC: unreadable rows
     (an exact duplicate of another row is not one), unknown students, terms that map to nothing,
-    scores outside the score group. A closed window, an unmapped section or an opted-out teacher
-    are the district's settings, not errors."""
+    scores outside the score group, letter-only grades under OneRoster 1.1. A closed window, an
+    unmapped section or an opted-out teacher are the district's settings, not errors."""
     reason = rows["reason"].fillna("").astype(str)
     malformed = reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
-    held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE])
+    held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE, LETTER_ONLY])
     return (rows["outcome"] == "skipped") & (malformed | held)
 
 
