@@ -259,8 +259,6 @@ class PostGradesOperator(_GradesOperator):
             "sourcedId": CATEGORY_ID, "status": "active", "dateLastModified": stamp, "title": "Grading tasks",
         })
         scales = pending.dropna(subset=["score_group"]).drop_duplicates(["section", "score_group"])
-        if not modern:
-            scales = scales.iloc[:0]
 
         def put_scale(row) -> None:
             bands = self.passback.score_groups[row.score_group]
@@ -271,7 +269,8 @@ class PostGradesOperator(_GradesOperator):
                 "scoreScaleValue": [{"itemValueLHS": f"{band.min_percent:g}", "itemValueRHS": band.score} for band in bands],
             })
 
-        list(pool.map(put_scale, scales.itertuples()))
+        if modern:
+            list(pool.map(put_scale, scales.itertuples()))
         sessions = read_frame(context["ti"].xcom_pull(task_ids="extract.academicSessions")["uri"]).set_index("sourced_id")
 
         def put_line_item(row) -> GradebookAnswer:
