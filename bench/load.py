@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.measure import PhaseResult, ServerProcess, prepared_as_a_task
+from bench.measure import PhaseResult, ServerProcess, UpstreamManifests, prepared_as_a_task
 
 LMS_KEY = "bench-consumer"
 LMS_SECRET = "bench-local-only-consumer-secret"
@@ -53,17 +53,6 @@ class LmsProcess(ServerProcess):
         super().__init__(_serve, settings, "lms-emulator")
 
 
-class _TaskInstance:
-    """What ``ProvisionOperator`` asks of its task instance: its id and its upstream manifests."""
-
-    def __init__(self, task_id: str, manifests: dict[str, dict]):
-        self.task_id = task_id
-        self._manifests = manifests
-
-    def xcom_pull(self, task_ids: str) -> dict:
-        return self._manifests[task_ids]
-
-
 def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: str, staging_root: str,
                          run_id: str, lms: dict, settings: LmsSettings) -> PhaseResult:
     """One provisioning step through the real operator; its manifest is kept beside the run's
@@ -88,7 +77,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
                 max_in_flight=settings.in_flight, backoff_seconds=0.5),
         active_year_rule=ActiveYearRule(), staging_root=staging_root,
     )
-    context = {"ti": _TaskInstance(f"provision.{step.task_id}", manifests), "run_id": run_id,
+    context = {"ti": UpstreamManifests(f"provision.{step.task_id}", manifests), "run_id": run_id,
                "params": {"active_year": SCHOOL_YEAR}, "logical_date": datetime.now(timezone.utc)}
     prepared_as_a_task()
     started = time.perf_counter()

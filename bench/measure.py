@@ -41,6 +41,18 @@ def prepared_as_a_task() -> None:
     integrate_macros_plugins()
 
 
+class UpstreamManifests:
+    """What an operator asks of its task instance outside Airflow: its id and its upstream
+    tasks' manifests (their XComs)."""
+
+    def __init__(self, task_id: str, manifests: dict[str, dict]):
+        self.task_id = task_id
+        self._manifests = manifests
+
+    def xcom_pull(self, task_ids: str) -> dict:
+        return self._manifests[task_ids]
+
+
 def _child(queue, fn: Callable[..., PhaseResult], args: tuple, kwargs: dict) -> None:
     try:
         started = time.perf_counter()

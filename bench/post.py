@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bench.extract import CONN_ID, SCHOOL_YEAR, EmulatorProcess, use_ic_connection
-from bench.load import _TaskInstance
-from bench.measure import PhaseResult, prepared_as_a_task
+from bench.measure import PhaseResult, UpstreamManifests, prepared_as_a_task
 
 if TYPE_CHECKING:
     from include.config import ExportColumns
@@ -36,7 +35,7 @@ GRADING_NIGHT = datetime(SCHOOL_YEAR - 1, 12, 21, 6, tzinfo=timezone.utc)  # sem
 
 
 def _context(task_id: str, manifests: dict[str, dict]) -> dict:
-    return {"ti": _TaskInstance(task_id, manifests), "run_id": RUN_ID, "params": {"active_year": SCHOOL_YEAR},
+    return {"ti": UpstreamManifests(task_id, manifests), "run_id": RUN_ID, "params": {"active_year": SCHOOL_YEAR},
             "logical_date": GRADING_NIGHT}
 
 
