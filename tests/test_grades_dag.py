@@ -151,6 +151,15 @@ def test_oneroster_1_1_posts_percents_to_its_gradebook_and_keeps_letter_only_row
     assert again.state == "success", again.task_states
     assert [request for request in ic.requests if request.method == "PUT"] == [], "nothing changed"
 
+    for key, value in connection_uri_env("ic_demo", ic, "1.2", **VENDOR).items():  # switched mid-year
+        monkeypatch.setenv(key, value)
+    drop_export(stack, "final-grades-20261203.csv", data=data)
+    switched = run(NIGHT + timedelta(days=2), halves="grades")
+    assert switched.task_states["grades.plan"] == "failed"
+    assert [request for request in ic.requests if request.method == "PUT"] == [], "no second result per grade"
+    body = " ".join(mail.body for mail in stack["smtp"].wait_for(2))
+    assert "posted to IC over OneRoster 1.1, and the connection now reads OneRoster 1.2" in body
+
 
 def test_rows_ic_rejects_are_failed_with_its_message_and_emailed(stack):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"

@@ -50,6 +50,7 @@ from plugins.operators.journal import Journal, versioned
 from plugins.sensors.export import mark_processed
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
+POSTED_OVER = "posted_over"  # the year's postings went over this OneRoster version
 JOURNAL_BATCH = 200
 LOGGED_FAILURES = 5
 LISTED_ROWS = 20  # rows listed in an email; the rest are in the report
@@ -165,6 +166,7 @@ class PlanGradesOperator(_GradesOperator):
             mapping = pd.read_csv(Path(self.config_dir) / self.passback.mapping_csv, dtype=str)
         posted_path = self._state(context, "posted")
         version = context["ti"].xcom_pull(task_ids=f"{self.extract_group}.users")["oneroster_version"]
+        self._refuse_a_version_change(context, version)
         if version == "1.1" and self.passback.letter_grades:
             self.log.warning("District %s: letter_grades is on, but OneRoster 1.1 results carry a percent only; "
                              "IC files each percent under the task's score group itself", self.district)
@@ -197,6 +199,23 @@ class PlanGradesOperator(_GradesOperator):
         return self._manifest(context, "grade_postings", uri=str(staged.target), row_count=staged.row_count,
                               content_sha256=staged.sha256, counts=counts)
 
+    def _refuse_a_version_change(self, context: Context, version: str) -> None:
+        """A result's sourcedId names its student by IC's id, which 1.1 spells with a role prefix
+        and 1.2 without: posting a school year's grades over the other version would give IC a
+        second result for each grade posted before, so a person decides first."""
+        marker = self._state(context, POSTED_OVER)
+        if not marker.exists():
+            return
+        before = str(read_frame(marker).iloc[0]["oneroster_version"])
+        if before != version:
+            raise AirflowFailException(
+                f"District {self.district}: this school year's grades were posted to IC over OneRoster {before}, "
+                f"and the connection now reads OneRoster {version}. IC names students differently in each, so "
+                f"posting now could leave IC with two results for every grade posted before. Set the "
+                f"connection back to {before} until the year ends, or remove the {before} results in IC and "
+                f"then delete {marker} to start the year's postings over."
+            )
+
 
 class PostGradesOperator(_GradesOperator):
     """PUTs the lineItems and results to IC's gradebook at the district's IC concurrency."""
@@ -217,6 +236,8 @@ class PostGradesOperator(_GradesOperator):
         pending = to_post[~isin(versioned(to_post["result_id"], to_post["fingerprint"]),
                                 versioned(done["result_id"], done["fingerprint"])).to_numpy()]
         answered = [done]
+        if not pending.empty:  # before the first PUT: see PlanGradesOperator._refuse_a_version_change
+            stage_frame(self._state(context, POSTED_OVER), pd.DataFrame({"oneroster_version": [hook.version]}))
         with ThreadPoolExecutor(max_workers=hook.max_concurrency, thread_name_prefix="gradebook") as pool:
             if not pending.empty:
                 self._prepare_line_items(hook, pool, pending, context)
