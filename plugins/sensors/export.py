@@ -175,15 +175,18 @@ class ExportFileSensor(BaseOperator):
 
     def _pause(self, context: Context, problem: str) -> None:
         """The SFTP server is down or dropped us: the export cannot arrive meanwhile, so keep
-        waiting until the deadline, then fail saying why. A short pause is slept in the worker,
-        a long one deferred: see :data:`SLEPT_IN_THE_WORKER_SECONDS`."""
+        waiting until the deadline, then fail saying why."""
         self._give_up_if_late(context, f"the SFTP server kept failing: {problem}")
         self.log.warning("District %s: SFTP server %s unreachable (%s); trying again in %ss", self.district,
                          self.passback.sftp_conn_id, problem, self.passback.poke_interval_seconds)
-        if self.passback.poke_interval_seconds > SLEPT_IN_THE_WORKER_SECONDS:
-            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.poke_interval_seconds)),
-                       method_name="resume")
-        time.sleep(self.passback.poke_interval_seconds)
+        self._hold(self.passback.poke_interval_seconds, "resume")
+
+    def _hold(self, seconds: float, method_name: str) -> None:
+        """Wait ``seconds``: deferred, to resume at ``method_name``, or slept in the worker when that
+        short (see :data:`SLEPT_IN_THE_WORKER_SECONDS`), to return here."""
+        if seconds > SLEPT_IN_THE_WORKER_SECONDS:
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=seconds)), method_name=method_name)
+        time.sleep(seconds)
 
     def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
         return self._wait(context)
@@ -216,14 +219,10 @@ class ExportFileSensor(BaseOperator):
 
     def _settle(self, context: Context, candidate: dict[str, Any] | None) -> dict[str, Any] | None:
         """The candidate once its size stayed the same for ``stable_seconds``; None when it is gone
-        or no longer the newest (the wait goes on). A short wait is slept in the worker, a long one
-        deferred: see :data:`SLEPT_IN_THE_WORKER_SECONDS`."""
+        or no longer the newest (the wait goes on)."""
         while candidate is not None:
             stage_frame(self._candidate_path(context), pd.DataFrame([candidate]))
-            if self.passback.stable_seconds > SLEPT_IN_THE_WORKER_SECONDS:
-                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.passback.stable_seconds)),
-                           method_name="settled")
-            time.sleep(self.passback.stable_seconds)
+            self._hold(self.passback.stable_seconds, "settled")
             taken, candidate = self._compare(context)
             if taken is not None:
                 return taken
