@@ -152,10 +152,14 @@ class PlanGradesOperator(_GradesOperator):
                           f"provisioned/{kind}")
         return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
 
-    def _extract(self, context: Context, collection: str, columns: list[str]) -> pd.DataFrame:
+    def _extracted(self, context: Context, collection: str) -> dict:
+        """The manifest of the run's extract of ``collection``."""
+        return context["ti"].xcom_pull(task_ids=f"{self.extract_group}.{collection}")
+
+    @staticmethod
+    def _columns(manifest: dict, columns: list[str]) -> pd.DataFrame:
         """Only the columns planning reads: a million users' names and roles would be most of the
         task's memory."""
-        manifest = context["ti"].xcom_pull(task_ids=f"{self.extract_group}.{collection}")
         return read_frame(manifest["uri"], columns)
 
     def execute(self, context: Context) -> dict:
@@ -165,7 +169,8 @@ class PlanGradesOperator(_GradesOperator):
         if self.passback.mapping_csv:
             mapping = pd.read_csv(Path(self.config_dir) / self.passback.mapping_csv, dtype=str)
         posted_path = self._state(context, "posted")
-        version = context["ti"].xcom_pull(task_ids=f"{self.extract_group}.users")["oneroster_version"]
+        users = self._extracted(context, "users")
+        version = users["oneroster_version"]
         self._refuse_a_version_change(context, version)
         if version == "1.1" and self.passback.letter_grades:
             self.log.warning("District %s: letter_grades is on, but OneRoster 1.1 results carry a percent only; "
@@ -173,9 +178,9 @@ class PlanGradesOperator(_GradesOperator):
         grade_context = GradeContext(
             sections=self._provisioned(context, "section", SECTION_COLUMNS),
             grading_periods=self._provisioned(context, "grading_period", GRADING_PERIOD_COLUMNS),
-            users=self._extract(context, "users", USER_COLUMNS),
-            classes=self._extract(context, "classes", CLASS_COLUMNS),
-            sessions=self._extract(context, "academicSessions", SESSION_COLUMNS),
+            users=self._columns(users, USER_COLUMNS),
+            classes=self._columns(self._extracted(context, "classes"), CLASS_COLUMNS),
+            sessions=self._columns(self._extracted(context, "academicSessions"), SESSION_COLUMNS),
             mapping=mapping,
             opt_in=(
                 frozenset(map(str, Variable.get(self.opt_in_variable, default=[], deserialize_json=True)))
