@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_pages_to_the_last_page_whether_or_not_the_total_divides(ic_conn, demo_d
 
 
 def test_follows_link_next_when_no_total_is_sent(ic_conn, ic, demo_district):
-    ic.send_total_count = False
+    ic.profile = replace(ic.profile, total_count=False)
     hook = OneRosterHook(ic_conn, **FAST)
     expected = served_ids(demo_district, "users", hook.version)
     assert extracted_ids(hook, "users", page_size=9) == expected

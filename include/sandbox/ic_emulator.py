@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -83,6 +84,33 @@ _GRADEBOOK_PATHS = {  # by version; 1.1 shares its base with rostering, so only 
         r"(?:lineItems|students)/[^/]+/results))/?$"
     ),
 }
+ROSTER_CORE_READONLY = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly"
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    """How a OneRoster server may differ from IC and still be correct: the switches a test turns to
+    meet a server no one here wrote. ``ic`` is IC as documented; the others are what other real
+    servers were seen to do."""
+
+    name: str
+    total_count: bool = True  # X-Total-Count on every list (IC sends it; the spec only suggests it)
+    links: bool = True  # Link: first / prev / next / last
+    max_limit: int = MAX_LIMIT  # the largest page served, silently, whatever ``limit`` asks
+    scope: str | None = None  # the token endpoint refuses a request that does not ask for this scope
+    window_refusal_status: int = 403  # the status that carries a closed grading window's refusal
+    moves_changed_records: bool = False  # lists are ordered by change: a record edited while a
+    # collection is paged (the emulator edits its first record once the first page is served) moves
+    # to the end, so offsets shift under a client paging through it
+
+
+PROFILES = {profile.name: profile for profile in (
+    ServerProfile("ic"),
+    ServerProfile("capped-no-total", total_count=False, links=False, max_limit=500),
+    ServerProfile("scope-required", scope=ROSTER_CORE_READONLY),
+    ServerProfile("window-400", window_refusal_status=400),
+    ServerProfile("changing", moves_changed_records=True),
+)}
 _PREDICATE = re.compile(r"^\s*(?P<field>[A-Za-z][A-Za-z0-9_.]*)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*'(?P<value>[^']*)'\s*$")
 _JOINER = re.compile(r"\s+(AND|OR)\s+")
 
@@ -197,8 +225,11 @@ class ICEmulator(LoopbackService):
         vendor_secret: str | None = None,
         record_latency: float = 0.0,
         rate_limit: float | None = None,
+        profile: str | ServerProfile = "ic",
     ) -> None:
         self.district = district
+        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        self._moved: dict[str, list[int]] = {}  # per collection, records moved to the end while paged
         self.gradebook = Gradebook(district)
         self._vendor = f"{vendor_key}:{vendor_secret}" if vendor_key and vendor_secret else None
         self.client_id = client_id
@@ -207,7 +238,6 @@ class ICEmulator(LoopbackService):
         self.latency = 0.0
         self.record_latency = record_latency
         self.rate_limit = rate_limit
-        self.send_total_count = True
         self._pages: dict[tuple, tuple[bytes, dict[str, str]]] = {}
         self._window: deque[float] = deque()
         self._client_secret = client_secret
@@ -340,7 +370,10 @@ class ICEmulator(LoopbackService):
             self.token_requests += 1
         form = parse_qs(body.decode("utf-8", "replace"))
         if form.get("grant_type") != ["client_credentials"]:
-            raise OneRosterError(400, "invaliddata", "unsupported_grant_type: use client_credentials")
+            raise OAuthError("unsupported_grant_type", "use client_credentials")
+        wanted = self.profile.scope
+        if wanted and wanted not in " ".join(form.get("scope", [])).split():
+            raise OAuthError("invalid_scope", f"this client must ask for the scope {wanted}")
         client_id = client_secret = None
         if authorization and authorization.startswith("Basic "):
             try:
@@ -357,7 +390,7 @@ class ICEmulator(LoopbackService):
         )
         with self._lock:
             if not valid or self._revoked:
-                raise OneRosterError(401, "unauthorisedrequest", "invalid_client: the client key/secret were refused")
+                raise OAuthError("invalid_client", "the client key/secret were refused", status=401)
             token = secrets.token_urlsafe(24)
             self._tokens[token] = time.monotonic() + self.token_ttl
         return {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)}
@@ -408,28 +441,47 @@ class ICEmulator(LoopbackService):
             return _encode({SINGULAR[collection]: self._select(records[position], fields)}), {}, 1
         limit = self._integer(query, "limit", DEFAULT_LIMIT, minimum=1)
         offset = self._integer(query, "offset", 0, minimum=0)
-        limit = min(limit, MAX_LIMIT)
-        cacheable = not query.get("filter") and not query.get("sort")
+        limit = min(limit, MAX_LIMIT, self.profile.max_limit)
+        unfiltered = not query.get("filter") and not query.get("sort")
+        cacheable = unfiltered and not self.profile.moves_changed_records
         key = self._page_key(version, collection, offset, limit, query)
         if cacheable and key in self._pages:
             body, headers = self._pages[key]
             return body, headers, min(limit, max(0, len(records) - offset))
+        if unfiltered and self.profile.moves_changed_records:
+            records = _ChangeOrder(records, self._moved.get(collection, []))
         selected = self._filtered(collection, version, records, query)
         page = selected[offset:offset + limit]
-        headers = {}
-        total = len(selected)
-        if self.send_total_count:
-            headers["X-Total-Count"] = str(total)
-        headers["Link"] = self._links(url, query, offset, limit, total)
+        headers = self._list_headers(url, query, offset, limit, len(selected))
         body = _encode({collection: [self._select(record, fields) for record in page]})
         if cacheable:
             self._pages[key] = body, headers
+        if unfiltered and self.profile.moves_changed_records and offset == 0 and page:
+            self._edit_while_paged(collection)
         return body, headers, len(page)
+
+    def _edit_while_paged(self, collection: str) -> None:
+        """Once per collection, right after its first page: its first record is edited in IC, and
+        a server ordering by change serves it last from now on."""
+        with self._lock:
+            if collection in self._moved:
+                return
+            self._moved[collection] = [0]
+        self.district.modify(collection, 1, datetime.now(timezone.utc))
+
+    def _list_headers(self, url: str, query: dict[str, str], offset: int, limit: int, total: int) -> dict[str, str]:
+        """X-Total-Count and Link, as far as the profile sends them."""
+        headers = {}
+        if self.profile.total_count:
+            headers["X-Total-Count"] = str(total)
+        if self.profile.links:
+            headers["Link"] = self._links(url, query, offset, limit, total)
+        return headers
 
     def _page_key(self, version: str, collection: str, offset: int, limit: int, query: dict[str, str]) -> tuple:
         """What makes a kept page the right answer: the request's shape and the district's revision."""
         return (version, collection, offset, limit, query.get("fields"), query.get("orderBy"),
-                self.district.revision, self.send_total_count)
+                self.district.revision, self.profile)
 
     def prerender(self, version: str, limit: int, collections: Sequence[str] = COLLECTIONS,
                   workers: int = 2) -> int:
@@ -479,7 +531,7 @@ class ICEmulator(LoopbackService):
     def _gradebook_page(self, version: str, collection: str, records: list[dict], query: dict[str, str],
                         url: str) -> tuple[dict, dict[str, str]]:
         """One page of a gradebook list, with the rostering side's filter, sort, fields and paging."""
-        limit = min(self._integer(query, "limit", DEFAULT_LIMIT, minimum=1), MAX_LIMIT)
+        limit = min(self._integer(query, "limit", DEFAULT_LIMIT, minimum=1), MAX_LIMIT, self.profile.max_limit)
         offset = self._integer(query, "offset", 0, minimum=0)
         order, sort = query.get("orderBy", "asc"), query.get("sort")
         if order not in ("asc", "desc"):
@@ -499,10 +551,7 @@ class ICEmulator(LoopbackService):
         page = records[offset:offset + limit]
         if fields:
             page = [{name: record[name] for name in fields if name in record} for record in page]
-        headers = {"Link": self._links(url, query, offset, limit, len(records))}
-        if self.send_total_count:
-            headers["X-Total-Count"] = str(len(records))
-        return {collection: page}, headers
+        return {collection: page}, self._list_headers(url, query, offset, limit, len(records))
 
     def _filtered(self, collection: str, version: str, records: Sequence[dict], query: dict[str, str]) -> Sequence[dict]:
         expression, sort = query.get("filter"), query.get("sort")
@@ -576,6 +625,45 @@ class ICEmulator(LoopbackService):
             links.append(link("next", offset + limit))
         links.append(link("last", last))
         return ", ".join(links)
+
+
+class OAuthError(OneRosterError):
+    """A token endpoint's refusal as RFC 6749 words it (``error`` / ``error_description``, 400)."""
+
+    def __init__(self, error: str, description: str, status: int = 400):
+        super().__init__(status, error, f"{error}: {description}")
+        self.error = error
+
+    def payload(self) -> dict:
+        return {"error": self.error, "error_description": self.description.removeprefix(f"{self.error}: ")}
+
+
+class _ChangeOrder(Sequence):
+    """A collection as a server ordering by change serves it: ``moved`` (edited while being paged)
+    after all the others."""
+
+    def __init__(self, records: Sequence[dict], moved: list[int]):
+        self._records = records
+        self._moved = moved
+        self._skipped = sorted(moved)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _index(self, position: int) -> int:
+        settled = len(self._records) - len(self._moved)
+        if position >= settled:
+            return self._moved[position - settled]
+        for moved in self._skipped:
+            if moved > position:
+                break
+            position += 1
+        return position
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._records[self._index(position)] for position in range(*index.indices(len(self)))]
+        return self._records[self._index(index)]
 
 
 def _encode(payload: Any) -> bytes:
