@@ -9,12 +9,16 @@ from dataclasses import replace
 
 import pytest
 
+from include.sandbox.ic_emulator import PROFILES, ROSTER_CORE_READONLY, ICEmulator
+from plugins.hooks.http_connection import ConnectionSettingsError
 from plugins.hooks.oneroster import (
     OneRosterCredentialsError,
     OneRosterHook,
+    OneRosterRequestError,
     OneRosterUnavailableError,
+    PagingTally,
 )
-from tests.support import CLIENT_SECRET, connection_uri_env
+from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
 
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
 
@@ -49,6 +53,113 @@ def test_follows_link_next_when_no_total_is_sent(ic_conn, ic, demo_district):
     expected = served_ids(demo_district, "users", hook.version)
     assert extracted_ids(hook, "users", page_size=9) == expected
     assert all("X-Total-Count" not in (request.response_headers or {}) for request in api_requests(ic))
+
+
+def test_a_server_that_caps_limit_silently_and_sends_no_total_is_read_to_the_end(ic_conn, ic, demo_district):
+    """Ed-Fi's OneRoster API caps a page at 500 and sends neither X-Total-Count nor Link: a short
+    page is not the last one."""
+    ic.profile = replace(PROFILES["capped-no-total"], max_limit=7)
+    hook = OneRosterHook(ic_conn, **FAST)
+    tally = PagingTally()
+    ids = [record["sourcedId"] for page in hook.iter_pages("users", page_size=50, tally=tally) for record in page]
+    assert ids == served_ids(demo_district, "users", hook.version)
+    assert tally.server_total is None and tally.served == len(ids)
+    offsets = [int(request.query["offset"]) for request in api_requests(ic)]
+    assert offsets == [*range(0, len(ids), 7), len(ids)], "each next offset is what was served, to an empty page"
+
+
+def test_a_server_serving_fewer_than_asked_with_a_total_is_read_to_the_end(ic_conn, ic, demo_district):
+    ic.profile = replace(PROFILES["ic"], max_limit=7)
+    hook = OneRosterHook(ic_conn, max_concurrency=3, **FAST)
+    assert extracted_ids(hook, "enrollments", page_size=50) == served_ids(demo_district, "enrollments", hook.version)
+
+
+def test_a_next_link_that_would_skip_records_is_not_followed(ic_conn, ic, monkeypatch, demo_district):
+    """A server that caps pages but builds its links from the limit asked would skip the rest."""
+    ic.profile = replace(PROFILES["ic"], total_count=False, max_limit=7)
+    monkeypatch.setattr(ic, "_links", lambda url, query, offset, limit, total: (
+        f'<{url}?limit=50&offset={offset + 50}>; rel="next"' if offset + 50 < total else ""))
+    hook = OneRosterHook(ic_conn, **FAST)
+    assert extracted_ids(hook, "users", page_size=50) == served_ids(demo_district, "users", hook.version)
+
+
+def test_a_next_link_to_another_host_is_refused_before_the_token_goes_there(ic_conn, ic, monkeypatch):
+    ic.profile = replace(PROFILES["ic"], total_count=False)
+    monkeypatch.setattr(ic, "_links", lambda url, query, offset, limit, total: (
+        f'<http://127.0.0.2:9/elsewhere?offset={offset + limit}>; rel="next"'))
+    hook = OneRosterHook(ic_conn, **FAST)
+    with pytest.raises(OneRosterRequestError, match="next-page link leaves"):
+        extracted_ids(hook, "users", page_size=5)
+    assert len(api_requests(ic)) == 1
+
+
+def test_a_server_that_ignores_offset_fails_instead_of_looping(ic_conn, ic, monkeypatch):
+    ic.profile = PROFILES["capped-no-total"]
+    rostering = ic.rostering
+    monkeypatch.setattr(ic, "rostering", lambda version, collection, sourced_id, query, url: rostering(
+        version, collection, sourced_id, {key: value for key, value in query.items() if key != "offset"}, url))
+    hook = OneRosterHook(ic_conn, **FAST)
+    with pytest.raises(OneRosterRequestError, match="does not honour offset"):
+        extracted_ids(hook, "users", page_size=5)
+    assert len(api_requests(ic)) == 3
+
+
+def test_a_token_is_renewed_before_it_expires_not_after_a_refusal(demo_district):
+    with ICEmulator(demo_district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo",
+                    token_ttl=2) as ic, pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in connection_uri_env("ic_short_tokens", ic, "1.2").items():
+            monkeypatch.setenv(key, value)
+        ic.latency = 0.25
+        hook = OneRosterHook("ic_short_tokens", **FAST)
+        started = time.monotonic()
+        ids = extracted_ids(hook, "users", page_size=6)
+        assert time.monotonic() - started > 2.2, "the extract outlived the first token"
+        assert ids == served_ids(demo_district, "users", "1.2")
+        assert ic.token_requests >= 2
+        assert 401 not in [request.status for request in api_requests(ic)], "a token was used after it expired"
+
+
+def test_a_429_pauses_every_request_in_flight_not_only_the_one_that_got_it(ic_conn, ic, demo_district):
+    ic.latency = 0.05
+    hook = OneRosterHook(ic_conn, max_concurrency=3, **FAST)
+    ic.inject("429", after=3, retry_after=1)
+    assert extracted_ids(hook, "enrollments", page_size=5) == served_ids(demo_district, "enrollments", hook.version)
+    refused = next(request for request in api_requests(ic) if request.status == 429)
+    during = [request for request in api_requests(ic)
+              if refused.ended + 0.1 < request.started < refused.ended + 0.9]
+    assert during == [], "another thread went on asking during the Retry-After"
+    assert any(request.started >= refused.ended + 0.9 for request in api_requests(ic))
+
+
+def test_the_scope_extra_is_sent_to_a_token_endpoint_that_requires_it(ic, monkeypatch, demo_district):
+    ic.profile = PROFILES["scope-required"]
+    for key, value in connection_uri_env("ic_scoped", ic, "1.2", scope=ROSTER_CORE_READONLY).items():
+        monkeypatch.setenv(key, value)
+    hook = OneRosterHook("ic_scoped", **FAST)
+    assert extracted_ids(hook, "orgs") == served_ids(demo_district, "orgs", "1.2")
+
+
+def test_a_token_request_refused_as_400_names_the_field_to_check_not_expired_credentials(ic_conn, ic):
+    ic.profile = PROFILES["scope-required"]
+    hook = OneRosterHook(ic_conn, **FAST)
+    with pytest.raises(ConnectionSettingsError) as raised:
+        extracted_ids(hook, "orgs")
+    message = str(raised.value)
+    assert "invalid_scope" in message and "'scope'" in message and ic_conn in message
+    assert "expired" not in message.replace("not expired", "")
+    assert ic.token_requests == 1, "a set-up problem is not retried"
+
+
+def test_an_unknown_extra_is_refused_before_anything_is_sent(ic, monkeypatch):
+    """HttpHook would send it to IC as a header on every call."""
+    for key, value in connection_uri_env("ic_typo", ic, "1.2", vendor_secrett="vendor-secret-value").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConnectionSettingsError) as raised:
+        extracted_ids(OneRosterHook("ic_typo", **FAST), "orgs")
+    message = str(raised.value)
+    assert "ic_typo" in message and "vendor_secrett" in message and "scope" in message
+    assert "vendor-secret-value" not in message
+    assert ic.token_requests == 0 and ic.requests == []
 
 
 def test_a_token_expiring_mid_collection_is_renewed_once(ic_conn, ic, demo_district):

@@ -10,7 +10,9 @@ import pytest
 import structlog
 
 from include.lms.target import Building, Course, Enrollment, GradingPeriod, GuardianLink, Section, User
+from include.sandbox import lms_emulator
 from include.sandbox.lms_emulator import SchoologyEmulator
+from plugins.hooks.http_connection import ConnectionSettingsError
 from plugins.hooks.schoology import (
     SchoologyCredentialsError,
     SchoologyHook,
@@ -271,7 +273,7 @@ def test_a_connection_without_school_id_is_a_clear_error(lms, monkeypatch):
 
 
 def test_the_secret_travels_only_in_the_oauth_header(lms, monkeypatch):
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, timeout=30))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, read_timeout=30))
     hook = SchoologyHook(CONN, **FAST)
     hook.catalog("role")
     hook.catalog("role")
@@ -282,6 +284,27 @@ def test_the_secret_travels_only_in_the_oauth_header(lms, monkeypatch):
     oauth = [h["Authorization"] for h in headers]
     assert all('oauth_signature_method="PLAINTEXT"' in value and 'oauth_token=""' in value for value in oauth)
     assert len({value for value in oauth}) == 2, "a fresh nonce on every call"
+
+
+def test_an_unknown_extra_is_refused_before_any_call_naming_the_connection_and_the_allowed_ones(lms, monkeypatch):
+    """HttpHook would send it to Schoology as a header on every call."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, consumer_secret_copy=SECRET))
+    with pytest.raises(ConnectionSettingsError) as raised:
+        SchoologyHook(CONN, **FAST).catalog("role")
+    message = str(raised.value)
+    assert CONN in message and "consumer_secret_copy" in message and "school_id" in message
+    assert SECRET not in message
+    assert lms.requests == [], "nothing was sent"
+
+
+def test_a_next_page_link_to_another_host_is_refused(hook, lms, school, monkeypatch):
+    """A signed call carries the consumer key; a next link elsewhere must not be followed."""
+    monkeypatch.setattr(lms_emulator, "MAX_PAGE", 1)  # the school's two grading periods take two pages
+    assert len(hook.catalog("grading_period")) == 2
+    lms.link_origin = "http://127.0.0.2:9"
+    with pytest.raises(SchoologyRequestError, match="next-page link leaves"):
+        hook.catalog("grading_period")
+    assert all(request.path.startswith("/v1/") for request in lms.requests)
 
 
 def test_per_item_failures_are_results_not_exceptions(hook, lms, school):

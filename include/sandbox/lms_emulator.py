@@ -175,6 +175,7 @@ class SchoologyEmulator(LoopbackService):
         self.school_id = school_id
         self.rate_limit = rate_limit
         self.retry_after = retry_after
+        self.link_origin: str | None = None  # scheme://host:port that links.next names (None: this server)
         self._consumer_secret = consumer_secret
         self._port = port
         self._lock = threading.Lock()
@@ -839,7 +840,7 @@ class _Handler(LoopbackHandler):
                 raise SchoologyError(429, "Too many requests", {"Retry-After": f"{fault.retry_after:g}"})
             if fault and fault.kind in ("500", "503"):
                 raise SchoologyError(int(fault.kind), "the service is temporarily unavailable")
-            url = f"{emulator.base_url}{path}"
+            url = f"{emulator.link_origin or emulator.base_url}{path}"
             try:
                 status, payload = emulator.handle(method, path, query, body, url)
             except json.JSONDecodeError:

@@ -7,19 +7,20 @@ the end, retries, and IC's concurrency rules. It is built on the http provider's
 - host (with scheme and port): the district's Campus server, e.g. ``https://acme.infinitecampus.org``
 - login / password: the OneRoster client key and secret from IC's OneRoster tool
 - extras: ``app_name`` (required), ``oneroster_version`` ("1.1" or "1.2", default "1.2"),
-  ``token_url`` (default ``{host}/campus/oauth2/token?appName={app_name}``), ``read_timeout``
-  (seconds to wait for an answer before retrying, default 300), and for the gradebook
-  ``vendor_key`` / ``vendor_secret``.
+  ``token_url`` (default ``{host}/campus/oauth2/token?appName={app_name}``), ``scope`` (the
+  OAuth scopes to ask the token endpoint for, space-separated, for a server that requires them;
+  IC does not), ``read_timeout`` (seconds to wait for an answer before retrying, default 300),
+  and for the gradebook ``vendor_key`` / ``vendor_secret``; any other extra is refused.
 
 ``HttpHook`` would send every unknown extra as an HTTP header and the login/password as
-Basic auth on every request; this hook strips its own extras and authenticates API
-calls with the bearer token only, so no secret leaves except to the token endpoint.
+Basic auth on every request; this hook reads its own extras and authenticates API calls with
+the bearer token only, so no secret leaves except to the token endpoint, and the bearer token
+goes only to the connection's own scheme, host and port (a next-page link elsewhere is refused).
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import hashlib
 import threading
 import time
 from collections import deque
@@ -29,20 +30,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
-from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import InfiniteCampus
 from include.oneroster.columnar import BodyError, NormalisedPage, normalise_body, raw_records
 from include.oneroster.models import COLLECTIONS, OneRosterVersion
+from plugins.hooks.http_connection import ConnectionSettingsError, OwnExtrasHttpHook, same_origin
 from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
 
-OWN_EXTRAS = frozenset(
-    {"app_name", "oneroster_version", "token_url", "read_timeout", "vendor_key", "vendor_secret"}
-)
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
 
@@ -57,6 +55,20 @@ class GradebookAnswer:
     sourced_id: str
     status: str
     message: str
+
+
+@dataclass
+class PagingTally:
+    """What one read of a collection was told and given: the server's total (None when it sends
+    none), the records served and the pages they came in."""
+
+    server_total: int | None = None
+    served: int = 0
+    pages: int = 0
+
+    def add(self, page: Sized) -> None:
+        self.served += len(page)
+        self.pages += 1
 
 
 class OneRosterCredentialsError(AirflowFailException):
@@ -78,6 +90,34 @@ def _credentials_refused(conn_id: str, detail: str) -> OneRosterCredentialsError
         "(OneRoster / Grading Services connection in the Digital Learning Applications "
         "Configuration tool) and update the Airflow connection's login and password."
     )
+
+
+# What each OAuth 2 error code (RFC 6749 §5.2) from the token endpoint asks the district to check.
+TOKEN_REQUEST_ADVICE = {
+    "invalid_scope": "the connection's extra 'scope' (the scopes this server grants the client)",
+    "invalid_request": "the connection's extras 'token_url' and 'scope', and its host",
+    "unsupported_grant_type": "the connection's extra 'token_url' (this endpoint does not take client credentials)",
+    "unauthorized_client": "the client's set-up on the server: it is not allowed the client-credentials grant",
+}
+
+
+def _token_refusal(conn_id: str, response: requests.Response) -> AirflowFailException:
+    """The token endpoint's refusal as what to do: refused credentials (``invalid_client``, 401)
+    are to be renewed; any other OAuth error names the connection field to check."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    error = str(payload.get("error") or "") if isinstance(payload, dict) else ""
+    said = _ims_description(response)
+    if error in TOKEN_REQUEST_ADVICE or (response.status_code == 400 and error and error != "invalid_client"):
+        advice = TOKEN_REQUEST_ADVICE.get(error, "the connection's extras 'token_url' and 'scope'")
+        return ConnectionSettingsError(
+            f"The OneRoster token endpoint of connection '{conn_id}' refused the token request "
+            f"({response.status_code} {error}: {said}). This is a set-up problem, not expired credentials: "
+            f"check {advice}."
+        )
+    return _credentials_refused(conn_id, f"token endpoint answered {response.status_code}: {said}")
 
 
 def _ims_description(response: requests.Response) -> str:
@@ -116,7 +156,7 @@ class _Prefetch:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class OneRosterHook(HttpHook):
+class OneRosterHook(OwnExtrasHttpHook):
     """Reads OneRoster rostering collections from Infinite Campus, page by page.
 
     At most ``max_concurrency`` requests are in flight, and with ``requests_per_second``
@@ -128,6 +168,9 @@ class OneRosterHook(HttpHook):
     default_conn_name = "oneroster_default"
     conn_type = "http"
     hook_name = "Infinite Campus OneRoster"
+    OWN_EXTRAS = frozenset(
+        {"app_name", "oneroster_version", "token_url", "scope", "read_timeout", "vendor_key", "vendor_secret"}
+    )
 
     def __init__(
         self,
@@ -187,19 +230,19 @@ class OneRosterHook(HttpHook):
     def _settings(self) -> dict[str, Any]:
         connection = self.get_connection(self.oneroster_conn_id)
         self._set_base_url(connection)
-        extras = connection.extra_dejson
+        extras = self.checked_extras(connection)
         version = str(extras.get("oneroster_version", "1.2"))
         if version not in ("1.1", "1.2"):
-            raise OneRosterRequestError(
+            raise ConnectionSettingsError(
                 f"Connection '{self.oneroster_conn_id}': extra oneroster_version must be '1.1' or '1.2', got {version!r}"
             )
         app_name = extras.get("app_name")
         if not app_name:
-            raise OneRosterRequestError(
+            raise ConnectionSettingsError(
                 f"Connection '{self.oneroster_conn_id}': extra app_name (IC's OneRoster application name) is required"
             )
         if not connection.login or not connection.password:
-            raise OneRosterRequestError(
+            raise ConnectionSettingsError(
                 f"Connection '{self.oneroster_conn_id}': login (client key) and password (client secret) are required"
             )
         if extras.get("read_timeout"):
@@ -212,6 +255,7 @@ class OneRosterHook(HttpHook):
             "version": version,
             "rostering_url": f"{api}/rostering/v1p2" if version == "1.2" else f"{api}/v1p1",
             "token_url": extras.get("token_url") or f"{campus}/oauth2/token?appName={app_name}",
+            "scope": str(extras.get("scope") or "").strip(),
             "client_id": connection.login,
             "client_secret": connection.password,
         }
@@ -227,14 +271,6 @@ class OneRosterHook(HttpHook):
     def _extract_auth(self, connection) -> None:
         """API calls carry the bearer token, never the client key/secret."""
         return None
-
-    def _configure_session_from_extra(self, session, connection, extra_options):
-        """Keep HttpHook's handling of its own extras but never turn ours into headers."""
-        stripped = copy.copy(connection)
-        stripped.extra = json.dumps(
-            {key: value for key, value in connection.extra_dejson.items() if key not in OWN_EXTRAS}
-        )
-        return super()._configure_session_from_extra(session, stripped, extra_options)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -257,21 +293,22 @@ class OneRosterHook(HttpHook):
 
     def _request_token(self) -> tuple[str, float]:
         settings = self._settings
+        form = {"grant_type": "client_credentials"}
+        if settings["scope"]:
+            form["scope"] = settings["scope"]
 
         def attempt() -> tuple[str, float]:
             try:
                 response = self._session().post(
                     settings["token_url"],
-                    data={"grant_type": "client_credentials"},
+                    data=form,
                     auth=(settings["client_id"], settings["client_secret"]),
                     timeout=self.timeout,
                 )
             except DROPPED as error:
                 raise Transient(f"token endpoint unreachable: {type(error).__name__}") from None
             if response.status_code in (400, 401, 403):
-                raise _credentials_refused(
-                    self.oneroster_conn_id, f"token endpoint answered {response.status_code}: {_ims_description(response)}"
-                )
+                raise _token_refusal(self.oneroster_conn_id, response)
             self._raise_for_transient(response, "token endpoint")
             if response.status_code != 200:
                 raise OneRosterRequestError(
@@ -394,12 +431,17 @@ class OneRosterHook(HttpHook):
         sort: str | None = None,
         order_by: str | None = None,
         parse: Callable[[bytes], Sized] | None = None,
+        tally: PagingTally | None = None,
     ) -> Iterator[Any]:
         """Yield a collection page by page, in order, to the last page.
 
-        Once the first page tells the total (X-Total-Count), the remaining offsets are
-        fetched ``max_concurrency`` at a time; without a total the ``Link: rel="next"``
-        header is followed, and failing that, pages are read until one comes back short.
+        A server may serve fewer records than ``limit`` asks (a silent cap), so the next offset
+        is always what was served so far, never ``page_size`` more. Once the first page tells the
+        total (X-Total-Count), the remaining offsets are fetched ``max_concurrency`` at a time;
+        without a total, ``Link: rel="next"`` is followed where the server sends Link headers (and
+        the link names the next unread record, on this connection's own host), and otherwise pages
+        are read until one comes back empty: a short page alone never ends a collection.
+        ``tally`` (if given) ends up holding the server's total and what was served.
         Each page is ``parse(body)`` (by default its list of raw records), parsed in the
         fetching thread, so parsing overlaps the transfer of the pages still in flight.
         Memory holds at most 2 × ``max_concurrency`` + 1 pages.
@@ -408,6 +450,7 @@ class OneRosterHook(HttpHook):
             raise ValueError(f"unknown OneRoster collection {collection!r}")
         url = f"{self.rostering_url}/{collection}"
         parse = parse or (lambda body: raw_records(collection, body))
+        tally = tally if tally is not None else PagingTally()
         base: dict[str, Any] = {"limit": page_size}
         for key, value in (("filter", filter), ("sort", sort), ("orderBy", order_by)):
             if value:
@@ -417,48 +460,71 @@ class OneRosterHook(HttpHook):
             return self.get_page(url, {**base, "offset": offset}, parse)
 
         page, headers = fetch(0)
-        served = len(page)
         total_header = headers.get("X-Total-Count", "")
-        if not total_header.isdigit():
-            yield page
-        else:
-            total = int(total_header)
-            # A server that caps the page below what was asked must not make us skip records.
+        if total_header.isdigit():
+            tally.server_total = total = int(total_header)
+            served = len(page)
             step = served if 0 < served < min(page_size, total) else page_size
             rest = _Prefetch(fetch, range(step, total, step), self.max_concurrency)
             try:
+                tally.add(page)
                 yield page  # the next pages are already on their way while this one is written
                 for page in rest:
-                    served += len(page)
+                    tally.add(page)
                     yield page
             finally:
                 rest.close()
-            if served != total:
-                self.log.warning(
-                    "%s: IC reported %d records but served %d (records changed during the extract?)",
-                    collection, total, served,
-                )
+            if tally.served != total:
+                self.log.warning("%s: the server reported %d records but served %d", collection, total, tally.served)
             return
-        offset = 0
-        while (next_url := self._next_link(headers)) or len(page) == page_size:
-            if next_url:
-                page, headers = self.get_page(next_url, {}, parse)
-            else:
-                offset += page_size
-                page, headers = fetch(offset)
-            if not len(page):
-                return
+        yield from self._pages_without_total(url, base, parse, page, headers, tally)
+
+    def _pages_without_total(self, url: str, base: dict[str, Any], parse: Callable[[bytes], Sized], page: Sized,
+                             headers, tally: PagingTally) -> Iterator[Any]:
+        """The pages after the first of a server that sends no total: by its next links, or by
+        offset (what was served so far) until an empty page. A server that answers every offset
+        with the same page (it ignores ``offset``) fails the task rather than loop."""
+
+        def parse_and_digest(body: bytes) -> tuple[Sized, bytes]:
+            return parse(body), hashlib.blake2b(body, digest_size=16).digest()
+
+        linked, last_digest = bool(headers.get("Link")), None  # links are followed while they add up
+        while len(page):
+            tally.add(page)
             yield page
+            next_url = self._next_link(headers) if linked else None
+            if linked and next_url is None:
+                return  # the server's links say this was the last page
+            if next_url is not None and self._link_offset(next_url) not in (None, tally.served):
+                linked = next_url = None  # its links skip or repeat records: page by offset from here on
+            if next_url is not None:
+                if not same_origin(next_url, url):
+                    raise OneRosterRequestError(
+                        f"Connection '{self.oneroster_conn_id}': the server's next-page link leaves "
+                        f"{self.base_url} (for {next_url.split('?')[0]}); the bearer token goes to the "
+                        "connection's own scheme, host and port only"
+                    )
+                (page, digest), headers = self.get_page(next_url, {}, parse_and_digest)
+            else:  # no link, or one that would skip or repeat records: page by what was served
+                (page, digest), headers = self.get_page(url, {**base, "offset": tally.served}, parse_and_digest)
+            if digest == last_digest and len(page):
+                raise OneRosterRequestError(
+                    f"GET {url}: offset {tally.served} was answered with the same page as the offset before: "
+                    "the server does not honour offset, so the collection cannot be read to its end"
+                )
+            last_digest = digest
 
     @staticmethod
     def _next_link(headers: requests.structures.CaseInsensitiveDict) -> str | None:
-        link = headers.get("Link")
-        if not link:
-            return None
-        for part in requests.utils.parse_header_links(link):
+        for part in requests.utils.parse_header_links(headers.get("Link") or ""):
             if part.get("rel") == "next" and part.get("url"):
                 return part["url"]
         return None
+
+    @staticmethod
+    def _link_offset(link: str) -> int | None:
+        values = parse_qs(urlsplit(link).query).get("offset")
+        return int(values[0]) if values and values[0].isdigit() else None
 
     def iter_entities(self, collection: str, **paging: Any) -> Iterator[NormalisedPage]:
         """Pages as normalised tables (one shape for 1.1 and 1.2) with the records that did not fit."""

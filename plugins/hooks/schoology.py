@@ -12,8 +12,8 @@ provider's ``HttpHook`` (session, TLS, proxies) and one Airflow connection:
 Every call carries a two-legged OAuth 1.0a ``Authorization`` header with the PLAINTEXT
 signature (Schoology's documented fallback over HTTPS): the consumer key, an empty
 token, a fresh nonce and timestamp. The secret travels only in that header; the hook
-strips its own extras so ``HttpHook`` never turns them into headers, and sends no Basic
-auth.
+refuses extras it does not read (so none becomes a header), sends no Basic auth, and follows
+``links.next`` only on the connection's own scheme, host and port.
 
 Objects go in bulk calls of at most 50 and Schoology answers 207 Multi-Status with one
 entry per object; each entry becomes an :class:`ItemResult`, in the order given. Sending
@@ -35,8 +35,6 @@ task at once. Log lines carry counts, never names or ids of people.
 
 from __future__ import annotations
 
-import copy
-import json
 import threading
 import time
 import uuid
@@ -49,7 +47,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
@@ -67,12 +64,12 @@ from include.lms.target import (
     Section,
     User,
 )
+from plugins.hooks.http_connection import OwnExtrasHttpHook, same_origin
 from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
 
 BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
 LIST_PAGE = 200  # records asked for per page of a list (Schoology's default is 20; a server that
 # pages smaller still links the next page, which is followed)
-OWN_EXTRAS = frozenset({"school_id", "read_timeout"})
 ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
 
 
@@ -108,13 +105,14 @@ def _entry_id(entry: dict) -> str | None:
     return str(location).rstrip("/").rsplit("/", 1)[-1] if location else None
 
 
-class SchoologyHook(HttpHook):
+class SchoologyHook(OwnExtrasHttpHook):
     """Provisions buildings, grading periods, users, courses, sections, enrollments and parent links."""
 
     conn_name_attr = "schoology_conn_id"
     default_conn_name = "schoology_default"
     conn_type = "http"
     hook_name = "Schoology"
+    OWN_EXTRAS = frozenset({"school_id", "read_timeout"})
 
     def __init__(
         self,
@@ -162,7 +160,8 @@ class SchoologyHook(HttpHook):
     def _settings(self) -> dict[str, str]:
         connection = self.get_connection(self.schoology_conn_id)
         self._set_base_url(connection)
-        school_id = str(connection.extra_dejson.get("school_id") or "")
+        extras = self.checked_extras(connection)
+        school_id = str(extras.get("school_id") or "")
         if not school_id:
             raise SchoologyRequestError(
                 f"Connection '{self.schoology_conn_id}': extra school_id (the Schoology school whose buildings "
@@ -173,8 +172,8 @@ class SchoologyHook(HttpHook):
                 f"Connection '{self.schoology_conn_id}': login (consumer key) and password (consumer secret) "
                 "are required"
             )
-        if connection.extra_dejson.get("read_timeout"):
-            self.timeout = (self.timeout[0], float(connection.extra_dejson["read_timeout"]))
+        if extras.get("read_timeout"):
+            self.timeout = (self.timeout[0], float(extras["read_timeout"]))
         api = self.base_url.rstrip("/")
         return {
             "api_url": api if api.endswith("/v1") else f"{api}/v1",
@@ -193,14 +192,6 @@ class SchoologyHook(HttpHook):
 
     def _extract_auth(self, connection) -> None:
         """Calls carry the OAuth header, never Basic auth with the key/secret."""
-
-    def _configure_session_from_extra(self, session, connection, extra_options):
-        """Keep HttpHook's handling of its own extras but never turn ours into headers."""
-        stripped = copy.copy(connection)
-        stripped.extra = json.dumps(
-            {key: value for key, value in connection.extra_dejson.items() if key not in OWN_EXTRAS}
-        )
-        return super()._configure_session_from_extra(session, stripped, extra_options)
 
     @cached_property
     def _session(self) -> requests.Session:
@@ -277,6 +268,11 @@ class SchoologyHook(HttpHook):
             payload = self._expect(self._send("GET", url, params=params), 200).json()
             records.extend(payload.get(key) or [])
             url, params = (payload.get("links") or {}).get("next"), None
+            if url and not same_origin(url, self.api_url):
+                raise SchoologyRequestError(
+                    f"Connection '{self.schoology_conn_id}': Schoology's next-page link leaves {self.api_url} "
+                    f"(for {url.split('?')[0]}); signed calls go to the connection's own scheme, host and port only"
+                )
         return records
 
     def _list(self, path: str, key: str, params: dict | None = None) -> list[dict]:
