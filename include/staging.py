@@ -45,6 +45,10 @@ class Manifest(BaseModel):
     quarantine_uri: str | None = None
     extract_mode: Literal["full", "delta"] | None = None
     fetched_count: int | None = Field(default=None, ge=0)
+    served_count: int | None = Field(default=None, ge=0)  # served by the read kept, staged or quarantined
+    server_total: int | None = Field(default=None, ge=0)  # what the server said it had (None: it did not say)
+    duplicate_count: int = Field(default=0, ge=0)  # served twice in the read kept; the newest was staged
+    reads: int = Field(default=1, ge=1)  # reads made: one that changed while it was paged is read again
     request_count: int | None = Field(default=None, ge=0)
     response_bytes: int | None = Field(default=None, ge=0)
     schema_version: str

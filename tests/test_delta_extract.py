@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from include.oneroster.models import SCHEMA_VERSION
-from include.oneroster.snapshot import ExtractMark, holds_already, merge_changes, plan_extract
+from include.oneroster.snapshot import ExtractMark, carried_quarantine, holds_already, merge_changes, plan_extract
 
 NOW = datetime(2026, 11, 20, 6, tzinfo=timezone.utc)
 MARK = ExtractMark(high_water=NOW - timedelta(days=1), full_at=NOW - timedelta(days=3),
@@ -44,15 +44,48 @@ def snapshot(table: pa.Table, row_group_size: int) -> pq.ParquetFile:
     return pq.ParquetFile(buffer)
 
 
+def stamped(ids: list[str], statuses: list[str], minutes: list[int]) -> pa.Table:
+    return pa.table({"sourced_id": ids, "status": statuses,
+                     "date_last_modified": pa.array([NOW + timedelta(minutes=m) for m in minutes], pa.timestamp("us", "UTC"))})
+
+
 def test_changes_replace_records_in_place_and_new_ones_follow():
-    base = pa.table({"sourced_id": [f"u{n}" for n in range(10)], "status": ["active"] * 10})
-    changes = pa.table({"sourced_id": ["u3", "u12", "u7", "u3"], "status": ["x", "new", "tobedeleted", "y"]})
+    base = stamped([f"u{n}" for n in range(10)], ["active"] * 10, [0] * 10)
+    changes = stamped(["u3", "u12", "u7", "u3", "u5", "u5"], ["x", "new", "tobedeleted", "y", "older", "newer"],
+                      [2, 1, 1, 2, 3, 4])
     written: list[pa.Table] = []
     assert merge_changes(snapshot(base, 4), changes, written.append) == 11
     merged = pa.concat_tables(written).to_pydict()
     assert merged["sourced_id"] == [f"u{n}" for n in range(10)] + ["u12"]
-    assert merged["status"][3] == "y", "a record served twice keeps its last version"
+    assert merged["status"][3] == "y", "a record served twice with one date keeps its last copy"
+    assert merged["status"][5] == "newer", "a record served twice keeps its newest version"
     assert merged["status"][7] == "tobedeleted" and merged["status"][10] == "new"
+
+
+def test_a_record_served_twice_keeps_its_newest_version_whichever_came_last():
+    base = stamped([f"u{n}" for n in range(4)], ["active"] * 4, [0] * 4)
+    changes = stamped(["u1", "u1"], ["newest", "stale copy served later"], [9, 5])
+    written: list[pa.Table] = []
+    merge_changes(snapshot(base, 4), changes, written.append)
+    assert pa.concat_tables(written).to_pydict()["status"] == ["active", "newest", "active", "active"]
+
+
+def test_records_quarantined_tonight_leave_the_snapshot():
+    base = stamped([f"u{n}" for n in range(6)], ["active"] * 6, [0] * 6)
+    written: list[pa.Table] = []
+    assert merge_changes(snapshot(base, 4), base.slice(0, 0), written.append, removed=pa.array(["u1", "u4"])) == 4
+    assert pa.concat_tables(written).to_pydict()["sourced_id"] == ["u0", "u2", "u3", "u5"]
+
+
+def test_a_delta_nights_quarantine_keeps_what_was_not_served_fixed():
+    schema = pa.schema([("collection", pa.string()), ("sourced_id", pa.string()), ("reason", pa.string())])
+    kept = pa.table({"collection": ["users"] * 3, "sourced_id": ["u1", "u2", None], "reason": ["a", "b", "c"]},
+                    schema=schema)
+    tonight = pa.table({"collection": ["users"], "sourced_id": ["u2"], "reason": ["b again"]}, schema=schema)
+    carried = carried_quarantine(kept, tonight, pa.chunked_array([["u1", "u7"]]))
+    assert sorted(zip(carried.column("sourced_id").to_pylist(), carried.column("reason").to_pylist()),
+                  key=str) == sorted([(None, "c"), ("u2", "b again")], key=str), \
+        "u1 was served fixed; u2 again, with tonight's reason; one without an id stays until a full night"
 
 
 def test_a_night_without_changes_writes_the_snapshot_as_it_was():

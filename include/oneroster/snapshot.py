@@ -7,6 +7,10 @@ clocks and in-flight edits) and merges them into the snapshot, so downstream tas
 see the whole collection. A record deleted outright in IC never shows in a delta, so a
 full extract is forced every ``full_extract_every_days``, by the ``full_run`` param, and
 whenever the schema or the OneRoster version changed.
+
+The quarantine is kept beside the snapshot too: a record IC served that could not be staged
+stays quarantined (and counted) on the delta nights after, until IC serves it fixed or a
+full extract no longer finds it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from include.oneroster.models import SCHEMA_VERSION
+from include.oneroster.reads import superseded
 
 TIMESTAMP = "%Y-%m-%dT%H:%M:%S.000Z"
 
@@ -97,9 +102,11 @@ def holds_already(snapshot: pq.ParquetFile, changes: pa.Table, high_water: datet
     return bool(pc.all(pc.equal(held.column("date_last_modified").filter(present), dates)).as_py())
 
 
-def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
+def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write, removed: pa.Array | None = None) -> int:
     """Write the snapshot with every changed record replaced in place by its new version and
-    the new records after it, so a night without changes writes the snapshot unchanged.
+    the new records after it, so a night without changes writes the snapshot unchanged; records
+    whose sourcedId is in ``removed`` (IC served them tonight in a shape that was quarantined)
+    are left out, as a full extract would leave them.
 
     Streams the snapshot one row group at a time through ``write``, the next one read while
     this one is written (decoding and encoding a million-student district's 8 M enrollments
@@ -116,6 +123,9 @@ def merge_changes(snapshot: pq.ParquetFile, changes: pa.Table, write) -> int:
     for group in _read_ahead(snapshot):
         in_group = found.slice(start, group.num_rows)
         start += group.num_rows
+        if removed is not None and len(removed):
+            kept = pc.invert(pc.is_in(group.column("sourced_id"), value_set=removed))
+            group, in_group = group.filter(kept), in_group.filter(kept)
         if in_group.null_count < len(in_group):
             hits = in_group.drop_null().to_numpy()
             placed[hits] = True
@@ -144,10 +154,18 @@ def _read_ahead(snapshot: pq.ParquetFile) -> Iterator[pa.Table]:
 
 
 def _latest_per_id(changes: pa.Table) -> pa.Table:
-    """A record served twice during one delta (it changed while paging) counts once: its last copy."""
+    """A record served twice during one delta (it changed while paging) counts once: its newest copy."""
     if not changes.num_rows:
         return changes
-    positions = pa.array(range(changes.num_rows), pa.int64())
-    last = (pa.table({"sourced_id": changes.column("sourced_id"), "position": positions})
-            .group_by("sourced_id").aggregate([("position", "max")]).column("position_max"))
-    return changes.take(np.sort(last.to_numpy()))
+    dropped = superseded(changes.column("sourced_id"), changes.column("date_last_modified"))
+    return changes.filter(pa.array(~dropped)) if dropped.any() else changes
+
+
+def carried_quarantine(previous: pa.Table | None, tonight: pa.Table, fetched_ids: pa.ChunkedArray) -> pa.Table:
+    """A delta night's quarantine: the one kept from the nights before, less the records IC
+    served tonight (staged fixed, or quarantined again with tonight's reason), plus tonight's."""
+    if previous is None or not previous.num_rows:
+        return tonight
+    served = pa.chunked_array([fetched_ids, tonight.column("sourced_id")], pa.string()).combine_chunks()
+    again = pc.fill_null(pc.is_in(previous.column("sourced_id"), value_set=served), False)
+    return pa.concat_tables([previous.filter(pc.invert(again)), tonight.cast(previous.schema)])

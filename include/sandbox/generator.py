@@ -240,8 +240,11 @@ class SyntheticDistrict:
         """Edit ``count`` records (spread evenly) at ``at``, see :func:`_edit`; return their 1.2 sourcedIds."""
         total = self.expected_counts()[collection]
         count = min(count, total)
+        return self.edit(collection, sorted({i * total // count for i in range(count)}) if count else [], at)
+
+    def edit(self, collection: str, indexes: list[int], at: datetime) -> list[str]:
+        """Edit the records at ``indexes`` at ``at``, see :func:`_edit`; return their 1.2 sourcedIds."""
         stamp = at.astimezone(timezone.utc).strftime(TIMESTAMP)
-        indexes = sorted({i * total // count for i in range(count)}) if count else []
         for index in indexes:
             self._modified[collection][index] = stamp
         self.revision += 1

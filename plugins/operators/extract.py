@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
-from include.oneroster.snapshot import ExtractMark, holds_already, merge_changes, plan_extract
+from include.oneroster.reads import READS_PER_EXTRACT, check_read, superseded
+from include.oneroster.snapshot import ExtractMark, carried_quarantine, holds_already, merge_changes, plan_extract
 from include.staging import (
     Manifest,
     StagedCopy,
@@ -24,7 +26,7 @@ from include.staging import (
     state_path,
     utc_now,
 )
-from plugins.hooks.oneroster import district_ic
+from plugins.hooks.oneroster import PagingTally, district_ic
 
 LOGGED_REJECTIONS = 5
 
@@ -87,6 +89,7 @@ class OneRosterExtractOperator(BaseOperator):
         quarantine = staging_path(self.staging_root, self.district, run_id, f"{self.collection}.quarantine")
         snapshot = state_path(self.staging_root, self.district, active_year, f"extract/{self.collection}")
         mark_path = snapshot.parent / f"{self.collection}.mark.json"
+        kept_quarantine = snapshot.parent / f"{self.collection}.quarantine.parquet"
         mark = (ExtractMark.model_validate_json(mark_path.read_text())
                 if mark_path.exists() and snapshot.exists() else None)
         started = datetime.now(timezone.utc)
@@ -98,37 +101,57 @@ class OneRosterExtractOperator(BaseOperator):
         self.log.info("District %s: %s extract of %s (%s)", self.district, plan.mode, self.collection, plan.reason)
         fetched = target if plan.mode == "full" else staging_path(
             self.staging_root, self.district, run_id, f"{self.collection}.changes")
-        first_rejections: list[Rejection] = []
-        high_water = mark.high_water if mark and plan.mode == "delta" else None
-        with (
-            StagedParquetWriter(fetched, arrow_schema(self.collection)) as rows_out,
-            StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out,
-        ):
-            for page in hook.iter_entities(
-                self.collection, page_size=ic.page_size, filter=self.filter or plan.filter
+        for read in range(1, READS_PER_EXTRACT + 1):
+            tally = PagingTally()
+            first_rejections: list[Rejection] = []
+            high_water = mark.high_water if mark and plan.mode == "delta" else None
+            with (
+                StagedParquetWriter(fetched, arrow_schema(self.collection)) as rows_out,
+                StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out,
             ):
-                rows_out.write_table(page.table)
-                rejected_out.write_rows([rejection.model_dump() for rejection in page.rejections])
-                first_rejections.extend(page.rejections[: LOGGED_REJECTIONS - len(first_rejections)])
-                newest = pc.max(page.table.column("date_last_modified")).as_py()
-                high_water = max(filter(None, (high_water, newest)), default=None)
-        changed = rows_out.row_count
+                for page in hook.iter_entities(
+                    self.collection, page_size=ic.page_size, filter=self.filter or plan.filter, tally=tally
+                ):
+                    rows_out.write_table(page.table)
+                    rejected_out.write_rows([rejection.model_dump() for rejection in page.rejections])
+                    first_rejections.extend(page.rejections[: LOGGED_REJECTIONS - len(first_rejections)])
+                    newest = pc.max(page.table.column("date_last_modified")).as_py()
+                    high_water = max(filter(None, (high_water, newest)), default=None)
+            check = check_read(_column(fetched, "sourced_id"), tally.served, tally.server_total)
+            if check.settled or read == READS_PER_EXTRACT:
+                break
+            self.log.warning("District %s: %s changed while it was read (%s); reading it again (%d of %d reads)",
+                             self.district, self.collection, check.describe(), read + 1, READS_PER_EXTRACT)
+        if not check.settled:
+            self.log.warning(
+                "District %s: %s still changed while it was read after %d reads (%s); each record is staged "
+                "once (its newest version) and the sync report shows what did not add up",
+                self.district, self.collection, READS_PER_EXTRACT, check.describe())
+        changed = rows_out.row_count - check.duplicates
         staged: StagedParquetWriter | StagedCopy = rows_out
         held = False
+        if plan.mode == "full" and check.duplicates:
+            staged = _stage_newest_once(fetched, self.collection)
+        rejected_ids = _column(quarantine, "sourced_id").drop_null()
         if plan.mode == "delta":
             with snapshot.open("rb") as previous, fetched.open("rb") as fetched_file:
                 base, changes = pq.ParquetFile(previous), pq.read_table(fetched_file)
-                held = holds_already(base, changes, mark.high_water)
+                held = not len(rejected_ids) and holds_already(base, changes, mark.high_water)
                 if not held:
                     with StagedParquetWriter(target, arrow_schema(self.collection)) as staged:
-                        merge_changes(base, changes, staged.write_table)
+                        merge_changes(base, changes, staged.write_table, removed=rejected_ids.combine_chunks())
             if held:  # a quiet night: the snapshot is tonight's extract, copied, not decoded and written
                 staged = stage_copy(snapshot, target)
+            kept = carried_quarantine(_table(kept_quarantine) if kept_quarantine.exists() else None,
+                                      _table(quarantine), changes.column("sourced_id"))
+            with StagedParquetWriter(quarantine, model_arrow_schema(Rejection)) as rejected_out:
+                rejected_out.write_table(kept)
             fetched.unlink()
         if self.collection == "academicSessions":
             self._check_school_year(active_year, set(read_frame(target, columns=["school_year"])["school_year"]))
         if not held:  # the extract becomes the next delta's base
             copy_atomically(target, snapshot)
+        copy_atomically(quarantine, kept_quarantine)
         mark_path.write_text(ExtractMark(
             high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
             schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
@@ -143,6 +166,10 @@ class OneRosterExtractOperator(BaseOperator):
             quarantine_uri=str(quarantine),
             extract_mode=plan.mode,
             fetched_count=changed,
+            served_count=check.served,
+            server_total=check.server_total,
+            duplicate_count=check.duplicates,
+            reads=read,
             request_count=hook.request_count,
             response_bytes=hook.bytes_received,
             schema_version=SCHEMA_VERSION,
@@ -154,7 +181,7 @@ class OneRosterExtractOperator(BaseOperator):
         )
         self.log.info(
             "District %s: extracted %d %s (%s: %d fetched; OneRoster %s, school year %d) in %d requests "
-            "(%d retries, concurrency %d); %d quarantined; staged at %s",
+            "(%d retries, concurrency %d, %d read(s)); %d quarantined; %d served twice; staged at %s",
             self.district,
             manifest.row_count,
             self.collection,
@@ -165,7 +192,9 @@ class OneRosterExtractOperator(BaseOperator):
             hook.request_count,
             hook.retry_count,
             hook.max_concurrency,
+            read,
             manifest.quarantined_count,
+            manifest.duplicate_count,
             manifest.uri,
         )
         for rejection in first_rejections:
@@ -180,3 +209,33 @@ class OneRosterExtractOperator(BaseOperator):
                 "active school year through OneRoster; to sync another year, point the run at an IC (or IC "
                 "configuration) serving that year, or set the active_year param to the year IC serves."
             )
+
+
+def _table(path: ObjectStoragePath, columns: list[str] | None = None) -> pa.Table:
+    """A staged Parquet file (or some of its columns) as it was written."""
+    with path.open("rb") as staged:
+        return pq.read_table(staged, columns=columns)
+
+
+def _column(path: ObjectStoragePath, name: str) -> pa.ChunkedArray:
+    return _table(path, [name]).column(name)
+
+
+def _stage_newest_once(path: ObjectStoragePath, collection: str) -> StagedParquetWriter:
+    """Stage ``path`` again with each sourcedId once, its newest version (a read that moved under
+    the reader served some twice), a row group at a time."""
+    keys = _table(path, ["sourced_id", "date_last_modified"])
+    kept = ~superseded(keys.column("sourced_id"), keys.column("date_last_modified"))
+    as_read = path.parent / f"{path.stem}.as-read.parquet"
+    copy_atomically(path, as_read)
+    try:
+        with as_read.open("rb") as source, StagedParquetWriter(path, arrow_schema(collection)) as staged:
+            rows = pq.ParquetFile(source)
+            start = 0
+            for index in range(rows.num_row_groups):
+                group = rows.read_row_group(index)
+                staged.write_table(group.filter(pa.array(kept[start:start + group.num_rows])))
+                start += group.num_rows
+    finally:
+        as_read.unlink()
+    return staged
