@@ -154,6 +154,8 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     task_id="sync_report",
                     district=config.district,
                     step_task_ids=[f"provision.{step.task_id}" for step in STEPS],
+                    extract_task_ids=[f"extract.{collection}" for collection in COLLECTIONS],
+                    notifications=config.notifications,
                     active_year_rule=config.active_year,
                     staging_root=STAGING_ROOT,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,3 +37,24 @@ def lms_connection_env(conn_id: str, emulator) -> dict[str, str]:
         "extra": {"school_id": emulator.school_id},
     }
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
+
+
+class Spoiled(Sequence):
+    """A collection with some records served in a shape that cannot be staged (no givenName)."""
+
+    def __init__(self, records: Sequence[dict], spoiled: set[int]):
+        self._records, self._spoiled = records, spoiled
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _record(self, index: int) -> dict:
+        record = self._records[index]
+        if index in self._spoiled:
+            record = {**record, "givenName": None}
+        return record
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._record(position) for position in range(*index.indices(len(self)))]
+        return self._record(index % len(self))

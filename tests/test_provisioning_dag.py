@@ -3,6 +3,7 @@ what the LMS received."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -12,9 +13,10 @@ import yaml
 from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
+from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
 from tests.provisioning_support import counted, report_of
-from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
+from tests.support import CLIENT_ID, CLIENT_SECRET, Spoiled, connection_uri_env, lms_connection_env
 
 FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
 
@@ -30,11 +32,18 @@ def district():
 
 
 @pytest.fixture
-def sync(district, lms, monkeypatch, tmp_path, airflow_db):
-    """Runs a district's DAG with both emulators behind its connections; returns a runner."""
+def smtp():
+    with SMTPSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def sync(district, lms, smtp, monkeypatch, tmp_path, airflow_db):
+    """Runs a district's DAG with both emulators and an SMTP sink behind its connections; returns a runner."""
     from include.sandbox.runner import run_dag
 
     with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
         for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
             monkeypatch.setenv(key, value)
         for key, value in lms_connection_env("lms_demo", lms).items():
@@ -154,26 +163,49 @@ def test_a_dry_run_reports_the_plan_and_writes_nothing(sync, lms):
     assert counted(report_of(real), "user", "created") == counted(report, "user", "would create")
 
 
-def test_items_the_lms_rejects_are_reported_and_retried_next_run_alone(sync, lms, district):
-    rejected = [user["metadata"]["ic.legacysourceId"] for user in list(district.records("users"))[3:5]]
+def test_items_the_lms_rejects_are_reported_and_retried_next_run_alone(sync, lms, district, smtp):
+    users = list(district.records("users"))[3:5]
+    rejected = [user["metadata"]["ic.legacysourceId"] for user in users]
     lms.inject("reject_items", keys=rejected, message="username already taken in another school")
     first = sync(night(0))
     assert first.state == "success", first.task_states
     report = report_of(first)
     assert counted(report, "user", "failed", "username already taken in another school") == 2
+    (mail,) = smtp.wait_for(1)
+    assert "provisioning: 2 record(s) need attention" in mail.subject and "user: 2 failed" in mail.body
+    people = {str(user[key]) for user in users for key in ("sourcedId", "username", "givenName", "familyName", "email")}
+    people |= set(rejected)
+    assert not [value for value in people if value in mail.subject + mail.body], "student data in the email"
     errors = read_frame(first.returned["provision.users"]["errors_uri"])
     assert sorted(errors["key"]) == sorted(rejected)
     assert not set(rejected) & {user["school_uid"] for user in lms.users.values()}
 
     lms.clear_faults()
     lms.reset_stats()
+    smtp.clear()
     second = sync(night(1))
     report = report_of(second)
     assert counted(report, "user", "created") == 2 and counted(report, "user", "failed") == 0
+    assert smtp.messages == [], "a night that reached the LMS whole sends no email"
     assert counted(report, "user", "unchanged") == counted(report_of(first), "user", "created"), "the rest not re-sent"
     sent = [request for request in lms.requests if request.method == "POST" and request.path.endswith("/users")]
     assert len(sent) == 1, "the two rejected users in one call, nothing else"
     assert set(rejected) <= {user["school_uid"] for user in lms.users.values()}
+
+
+def test_records_ic_serves_that_cannot_be_staged_are_in_the_sync_report_and_emailed(sync, district, smtp,
+                                                                                    monkeypatch):
+    records = district.records
+    monkeypatch.setattr(district, "records", lambda collection, version="1.2", href_base="": Spoiled(
+        records(collection, version, href_base), {4, 9, 13} if collection == "users" else set()))
+    outcome = sync(night(0))
+    assert outcome.state == "success", outcome.task_states
+    assert counted(report_of(outcome), "users", "quarantined") == 3
+    (mail,) = smtp.wait_for(1)
+    assert "users: 3 quarantined" in mail.body and "3 record(s) need attention" in mail.subject
+    spoiled = [records("users")[index] for index in (4, 9, 13)]
+    people = {str(user[key]) for user in spoiled for key in ("sourcedId", "username", "familyName", "email")}
+    assert not [value for value in people if value in mail.subject + mail.body], "student data in the email"
 
 
 def test_a_load_that_dies_half_way_is_rerun_without_creating_anything_twice(sync, lms, variant):

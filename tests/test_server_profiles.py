@@ -4,7 +4,6 @@ the server served counted in the manifest. The expected records come from the ge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +15,7 @@ from include.oneroster.models import COLLECTIONS
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import PROFILES, ROSTER_CORE_READONLY, ICEmulator
 from include.staging import Manifest, read_frame
-from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
+from tests.support import CLIENT_ID, CLIENT_SECRET, Spoiled, connection_uri_env
 
 NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
 
@@ -120,32 +119,11 @@ def test_a_collection_that_changes_while_it_is_paged_is_read_again_and_staged_on
         ic.__exit__(None, None, None)
 
 
-class _Spoiled(Sequence):
-    """A collection with some records served in a shape that cannot be staged (no givenName)."""
-
-    def __init__(self, records: Sequence[dict], spoiled: set[int]):
-        self._records, self._spoiled = records, spoiled
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def _record(self, index: int) -> dict:
-        record = self._records[index]
-        if index in self._spoiled:
-            record = {**record, "givenName": None}
-        return record
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._record(position) for position in range(*index.indices(len(self)))]
-        return self._record(index % len(self))
-
-
 def test_quarantined_records_stay_quarantined_and_counted_on_delta_nights(extract_only, monkeypatch):
     district = SyntheticDistrict(DistrictSpec(seed=14, students=60, schools=3, school_year=2027))
     spoiled = {3, 17, 29, 41}
     records = district.records
-    monkeypatch.setattr(district, "records", lambda collection, version="1.2", href_base="": _Spoiled(
+    monkeypatch.setattr(district, "records", lambda collection, version="1.2", href_base="": Spoiled(
         records(collection, version, href_base), spoiled if collection == "users" else set()))
     ids = [record["sourcedId"] for record in records("users")]
     ic = serve(district, "ic", monkeypatch)

@@ -1,5 +1,7 @@
 """The sync report: per school and object type, what was created, updated, deactivated,
-left unchanged, skipped (and why) or refused by the LMS (and with what message)."""
+left unchanged, skipped (and why) or refused by the LMS (and with what message); and per
+extracted collection, what IC served that did not reach staging whole: records quarantined,
+records served twice, a count unlike the server's total."""
 
 from __future__ import annotations
 
@@ -7,9 +9,15 @@ import pandas as pd
 
 from include.provisioning.diff import Changes
 from include.provisioning.plan import isin
+from include.staging import Manifest
 
 REPORT_COLUMNS = ["kind", "school", "outcome", "reason", "count"]
 DONE = {"create": "created", "update": "updated", "deactivate": "deactivated"}
+QUARANTINED = "quarantined"
+SERVED_TWICE = "served twice"
+COUNT_MISMATCH = "count unlike the server's total"
+# Outcomes a person must look at: the run sends the district's notification email when any is reported.
+NEEDS_A_PERSON = ("failed", QUARANTINED, SERVED_TWICE, COUNT_MISMATCH)
 
 
 def _counted(frame: pd.DataFrame, outcome: str, reason: str | pd.Series) -> pd.DataFrame:
@@ -43,6 +51,31 @@ def report_rows(changes: Changes, failed: pd.DataFrame, dry_run: bool) -> pd.Dat
     counted = rows.groupby(["school", "outcome", "reason"], as_index=False)["count"].sum()
     counted.insert(0, "kind", changes.kind)
     return counted[REPORT_COLUMNS]
+
+
+def extract_rows(manifests: list[Manifest]) -> pd.DataFrame:
+    """Report rows for what the extracts did not stage whole (kind: the collection)."""
+    rows = []
+    for manifest in manifests:
+        reads = f"in the last of {manifest.reads} read(s)"
+        if manifest.quarantined_count:
+            rows.append((manifest.dataset, QUARANTINED, "not in OneRoster's shape (reasons in the quarantine file)",
+                         manifest.quarantined_count))
+        if manifest.duplicate_count:
+            rows.append((manifest.dataset, SERVED_TWICE, f"the collection changed while paged {reads}; "
+                         "the newest version was staged", manifest.duplicate_count))
+        total, served = manifest.server_total, manifest.served_count
+        if total is not None and served is not None and total != served:
+            rows.append((manifest.dataset, COUNT_MISMATCH, f"the server said {total} and served {served} {reads}",
+                         abs(total - served)))
+    return pd.DataFrame([(kind, "(district)", outcome, reason, count) for kind, outcome, reason, count in rows],
+                        columns=REPORT_COLUMNS).astype({"count": "int64"})
+
+
+def needing_a_person(report: pd.DataFrame) -> pd.DataFrame:
+    """The report's rows whose outcome a person must look at, counted per kind and outcome."""
+    rows = report[report["outcome"].isin(NEEDS_A_PERSON)]
+    return rows.groupby(["kind", "outcome"], as_index=False, sort=True)["count"].sum()
 
 
 def format_report(report: pd.DataFrame) -> str:

@@ -11,6 +11,7 @@ at the end.
 from __future__ import annotations
 
 import gc
+from html import escape
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,10 +19,11 @@ from contextlib import contextmanager
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from include.config import ActiveYearRule, Lms, Provisioning
+from include.config import ActiveYearRule, Lms, Notifications, Provisioning
 from include.lms.target import ITEM_TYPES
 from include.provisioning import plan
 from include.provisioning.diff import (
@@ -34,10 +36,11 @@ from include.provisioning.diff import (
     outcome_frame,
     plan_changes,
 )
-from include.provisioning.report import format_report, report_rows
+from include.provisioning.report import extract_rows, format_report, needing_a_person, report_rows
 from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS
 from include.staging import (
     FrameParts,
+    Manifest,
     ProvisionManifest,
     read_frame,
     stage_frame,
@@ -321,24 +324,31 @@ class ProvisionOperator(BaseOperator):
 
 
 class SyncReportOperator(BaseOperator):
-    """Gathers the provisioning steps' report rows into one sync report, logged and staged."""
+    """Gathers the provisioning steps' report rows and what the extracts did not stage whole into
+    one sync report, logged and staged; when any of it needs a person (LMS refusals, quarantined
+    records, a read that did not add up) the district's notification email says so, in counts."""
 
     template_fields: Sequence[str] = ("staging_root",)
     ui_color = "#f3ecd9"
 
     def __init__(
-        self, *, district: str, step_task_ids: Sequence[str], active_year_rule: ActiveYearRule, staging_root: str, **kwargs
+        self, *, district: str, step_task_ids: Sequence[str], extract_task_ids: Sequence[str],
+        notifications: Notifications, active_year_rule: ActiveYearRule, staging_root: str, **kwargs
     ) -> None:
         super().__init__(**kwargs)
         self.district = district
         self.active_year_rule = active_year_rule
         self.step_task_ids = list(step_task_ids)
+        self.extract_task_ids = list(extract_task_ids)
+        self.notifications = notifications
         self.staging_root = staging_root
 
     def execute(self, context: Context) -> dict:
         ti = context["ti"]
         manifests = [ProvisionManifest.model_validate(ti.xcom_pull(task_ids=task_id)) for task_id in self.step_task_ids]
-        report = pd.concat([read_frame(manifest.report_uri) for manifest in manifests], ignore_index=True)
+        extracts = [Manifest.model_validate(ti.xcom_pull(task_ids=task_id)) for task_id in self.extract_task_ids]
+        report = pd.concat([*(read_frame(manifest.report_uri) for manifest in manifests), extract_rows(extracts)],
+                           ignore_index=True)
         target = staging_path(self.staging_root, self.district, context["run_id"], "provision/sync_report")
         staged = stage_frame(target, report)
         csv_target = target.parent / "sync_report.csv"
@@ -353,6 +363,13 @@ class SyncReportOperator(BaseOperator):
             csv_target,
             format_report(report),
         )
+        attention = needing_a_person(report)
+        if len(attention):
+            self.log.warning("District %s: %d record(s) need a person: %s", self.district,
+                             attention["count"].sum(), "; ".join(
+                                 f"{row.kind} {row.outcome} {row.count}" for row in attention.itertuples()))
+            if self.notifications.emails:
+                self._email_attention(context, attention, str(csv_target), dry_run)
         totals = report.groupby("outcome")["count"].sum().astype(int).to_dict() if not report.empty else {}
         return {
             "dataset": "sync_report",
@@ -366,3 +383,23 @@ class SyncReportOperator(BaseOperator):
             "active_year": resolve_active_year(context, self.active_year_rule),
             "run_id": context["run_id"],
         }
+
+    def _email_attention(self, context: Context, attention: pd.DataFrame, report: str, dry_run: bool) -> None:
+        """Counts per kind and outcome, never a record: the messages and ids are in the staged report."""
+        items = "".join(f"<li>{escape(row.kind)}: {row.count} {escape(row.outcome)}</li>"
+                        for row in attention.itertuples())
+        SmtpNotifier(
+            to=self.notifications.emails,
+            subject=f"[oneroster {context['dag'].dag_id}] provisioning: {attention['count'].sum()} record(s) "
+                    f"need attention in run {context['run_id']}",
+            html_content=(
+                f"<p>District <b>{escape(self.district)}</b>{' (dry run)' if dry_run else ''}: the night's "
+                f"provisioning did not reach the LMS whole.</p><ul>{items}</ul>"
+                "<p>failed: the LMS refused them (its messages are in the report; they are sent again next run); "
+                "quarantined: IC served them in a shape that cannot be provisioned (fix them in IC); "
+                "served twice / count unlike the server's total: IC's collection changed while it was read, "
+                "read again and still not settled (the next run reads it again).</p>"
+                f"<p>Full report: {escape(report)}</p><p>Logs: {escape(context['ti'].log_url or '')}</p>"
+            ),
+            smtp_conn_id=self.notifications.smtp_conn_id,
+        ).notify(context)
