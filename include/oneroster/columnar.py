@@ -7,7 +7,9 @@ column operations into exactly the table :func:`~include.oneroster.models.normal
 would give. Any page the columnar path cannot vouch for — an unexpected type, a blank
 or missing required field, a date that does not parse — goes through the record-by-record
 path instead, which quarantines what does not fit with its reason. The small collections
-always take that path.
+always take that path. An optional field that no record of a page has (no guardian links on
+a page of teachers) is absent, not of an unexpected type, and dates are read as the text they
+were served as, so such pages stay on this path and give what the record path gives.
 """
 
 from __future__ import annotations
@@ -73,25 +75,40 @@ def _record_by_record(collection: str, version: OneRosterVersion, body: bytes) -
     return NormalisedPage(pa.Table.from_pylist(rows, schema=arrow_schema(collection)), rejections)
 
 
+# Arrow's JSON reader takes a string that looks like a date for a timestamp, and with that loses
+# how it was spelled (a time of day on a date, an offset): the dates are read as the text they are.
+_DATES = {
+    "users": ("dateLastModified",),
+    "classes": ("dateLastModified",),
+    "enrollments": ("dateLastModified", "beginDate", "endDate"),
+}
+
+
 def _parse(collection: str, body: bytes) -> pa.StructArray:
-    options = pa_json.ReadOptions(block_size=len(body) + 1, use_threads=False)
-    table = pa_json.read_json(io.BytesIO(body), read_options=options)
+    dates = pa.struct([(name, pa.string()) for name in _DATES[collection]])
+    parse_options = pa_json.ParseOptions(explicit_schema=pa.schema([(collection, pa.list_(dates))]),
+                                         unexpected_field_behavior="infer")
+    read_options = pa_json.ReadOptions(block_size=len(body) + 1, use_threads=False)
+    table = pa_json.read_json(io.BytesIO(body), read_options=read_options, parse_options=parse_options)
     if table.num_rows != 1 or table.column_names != [collection]:
         raise _NotColumnar
     column = table.column(collection).combine_chunks()
-    if not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
-        raise _NotColumnar  # an empty list, or records that are not all objects
+    if column.null_count or not len(column.values):
+        raise _NotColumnar  # no list under the collection's name, or an empty one
     return column.values
 
 
 def _field(records: pa.StructArray, *path: str) -> pa.Array:
-    """A (nested) field, null where absent; a missing field is a column of nulls."""
+    """A (nested) field, null where absent. A field no record has (or only as null) is a column
+    of Arrow's null type, which every reader below takes as absent, whatever the field's type."""
     value: pa.Array = records
     for name in path:
+        if pa.types.is_null(value.type):
+            return value
         if not pa.types.is_struct(value.type):
             raise _NotColumnar
         if value.type.get_field_index(name) < 0:
-            return pa.nulls(len(records), pa.string())
+            return pa.nulls(len(value))
         value = pc.struct_field(value, name)
     return value
 
@@ -127,30 +144,38 @@ def _flag(values: pa.Array, default: bool) -> pa.Array:
     return pc.fill_null(flags, default)
 
 
+def _empty_lists(count: int) -> pa.Array:
+    return pa.nulls(count, pa.list_(pa.string())).fill_null(pa.scalar([], pa.list_(pa.string())))
+
+
+def _non_empty(lists: pa.Array, items: pa.Array) -> pa.ListArray:
+    """Each list's ``items`` (its flattened entries, as text) without the null and empty ones."""
+    keep = pc.fill_null(pc.greater(pc.utf8_length(items), 0), False)
+    per_row = np.bincount(pc.list_parent_indices(lists).filter(keep).to_numpy(), minlength=len(lists))
+    offsets = pa.array(np.concatenate([[0], per_row.cumsum()]), pa.int32())
+    return pa.ListArray.from_arrays(offsets, items.filter(keep))
+
+
 def _ref_ids(values: pa.Array) -> pa.Array:
-    """A list of GUIDRefs as the list of their non-empty sourcedIds."""
+    """A list of GUIDRefs as the list of their non-empty sourcedIds; absent is empty."""
     if pa.types.is_null(values.type):
-        return pa.nulls(len(values), pa.list_(pa.string())).fill_null(pa.scalar([], pa.list_(pa.string())))
+        return _empty_lists(len(values))
     if not pa.types.is_list(values.type) or not pa.types.is_struct(values.type.value_type):
         raise _NotColumnar
     lists = values.fill_null(pa.scalar([], values.type)) if values.null_count else values
-    ids = _text(_field(lists.flatten(), "sourcedId"))
-    keep = pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False)
-    kept_ids = ids.filter(keep)
-    per_row = np.bincount(pc.list_parent_indices(lists).filter(keep).to_numpy(), minlength=len(lists))
-    offsets = pa.array(np.concatenate([[0], per_row.cumsum()]), pa.int32())
-    return pa.ListArray.from_arrays(offsets, kept_ids)
+    return _non_empty(lists, _text(_field(lists.flatten(), "sourcedId")))
 
 
 def _texts(values: pa.Array) -> pa.Array:
-    """A list of strings (grades, periods); absent is empty."""
+    """A list of strings (grades, periods) without its null and empty entries; absent is empty."""
     if pa.types.is_null(values.type):
-        return pa.nulls(len(values), pa.list_(pa.string())).fill_null(pa.scalar([], pa.list_(pa.string())))
+        return _empty_lists(len(values))
     if not pa.types.is_list(values.type) or not (
         pa.types.is_string(values.type.value_type) or pa.types.is_null(values.type.value_type)
     ):
         raise _NotColumnar
-    return values.cast(pa.list_(pa.string())).fill_null(pa.scalar([], pa.list_(pa.string())))
+    lists = values.cast(pa.list_(pa.string())).fill_null(pa.scalar([], pa.list_(pa.string())))
+    return _non_empty(lists, lists.flatten())
 
 
 def _common(records: pa.StructArray) -> dict[str, pa.Array]:
@@ -231,9 +256,7 @@ def _users(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
 
 
 def _date(values: pa.Array) -> pa.Array:
-    """beginDate/endDate: a date, empty or absent is null (Arrow may have read it as a timestamp)."""
-    if pa.types.is_timestamp(values.type):
-        return values.cast(pa.date32())
+    """beginDate/endDate: a date, empty or absent is null."""
     return _or_none(_text(values)).cast(pa.date32())
 
 

@@ -7,7 +7,16 @@ booleans as "true"/"false" strings; 1.1 roles are spelled the 1.2 way here. Ever
 after the extract reads these models (or their Parquet columns), never the raw payloads.
 
 A record that does not fit is not dropped: :func:`normalise_page` returns it as a
-:class:`Rejection` with the reason, and the extract quarantines it.
+:class:`Rejection` with the reason, and the extract quarantines it. What is empty is absent,
+not wrong: a list leaves out the entries that name nothing — null or "" in ``grades`` or
+``periods``, a role or GUIDRef that is not an object, a GUIDRef without a sourcedId. The spec
+has no null entries, but a null grade is no grade, and quarantining a student for it would
+keep them out of the LMS over no data. A record is refused for what it has wrong: an array
+that is not one, an entry of the wrong type (a number in ``grades``), a required field absent
+or left empty (a 1.2 user with no roles has no primary role).
+
+These rules are the shape; :mod:`include.oneroster.columnar` must give exactly what
+:func:`normalise_page` gives, page for page.
 """
 
 from __future__ import annotations
@@ -136,8 +145,24 @@ def _ref(value: Any) -> str | None:
     return value.get("sourcedId") if isinstance(value, dict) else None
 
 
-def _refs(values: Any) -> list[str]:
-    return [ref for ref in (_ref(value) for value in values or []) if ref]
+def _array(record: dict, name: str) -> list:
+    """The array under ``name``, absent or null being empty; anything else refuses the record."""
+    values = record.get(name)
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        error = {"type": "list_type", "loc": (name,), "input": values}
+        raise ValidationError.from_exception_data(name, [error])
+    return values
+
+
+def _refs(values: list) -> list[str]:
+    return [ref for ref in map(_ref, values) if ref]
+
+
+def _texts(values: list) -> list:
+    """A list of strings (grades, periods) without its null and empty entries."""
+    return [value for value in values if value is not None and value != ""]
 
 
 def _flag(value: Any, default: bool = False) -> bool:
@@ -185,8 +210,9 @@ def _academic_session(record: dict, version: OneRosterVersion) -> dict:
 
 def _user(record: dict, version: OneRosterVersion) -> dict:
     if version == "1.1":
-        org_ids = _refs(record.get("orgs"))
-        role = V11_USER_ROLES.get(record.get("role"), record.get("role"))
+        org_ids = _refs(_array(record, "orgs"))
+        role = record.get("role")
+        role = V11_USER_ROLES.get(role, role) if isinstance(role, str) else role
         roles = [
             {"role": role, "role_type": "primary" if index == 0 else "secondary", "org_sourced_id": org}
             for index, org in enumerate(org_ids)
@@ -197,7 +223,8 @@ def _user(record: dict, version: OneRosterVersion) -> dict:
     else:
         roles = [
             {"role": item.get("role"), "role_type": item.get("roleType"), "org_sourced_id": _ref(item.get("org"))}
-            for item in record.get("roles") or []
+            for item in _array(record, "roles")
+            if isinstance(item, dict)
         ]
         legacy = _metadata(record).get("ic.legacysourceId")
         preferred = record.get("preferredFirstName") or None
@@ -217,8 +244,8 @@ def _user(record: dict, version: OneRosterVersion) -> dict:
         "identifier": record.get("identifier") or None,
         "primary_role": primary_role,
         "roles": roles,
-        "agent_sourced_ids": _refs(record.get("agents")),
-        "grades": list(record.get("grades") or []),
+        "agent_sourced_ids": _refs(_array(record, "agents")),
+        "grades": _texts(_array(record, "grades")),
     }
 
 
@@ -243,8 +270,8 @@ def _class(record: dict, version: OneRosterVersion) -> dict:
         "location": record.get("location") or None,
         "course_sourced_id": _ref(record.get("course")),
         "school_sourced_id": _ref(record.get("school")),
-        "term_sourced_ids": _refs(record.get("terms")),
-        "periods": [str(period) for period in record.get("periods") or []],
+        "term_sourced_ids": _refs(_array(record, "terms")),
+        "periods": [str(period) for period in _texts(_array(record, "periods"))],
         "trial_schedule": _flag(metadata.get("ic.trialSchedule")),
         "cross_list_group": metadata.get("ic.crossListGroup") or None,
     }
