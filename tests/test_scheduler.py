@@ -11,7 +11,9 @@ and checks one outcome.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
+from plugins.sensors.export import mark_processed
 from tests.support import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -41,12 +44,13 @@ from tests.support import (
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EXTRACTS = [f"extract.{collection}" for collection in COLLECTIONS]
-NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET = (
+NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER = (
     "oneroster_nightly", "oneroster_history", "oneroster_late", "oneroster_revoked", "oneroster_renamed",
-    "oneroster_quiet",
+    "oneroster_quiet", "oneroster_leftover",
 )
 NIGHTLY_RUN, LATE_RUN, REVOKED_RUN, RENAMED_RUN = "e2e_nightly", "e2e_late", "e2e_revoked", "e2e_renamed"
-QUIET_RUN = "e2e_quiet"
+QUIET_RUN, LEFTOVER_RUN = "e2e_quiet", "e2e_leftover"
+YESTERDAYS_EXPORT = "final-grades-yesterday.csv"
 BACKFILL_DATES = ("2025-10-01", "2025-10-02")  # school year 2025-26, "2026" with years starting 07-01
 # --to-date is an instant: "2025-10-02" alone is its midnight, before that day's 06:00 run.
 BACKFILL_TO = f"{BACKFILL_DATES[1]}T23:59:59+00:00"
@@ -62,6 +66,7 @@ class Night:
     lms: SchoologyEmulator
     smtp: SMTPSink
     district: SyntheticDistrict
+    sftp_root: Path
 
     def mails(self, dag_id: str, about: str) -> list[ReceivedMail]:
         """The emails about ``dag_id`` whose subject contains ``about``."""
@@ -111,11 +116,16 @@ def write_districts(directory: Path) -> dict[str, int]:
     write_district(directory, "late", deadline_hours=1)
     write_district(directory, "revoked", conn_id="ic_revoked", task_retries=RETRY_ONCE)
     write_district(directory, "renamed", conn_id="ic_renamed", task_retries=RETRY_ONCE)
-    # grade passback waiting on an SFTP folder where no export ever arrives
-    write_district(directory, "quiet", grade_passback={**demo["grade_passback"], "sftp_conn_id": "sftp_test",
-                                                       "timeout_hours": 0.002})
+    # grade passback waiting on an SFTP folder where no export ever arrives, with a retry left
+    write_district(directory, "quiet", task_retries=RETRY_ONCE,
+                   grade_passback={**demo["grade_passback"], "sftp_conn_id": "sftp_test", "timeout_hours": 0.002})
+    # grade passback whose folder holds yesterday's export, processed already; today's comes late
+    write_district(directory, "leftover", grade_passback={
+        **demo["grade_passback"], "sftp_conn_id": "sftp_test", "remote_dir": "/exports/leftover",
+        "timeout_hours": 0.1})
     slots = demo["infinite_campus"]["max_concurrency"]
-    pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed", "quiet")}
+    pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed", "quiet",
+                                              "leftover")}
     return {**pools, "lms_test": 1}
 
 
@@ -140,6 +150,13 @@ def night(tmp_path_factory) -> Night:
         SFTPServer(root / "sftp", username="exporter", password="sftp-test-secret") as sftp,
     ):
         (root / "sftp" / "exports" / "grades").mkdir(parents=True)
+        (root / "sftp" / "exports" / "leftover").mkdir(parents=True)
+        yesterday = root / "sftp" / "exports" / "leftover" / YESTERDAYS_EXPORT
+        yesterday.write_text("section_id,student_id\n")
+        stamp = (NOW - timedelta(days=1)).timestamp()
+        os.utime(yesterday, (stamp, stamp))
+        mark_processed((root / "staging").as_uri(), "leftover", {"name": YESTERDAYS_EXPORT, "mtime": stamp},
+                       "yesterdays_run")
         revoked_ic.revoke_credentials()
         env = {
             DISTRICTS_DIR_ENV: str(districts),
@@ -156,7 +173,7 @@ def night(tmp_path_factory) -> Night:
         with AirflowStack(root / "airflow", env=env) as stack:
             with stack.logs_on_failure():
                 stack.airflow("pools", "import", str(root / "pools.json"))
-                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET])
+                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER])
                 stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
                 # The backfill first, while the scheduler is idle. Its runs' deadlines are over when
                 # they are made; on SQLite (no row locks) a backfill that meets a busy writer deletes
@@ -175,9 +192,10 @@ def night(tmp_path_factory) -> Night:
                 for dag_id, (run_id, logical_date) in trigger.items():
                     stack.airflow("dags", "trigger", dag_id, "--run-id", run_id,
                                   "--logical-date", logical_date.isoformat())
-                stack.airflow("dags", "trigger", QUIET, "--run-id", QUIET_RUN, "--logical-date", NOW.isoformat(),
-                              "--conf", json.dumps({"halves": "grades"}))
-            yield Night(stack, ic, lms, smtp, district)
+                for dag_id, run_id in ((QUIET, QUIET_RUN), (LEFTOVER, LEFTOVER_RUN)):
+                    stack.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--logical-date", NOW.isoformat(),
+                                  "--conf", json.dumps({"halves": "grades"}))
+            yield Night(stack, ic, lms, smtp, district, root / "sftp")
 
 
 def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
@@ -268,16 +286,45 @@ def test_a_failure_email_is_sent_only_after_the_last_retry(night):
 
 
 def test_no_grade_export_ends_the_run_with_an_email_saying_so(night):
-    """The export sensor waits in the triggerer; its timeout fails the run with a clear email."""
+    """The export sensor waits in the triggerer; its timeout fails the run for good (the retry the
+    district allows is not spent on a wait that is over) with a clear email."""
     stack = night.stack
     with stack.logs_on_failure():
         run = stack.wait_for_run(QUIET, QUIET_RUN, timeout=150)
         instances = stack.task_instances(QUIET, QUIET_RUN)
         assert run["state"] == "failed"
         assert instances["grades.wait_for_export"]["state"] == "failed"
+        assert instances["grades.wait_for_export"]["try_number"] == 1, "a sensor timeout is not retried"
         assert all(instances[task]["state"] == "success" for task in EXTRACTS)
         (mail,) = night.wait_for_mails(QUIET, "grades.wait_for_export", 1)
         assert "No grade export arrived" in mail.body, mail.body
+
+
+def test_yesterdays_export_left_in_place_is_waited_past_and_todays_is_taken(night):
+    """The auto-export leaves yesterday's file beside today's. The sensor defers once and waits in
+    the triggerer; it does not resume and defer again and again on the file it processed."""
+    stack = night.stack
+    with stack.logs_on_failure():
+        def waiting() -> bool:
+            instance = stack.task_instances(LEFTOVER, LEFTOVER_RUN).get("grades.wait_for_export") or {}
+            return instance.get("state") == "deferred" or None
+
+        stack.wait_for(waiting, timeout=120, what="the leftover district's sensor deferred")
+        time.sleep(20)  # ten of its 2-second poke intervals
+        assert stack.task_instances(LEFTOVER, LEFTOVER_RUN)["grades.wait_for_export"]["state"] == "deferred"
+        today = night.sftp_root / "exports" / "leftover" / "final-grades-today.csv"
+        today.write_text("section_id,student_id\n")
+
+        def sensed() -> dict | None:
+            instance = stack.task_instances(LEFTOVER, LEFTOVER_RUN)["grades.wait_for_export"]
+            return instance if instance["state"] in FINISHED else None
+
+        instance = stack.wait_for(sensed, timeout=90, what="the leftover district's sensor finished")
+        assert instance["state"] == "success", instance
+        assert stack.returned(LEFTOVER, LEFTOVER_RUN, "grades.wait_for_export")["name"] == "final-grades-today.csv"
+        log = next((stack.home / "logs").glob(
+            f"dag_id={LEFTOVER}/run_id={LEFTOVER_RUN}/task_id=grades.wait_for_export/attempt=1.log")).read_text()
+        assert log.count("waiting for an export matching") == 1, "the sensor deferred again and again"
 
 
 def _task_of(mail: ReceivedMail) -> str:

@@ -14,8 +14,10 @@ import paramiko
 import pytest
 from airflow.providers.sftp.hooks.sftp import SFTPHook, SFTPHookAsync
 from airflow.providers.sftp.sensors.sftp import SFTPSensor
+from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 
 from include.sandbox.sftp_server import SFTPServer
+from plugins.sensors.export import trigger_newer_than
 
 USERNAME = "lms-export"
 PASSWORD = "sftp-test-password"
@@ -251,3 +253,27 @@ def test_serves_concurrent_sessions(sftp, sftp_conn, tmp_path):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert all(data == EXPORT for data in pool.map(download, range(6)))
+
+
+def test_the_sensors_trigger_waits_past_the_export_it_processed_and_fires_for_a_newer_one(sftp, sftp_conn):
+    """The auto-export leaves yesterday's file beside today's: SFTPTrigger's newer_than is inclusive
+    (to the second), so the processed file's own time would fire at once, every time, on that file."""
+    processed = datetime(2026, 11, 1, 6, 0, 0, tzinfo=UTC).timestamp()
+    put_export(sftp, "grades_20261101.csv", mtime=processed)
+    trigger = SFTPTrigger(path="/exports", file_pattern="grades_*.csv", sftp_conn_id=sftp_conn,
+                          newer_than=trigger_newer_than(processed), poke_interval=0.2)
+
+    async def first_event(seconds: float):
+        events = trigger.run()
+        try:
+            return await asyncio.wait_for(anext(events), seconds)
+        except TimeoutError:
+            return None
+        finally:
+            await events.aclose()
+
+    assert asyncio.run(first_event(1.5)) is None, "it fired on the export already processed"
+    put_export(sftp, "grades_20261102.csv", mtime=processed + 1)
+    event = asyncio.run(first_event(5))
+    assert event is not None and event.payload["status"] == "success"
+    assert "grades_20261102.csv" in event.payload["message"] and "20261101" not in event.payload["message"]

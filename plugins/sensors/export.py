@@ -7,8 +7,10 @@ taken once its size has stayed the same for ``stable_seconds`` (a file still bei
 is not taken), waiting in the triggerer unless the wait is a few seconds. Only the file's
 name, size and time go through XCom.
 
-``timeout_hours`` bounds the whole wait, pauses included: a file that stays empty or keeps
-growing fails the task at the deadline, saying so. An SFTP server that is down or drops the
+``timeout_hours`` bounds the whole wait from the task's first try, pauses and retries included:
+a file that stays empty or keeps growing, or no file at all, fails the task for good at the
+deadline (no retry: a retried wait would hold the next night back), saying so. A cleared task
+waits ``timeout_hours`` afresh. An SFTP server that is down or drops the
 connection is waited out (it cannot deliver the export meanwhile); a refused login or host key
 fails at once. A cleared run takes the export it processed the first time (the processed
 exports are recorded with their run), not only a newer one.
@@ -29,7 +31,12 @@ from airflow.providers.sftp.hooks.sftp import SFTPHook
 from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    TaskDeferralTimeout,
+)
 
 from include.config import GradePassback
 from include.staging import read_frame, stage_frame, staging_path
@@ -65,6 +72,14 @@ def mark_processed(staging_root: str, district: str, source: dict[str, Any], run
     history = pd.concat([history, entry], ignore_index=True).tail(keep).reset_index(drop=True)
     stage_frame(last_export_path(staging_root, district), history.astype({"name": str, "mtime": float,
                                                                            "run_id": object}))
+
+
+def trigger_newer_than(processed_mtime: float) -> str:
+    """``SFTPTrigger``'s ``newer_than`` for files after the one processed last. The trigger fires for
+    files modified at or after it, to the whole second (SFTP's times have no fraction): the
+    processed file's own time would fire at once on that same file, the second after it does not."""
+    after = datetime.fromtimestamp(int(processed_mtime) + 1, tz=timezone.utc)
+    return after.strftime("%Y%m%d%H%M%S")
 
 
 def _connection_refused_by_policy(message: str) -> bool:
@@ -130,16 +145,38 @@ class ExportFileSensor(BaseOperator):
 
     def _give_up_if_late(self, context: Context, why: str) -> None:
         if self._left(context) <= 0:
-            raise AirflowException(
-                f"No grade export arrived in {self.passback.remote_dir} on {self.passback.sftp_conn_id} "
-                f"within {self.passback.timeout_hours:g} h: {why}"
-            )
+            raise self._timed_out(why)
+
+    def _timed_out(self, why: str) -> AirflowSensorTimeout:
+        """The wait is over for good: Airflow fails the task without a retry."""
+        return AirflowSensorTimeout(
+            f"No grade export arrived in {self.passback.remote_dir} on {self.passback.sftp_conn_id} "
+            f"within {self.passback.timeout_hours:g} h: {why}"
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         skip_unless_running(context, "grades")
-        deadline = datetime.now(timezone.utc) + timedelta(hours=self.passback.timeout_hours)
-        stage_frame(self._deadline_path(context), pd.DataFrame({"deadline": [deadline.timestamp()]}))
+        self._start_the_clock(context)
         return self._wait(context)
+
+    def _start_the_clock(self, context: Context) -> None:
+        """The deadline is set by the task's first try and kept by its retries; clearing the task
+        (which Airflow counts in the run's ``clear_number``) starts a new wait."""
+        path = self._deadline_path(context)
+        cleared = int(getattr(context["dag_run"], "clear_number", 0) or 0)
+        if path.exists():
+            recorded = read_frame(path).iloc[0]
+            if "clear_number" in recorded and int(recorded["clear_number"]) == cleared:
+                return
+        deadline = datetime.now(timezone.utc) + timedelta(hours=self.passback.timeout_hours)
+        stage_frame(path, pd.DataFrame({"deadline": [deadline.timestamp()], "clear_number": [cleared]}))
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context):
+        """A deferral that reached the deadline fails the task for good, as a sensor's timeout does."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout:
+            raise self._timed_out("no matching file newer than the last one processed") from None
 
     def _wait(self, context: Context) -> dict[str, Any]:
         """Looks once before deferring: an export already there (the usual morning) is taken
@@ -155,7 +192,7 @@ class ExportFileSensor(BaseOperator):
 
     def _defer_until_a_file_arrives(self, context: Context) -> None:
         last = self._last(context)
-        newer_than = datetime.fromtimestamp(last["mtime"], tz=timezone.utc) if last else None
+        newer_than = trigger_newer_than(last["mtime"]) if last else None
         self.log.info(
             "District %s: waiting for an export matching %s in %s on %s%s",
             self.district, self.pattern, self.passback.remote_dir, self.passback.sftp_conn_id,
@@ -166,7 +203,7 @@ class ExportFileSensor(BaseOperator):
                 path=self.passback.remote_dir,
                 file_pattern=self.pattern,
                 sftp_conn_id=self.passback.sftp_conn_id,
-                newer_than=newer_than.strftime("%Y%m%d%H%M%S") if newer_than else None,
+                newer_than=newer_than,
                 poke_interval=self.passback.poke_interval_seconds,
             ),
             method_name="found",
