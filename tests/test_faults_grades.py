@@ -14,6 +14,8 @@ at once) run under a real scheduler at the end of the module.
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import json
 import threading
 import time
@@ -28,7 +30,7 @@ from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
 from include.sandbox.airflow_stack import AirflowStack
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.grade_export import schoology_export
-from include.sandbox.ic_emulator import ICEmulator
+from include.sandbox.ic_emulator import PROFILES, ICEmulator
 from include.sandbox.ic_gradebook import Gradebook
 from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
@@ -283,6 +285,31 @@ def test_ic_credentials_revoked_mid_post_fail_at_once_with_an_email_then_the_rer
     resent = sum(entry.updated for entry in ic.gradebook.writes["results"].values())
     assert resent <= JOURNAL_BATCH, "only the batch in flight when the task failed is sent again"
     settle(passback, rerun, "grades: IC credentials revoked mid-run, renewed, re-run", faults=1)
+
+
+def test_ic_refusing_a_closed_window_as_400_holds_back_its_results_and_skips_their_rows(passback):
+    """Another make of server refuses a grading window it closed early as 400 ``invaliddata``, at the
+    lineItem already: none of its results is sent (each would be answered "unknown lineItem"), and every
+    row is skipped with the server's message; nothing fails, nobody is emailed."""
+    profile = PROFILES["window-400"]
+    passback.ic.gradebook = gradebook = Gradebook(
+        passback.district, today=NIGHT.date(), window_refusal_status=profile.window_refusal_status,
+        windows_bind_line_items=profile.windows_bind_line_items)
+    first = next(session for session in passback.district.sessions if session["title"].startswith("Semester 1 "))
+    gradebook.set_window(first["id"], first["start"], NIGHT.date() - timedelta(days=1))
+    data = passback.drop(passback.export())
+    column = CONFIG.grade_passback.columns.grading_period
+    lines = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    graded = sum(1 for line in lines if line[column] == first["title"])  # rows of semester 1
+    run = run_dag(passback.next_night(), halves="grades")
+    line_items = passback.puts("/gradebook/v1p2/lineItems/")
+    assert line_items and {request.status for request in line_items} == {400}
+    assert not passback.puts(), "no result of a refused lineItem is sent"
+    report = read_frame(run.returned["grades.reconcile"]["uri"])
+    closed = report["reason"].str.startswith(f"window closed: grading window closed for {first['title']}")
+    assert set(report["outcome"]) == {"skipped"} and closed.sum() == graded > 0
+    assert not passback.smtp.messages
+    settle(passback, run, "grades: IC refuses a closed window as 400 invaliddata, lineItems too", faults=1)
 
 
 # -- SFTP ---------------------------------------------------------------------------------------------

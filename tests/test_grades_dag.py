@@ -3,11 +3,15 @@ emulator, a real SMTP server; assertions on what IC stored and what the email sa
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
+import structlog
 import yaml
 from airflow.sdk.exceptions import TaskDeferred
 
@@ -32,7 +36,13 @@ def district():
 
 
 @pytest.fixture
-def stack(district, lms, monkeypatch, tmp_path, airflow_db):
+def profile() -> str:
+    """The IC emulator's server profile; a test parametrizes it to meet another make of server."""
+    return "ic"
+
+
+@pytest.fixture
+def stack(district, lms, profile, monkeypatch, tmp_path, airflow_db):
     """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids;
     the demo district with IC retries backing off from 50 ms (a 5xx storm gives up in ~2 s, not 31)."""
     root = tmp_path / "sftp"
@@ -44,7 +54,8 @@ def stack(district, lms, monkeypatch, tmp_path, airflow_db):
     (districts / "demo.yaml").write_text(yaml.safe_dump(demo))
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(districts))
     with (
-        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **VENDOR) as ic,
+        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", profile=profile,
+                   **VENDOR) as ic,
         SFTPServer(root, username="exporter", password="sftp-test-secret") as sftp,
         SMTPSink() as smtp,
     ):
@@ -80,6 +91,39 @@ def reconciliation(outcome) -> dict[str, int]:
     return outcome.returned["grades.reconcile"]["counts"]
 
 
+def report_of(outcome):
+    return read_frame(outcome.returned["grades.reconcile"]["uri"]).set_index("row")
+
+
+def export_lines(data: bytes) -> dict[int, dict[str, str]]:
+    """The export's lines by report row number (the first line under the header is row 1)."""
+    lines = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    return dict(enumerate(lines, start=1))
+
+
+def rows_of_term(data: bytes, term: dict) -> list[int]:
+    """The rows graded for an IC term: the LMS grading period provisioned from it carries its title."""
+    column = CONFIG.grade_passback.columns.grading_period
+    return [row for row, line in export_lines(data).items() if line[column] == term["title"]]
+
+
+def semester(district: SyntheticDistrict, number: int) -> dict:
+    """The generator's semester as IC serves it: its academicSession id, title, first and last day."""
+    return next(session for session in district.sessions
+                if session["type"] == "semester" and session["title"].startswith(f"Semester {number} "))
+
+
+def district_window(term: dict) -> tuple[date, date]:
+    """The grading window the district file's rule gives a term (demo.yaml lists no windows)."""
+    rule = CONFIG.grade_passback.window_rule
+    return (term["end"] - timedelta(days=rule.opens_days_before_end),
+            term["end"] + timedelta(days=rule.closes_days_after_end))
+
+
+def puts_to(ic: ICEmulator, collection: str) -> list:
+    return [request for request in ic.requests if request.method == "PUT" and f"/{collection}/" in request.path]
+
+
 def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
     data = drop_export(stack, "final-grades-20261201.csv")
@@ -89,7 +133,8 @@ def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
     assert sum(counts.values()) == rows_in(data)
     assert counts["posted"] > 0 and counts["skipped"] > 0, "semester 2 rows wait for their window"
     report = read_frame(outcome.returned["grades.reconcile"]["uri"])
-    assert set(report.loc[report["outcome"] == "skipped", "reason"]) == {"window closed"}
+    second_opens, _ = district_window(semester(stack["district"], 2))
+    assert set(report.loc[report["outcome"] == "skipped", "reason"]) == {f"window opens on {second_opens}"}
     gradebook = stack["ic"].gradebook
     results = gradebook.stored("results")
     postings = read_frame(outcome.returned["grades.plan"]["uri"])
@@ -261,3 +306,132 @@ def test_the_sensor_waits_out_an_sftp_server_that_is_down_in_the_triggerer_or_fo
     taken = quick._wait({"run_id": "manual__quick"})  # paused in the task until the server is back
     back.join()
     assert taken["name"] == "final-grades-20261201.csv"
+
+
+@pytest.mark.parametrize("profile", ["window-400"])
+def test_a_line_item_refused_for_a_closed_window_as_400_sends_none_of_its_results_and_skips_their_rows(stack):
+    """A server that refuses a closed window as 400 ``invaliddata``, at the lineItem already: its results
+    are not sent (each would come back "unknown lineItem") and their rows are skipped with IC's message."""
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    first = semester(stack["district"], 1)
+    opens, closes = district_window(first)
+    assert opens <= NIGHT.date() <= closes, "by the district's rule semester 1 takes grades tonight"
+    ic = stack["ic"]
+    ic.gradebook.today = NIGHT.date()
+    ic.gradebook.set_window(first["id"], first["start"], NIGHT.date() - timedelta(days=1))  # IC closed it early
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    assert puts_to(ic, "lineItems") and {request.status for request in puts_to(ic, "lineItems")} == {400}
+    assert puts_to(ic, "results") == [], "no result is sent for a lineItem IC refused"
+    report = report_of(outcome)
+    rows = rows_of_term(data, first)
+    assert rows and set(report.loc[rows, "outcome"]) == {"skipped"}
+    said = f"window closed: grading window closed for {first['title']} ({first['id']})"
+    reasons = set(report.loc[rows, "reason"])
+    assert all(reason.startswith(said) for reason in reasons), reasons
+    assert not any("404" in reason or "lineItem" in reason for reason in reasons)
+    assert reconciliation(outcome)["failed"] == 0 and sum(reconciliation(outcome).values()) == rows_in(data)
+    assert not stack["smtp"].messages, "a closed window is the district's calendar, nobody's error"
+
+
+def test_a_refused_score_scale_or_category_stops_the_line_items_and_results_that_need_it(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    columns = CONFIG.grade_passback.columns
+    lines = export_lines(data)
+    rows = rows_of_term(data, semester(stack["district"], 1))
+    section = lines[rows[0]][columns.section]
+    (group,) = set(CONFIG.grade_passback.task_score_groups.values())
+    scale = f"{section}-{group}"  # a score scale per section and score group
+    ic = stack["ic"]
+    ic.gradebook.refuse("scoreScales", scale, f"scoreScale {scale}: the section's score groups are locked")
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    assert [request.status for request in puts_to(ic, "scoreScales")
+            if request.path.endswith(f"/{scale}")] == [422]
+    sent = puts_to(ic, "lineItems") + puts_to(ic, "results")
+    assert sent and {request.status for request in sent} == {201}, "nothing that needs the scale is sent"
+    gradebook = ic.gradebook
+    assert not [item for item in gradebook.stored("lineItems").values() if item["class"]["sourcedId"] == section]
+    report = report_of(outcome)
+    refused = [row for row in rows if lines[row][columns.section] == section]
+    assert set(report.loc[refused, "outcome"]) == {"failed"}
+    assert all("score groups are locked" in reason for reason in report.loc[refused, "reason"])
+    assert set(report.loc[sorted(set(rows) - set(refused)), "outcome"]) == {"posted"}
+    (mail,) = stack["smtp"].wait_for(1)
+    assert f"{len(refused)} grade row(s) not accepted by IC" in mail.subject and "locked" in mail.body
+    (category,) = gradebook.stored("categories")
+    for item in gradebook.stored("lineItems").values():  # gradebook objects live under the gradebook's base
+        assert item["category"]["href"] == f"{ic.gradebook_url}/categories/{category}"
+        assert item["scoreScale"]["href"].startswith(f"{ic.gradebook_url}/scoreScales/")
+
+    ic.reset_stats()  # the next night IC refuses the category too
+    stack["smtp"].clear()
+    gradebook.refuse("categories", category, f"category {category}: categories are managed in Campus")
+    drop_export(stack, "final-grades-20261202.csv", data=data)
+    again = run(NIGHT + timedelta(days=1), halves="grades")
+    assert again.state == "success", again.task_states
+    assert [request.status for request in puts_to(ic, "categories")] == [422]
+    assert puts_to(ic, "lineItems") == puts_to(ic, "results") == [], "no lineItem without its category"
+    report = report_of(again)
+    assert set(report.loc[refused, "outcome"]) == {"failed"}
+    assert all("categories are managed in Campus" in reason for reason in report.loc[refused, "reason"])
+    assert set(report.loc[sorted(set(rows) - set(refused)), "outcome"]) == {"unchanged"}
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "managed in Campus" in mail.body
+
+
+def test_a_window_not_yet_open_is_skipped_saying_when_it_opens(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    first, second = semester(stack["district"], 1), semester(stack["district"], 2)
+    second_opens, _ = district_window(second)
+    assert NIGHT.date() < second_opens, "by the district's rule semester 2 takes grades later"
+    ic = stack["ic"]
+    ic.gradebook.today = NIGHT.date()
+    ic_opens = NIGHT.date() + timedelta(days=2)  # IC opens semester 1 later than the district's rule says
+    ic.gradebook.set_window(first["id"], ic_opens, first["end"] + timedelta(days=14))
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    report = report_of(outcome)
+    later = rows_of_term(data, second)
+    assert later and set(zip(report.loc[later, "outcome"], report.loc[later, "reason"])) == {
+        ("skipped", f"window opens on {second_opens}")}
+    now = rows_of_term(data, first)
+    assert now and set(report.loc[now, "outcome"]) == {"skipped"}
+    reasons = set(report.loc[now, "reason"])
+    assert all(reason.startswith(f"window opens on {ic_opens}: ") and first["id"] in reason
+               for reason in reasons), reasons
+    assert reconciliation(outcome)["skipped"] == rows_in(data) == len(later) + len(now)
+    assert not stack["smtp"].messages
+
+
+def student_ids(district: SyntheticDistrict) -> set[str]:
+    """Every student's IC sourcedId as 1.2 and 1.1 spell it."""
+    return {user["sourcedId"] for version in ("1.2", "1.1") for user in district.records("users", version)
+            if "student" in [user.get("role"), *(role["role"] for role in user.get("roles", []))]}
+
+
+def test_the_grade_task_logs_name_no_student(stack):
+    """A result's sourcedId holds its student's IC id and IC's messages may name the student: logs carry
+    counts, lineItem ids and IC's messages with the student left out; the staged report keeps them whole."""
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    drop_export(stack, "final-grades-20261201.csv")
+    stack["district"].modify("enrollments", 40, NIGHT - timedelta(hours=2))  # dropped in IC, not yet in the LMS
+    stack["ic"].inject("500", times=2, path_contains="/results/", after=5)  # a retry is logged
+    with structlog.testing.capture_logs() as logs:
+        outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    logged = json.dumps(logs, default=str)
+    assert "District demo: posted to IC" in logged and "retry 1 of" in logged, "the task logs were captured"
+    report = report_of(outcome)
+    failed = " ".join(report.loc[report["outcome"] == "failed", "reason"])
+    students = student_ids(stack["district"])
+
+    def naming(text: str) -> list[str]:
+        return [student for student in students if re.search(rf"(?<![0-9A-Za-z]){student}(?![0-9A-Za-z])", text)]
+
+    assert naming(failed), "IC's messages name the students, and the staged report keeps them"
+    assert naming(logged) == []
+    assert "is not actively enrolled as a student in class" in logged, "IC's message is logged, less the student"

@@ -18,6 +18,8 @@ from include.grades.transform import (
     format_reconciliation,
     plan_postings,
     reconcile,
+    refusals,
+    withheld,
 )
 from tests.provisioning_support import extract_frames
 
@@ -240,7 +242,8 @@ def test_mapping_csv_with_schools(frames):
     assert outcome(rec, 1) == outcome(rec, 2) == ("posted", "")
     assert posting(postings, 2)["term"] == "202701" and posting(postings, 2)["school"] == "101"
     assert outcome(rec, 3) == ("skipped", "school not included")
-    assert outcome(rec, 4) == ("skipped", "window closed")  # spring maps to semester 2, closed in December
+    # spring maps to semester 2, which ends 2027-06-05: by the default rule its window opens 14 days before
+    assert outcome(rec, 4) == ("skipped", "window opens on 2027-05-22")
     assert outcome(rec, 5) == ("skipped", "unmapped term")  # with a mapping, the LMS titles are not used
 
 
@@ -260,14 +263,17 @@ def test_two_periods_mapped_to_one_ic_term_do_not_overwrite_each_other(frames):
 
 def test_closed_window_from_term_dates_and_listed_windows(frames):
     data = export(f"{YEAR_LONG},s1000000,{S1},90,,")
-    for run_date, expected in [(date(2026, 12, 5), "skipped"), (date(2026, 12, 6), "posted"),
-                               (date(2026, 12, 27), "posted"), (date(2026, 12, 28), "skipped")]:
+    for run_date, expected in [(date(2026, 12, 5), ("skipped", "window opens on 2026-12-06")),
+                               (date(2026, 12, 6), ("posted", "")), (date(2026, 12, 27), ("posted", "")),
+                               (date(2026, 12, 28), ("skipped", "window closed"))]:
         _, _, rec = run(data, context(frames, run_date=run_date))
-        assert outcome(rec, 1) == (expected, "window closed" if expected == "skipped" else "")
+        assert outcome(rec, 1) == expected
     listed = config(windows={"202701": {"opens": "2027-01-01", "closes": "2027-01-31"}})
     _, _, rec = run(data, context(frames, run_date=date(2027, 1, 15), config=listed))
     assert outcome(rec, 1) == ("posted", "")
     _, _, rec = run(data, context(frames, run_date=IN_S1_WINDOW, config=listed))
+    assert outcome(rec, 1) == ("skipped", "window opens on 2027-01-01")
+    _, _, rec = run(data, context(frames, run_date=date(2027, 2, 1), config=listed))
     assert outcome(rec, 1) == ("skipped", "window closed")
     wide = config(window_rule={"opens_days_before_end": 30, "closes_days_after_end": 60})
     _, _, rec = run(data, context(frames, run_date=date(2027, 2, 1), config=wide))
@@ -400,13 +406,13 @@ def test_ic_answers_fold_back_to_one_outcome_per_row(frames):
                           sent.loc[2, "result_id"].iloc[0], sent.loc[2, "result_id"].iloc[1],
                           sent.loc[3, "result_id"]],
             "status": ["created", "rejected", "updated", "updated", "window closed"],
-            "message": ["", "student 1000000 is not enrolled in class 600000", "", "", "grading window closed"],
+            "message": ["", "student 1000000 is not enrolled in class 600000", "", "", ""],
         })
 
     _, _, rec = run(data, context(frames), outcomes=answers)
     assert outcome(rec, 1) == ("failed", "student 1000000 is not enrolled in class 600000")
     assert outcome(rec, 2) == ("posted", "")
-    assert outcome(rec, 3) == ("skipped", "window closed")
+    assert outcome(rec, 3) == ("skipped", "window closed"), "a window refusal without a message"
     assert outcome(rec, 4) == ("failed", "no answer from IC")
     assert outcome(rec, 5) == ("skipped", "malformed: non-numeric grade 'oops'")
     assert rec.counts == {"posted": 1, "unchanged": 0, "skipped": 2, "failed": 2}
@@ -417,6 +423,68 @@ def test_ic_answers_fold_back_to_one_outcome_per_row(frames):
     assert "5 export rows: posted 1, unchanged 0, skipped 2, failed 2" in log
     assert "window closed (1)" in log and "no answer from IC (1)" in log
     assert "s1000" not in log and "Jalen" not in log
+
+
+def test_ic_refusing_a_grading_window_skips_the_rows_with_its_message_closed_or_opening_later(frames):
+    data = export(f"{YEAR_LONG},s1000000,{S1},90,,", f"{YEAR_LONG},s1000001,{S1},90,,",
+                  f"{YEAR_LONG},s1000002,{S1},90,,")
+    closed = "window closed: grading window closed for Semester 1 2026-27 (202701)"
+    later = "window opens on 2026-12-22: grading window not yet open for Semester 1 2026-27 (202701)"
+
+    def answers(postings):
+        sent = postings[postings["action"] == "post"]
+        said = {1: ("window closed", closed), 2: ("window closed", later), 3: ("created", "")}
+        return pd.DataFrame({"result_id": sent["result_id"], "status": [said[row][0] for row in sent["row"]],
+                             "message": [said[row][1] for row in sent["row"]]})
+
+    _, _, rec = run(data, context(frames), outcomes=answers)
+    assert [outcome(rec, row) for row in (1, 2, 3)] == [("skipped", closed), ("skipped", later), ("posted", "")]
+    assert rec.counts["failed"] == 0
+
+
+def test_the_reconciliation_log_shows_ics_messages_without_the_student_they_name(frames):
+    data = export(f"{YEAR_LONG},s1000000,{S1},90,,", f"{YEAR_LONG},s1000001,{S1},90,,")
+
+    def answers(postings):
+        sent = postings[postings["action"] == "post"]
+        return pd.DataFrame({
+            "result_id": sent["result_id"], "status": "rejected",
+            "message": [f"422: result {result}: student {student} is not actively enrolled in class {YEAR_LONG}"
+                        for result, student in zip(sent["result_id"], sent["student"].astype(str), strict=True)],
+        })
+
+    _, postings, rec = run(data, context(frames), outcomes=answers)
+    students = set(postings["student"].astype(str))
+    assert students == {"1000000", "1000001"}
+    assert all(any(student in reason for student in students) for reason in rec.rows["reason"]), \
+        "the report keeps IC's messages whole"
+    log = format_reconciliation(rec)
+    assert not any(student in log for student in students)
+    assert (f"422: result {YEAR_LONG}-202701-T1-<student>: student <student> is not actively enrolled in class "
+            f"{YEAR_LONG} (2)") in log
+
+
+def test_results_of_a_line_item_ic_refused_take_its_answer_and_refusals_are_logged_per_line_item(frames):
+    data = export(f"{YEAR_LONG},s1000000,{S1},90,,88", f"{YEAR_LONG},s1000001,{S1},90,,88")
+    _, postings, _ = run(data, context(frames))
+    sent = postings[postings["action"] == "post"]
+    refused_item = f"{YEAR_LONG}-202701-F1"
+    refused = pd.DataFrame({"line_item_id": [refused_item], "status": ["rejected"],
+                            "message": [f"IC refused lineItem {refused_item}: 422: the task is locked"]})
+    held = withheld(sent, refused)
+    assert sorted(held["result_id"]) == [f"{refused_item}-1000000", f"{refused_item}-1000001"]
+    assert set(held["status"]) == {"rejected"} and set(held["message"]) == set(refused["message"])
+    assert list(held.columns) == ["result_id", "fingerprint", "status", "message"]
+    others = sent[sent["line_item_id"] != refused_item]
+    answers = pd.concat([held, pd.DataFrame({
+        "result_id": others["result_id"], "status": ["created", "rejected"],
+        "message": ["", f"422: result {YEAR_LONG}-202701-T1-1000001: student 1000001 is not enrolled"]})])
+    lines = refusals(sent, answers)
+    assert lines[["line_item_id", "status", "results"]].values.tolist() == [
+        [refused_item, "rejected", 2], [f"{YEAR_LONG}-202701-T1", "rejected", 1]]
+    assert lines["rows"].tolist() == [[1, 2], [2]]
+    assert lines["message"].tolist()[1] == (f"422: result {YEAR_LONG}-202701-T1-<student>: "
+                                            "student <student> is not enrolled")
 
 
 def test_reconcile_refuses_rows_left_unaccounted(frames):

@@ -325,6 +325,49 @@ def test_grades_are_refused_while_the_grading_window_is_closed(campus, client, r
         gradebook.set_window("no-such-term", date(2026, 1, 1), date(2026, 2, 1))
 
 
+def test_a_window_not_yet_open_is_refused_saying_when_it_opens(campus, client, roster):
+    seed(client, roster)
+    gradebook = campus.gradebook
+    gradebook.today = date(2026, 9, 30)
+    gradebook.set_window(Q1, date(2026, 10, 1), date(2026, 10, 24))
+    early = put_result(client, roster["students"][0], score=88)
+    assert early.status_code == 403 and code_minor(early) == "forbidden"
+    description = early.json()["imsx_description"]
+    assert "not yet open" in description and "opens on 2026-10-01" in description and Q1 in description
+    assert not description.startswith(WINDOW_CLOSED), "a window that has not opened is not closed"
+    assert gradebook.stored("results") == {}
+
+
+def test_the_window_400_profile_refuses_a_closed_window_as_400_invaliddata_line_items_too(demo_district,
+                                                                                          roster):
+    """A server seen in the field: a closed window refuses the lineItem as well, as 400 ``invaliddata``."""
+    with ICEmulator(demo_district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo",
+                    vendor_key=VENDOR_KEY, vendor_secret=VENDOR_SECRET, profile="window-400") as other:
+        client = Client(other)
+        seed(client, roster)
+        student = roster["students"][0]
+        other.gradebook.today = date(2026, 10, 30)
+        other.gradebook.set_window(Q1, date(2026, 10, 1), date(2026, 10, 24))
+        for response in (client.put("/lineItems/li-q1", line_item(other, roster["class"], title="Q1")),
+                         put_result(client, student, score=88)):
+            assert response.status_code == 400 and code_minor(response) == "invaliddata", response.text
+            assert response.json()["imsx_description"].startswith(WINDOW_CLOSED)
+            assert errors_of(schema_of("/lineItems/{sourcedId}", "put", "400"), response.json()) == []
+        assert other.gradebook.stored("results") == {}
+        assert other.gradebook.stored("lineItems")["li-q1"]["title"] == "Q1 Grade", "the refusal changed nothing"
+
+
+def test_a_refusal_injected_for_one_record_is_answered_as_a_status_info_payload(campus, client, roster):
+    campus.gradebook.refuse("scoreScales", "ss-letter", "scoreScale ss-letter: the district's score groups are "
+                                                        "locked for the term")
+    assert client.put("/categories/cat-term", category()).status_code == 201
+    refused = client.put("/scoreScales/ss-letter", score_scale(campus, roster["class"]))
+    assert refused.status_code == 422 and code_minor(refused) == "invaliddata"
+    assert refused.json()["imsx_description"].endswith("locked for the term")
+    assert client.put("/scoreScales/ss-other", score_scale(campus, roster["class"], "ss-other")).status_code == 201
+    assert list(campus.gradebook.stored("scoreScales")) == ["ss-other"]
+
+
 def test_score_groups_map_percents_and_check_scores(campus, client, roster):
     seed(client, roster)
     one, two = roster["students"]

@@ -5,6 +5,9 @@ LMS export and every configured IC grading task, whether a result is posted and 
 value (or why not); :func:`reconcile` folds IC's answers back so that every row of the
 file, quarantined ones included, ends in exactly one outcome. A grade is modelled as
 IC expects it: a lineItem per (section × term × task) and a result per student on it.
+For the post task, :func:`withheld` answers for the results of a lineItem IC refused (they
+are not sent) and :func:`refusals` sums IC's refusals up per lineItem for its log, which,
+like :func:`format_reconciliation`'s, shows no student's id.
 
 An export has millions of rows and a posting per row and task, so both work on integer codes
 into the few distinct sections, students, terms, grades and reasons, and the postings keep
@@ -14,6 +17,7 @@ by arrow. No Python object is made per row.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +46,7 @@ SCHOOL_NOT_INCLUDED = "school not included"
 UNMAPPED_TERM = "unmapped term"
 NOT_OPTED_IN = "not opted in"
 WINDOW_CLOSED = "window closed"
+WINDOW_OPENS = "window opens on "  # and the day: a window that has not opened yet
 NO_TASK = "no task"
 NO_GRADE = "no grade"
 BAD_SCORE = "bad score"
@@ -50,6 +55,7 @@ SAME_RESULT = "several rows for the same IC result"
 NO_ANSWER = "no answer from IC"
 MALFORMED = "malformed: "
 REJECTED = "rejected by IC"
+LOGGED_STUDENT = "<student>"  # what a log line shows for a student's id
 
 ROW_REASONS = ["", UNMAPPED_SECTION, UNKNOWN_STUDENT, SCHOOL_NOT_INCLUDED, UNMAPPED_TERM, NOT_OPTED_IN,
                WINDOW_CLOSED, NO_TASK]  # in the order they are checked
@@ -265,11 +271,13 @@ def _resolve_terms(frame: pd.DataFrame, context: GradeContext) -> tuple[pd.Serie
     return _as_object(frame["row"].map(chosen)), excluded
 
 
-def _closed(terms: pd.Series, context: GradeContext) -> pd.Series:
-    """Whether the term's grading window excludes the run date; a term IC does not date is left to IC."""
+def _windows(terms: pd.Series, context: GradeContext) -> tuple[np.ndarray, list[str]]:
+    """Why each term's grading window excludes the run date, as a code into ROW_REASONS followed by
+    the returned "window opens on <day>" reasons (0: it does not, or IC does not date the term and
+    it is left to IC)."""
     rule = context.config.window_rule
     ends = dict(zip(context.sessions["sourced_id"].astype(str), context.sessions["end_date"], strict=True))
-    closed = set()
+    why: dict[str, str] = {}
     for term in terms.dropna().unique():
         window = context.config.windows.get(term)
         if window is not None:
@@ -280,9 +288,14 @@ def _closed(terms: pd.Series, context: GradeContext) -> pd.Series:
             closes = end + timedelta(days=rule.closes_days_after_end)
         else:
             continue
-        if not opens <= context.run_date <= closes:
-            closed.add(term)
-    return terms.isin(closed)
+        if context.run_date < opens:
+            why[term] = f"{WINDOW_OPENS}{opens.isoformat()}"
+        elif context.run_date > closes:
+            why[term] = WINDOW_CLOSED
+    opening = sorted(set(why.values()) - {WINDOW_CLOSED})
+    code = {WINDOW_CLOSED: ROW_REASONS.index(WINDOW_CLOSED),
+            **{text: len(ROW_REASONS) + place for place, text in enumerate(opening)}}
+    return terms.map(lambda term: code.get(why.get(term), 0)).to_numpy(dtype=np.int64), opening
 
 
 @dataclass(frozen=True)
@@ -303,7 +316,8 @@ class _Rows:
     grades: tuple[np.ndarray, np.ndarray]  # per grade: its percent (NaN: none) and letter (into ``scores``)
     scores: list
     from_term: np.ndarray  # an overall task takes the term grade: a single-term class without course grade
-    reason: np.ndarray  # into ROW_REASONS; 0: none, the row has postings
+    reason: np.ndarray  # into ``reasons``; 0: none, the row has postings
+    reasons: list[str]  # ROW_REASONS, then the days windows open on
 
 
 def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> _Rows:
@@ -371,19 +385,23 @@ def _resolve_rows(rows: pd.DataFrame, context: GradeContext) -> _Rows:
     gradable = (term_graded & bool(config.term_task_ids)) | (
         (course_graded | (single_term & term_graded)) & bool(config.overall_task_ids)
     )
+    window_codes, opening = _windows(pair_terms, context)
+    code_type = _code_type(len(ROW_REASONS) + len(opening))
+    window = _at(window_codes.astype(code_type), pair, 0)
     checks = [class_at < 0, student < 0, _at(pair_excluded.to_numpy(dtype=bool), pair, False), term < 0,
-              opted_out, _at(_closed(pair_terms, context).to_numpy(dtype=bool), pair, False),
+              opted_out, window > 0,
               ~gradable & (term_graded | course_graded)]
-    reason = np.zeros(len(rows), dtype=np.int8)  # into ROW_REASONS: the first check a row fails
+    reason = np.zeros(len(rows), dtype=code_type)  # into ROW_REASONS + opening: the first check a row fails
     for code, failed in reversed(list(enumerate(checks, start=1))):
         np.copyto(reason, code, where=failed)
+    np.copyto(reason, window, where=reason == ROW_REASONS.index(WINDOW_CLOSED))  # closed, or the day it opens
     return _Rows(
         number=rows["row"].to_numpy(dtype=np.int64), section=section, sections=sections,
         school=_at(school_codes, class_at), schools=schools, student=student, students=students,
         term=term, terms=terms, term_grade=term_grade, course_grade=course_grade,
         grades=(percent, letter),
         scores=term_scores.to_pylist() + course_scores.to_pylist(), from_term=single_term & ~course_graded,
-        reason=reason,
+        reason=reason, reasons=ROW_REASONS + opening,
     )
 
 
@@ -592,8 +610,10 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
     entry *= len(tasks)
     entry += task
     np.copyto(entry, len(plan.reason) - 1, where=np.repeat(held, lines))
-    reason = _at(np.where(plan.reason < 0, 0, len(ROW_REASONS) + plan.reason).astype(np.int8), entry)
-    reason += per_line(resolved.reason)  # into ROW_REASONS, PLAN_REASONS, and clashes below
+    row_reasons = resolved.reasons
+    code_type = _code_type(len(row_reasons) + len(PLAN_REASONS))
+    reason = _at(np.where(plan.reason < 0, 0, len(row_reasons) + plan.reason).astype(code_type), entry)
+    reason += per_line(resolved.reason)  # into row_reasons, PLAN_REASONS, and clashes below
     sections, terms = resolved.sections, resolved.terms
     texts = (resolved.sections, resolved.terms, resolved.students)
     del resolved
@@ -636,8 +656,8 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
         clashing, clash_reason, clash_reasons = clash
         action[clashing] = 2
         fingerprint[clashing] = 0
-        reason = reason.astype(_code_type(len(ROW_REASONS) + len(PLAN_REASONS) + len(clash_reasons)))
-        reason[clashing] = len(ROW_REASONS) + len(PLAN_REASONS) + clash_reason
+        reason = reason.astype(_code_type(len(row_reasons) + len(PLAN_REASONS) + len(clash_reasons)))
+        reason[clashing] = len(row_reasons) + len(PLAN_REASONS) + clash_reason
     else:
         clash_reasons = []
     if len(context.posted):
@@ -645,7 +665,7 @@ def plan_postings(rows: pd.DataFrame, context: GradeContext) -> pd.DataFrame:
         action[sending] = _unchanged(_take(_chunked(result_ids), sending), fingerprint[sending] - 1,
                                      plan.fingerprints[1:], context.posted)
 
-    reason_at, reasons = _distinct(ROW_REASONS + PLAN_REASONS + clash_reasons)
+    reason_at, reasons = _distinct(row_reasons + PLAN_REASONS + clash_reasons)
     columns |= {
         "fingerprint": _categorical(*_compact(fingerprint, pa.array(plan.fingerprints, TEXT))),
         "action": _categorical(*_compact(action, pa.array(ACTIONS, TEXT))),
@@ -782,6 +802,7 @@ def _posting_outcomes(postings: pd.DataFrame,
                  status, 4)  # into IC_STATUSES; 4: no answer
     message, messages = _encoded(outcomes["message"])
     said = [REJECTED if text.strip() == "" else text for text in messages.to_pylist()] + [REJECTED]
+    blank = np.asarray([text.strip() == "" for text in messages.to_pylist()] + [True])  # by message
     message = _at(np.arange(len(said) - 1).astype(_code_type(len(said))), message, len(said) - 1)  # into said
     unusual = status != _commonest(status)
     unusual |= message != _commonest(message)
@@ -806,8 +827,11 @@ def _posting_outcomes(postings: pd.DataFrame,
     if len(lines):
         answer = np.cumsum(sent, dtype=_index_type(len(sent)))[lines] - 1
         answer = answer if found is None else found[answer]
-        replied = fixed + 3 + _at(message, answer, len(said) - 1).astype(np.int64)
-        said_here = np.select([kind[lines] == 2, kind[lines] == 3], [fixed, replied], fixed + 1)
+        answered = _at(message, answer, len(said) - 1).astype(np.int64)
+        replied = fixed + 3 + answered
+        window = kind[lines] == 2  # IC's message says why (closed, or the day it opens), else WINDOW_CLOSED
+        said_here = np.select([window & blank[answered], window | (kind[lines] == 3)], [fixed, replied],
+                              fixed + 1)
         reason[lines] = reason_at[said_here]
     del sent, kind
     final = postings.assign(outcome=_categorical(*_compact(outcome, pa.array(OUTCOMES, TEXT))),
@@ -909,13 +933,61 @@ def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFr
     return Reconciliation(rows=result, counts=counts, postings=final)
 
 
+def withheld(postings: pd.DataFrame, refused: pd.DataFrame) -> pd.DataFrame:
+    """The answers of the postings not sent because IC refused their lineItem or what it needs
+    (``refused``: line_item_id, status, message): each takes its lineItem's status and message, as
+    the journal holds IC's answers (result_id, fingerprint, status, message)."""
+    held = postings.loc[isin(postings["line_item_id"], refused["line_item_id"]).to_numpy(),
+                        ["line_item_id", "result_id", "fingerprint"]]
+    held = held.astype({"line_item_id": str, "fingerprint": str})
+    return held.merge(refused.astype({"line_item_id": str}), on="line_item_id")[
+        ["result_id", "fingerprint", "status", "message"]]
+
+
+def without_students(texts: pd.Series, students: pd.Series) -> pd.Series:
+    """Each text with its student's id, where it stands as a word of its own (in a result's sourcedId,
+    in IC's message), replaced by ``<student>``: what a log line may show of IC's messages."""
+    return pd.Series([re.sub(rf"(?<![0-9A-Za-z]){re.escape(student)}(?![0-9A-Za-z])", LOGGED_STUDENT, text)
+                      if student and student in text else text
+                      for text, student in zip(texts.astype(str), students.astype(str), strict=True)],
+                     index=texts.index, dtype=object)
+
+
+def refusals(postings: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """IC's answers other than created / updated, one line per lineItem, status and message (the
+    student's id left out, see :func:`without_students`) for the task log: how many results and from
+    which export rows, the most results first."""
+    refused = outcomes.loc[~outcomes["status"].isin(["created", "updated"]),
+                           ["result_id", "status", "message"]]
+    sent = postings.loc[isin(postings["result_id"], refused["result_id"]).to_numpy(),
+                        ["result_id", "line_item_id", "student", "row"]]
+    joined = refused.merge(sent.astype({"line_item_id": str, "student": str}), on="result_id")
+    joined["message"] = without_students(joined["message"], joined["student"])
+    lines = joined.groupby(["line_item_id", "status", "message"], sort=False)["row"].agg(
+        results="size", rows=lambda rows: sorted(rows))
+    return lines.reset_index().sort_values("results", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _logged_reasons(rec: Reconciliation) -> dict[str, str]:
+    """IC's reasons that name their posting's student, as a log line shows them."""
+    postings = rec.postings
+    answered = postings[((postings["action"] == "post") & (postings["outcome"] != "posted")).to_numpy()]
+    shown = without_students(answered["reason"], answered["student"])
+    return {reason: text for reason, text in zip(answered["reason"].astype(str), shown, strict=True)
+            if reason != text}
+
+
 def format_reconciliation(rec: Reconciliation, top: int = 5) -> str:
-    """A few lines for the task log: counts and the commonest reasons, never a student or a name."""
+    """A few lines for the task log: counts and the commonest reasons, never a student or a name
+    (IC's messages show ``<student>`` for the student they name; the staged report keeps them whole)."""
     total = sum(rec.counts.values())
     lines = [f"grade passback: {total} export rows: "
              + ", ".join(f"{outcome} {rec.counts.get(outcome, 0)}" for outcome in OUTCOMES)]
+    logged = _logged_reasons(rec)
     for outcome in ("skipped", "failed"):
-        reasons = Counter(rec.rows.loc[rec.rows["outcome"] == outcome, "reason"])
+        reasons = Counter()
+        for reason, count in Counter(rec.rows.loc[rec.rows["outcome"] == outcome, "reason"]).items():
+            reasons[logged.get(reason, reason)] += count
         if reasons:
             common = reasons.most_common(top)
             more = len(reasons) - len(common)

@@ -99,6 +99,8 @@ class ServerProfile:
     max_limit: int = MAX_LIMIT  # the largest page served, silently, whatever ``limit`` asks
     scope: str | None = None  # the token endpoint refuses a request that does not ask for this scope
     window_refusal_status: int = 403  # the status that carries a closed grading window's refusal
+    # (403 ``forbidden`` as IC; 400 ``invaliddata`` otherwise)
+    windows_bind_line_items: bool = False  # a closed window refuses a lineItem too, not only its grades
     moves_changed_records: bool = False  # lists are ordered by change: a record edited while a
     # collection is paged (the emulator edits its first record once the first page is served) moves
     # to the end, so offsets shift under a client paging through it
@@ -108,7 +110,7 @@ PROFILES = {profile.name: profile for profile in (
     ServerProfile("ic"),
     ServerProfile("capped-no-total", total_count=False, links=False, max_limit=500),
     ServerProfile("scope-required", scope=ROSTER_CORE_READONLY),
-    ServerProfile("window-400", window_refusal_status=400),
+    ServerProfile("window-400", window_refusal_status=400, windows_bind_line_items=True),
     ServerProfile("changing", moves_changed_records=True),
 )}
 _PREDICATE = re.compile(r"^\s*(?P<field>[A-Za-z][A-Za-z0-9_.]*)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*'(?P<value>[^']*)'\s*$")
@@ -230,7 +232,8 @@ class ICEmulator(LoopbackService):
         self.district = district
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self._moved: dict[str, list[int]] = {}  # per collection, records moved to the end while paged
-        self.gradebook = Gradebook(district)
+        self.gradebook = Gradebook(district, window_refusal_status=self.profile.window_refusal_status,
+                                   windows_bind_line_items=self.profile.windows_bind_line_items)
         self._vendor = f"{vendor_key}:{vendor_secret}" if vendor_key and vendor_secret else None
         self.client_id = client_id
         self.app_name = app_name

@@ -14,7 +14,10 @@ enrollments it checks against. It enforces what IC enforces on grade passback:
 - a grade is accepted only while the grading window of the lineItem's gradingPeriod is
   open (:meth:`Gradebook.set_window` against the settable clock :attr:`Gradebook.today`;
   no window set means open), else 403 ``forbidden`` with a description starting with
-  :data:`WINDOW_CLOSED`, so a client can tell "skipped: window closed" from a failure;
+  :data:`WINDOW_CLOSED`, or, before the window opens, with :data:`WINDOW_NOT_YET_OPEN` and the
+  day it opens, so a client can tell "skipped: window closed" from a failure; a server of
+  another make may refuse it as 400 ``invaliddata`` (``window_refusal_status``) and refuse the
+  lineItem itself too (``windows_bind_line_items``), as the emulator's server profiles set;
 - score groups: a percent alone (``score``) is mapped to the score of the lineItem's
   scoreScale with the highest minimum percent (``itemValueLHS``) not above it, written
   to ``textScore``; a score alone (``textScore``) must be one of the group's scores and
@@ -26,7 +29,8 @@ and kept as sent; and its student ids carry IC's role prefix (``s123456``), so a
 is checked against the 1.1 rosters. Both versions share one store (a district uses one).
 
 PUT answers "created" or "updated" (IC's 201 / 200) and counts both per sourcedId in
-:attr:`Gradebook.writes`, so a retry that duplicated a write shows in tests.
+:attr:`Gradebook.writes`, so a retry that duplicated a write shows in tests; :meth:`Gradebook.refuse`
+makes it refuse one record, as IC does by rules of its own this emulator does not model.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ COLLECTIONS = ("categories", "lineItems", "results", "scoreScales")  # what the 
 SINGULAR = {"categories": "category", "lineItems": "lineItem", "results": "result",
             "scoreScales": "scoreScale"}
 WINDOW_CLOSED = "grading window closed"
+WINDOW_NOT_YET_OPEN = "grading window not yet open"
 SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
 
 _BASE = ("sourcedId", "status", "dateLastModified", "metadata")
@@ -173,12 +178,16 @@ def _offered(collection: str, version: str) -> None:
 class Gradebook:
     """The gradebook of one district; thread-safe, as the emulator's handler threads share it."""
 
-    def __init__(self, district: SyntheticDistrict, *, today: date | None = None) -> None:
+    def __init__(self, district: SyntheticDistrict, *, today: date | None = None,
+                 window_refusal_status: int = 403, windows_bind_line_items: bool = False) -> None:
         self.district = district
         self.today = today or date.today()
+        self.window_refusal_status = window_refusal_status  # 403 ``forbidden`` (IC), or 400 ``invaliddata``
+        self.windows_bind_line_items = windows_bind_line_items
         self.writes: dict[str, dict[str, Writes]] = {name: defaultdict(Writes) for name in COLLECTIONS}
         self._store: dict[str, dict[str, dict]] = {name: {} for name in COLLECTIONS}
         self._windows: dict[str, tuple[date, date]] = {}
+        self._refused: dict[tuple[str, str], str] = {}  # (collection, sourcedId) -> IC's description
         self._sessions = {row["id"]: row for row in district.sessions}
         self._classes: dict[str, int] | None = None
         self._rosters: dict[str, dict[str, set[str]]] = {}  # by version: user ids differ
@@ -198,6 +207,11 @@ class Gradebook:
     def window_open(self, session_id: str) -> bool:
         window = self._windows.get(session_id)
         return window is None or window[0] <= self.today <= window[1]
+
+    def refuse(self, collection: str, sourced_id: str, description: str) -> None:
+        """PUTs of this record are refused from now on, 422 ``invaliddata`` with ``description``."""
+        with self._lock:
+            self._refused[(collection, sourced_id)] = description
 
     # -- the ledger -------------------------------------------------------------------
 
@@ -230,6 +244,8 @@ class Gradebook:
             raise _invalid(f"sourcedId {record['sourcedId']!r} in the body differs from {sourced_id!r} "
                            "in the URL")
         with self._lock:
+            if (collection, sourced_id) in self._refused:
+                raise _invalid(self._refused[(collection, sourced_id)])
             getattr(self, f"_check_{singular}")(record, version)
             previous = self._store[collection].get(sourced_id)
             kept = previous and previous["dateLastModified"]
@@ -369,6 +385,8 @@ class Gradebook:
         low, high = record.get("resultValueMin"), record.get("resultValueMax")
         if low is not None and high is not None and low > high:
             raise _invalid(f"{label}: resultValueMin {low} is above resultValueMax {high}")
+        if self.windows_bind_line_items:
+            self._check_window(record)
 
     def _check_result(self, record: dict, version: str) -> None:
         label = f"result {record['sourcedId']}"
@@ -405,11 +423,18 @@ class Gradebook:
 
     def _check_window(self, item: dict) -> None:
         session_id = _ref_id(item, "gradingPeriod")
-        if not self.window_open(session_id):
-            opens, closes = self._windows[session_id]
-            title = self._sessions[session_id]["title"]
-            raise GradebookError(403, "forbidden", f"{WINDOW_CLOSED} for {title} ({session_id}): grades are "
-                                 f"accepted from {opens} to {closes}, today is {self.today}")
+        if self.window_open(session_id):
+            return
+        opens, closes = self._windows[session_id]
+        title = self._sessions[session_id]["title"]
+        if self.today < opens:
+            description = (f"{WINDOW_NOT_YET_OPEN} for {title} ({session_id}): it opens on {opens} and "
+                           f"closes on {closes}, today is {self.today}")
+        else:
+            description = (f"{WINDOW_CLOSED} for {title} ({session_id}): grades are accepted from {opens} to "
+                           f"{closes}, today is {self.today}")
+        status = self.window_refusal_status
+        raise GradebookError(status, "forbidden" if status == 403 else "invaliddata", description)
 
     def _district_class(self, record: dict, kind: str) -> dict:
         class_id = _ref_id(record, "class")

@@ -21,6 +21,7 @@ goes only to the connection's own scheme, host and port (a next-page link elsewh
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import deque
@@ -45,16 +46,48 @@ TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
 
 T = TypeVar("T")
-WINDOW_CLOSED = "grading window closed"  # how IC's 403 for a closed grading window begins
+WINDOW_CLOSED = "window closed"  # the status of a grade refused for its grading window: a skip, not a failure
+# A refusal for the grading window: IC answers 403 ``forbidden``, another server 400 ``invaliddata`` (the
+# code minors a refusal of well-formed data carries); what tells is the description.
+_WINDOW = re.compile(r"\bgrading[ _](?:window|period)\b[^.]*?\b(?:closed|open(?:s|ed)?)\b", re.IGNORECASE)
+_WINDOW_CODE_MINORS = frozenset({"forbidden", "invaliddata"})
+_NOT_YET_OPEN = re.compile(r"\bnot (?:yet )?open(?:ed)?\b|\b(?:opens|will open)\b", re.IGNORECASE)
+_OPENS_ON = re.compile(r"\b(?:opens?|from)\s+(?:on\s+)?(\d{4}-\d{2}-\d{2})\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class GradebookAnswer:
-    """IC's answer to one gradebook PUT: created / updated / window closed / rejected (with its message)."""
+    """IC's answer to one gradebook PUT: created / updated / window closed (refused for its grading
+    window, closed or not yet open) / rejected, with a message for the report: IC's description,
+    after the window's reason ("window closed", "window opens on <day>") or the status code."""
 
     sourced_id: str
     status: str
     message: str
+
+    @property
+    def taken(self) -> bool:
+        """IC stored the record."""
+        return self.status in ("created", "updated")
+
+
+def _window_reason(response: requests.Response, description: str) -> str | None:
+    """The reason a refusal gives for the grading window ("window closed", "window opens on <day>",
+    "window not yet open"), read from its status-info payload whatever the status code; None when it
+    refuses something else."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    minor = payload.get("imsx_CodeMinor") if isinstance(payload, dict) else None
+    fields = minor.get("imsx_codeMinorField") if isinstance(minor, dict) else None
+    minors = {str(field.get("imsx_codeMinorFieldValue")) for field in fields or () if isinstance(field, dict)}
+    if not _WINDOW.search(description) or (minors and not minors & _WINDOW_CODE_MINORS):
+        return None
+    if not _NOT_YET_OPEN.search(description):
+        return WINDOW_CLOSED
+    opens = _OPENS_ON.search(description)
+    return f"window opens on {opens[1]}" if opens else "window not yet open"
 
 
 @dataclass
@@ -333,9 +366,11 @@ class OneRosterHook(OwnExtrasHttpHook):
 
     def _send_once(
         self, method: str, url: str, *, params: dict[str, Any] | None = None, body: dict | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, label: str | None = None,
     ) -> requests.Response:
-        """One call with a valid token inside the concurrency limit; a 401 renews the token once."""
+        """One call with a valid token inside the concurrency limit; a 401 renews the token once.
+        ``label`` names the call in errors and logs instead of its URL (a result's URL holds a
+        student's id)."""
         session = self._session()
         with self._slots:
             for renewed in (False, True):
@@ -358,7 +393,7 @@ class OneRosterHook(OwnExtrasHttpHook):
                     raise _credentials_refused(
                         self.oneroster_conn_id, f"{refused} was refused: {_ims_description(response)}"
                     )
-        self._raise_for_transient(response, f"{method} {url}")
+        self._raise_for_transient(response, label or f"{method} {url}")
         return response
 
     def get_page(
@@ -405,20 +440,24 @@ class OneRosterHook(OwnExtrasHttpHook):
     def put_gradebook(self, collection: str, sourced_id: str, record: dict) -> GradebookAnswer:
         """PUT one lineItem/result/category/scoreScale by its deterministic sourcedId, so a retry
         is an update, never a second object. A 4xx is IC's answer about this record (returned,
-        not retried); 429/5xx/dropped connections are retried."""
+        not retried); 429/5xx/dropped connections are retried, and logged without the record's URL
+        (a result's sourcedId holds its student's id)."""
         url = f"{self.gradebook_url}/{collection}/{quote(sourced_id, safe='')}"
         singular = {"lineItems": "lineItem", "results": "result", "categories": "category", "scoreScales": "scoreScale"}
         headers = self._vendor_header()
+
         response = self._retries.call(
-            lambda: self._send_once("PUT", url, body={singular[collection]: record}, headers=headers),
+            lambda: self._send_once("PUT", url, body={singular[collection]: record}, headers=headers,
+                                    label=f"PUT {collection}"),
             f"PUT {collection}",
         )
         if response.status_code in (200, 201):
             return GradebookAnswer(sourced_id, "created" if response.status_code == 201 else "updated", "")
-        message = _ims_description(response)
-        if response.status_code == 403 and message.startswith(WINDOW_CLOSED):
-            return GradebookAnswer(sourced_id, "window closed", message)
-        return GradebookAnswer(sourced_id, "rejected", f"{response.status_code}: {message}")
+        description = _ims_description(response)
+        window = _window_reason(response, description)
+        if window:
+            return GradebookAnswer(sourced_id, WINDOW_CLOSED, f"{window}: {description}")
+        return GradebookAnswer(sourced_id, "rejected", f"{response.status_code}: {description}")
 
     # -- paging -------------------------------------------------------------------
 

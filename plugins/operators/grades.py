@@ -41,10 +41,12 @@ from include.grades.transform import (
     format_reconciliation,
     plan_postings,
     reconcile,
+    refusals,
+    withheld,
 )
 from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
-from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook, district_ic
+from plugins.hooks.oneroster import WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
 from plugins.operators.extract import resolve_active_year, skip_unless_running
 from plugins.operators.journal import Journal, versioned
 from plugins.sensors.export import mark_processed
@@ -54,6 +56,7 @@ POSTED_OVER = "posted_over"  # the year's postings went over this OneRoster vers
 JOURNAL_BATCH = 200
 LOGGED_FAILURES = 5
 LISTED_ROWS = 20  # rows listed in an email; the rest are in the report
+LOGGED_ROWS = 10  # export rows named in a log line
 
 
 def _stamp() -> str:
@@ -223,7 +226,10 @@ class PlanGradesOperator(_GradesOperator):
 
 
 class PostGradesOperator(_GradesOperator):
-    """PUTs the lineItems and results to IC's gradebook at the district's IC concurrency."""
+    """PUTs the lineItems and results to IC's gradebook at the district's IC concurrency. What IC
+    refuses holds back what needs it: a refused category or score scale its lineItems, a refused
+    lineItem its results, whose rows take IC's message for it. The log has counts, lineItem ids and
+    IC's messages (less the student they name); the rows are in the staged outcomes."""
 
     def __init__(self, *, plan_task_id: str, infinite_campus: InfiniteCampus, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -244,8 +250,13 @@ class PostGradesOperator(_GradesOperator):
         if not pending.empty:  # before the first PUT: see PlanGradesOperator._refuse_a_version_change
             stage_frame(self._state(context, POSTED_OVER), pd.DataFrame({"oneroster_version": [hook.version]}))
         with ThreadPoolExecutor(max_workers=hook.max_concurrency, thread_name_prefix="gradebook") as pool:
-            if not pending.empty:
-                self._prepare_line_items(hook, pool, pending, context)
+            if not pending.empty:  # results of a lineItem IC does not hold are not sent
+                refused = self._prepare_line_items(hook, pool, pending, context)
+                held = withheld(pending, refused)
+                if not held.empty:
+                    journal.append(held)
+                    answered.append(held)
+                    pending = pending[~isin(pending["result_id"], held["result_id"]).to_numpy()]
             for start in range(0, len(pending), JOURNAL_BATCH):
                 batch = pending.iloc[start : start + JOURNAL_BATCH]
                 answers = list(pool.map(lambda row: self._put_result(hook, row), batch.to_dict("records")))
@@ -264,39 +275,60 @@ class PostGradesOperator(_GradesOperator):
         counts = outcomes["status"].value_counts().to_dict()
         self.log.info("District %s: posted to IC in %d requests (%d retries): %s", self.district, hook.request_count,
                       hook.retry_count, ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "nothing")
-        for row in outcomes[outcomes["status"] == "rejected"].head(LOGGED_FAILURES).itertuples():
-            self.log.warning("IC rejected result %s: %s", row.result_id, row.message)
+        self._log_refusals(refusals(to_post, outcomes))
         return self._manifest(context, "grade_outcomes", uri=str(staged.target), row_count=staged.row_count,
                               content_sha256=staged.sha256, counts=counts)
 
+    def _log_refusals(self, lines: pd.DataFrame) -> None:
+        """A line per lineItem and IC message, the largest first: a closed window as information, any
+        other refusal as a warning; the export rows are named, the students are not."""
+        for line in lines.head(LOGGED_FAILURES).itertuples():
+            rows = ", ".join(map(str, line.rows[:LOGGED_ROWS]))
+            more = f" and {len(line.rows) - LOGGED_ROWS} more" if len(line.rows) > LOGGED_ROWS else ""
+            log = self.log.info if line.status == WINDOW_CLOSED else self.log.warning
+            log("lineItem %s: %d result(s) not posted, export rows %s%s: %s", line.line_item_id, line.results,
+                rows, more, line.message)
+        rest = lines.iloc[LOGGED_FAILURES:]
+        if len(rest):
+            log = self.log.info if (rest["status"] == WINDOW_CLOSED).all() else self.log.warning
+            log("... and %d more (lineItem, message) pairs: see the grade reconciliation report", len(rest))
+
     def _prepare_line_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
-                            context: Context) -> None:
+                            context: Context) -> pd.DataFrame:
         """The category, score scales and lineItems the results need, PUT once per run (idempotent),
-        as many at once as IC allows. OneRoster 1.1 has no score scales (IC files a percent under
-        the task's score group itself) and no school on a lineItem."""
-        base = hook.rostering_url
+        as many at once as IC allows, each only once what it needs is taken; returns the lineItems IC
+        does not hold (line_item_id, status, message): refused, or not sent because IC refused their
+        category or score scale. OneRoster 1.1 has no score scales (IC files a percent under the
+        task's score group itself) and no school on a lineItem."""
+        roster, gradebook = hook.rostering_url, hook.gradebook_url  # 1.2 keeps gradebook objects apart
         modern = hook.version == "1.2"
 
-        def ref(collection: str, kind: str, sourced_id: str) -> dict:
+        def ref(base: str, collection: str, kind: str, sourced_id: str) -> dict:
             return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
 
         stamp = _stamp()
-        hook.put_gradebook("categories", CATEGORY_ID, {
+        line_items = pending.drop_duplicates("line_item_id")
+        category = hook.put_gradebook("categories", CATEGORY_ID, {
             "sourcedId": CATEGORY_ID, "status": "active", "dateLastModified": stamp, "title": "Grading tasks",
         })
-        scales = pending.dropna(subset=["score_group"]).drop_duplicates(["section", "score_group"])
+        if not category.taken:
+            refused = [(item, *_passed_on("category", category)) for item in line_items["line_item_id"]]
+            return pd.DataFrame(refused, columns=["line_item_id", "status", "message"])
+        scale_of = (line_items["section"].astype(str) + "-" + line_items["score_group"].astype(str)).where(
+            line_items["score_group"].notna() & modern)  # IC's score scale of the lineItem, if it has one
 
-        def put_scale(row) -> None:
+        def put_scale(row) -> GradebookAnswer:
             bands = self.passback.score_groups[row.score_group]
-            hook.put_gradebook("scoreScales", f"{row.section}-{row.score_group}", {
-                "sourcedId": f"{row.section}-{row.score_group}", "status": "active", "dateLastModified": stamp,
+            return hook.put_gradebook("scoreScales", row.scale, {
+                "sourcedId": row.scale, "status": "active", "dateLastModified": stamp,
                 "title": row.score_group, "type": "score group",
-                "class": {**ref("classes", "class", row.section)},
+                "class": ref(roster, "classes", "class", row.section),
                 "scoreScaleValue": [{"itemValueLHS": f"{band.min_percent:g}", "itemValueRHS": band.score} for band in bands],
             })
 
-        if modern:
-            list(pool.map(put_scale, scales.itertuples()))
+        scales = line_items.assign(scale=scale_of).dropna(subset=["scale"]).drop_duplicates("scale")
+        refused_scales = {answer.sourced_id: answer for answer in pool.map(put_scale, scales.itertuples())
+                          if not answer.taken}
         sessions = read_frame(context["ti"].xcom_pull(task_ids="extract.academicSessions")["uri"]).set_index("sourced_id")
 
         def put_line_item(row) -> GradebookAnswer:
@@ -305,21 +337,25 @@ class PostGradesOperator(_GradesOperator):
                 "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp,
                 "title": f"{row.task_id} - {term['title']}",
                 "assignDate": f"{term['start_date']}T00:00:00.000Z", "dueDate": f"{term['end_date']}T00:00:00.000Z",
-                "class": ref("classes", "class", row.section),
-                "category": ref("categories", "category", CATEGORY_ID),
-                "gradingPeriod": ref("academicSessions", "academicSession", row.term),
+                "class": ref(roster, "classes", "class", row.section),
+                "category": ref(gradebook, "categories", "category", CATEGORY_ID),
+                "gradingPeriod": ref(roster, "academicSessions", "academicSession", row.term),
                 "resultValueMin": 0, "resultValueMax": 100,
             }
             if modern:
-                record["school"] = ref("orgs", "org", row.school)
-            if modern and isinstance(row.score_group, str):
-                record["scoreScale"] = ref("scoreScales", "scoreScale", f"{row.section}-{row.score_group}")
+                record["school"] = ref(roster, "orgs", "org", row.school)
+            if isinstance(row.scale, str):
+                record["scoreScale"] = ref(gradebook, "scoreScales", "scoreScale", row.scale)
             return hook.put_gradebook("lineItems", row.line_item_id, record)
 
-        line_items = pending.drop_duplicates("line_item_id")
-        for row, answer in zip(line_items.itertuples(), pool.map(put_line_item, line_items.itertuples()), strict=True):
-            if answer.status not in ("created", "updated"):
-                self.log.warning("IC did not take lineItem %s: %s", row.line_item_id, answer.message)
+        blocked = scale_of.isin(list(refused_scales)).to_numpy()
+        sendable = line_items[~blocked].assign(scale=scale_of[~blocked])
+        refused = [(row.line_item_id, *_passed_on("scoreScale", refused_scales[scale]))
+                   for row, scale in zip(line_items[blocked].itertuples(), scale_of[blocked], strict=True)]
+        answers = pool.map(put_line_item, sendable.itertuples())
+        refused += [(row.line_item_id, *_passed_on("lineItem", answer))
+                    for row, answer in zip(sendable.itertuples(), answers, strict=True) if not answer.taken]
+        return pd.DataFrame(refused, columns=["line_item_id", "status", "message"])
 
     @staticmethod
     def _put_result(hook: OneRosterHook, row: dict) -> GradebookAnswer:
@@ -421,6 +457,14 @@ class ReconcileGradesOperator(_GradesOperator):
             ),
             smtp_conn_id=self.notifications.smtp_conn_id,
         ).notify(context)
+
+
+def _passed_on(kind: str, answer: GradebookAnswer) -> tuple[str, str]:
+    """The status and message a refused ``kind`` passes on to the records that need it: a grading
+    window's as it is (a skip), any other naming what IC refused (a failure)."""
+    if answer.status == WINDOW_CLOSED:
+        return answer.status, answer.message
+    return answer.status, f"IC refused {kind} {answer.sourced_id}: {answer.message}"
 
 
 def needs_a_person(rows: pd.DataFrame) -> pd.Series:
