@@ -57,4 +57,6 @@ class Spoiled(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self._record(position) for position in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
         return self._record(index % len(self))

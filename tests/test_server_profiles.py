@@ -15,6 +15,7 @@ from include.oneroster.models import COLLECTIONS
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import PROFILES, ROSTER_CORE_READONLY, ICEmulator
 from include.staging import Manifest, read_frame
+from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET, Spoiled, connection_uri_env
 
 NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
@@ -52,6 +53,22 @@ def run(when: datetime):
             for collection in COLLECTIONS}
 
 
+def ledger(scenario: str, faults: int, manifests: dict[str, Manifest], district: SyntheticDistrict,
+           quarantined: set[str] = frozenset()) -> None:
+    """The scenario's line in the fault ledger, from the far side (what was staged) against the
+    generator's records: each record staged once, or quarantined; none lost."""
+    rows_in = staged_rows = distinct = lost = 0
+    for collection, manifest in manifests.items():
+        expected = {record["sourcedId"] for record in district.records(collection, "1.2")}
+        staged = read_frame(manifest.uri)["sourced_id"]
+        held = set(read_frame(manifest.quarantine_uri)["sourced_id"]) if collection == "users" else set()
+        rows_in += len(expected)
+        staged_rows += len(staged)
+        distinct += staged.nunique()
+        lost += len(expected - set(staged) - held)
+    record(ScenarioLedger(scenario, faults, rows_in, distinct, len(quarantined), 0, staged_rows - distinct, lost))
+
+
 def assert_staged_as_served(manifests: dict[str, Manifest], district: SyntheticDistrict) -> None:
     """Each collection staged holds the generator's records, each once, as they are now."""
     for collection, manifest in manifests.items():
@@ -75,6 +92,8 @@ def test_a_server_that_caps_pages_at_500_and_sends_no_total_is_staged_whole(extr
                        if request.path.endswith(f"/{collection}")]
             served = len(district.records(collection))
             assert offsets == [*range(0, served, 500), served], f"{collection}: read by what was served, to an empty page"
+        capped = sum(max(0, -(-len(district.records(collection)) // 500) - 1) for collection in COLLECTIONS)
+        ledger("server caps pages at 500, no total, no Link", capped, manifests, district)  # pages cut short
     finally:
         ic.__exit__(None, None, None)
 
@@ -83,8 +102,10 @@ def test_a_token_endpoint_that_requires_a_scope_gets_the_connections_scope(extra
     district = SyntheticDistrict(DistrictSpec(seed=12, students=60, schools=3, school_year=2027))
     ic = serve(district, "scope-required", monkeypatch, scope=ROSTER_CORE_READONLY)
     try:
-        assert_staged_as_served(run(NIGHT), district)
+        manifests = run(NIGHT)
+        assert_staged_as_served(manifests, district)
         assert ic.token_requests >= 1
+        ledger("token endpoint requires a scope", 1, manifests, district)
     finally:
         ic.__exit__(None, None, None)
 
@@ -115,6 +136,8 @@ def test_a_collection_that_changes_while_it_is_paged_is_read_again_and_staged_on
         users = read_frame(manifests["users"].uri)
         assert users[users["sourced_id"] == district.records("users")[0]["sourcedId"]]["family_name"].iloc[0] \
             .endswith("-Lee"), "the edited user is staged as it is now"
+        ledger(f"collection edited while paged ({'with' if total_count else 'no'} total)",
+               sum(1 for collection in COLLECTIONS if district.modified_indexes(collection)), manifests, district)
     finally:
         ic.__exit__(None, None, None)
 
@@ -143,8 +166,11 @@ def test_quarantined_records_stay_quarantined_and_counted_on_delta_nights(extrac
 
         spoiled.add(5)  # broken in IC tonight: a record the snapshot holds leaves it
         district.edit("users", [5], NIGHT + timedelta(days=2, hours=19))
-        broken = run(NIGHT + timedelta(days=3))["users"]
+        nights = run(NIGHT + timedelta(days=3))
+        broken = nights["users"]
         assert (broken.quarantined_count, broken.row_count) == (4, len(ids) - 4)
         assert ids[5] not in set(read_frame(broken.uri)["sourced_id"])
+        ledger("records quarantined, carried over delta nights", 5, nights, district,
+               quarantined={ids[index] for index in spoiled})
     finally:
         ic.__exit__(None, None, None)

@@ -58,8 +58,8 @@ def superseded(ids: pa.ChunkedArray | pa.Array, modified: pa.ChunkedArray | pa.A
     ``modified`` stays (a missing date is the oldest; of equal dates, the last served)."""
     count = len(ids)
     rows = pa.table({"id": ids, "modified": modified, "row": pa.array(np.arange(count))})
-    order = pc.sort_indices(rows, sort_keys=[("id", "ascending"), ("modified", "ascending"), ("row", "ascending")],
-                            null_placement="at_start").to_numpy()
+    order = pc.sort_indices(rows, sort_keys=[("id", "ascending"), ("modified", "ascending", "at_start"),
+                                             ("row", "ascending")]).to_numpy()
     ordered_ids = rows.column("id").take(order).combine_chunks()
     last_of_id = np.ones(count, dtype=bool)
     if count > 1:
