@@ -117,7 +117,8 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                 False,
                 type="boolean",
                 title="Dry run",
-                description="Build and report the provisioning plan, write nothing to the LMS.",
+                description="Build and report the plans; write nothing to the LMS or to IC's gradebook, "
+                "and leave the grade export unprocessed.",
             ),
         },
     ) as dag:

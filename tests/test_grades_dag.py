@@ -124,6 +124,23 @@ def puts_to(ic: ICEmulator, collection: str) -> list:
     return [request for request in ic.requests if request.method == "PUT" and f"/{collection}/" in request.path]
 
 
+def test_a_dry_run_with_a_new_export_posts_nothing_to_ic_and_leaves_the_export_for_the_real_run(stack):
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    drop_export(stack, "final-grades-20261201.csv")
+    stack["ic"].reset_stats()
+    dry = run(NIGHT, halves="grades", dry_run=True)
+    assert dry.state == "success", dry.task_states
+    assert dry.task_states["grades.post"] == "skipped" and dry.task_states["grades.reconcile"] == "skipped"
+    assert not [request for request in stack["ic"].requests if request.method in ("PUT", "DELETE")], \
+        "a dry run wrote to IC's gradebook"
+    assert stack["ic"].gradebook.stored("results") == {}
+    real = run(NIGHT + timedelta(hours=1), halves="grades")
+    assert real.state == "success", real.task_states
+    assert real.returned["grades.wait_for_export"]["name"] == "final-grades-20261201.csv", \
+        "the dry run left the export for the real run"
+    assert reconciliation(real)["posted"] > 0
+
+
 def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
     data = drop_export(stack, "final-grades-20261201.csv")

@@ -21,7 +21,7 @@ import pandas as pd
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseOperator, Context, Variable
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
 from include.grades.export import DUPLICATE, ExportFormatError, read_export
@@ -240,6 +240,11 @@ class PostGradesOperator(_GradesOperator):
         skip_unless_running(context, "grades")
         postings = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["uri"])
         to_post = postings[postings["action"] == "post"]
+        if context["params"].get("dry_run"):
+            raise AirflowSkipException(
+                f"Dry run: {len(to_post)} result(s) on {to_post['line_item_id'].nunique()} lineItem(s), for "
+                f"{to_post['row'].nunique()} export row(s), would be posted to IC; nothing was sent, and the "
+                "export is not marked processed (the plan is staged with the run)")
         hook = district_ic(self.infinite_campus)
         journal = Journal(self._path(context, "journal.results/part").parent,
                           empty=pd.DataFrame(columns=["result_id", "fingerprint", "status", "message"], dtype=object))
