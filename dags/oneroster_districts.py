@@ -12,7 +12,7 @@ from datetime import datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
-from include.config import DistrictConfig, DistrictConfigError, districts_dir, load_districts
+from include.config import DistrictConfig, DistrictConfigError, district_file, districts_dir, load_districts
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 from plugins.notifications.alerts import deadline_alert, failure_notifier
@@ -64,7 +64,7 @@ def _doc(config: DistrictConfig) -> str:
 ### {config.name} (`{config.district}`)
 
 Nightly Infinite Campus ⇄ LMS sync for this district, built from
-`include/districts/{config.district}.yaml`.
+`{district_file(config.district)}`.
 
 * **extract**: the six OneRoster rostering collections ({", ".join(COLLECTIONS)}) from the
   IC connection `{ic.conn_id}`, paged {ic.page_size:,} records at a time, at most
@@ -142,7 +142,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                         task_id=step.task_id,
                         kind=step.kind,
                         district=config.district,
-                        config_file=f"include/districts/{config.district}.yaml",
+                        config_file=district_file(config.district),
                         provisioning=config.provisioning,
                         lms=config.lms,
                         active_year_rule=config.active_year,

@@ -357,6 +357,11 @@ def districts_dir() -> Path:
     return Path(os.environ.get(DISTRICTS_DIR_ENV) or DISTRICTS_DIR)
 
 
+def district_file(district: str) -> str:
+    """Where the district's file is, as a data engineer looks for it (see :func:`_display`)."""
+    return _display(districts_dir() / f"{district}.yaml")
+
+
 def load_districts(directory: Path | None = None) -> tuple[list[DistrictConfig], list[DistrictConfigError]]:
     """Every district file in name order; bad files are returned as errors, not raised,
     so that one district's typo does not take the other districts' DAGs down."""

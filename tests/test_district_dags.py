@@ -89,6 +89,14 @@ def test_a_bad_district_file_is_an_import_error_and_the_others_still_load(tmp_pa
     assert "less than or equal to 5" in error
 
 
+def test_a_dags_docs_name_the_district_file_it_was_built_from(tmp_path, monkeypatch):
+    shutil.copy(DISTRICTS_DIR / "demo.yaml", tmp_path / "demo.yaml")
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
+    dag = dag_bag().dags["oneroster_demo"]
+    assert str(tmp_path / "demo.yaml") in dag.doc_md and "include/districts/demo.yaml" not in dag.doc_md
+    assert dag.get_task("provision.buildings").config_file == str(tmp_path / "demo.yaml")
+
+
 @pytest.fixture
 def staged_run_env(ic, lms, monkeypatch, tmp_path, airflow_db):
     for dag_version, conn_id in (("1.2", "ic_demo"), ("1.1", "ic_demo_v11")):
