@@ -1,8 +1,9 @@
 """Grade passback under faults: whole DAG runs against the IC emulator (gradebook), a real SFTP
-server and SMTP sink, with faults switched on; after each, what IC's gradebook holds is checked
-against what the run's reconciliation says, and a line goes into the fault ledger printed at the
-end of the session (tests/fault_ledger.py): rows in, posted, skipped, failed, duplicates (must be
-0), lost (must be 0).
+server and SMTP sink, with faults switched on; after each, what IC's gradebook holds and what the
+run's reconciliation says are checked against what the rules say of the export file the test dropped
+(tests/expected_grades.py: README's rules applied to the file's rows and the synthetic district,
+never the run's plan), and a line goes into the fault ledger printed at the end of the session
+(tests/fault_ledger.py): rows in, posted, skipped, failed, duplicates (must be 0), lost (must be 0).
 
 One provisioned district serves every scenario: each starts from an empty gradebook, no posted
 state, an empty export directory and no faults, and runs at its own logical date on the same
@@ -37,6 +38,7 @@ from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame, staging_path, state_path
 from tests.fault_ledger import ScenarioLedger, record
+from tests.expected_grades import Held, held_by_ic
 from tests.fault_support import (
     CONFIG,
     DAG_ID,
@@ -44,6 +46,8 @@ from tests.fault_support import (
     NIGHT,
     VENDOR,
     Run,
+    assert_read_the_file,
+    expected_of,
     export_rows,
     far_side_ledger,
     grade_environment,
@@ -145,14 +149,26 @@ def passback(world) -> Passback:
 
 
 def settle(passback: Passback, run: Run, scenario: str, *, faults: int) -> ScenarioLedger:
-    """The ledger line of a run whose reconciliation ran; recorded (duplicates and lost must be 0)."""
+    """The ledger line of a run whose reconciliation ran, against what the rules say of the file the
+    test dropped (not the run's plan); recorded (duplicates and lost must be 0)."""
     assert run.state == "success", run.task_states
-    entry = far_side_ledger(
-        scenario, faults=faults, rows_in=export_rows(passback.data),
-        reconciled=run.returned["grades.reconcile"],
-        postings=read_frame(run.returned["grades.plan"]["uri"]), gradebook=passback.ic.gradebook,
-    )
-    return record(entry)
+    assert_read_the_file(run.returned["grades.fetch_export"], passback.data)
+    expected = expected_of(passback.data, passback.district, run.logical_date.date())
+    assert len(expected.rows) == export_rows(passback.data)
+    return far_side_ledger(scenario, faults=faults, expected=expected,
+                           reconciled=run.returned["grades.reconcile"], gradebook=passback.ic.gradebook,
+                           requests=passback.ic.requests)
+
+
+def refused_file_ledger(passback: Passback, scenario: str, *, faults: int, rows: int,
+                        emailed: bool) -> ScenarioLedger:
+    """The ledger line of an export refused as a whole: its rows count as failed when the failure
+    email named the file (a person knows), what reached IC is counted at IC, the rest is lost."""
+    stored = passback.ic.gradebook.writes["results"]
+    posted = len({request.path for request in passback.puts() if request.status in (200, 201)})
+    failed = rows - posted if emailed else 0
+    duplicates = sum(max(0, entry.created - 1) for entry in stored.values())
+    return ScenarioLedger(scenario, faults, rows, posted, 0, failed, duplicates, rows - posted - failed)
 
 
 def planned_posts(run: Run) -> int:
@@ -318,12 +334,13 @@ def test_ic_refusing_a_closed_window_as_400_holds_back_its_results_and_skips_the
 def test_sftp_server_down_while_sensing_is_waited_out(passback):
     passback.drop(passback.export())
     passback.sftp.stop()
-    back = threading.Timer(6, passback.sftp.start)
+    restarted: list[float] = []
+    back = threading.Timer(6, lambda: (passback.sftp.start(), restarted.append(time.time())))
     back.start()
     run = run_dag(passback.next_night(), halves="grades")
     back.join()
     assert run.tries["grades.wait_for_export"] == 1, "the outage is waited out, not failed and retried"
-    assert run.started["grades.wait_for_export"].timestamp() < time.time() - 3
+    assert run.started["grades.wait_for_export"].timestamp() < restarted[0], "the sensor met the outage"
     assert_everything_planned_is_at_ic(passback, run)
     settle(passback, run, "grades: SFTP server down while sensing", faults=1)
 
@@ -369,7 +386,8 @@ def test_an_empty_file_is_not_taken_and_the_wait_ends_with_an_email_naming_it(pa
     assert "No grade export arrived" in mail.body
     assert "final-grades-20261201.csv is empty (0 bytes)" in mail.body
     assert not passback.puts(GRADEBOOK)
-    record(ScenarioLedger("grades: SFTP empty file", 1, 0, 0, 0, 0, 0, 0))
+    record(refused_file_ledger(passback, "grades: SFTP empty file", faults=1, rows=export_rows(b""),
+                               emailed="final-grades-20261201.csv" in mail.body))
 
 
 def test_a_file_with_only_headers_posts_nothing_and_emails_that_it_had_no_rows(passback):
@@ -435,8 +453,9 @@ def test_missing_and_renamed_columns_fail_the_file_with_the_headers_found(passba
     assert "grades.fetch_export failed" in mail.subject and "final-grades-20261201.csv" in mail.body
     assert "missing the header(s) 'Unique User ID', 'Grading Period'" in mail.body
     assert "headers found: 'Section School Code', 'User Unique ID'" in mail.body
-    rows = export_rows(data)  # refused as a file, with the reason in the email: none posted, none lost
-    record(ScenarioLedger("grades: SFTP missing + renamed columns", 2, rows, 0, 0, rows, 0, 0))
+    assert expected_of(data, passback.district, NIGHT.date()).refused, "the rules refuse this file too"
+    record(refused_file_ledger(passback, "grades: SFTP missing + renamed columns", faults=2, rows=export_rows(data),
+                               emailed="final-grades-20261201.csv" in mail.body))
 
 
 # -- bad data -----------------------------------------------------------------------------------------
@@ -499,12 +518,18 @@ class Scheduled:
         self.stack.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--logical-date", when.isoformat(),
                            "--conf", json.dumps({"halves": "grades"}))
 
-    def ledger(self, scenario: str, run_id: str, *, faults: int) -> ScenarioLedger:
-        reconciled = self.stack.returned(DAG_ID, run_id, "grades.reconcile")
-        postings = read_frame(self.stack.returned(DAG_ID, run_id, "grades.plan")["uri"])
-        return record(far_side_ledger(scenario, faults=faults, rows_in=export_rows(self.passback.data),
-                                      reconciled=reconciled, postings=postings,
-                                      gradebook=self.passback.ic.gradebook))
+    def ledger(self, scenario: str, run_id: str, *, faults: int,
+               posted_before: dict[tuple[str, str], Held] | None = None) -> ScenarioLedger:
+        """As :func:`settle`, on the run's own logical date; ``posted_before``: what IC held after
+        the last run whose post finished (its grades are "unchanged" if the export has them again)."""
+        assert_read_the_file(self.stack.returned(DAG_ID, run_id, "grades.fetch_export"), self.passback.data)
+        logical_date = self.stack.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["logical_date"]
+        run_date = datetime.fromisoformat(logical_date.replace("Z", "+00:00")).date()
+        expected = expected_of(self.passback.data, self.passback.district, run_date)
+        return far_side_ledger(scenario, faults=faults, expected=expected,
+                               reconciled=self.stack.returned(DAG_ID, run_id, "grades.reconcile"),
+                               gradebook=self.passback.ic.gradebook, requests=self.passback.ic.requests,
+                               posted_before=posted_before)
 
 
 @pytest.fixture(scope="module")
@@ -563,13 +588,18 @@ def test_a_task_process_killed_mid_post_is_retried_without_posting_twice(schedul
 
 def test_a_cleared_run_takes_its_export_again_and_posts_nothing_twice(scheduled):
     stack, passback = scheduled.stack, scheduled.passback
-    run_id = "faults_killed"  # the run of the test above, cleared as from the UI
-    first = stack.returned(DAG_ID, run_id, "grades.reconcile")
-    passback.ic.reset_stats()
+    passback.reset()
+    passback.drop(passback.export())
+    run_id, when = "faults_cleared", NOW - timedelta(minutes=8)
     with stack.logs_on_failure():
-        when = NOW - timedelta(minutes=10)
+        scheduled.trigger(run_id, when)
+        assert stack.wait_for_run(DAG_ID, run_id, timeout=150)["state"] == "success"
+        first = stack.returned(DAG_ID, run_id, "grades.reconcile")
+        assert first["counts"]["posted"] > 0
+        posted_before = held_by_ic(passback.ic.gradebook)
+        passback.ic.reset_stats()
         stack.airflow("tasks", "clear", DAG_ID, "--yes", "--start-date", when.isoformat(),
-                      "--end-date", when.isoformat())
+                      "--end-date", when.isoformat())  # as from the UI
         run = stack.wait_for_run(DAG_ID, run_id, timeout=150)
         assert run["state"] == "success", stack.task_instances(DAG_ID, run_id)
         again = stack.returned(DAG_ID, run_id, "grades.reconcile")
@@ -577,7 +607,8 @@ def test_a_cleared_run_takes_its_export_again_and_posts_nothing_twice(scheduled)
         assert again["counts"]["posted"] == 0 and again["counts"]["unchanged"] == first["counts"]["posted"]
         assert not passback.puts(GRADEBOOK), "nothing IC already holds is sent again"
         created_once(passback)
-        scheduled.ledger("grades: run cleared and re-run (scheduler)", run_id, faults=1)
+        scheduled.ledger("grades: run cleared and re-run (scheduler)", run_id, faults=1,
+                         posted_before=posted_before)
 
 
 def test_two_runs_at_once_run_one_after_the_other_and_the_second_posts_only_changes(scheduled):
@@ -592,6 +623,7 @@ def test_two_runs_at_once_run_one_after_the_other_and_the_second_posts_only_chan
         two = stack.api(f"/api/v2/dags/{DAG_ID}/dagRuns/faults_twin_2")
         assert two["state"] in ("queued", "running")
         posted_once = passback.ic.gradebook.stored("results")
+        posted_before = held_by_ic(passback.ic.gradebook)
         passback.ic.reset_stats()
         lines = first.split(b"\r\n")
         changed = [b",".join([*line.split(b",")[:3], b"61.5", b"D", *line.split(b",")[5:]])
@@ -606,7 +638,8 @@ def test_two_runs_at_once_run_one_after_the_other_and_the_second_posts_only_chan
         assert len(passback.puts()) <= 3 * 2, "the second run sends only the changed grades"
         assert len(passback.ic.gradebook.stored("results")) == len(posted_once)
         created_once(passback)
-        scheduled.ledger("grades: two runs attempted at once (scheduler)", "faults_twin_2", faults=1)
+        scheduled.ledger("grades: two runs attempted at once (scheduler)", "faults_twin_2", faults=1,
+                         posted_before=posted_before)
 
 
 def planned_posts_of(plan_manifest: dict) -> int:
