@@ -598,7 +598,7 @@ def test_a_map_naming_unknown_schools_terms_and_roles_fails_before_writing_and_e
     ]
     (mail,) = stage.smtp.wait_for(1)
     assert mail.subject == f"[oneroster {dag_id}] provision.buildings failed in run {outcome.run_id}"
-    assert "include/districts/bad_map.yaml: " in mail.body
+    assert f"{stage.directory / 'bad_map.yaml'}: " in mail.body, "the district file as it is named on disk"
     for problem in problems:
         assert problem.replace("'", "&#39;") in mail.body or problem in mail.body, problem
     assert_no_secret(mail.body)

@@ -4,6 +4,7 @@ what the LMS received."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -236,8 +237,9 @@ def test_a_mapping_to_an_unknown_building_fails_naming_the_file_and_value(sync, 
     with pytest.raises(AirflowFailException) as raised:
         task._check_references(lms_target(task.lms))
     assert str(raised.value) == (
-        "include/districts/mapped.yaml: provisioning.schools.101.building_id: the LMS has no building '999999'"
-    )
+        f"{os.environ[DISTRICTS_DIR_ENV]}/mapped.yaml: "
+        "provisioning.schools.101.building_id: the LMS has no building '999999'"
+    ), "the district file as it is named on disk"
     outcome = sync(night(0), dag_id)
     assert outcome.task_states["provision.buildings"] == "failed" and lms.write_requests == 0
 
