@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
 from include.grades.export import DUPLICATE, ExportFormatError, read_export
+from include.grades.opt_in import OptInVariableError, opt_in_variable, opted_in_sections
 from include.grades.transform import (
     BAD_SCORE,
     CLASS_COLUMNS,
@@ -145,10 +146,15 @@ class PlanGradesOperator(_GradesOperator):
         self.config_dir = config_dir
         self.extract_group = extract_group
 
-    @property
-    def opt_in_variable(self) -> str:
-        """The sections whose teachers opted in: a JSON list of IC class sourcedIds, kept in the UI."""
-        return f"oneroster_grade_opt_in_{self.district}"
+    def _opted_in(self) -> frozenset[str] | None:
+        """The sections whose teachers opted in (see :mod:`include.grades.opt_in`); None when opt-in is off."""
+        if not self.passback.teacher_opt_in:
+            return None
+        variable = opt_in_variable(self.district)
+        try:
+            return opted_in_sections(variable, Variable.get(variable, default=None))
+        except OptInVariableError as error:
+            raise AirflowFailException(str(error)) from None
 
     def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
         path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
@@ -185,11 +191,7 @@ class PlanGradesOperator(_GradesOperator):
             classes=self._columns(self._extracted(context, "classes"), CLASS_COLUMNS),
             sessions=self._columns(self._extracted(context, "academicSessions"), SESSION_COLUMNS),
             mapping=mapping,
-            opt_in=(
-                frozenset(map(str, Variable.get(self.opt_in_variable, default=[], deserialize_json=True)))
-                if self.passback.teacher_opt_in
-                else None
-            ),
+            opt_in=self._opted_in(),
             run_date=(context.get("logical_date") or context["dag_run"].run_after).date(),
             config=self.passback,
             posted=(
