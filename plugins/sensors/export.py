@@ -14,20 +14,25 @@ waits ``timeout_hours`` afresh. An SFTP server that is down or drops the
 connection is waited out (it cannot deliver the export meanwhile); a refused login or host key
 fails at once. A cleared run takes the export it processed the first time (the processed
 exports are recorded with their run), not only a newer one.
+
+The wait in the triggerer is :class:`ExportTrigger`: the provider's trigger, firing on the same
+files, that keeps asyncssh's connection chatter (some eighteen INFO lines per look) out of the
+task's trigger log and says there at most once per poke interval what it is still waiting for.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
 import paramiko
-from airflow.providers.sftp.hooks.sftp import SFTPHook
+from airflow.providers.sftp.hooks.sftp import SFTPHook, SFTPHookAsync
 from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
@@ -37,6 +42,7 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
     TaskDeferralTimeout,
 )
+from airflow.triggers.base import TriggerEvent
 
 from include.config import GradePassback
 from include.staging import read_frame, stage_frame, staging_path
@@ -80,6 +86,80 @@ def trigger_newer_than(processed_mtime: float) -> str:
     processed file's own time would fire at once on that same file, the second after it does not."""
     after = datetime.fromtimestamp(int(processed_mtime) + 1, tz=timezone.utc)
     return after.strftime("%Y%m%d%H%M%S")
+
+
+TRIGGER_WAITING = "Still waiting for a file matching"
+"""How :class:`ExportTrigger`'s line about the wait begins."""
+
+
+def quiet_asyncssh() -> None:
+    """asyncssh logs each connection, login, SFTP session and close at INFO: the trigger connects
+    anew for every look, so a 2-second poke interval made hundreds of lines a minute in the task's
+    log. Its warnings and errors still show; a level a logging config gave ``asyncssh`` is kept.
+    This is the triggerer's whole process (asyncssh has one logger)."""
+    logger = logging.getLogger("asyncssh")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+class _ReportingHookAsync(SFTPHookAsync):
+    """The provider's async hook, calling ``nothing_yet`` after each look that found no file."""
+
+    def __init__(self, *, nothing_yet: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._nothing_yet = nothing_yet
+
+    async def sense_files_by_pattern(self, path: str, fnmatch_pattern: str,
+                                     newer_than: datetime | None = None) -> list[str]:
+        try:
+            found = await super().sense_files_by_pattern(path, fnmatch_pattern, newer_than)
+        except (AirflowException, FileNotFoundError) as error:  # SFTPTrigger looks again after these
+            self._nothing_yet(f"the directory could not be read: {error}")
+            raise
+        if not found:
+            self._nothing_yet("no such file yet")
+        return found
+
+
+class ExportTrigger(SFTPTrigger):
+    """:class:`SFTPTrigger` (same arguments, same events) with asyncssh quieted (see
+    :func:`quiet_asyncssh`) and one line per poke interval at most saying what is awaited: the
+    pattern, the directory, the connection and the moment a file must be modified at or after.
+    Never a file's contents."""
+
+    CLASSPATH = "plugins.sensors.export.ExportTrigger"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._looks = 0
+        self._said_at: float | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The provider's arguments under this class's path, which the triggerer imports (the
+        project's root is on its ``PYTHONPATH``)."""
+        _, kwargs = super().serialize()
+        return self.CLASSPATH, kwargs
+
+    def _get_async_hook(self) -> SFTPHookAsync:
+        return _ReportingHookAsync(sftp_conn_id=self.sftp_conn_id, host=self.remote_host,
+                                   no_host_key_check=self.no_host_key_check, nothing_yet=self._nothing_yet)
+
+    def _nothing_yet(self, why: str) -> None:
+        self._looks += 1
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < self.poke_interval:
+            return
+        self._said_at = now
+        newer_than = self.newer_than_utc
+        since = f", modified at or after {newer_than.isoformat()}" if newer_than else ""
+        self.log.info("%s %s in %s on %s%s (%s; %d look(s) so far); looking again in %gs", TRIGGER_WAITING,
+                      self.file_pattern, self.path, self.sftp_conn_id, since, why, self._looks,
+                      self.poke_interval)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        quiet_asyncssh()
+        async for event in super().run():
+            yield event
 
 
 def _connection_refused_by_policy(message: str) -> bool:
@@ -199,7 +279,7 @@ class ExportFileSensor(BaseOperator):
             f", newer than {last['name']}" if last else "",
         )
         self.defer(
-            trigger=SFTPTrigger(
+            trigger=ExportTrigger(
                 path=self.passback.remote_dir,
                 file_pattern=self.pattern,
                 sftp_conn_id=self.passback.sftp_conn_id,
