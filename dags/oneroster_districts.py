@@ -1,9 +1,12 @@
 """One DAG per district file in include/districts/: Infinite Campus OneRoster -> staging.
 
 This file only wires DAGs from configuration; hooks and operators live in plugins/,
-the logic in include/. A district file that does not validate is reported as an import
-error of this file (naming the district file and field) while every other district's
-DAG still loads.
+the logic in include/. A district file that does not validate still gets its DAG, on the
+schedule the file gives if that much can be read, whose one task fails every run naming the
+file and fields (and emails ``notifications.emails`` where those can be read); the error is
+also listed among the UI's import errors, by ``oneroster_district_errors.py``. Never raised
+here: Airflow marks every DAG of a file with an import error stale, so one district's typo
+would switch off all districts.
 """
 
 from __future__ import annotations
@@ -12,26 +15,37 @@ from datetime import datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
-from include.config import DistrictConfig, DistrictConfigError, district_file, districts_dir, load_districts
+from include.config import (
+    DistrictConfig,
+    InvalidDistrict,
+    Notifications,
+    TaskRetries,
+    district_file,
+    districts_dir,
+    invalid_district,
+    load_districts,
+)
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 from plugins.notifications.alerts import deadline_alert, failure_notifier
 from plugins.operators.extract import OneRosterExtractOperator
+from plugins.operators.first_night import FirstNightGate
 from plugins.operators.grades import (
     FetchExportOperator,
     PlanGradesOperator,
     PostGradesOperator,
     ReconcileGradesOperator,
 )
+from plugins.operators.invalid_district import InvalidDistrictFileOperator
 from plugins.operators.provision import ProvisionOperator, SyncReportOperator
 from plugins.sensors.export import ExportFileSensor
 
 STAGING_ROOT = "{{ var.value.get('oneroster_staging_root', '') }}"
+ANY_LOGICAL_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 
-def _default_args(config: DistrictConfig) -> dict:
-    retries = config.task_retries
+def _default_args(retries: TaskRetries, notifications: Notifications) -> dict:
     arguments = {
         "owner": "district-data",
         "retries": retries.count,
@@ -39,42 +53,108 @@ def _default_args(config: DistrictConfig) -> dict:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(seconds=retries.max_delay_seconds),
     }
-    notifier = failure_notifier(config)
+    notifier = failure_notifier(notifications)
     if notifier is not None:
         arguments["on_failure_callback"] = notifier
     return arguments
 
 
-class DistrictConfigErrors(DAG):
-    """Stands in for the district files that failed validation: Airflow calls
-    ``validate()`` on every DAG of a file and records what it raises as that file's
-    import error, while the file's other DAGs are still loaded."""
-
-    def __init__(self, errors: list[DistrictConfigError]):
-        super().__init__(dag_id="oneroster_district_config_errors", schedule=None)
-        self.config_errors = errors
-
-    def validate(self) -> None:
-        raise ValueError("Invalid district configuration: " + " | ".join(map(str, self.config_errors)))
-
-
 def _doc(config: DistrictConfig) -> str:
+    """The DAG's docs in the UI: what a night does, the params, a safe dry run, a broken file."""
     ic = config.infinite_campus
-    return f"""
+    night = [f"""
 ### {config.name} (`{config.district}`)
 
 Nightly Infinite Campus ⇄ LMS sync for this district, built from
-`{district_file(config.district)}`.
+`{district_file(config.district)}`. Schedule `{config.schedule}` (UTC); runs never overlap.
+The school year comes from the run's logical date (years start on {config.active_year.starts})
+unless the `active_year` param is set; a past year can be asked for either way, or backfilled.
+
+**What a night does**
 
 * **extract**: the six OneRoster rostering collections ({", ".join(COLLECTIONS)}) from the
   IC connection `{ic.conn_id}`, paged {ic.page_size:,} records at a time, at most
   {ic.max_concurrency} concurrent calls ({ic.peak_concurrency} during peak hours), into
-  Parquet under the Variable `oneroster_staging_root`. Each task returns a manifest
-  (location, row count, checksum), never student data.
-* Schedule `{config.schedule}` (UTC); runs never overlap. The school year comes from the
-  run's logical date (years start on {config.active_year.starts}) unless the
-  `active_year` param is set.
-"""
+  Parquet under the Variable `oneroster_staging_root`; only what changed on delta nights.
+  Each task returns a manifest (location, counts, checksum), never student data."""]
+    if config.provisioning is not None and config.lms is not None:
+        night.append(f"""
+* **provision**: schools, terms, users, guardian links, courses, sections and enrollments
+  into {config.lms.target} (connection `{config.lms.conn_id}`), in that order, through the
+  district file's school, term and role maps; only what changed since the last run is sent.
+  `sync_report` emails what needs a person (records the LMS refused, records IC served
+  that were quarantined, a collection that did not settle).""")
+    if config.grade_passback is not None:
+        passback = config.grade_passback
+        night.append(f"""
+* **grades**: waits up to {passback.timeout_hours:g} h for the LMS's grade export on the SFTP
+  connection `{passback.sftp_conn_id}` (`{passback.remote_dir}`), keeps what may be posted
+  (mapped terms, open grading windows{", opted-in sections" if passback.teacher_opt_in else ""},
+  changed grades), posts it to IC's gradebook and reconciles every row; rows that need a
+  person are emailed. No export in time fails the wait for good and emails.""")
+    night.append(f"""
+
+Failures are emailed to {", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"}
+after the last of {config.task_retries.count} retries.
+
+**Params**: `active_year` (ending year in full, 2027 = 2026-27), `full_run` (extract whole and
+re-send everything){"; `halves` (provisioning, grades or both)" if config.provisioning and config.grade_passback else ""}{"; `dry_run` (build and report the plans, write nothing to the LMS, IC or the processed-exports state)" if config.provisioning or config.grade_passback else ""}.
+
+**Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
+unpaused DAG at once gets a real scheduled run), with a run id or note saying it is a dry run.
+
+**If the district file breaks**, this DAG is replaced by one whose only task,
+`district_file_invalid`, fails every run naming the file and field, and emails them; other
+districts keep running.
+""")
+    return "".join(night)
+
+
+def _params(config: DistrictConfig) -> dict[str, Param]:
+    """The trigger form: only what applies to this district's groups."""
+    writes = config.provisioning is not None or config.grade_passback is not None
+    params = {
+        # exclusiveMinimum/-Maximum, not minimum/maximum: the trigger form's number field clamps
+        # to those (typing 27 gave 2000); these are checked when the run is created and refused
+        # with the reason.
+        "active_year": Param(
+            None,
+            type=["null", "integer"],
+            exclusiveMinimum=1999,
+            exclusiveMaximum=2100,
+            title="Active school year",
+            description="Ending year of the school year to sync, in full (2027 = 2026-27), 2000-2099. "
+            "Empty: the year of the run's logical date.",
+        ),
+        "full_run": Param(
+            False,
+            type="boolean",
+            title="Full run",
+            description=(
+                "Extract every collection whole and re-send every LMS object and every grade, ignoring "
+                "what earlier runs recorded as sent."
+                if writes else "Extract every collection whole instead of only what changed since the last run."
+            ),
+        ),
+    }
+    if config.provisioning is not None and config.grade_passback is not None:
+        params["halves"] = Param(
+            "both",
+            type="string",
+            enum=["both", "provisioning", "grades"],
+            title="What to run",
+            description="Provisioning (IC -> LMS), grade passback (LMS -> IC) or both.",
+        )
+    if writes:
+        params["dry_run"] = Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Build and report the plans; write nothing to the LMS or to IC's gradebook, "
+            "and leave the grade export unprocessed. To try a new district safely, untick "
+            "'Unpause on trigger' below: an unpaused DAG also gets its scheduled run at once.",
+        )
+    return params
 
 
 def build_district_dag(config: DistrictConfig) -> DAG:
@@ -86,42 +166,13 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         start_date=datetime.combine(config.start_date, time(), tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,
-        default_args=_default_args(config),
+        default_args=_default_args(config.task_retries, config.notifications),
         deadline=deadline_alert(config),
         tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
         doc_md=_doc(config),
-        params={
-            "active_year": Param(
-                None,
-                type=["null", "integer"],
-                minimum=2000,
-                maximum=2100,
-                title="Active school year",
-                description="Ending year of the school year to sync (2027 = 2026-27). "
-                "Empty: the year of the run's logical date.",
-            ),
-            "halves": Param(
-                "both",
-                type="string",
-                enum=["both", "provisioning", "grades"],
-                title="What to run",
-                description="Provisioning (IC -> LMS), grade passback (LMS -> IC) or both.",
-            ),
-            "full_run": Param(
-                False,
-                type="boolean",
-                title="Full run",
-                description="Re-send every LMS object and every grade, ignoring what earlier runs recorded as sent.",
-            ),
-            "dry_run": Param(
-                False,
-                type="boolean",
-                title="Dry run",
-                description="Build and report the plans; write nothing to the LMS or to IC's gradebook, "
-                "and leave the grade export unprocessed.",
-            ),
-        },
+        params=_params(config),
     ) as dag:
+        first_night = FirstNightGate(task_id="first_night", first_night=config.start_date)
         with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging") as extract:
             for collection in COLLECTIONS:
                 OneRosterExtractOperator(
@@ -134,6 +185,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     pool=ic.pool,
                     pool_slots=ic.max_concurrency,
                 )
+        first_night >> extract
         if config.provisioning is not None and config.lms is not None:
             with TaskGroup("provision", tooltip="map, plan and load the LMS, in dependency order"):
                 previous = extract
@@ -164,11 +216,17 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         else:
             provisioned = extract
         if config.grade_passback is not None:
-            _grade_passback(config, after=provisioned)
+            _grade_passback(config, after=provisioned, first_night=first_night)
+    # A manual run dated before a task's start_date gets no instance of it (models/dagrun.py) and
+    # ends green with nothing done, so every task accepts any date: a past school year asked for by
+    # date syncs that year, or fails in extract.academicSessions when IC does not serve it. The
+    # district's start_date still holds scheduled runs back: first_night skips them.
+    for task in dag.tasks:
+        task.start_date = ANY_LOGICAL_DATE
     return dag
 
 
-def _grade_passback(config: DistrictConfig, after) -> None:
+def _grade_passback(config: DistrictConfig, after, first_night) -> None:
     """LMS export on SFTP -> parse -> plan -> post to IC -> reconcile; planning waits for the
     night's provisioning, whose state maps LMS sections and grading periods to IC."""
     common = {
@@ -196,18 +254,44 @@ def _grade_passback(config: DistrictConfig, after) -> None:
             task_id="reconcile", export_task_id="grades.fetch_export", plan_task_id="grades.plan",
             post_task_id="grades.post", notifications=config.notifications, **common,
         )
-        sensor >> fetch >> plan >> post >> reconcile
+        first_night >> sensor >> fetch >> plan >> post >> reconcile
         after >> plan
+
+
+def build_invalid_district_dag(invalid: InvalidDistrict) -> DAG:
+    """The DAG of a district whose file does not validate: same id, the file's schedule where
+    it can be read, one task that fails for good with the file's problems."""
+    with DAG(
+        dag_id=invalid.dag_id,
+        description=f"INVALID district file {invalid.file}: not syncing",
+        schedule=invalid.schedule,
+        start_date=datetime.combine(invalid.start_date, time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=_default_args(TaskRetries(count=0), invalid.notifications),
+        tags=["oneroster", f"district:{invalid.district}", "invalid-district-file"],
+        doc_md=f"""
+### {invalid.name} (`{invalid.district}`): the district file is invalid
+
+`{invalid.file}` does not validate, so this district is **not being synced**. Each run fails
+in `district_file_invalid` with the problems below and emails
+{", ".join(invalid.notifications.emails) or "no one (notifications.emails cannot be read)"}.
+Fix the file; the dag-processor picks it up and the district's usual DAG returns.
+
+""" + "\n".join(f"* {problem}" for problem in invalid.problems),
+    ) as dag:
+        InvalidDistrictFileOperator(task_id="district_file_invalid", file=invalid.file, problems=invalid.problems)
+    return dag
 
 
 def _register() -> None:
     configs, errors = load_districts()
     parsing_for = get_parsing_context().dag_id
-    for config in configs:
-        if parsing_for is None or parsing_for == config.dag_id:
-            globals()[config.dag_id] = build_district_dag(config)
-    if errors and parsing_for is None:
-        globals()["oneroster_district_config_errors"] = DistrictConfigErrors(errors)
+    built = [(config.dag_id, build_district_dag, config) for config in configs]
+    built += [(invalid.dag_id, build_invalid_district_dag, invalid) for invalid in map(invalid_district, errors)]
+    for dag_id, build, settings in built:
+        if (parsing_for is None or parsing_for == dag_id) and dag_id not in globals():
+            globals()[dag_id] = build(settings)
 
 
 _register()

@@ -316,6 +316,57 @@ class DistrictConfigError(ValueError):
         super().__init__(f"{_display(path)}: " + "; ".join(problems))
 
 
+class InvalidDistrict(BaseModel):
+    """What a district file that failed validation still says, each setting read on its own
+    (its default where that setting is bad too). The district keeps a DAG on its own schedule
+    that fails every night naming the file's problems, and emails them where ``notifications``
+    can be read: a typo must not silently stop one district's syncs, nor anyone else's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    district: str
+    file: str
+    problems: list[str]
+    name: str
+    schedule: str
+    start_date: date
+    notifications: Notifications
+
+    @property
+    def dag_id(self) -> str:
+        return f"oneroster_{self.district}"
+
+    @property
+    def message(self) -> str:
+        return f"{self.file}: " + "; ".join(self.problems)
+
+
+def invalid_district(error: DistrictConfigError) -> InvalidDistrict:
+    """The readable parts of the file behind ``error`` (see :class:`InvalidDistrict`)."""
+    try:
+        raw = yaml.safe_load(error.path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    defaults = DistrictConfig.model_fields
+    readable = {}
+    for setting in ("schedule", "start_date", "notifications"):
+        try:
+            readable[setting] = DistrictConfig.__pydantic_validator__.validate_assignment(
+                DistrictConfig.model_construct(), setting, raw[setting]
+            ).__dict__[setting]
+        except (KeyError, ValidationError, ValueError):
+            readable[setting] = defaults[setting].get_default(call_default_factory=True)
+    name = raw.get("name")
+    return InvalidDistrict(
+        district=re.sub(r"[^A-Za-z0-9_.-]", "_", error.path.stem),
+        file=_display(error.path),
+        problems=error.problems,
+        name=name if isinstance(name, str) and name.strip() else error.path.stem,
+        **readable,
+    )
+
+
 def _display(path: Path) -> str:
     """Project-relative for the shipped files, absolute for files mounted elsewhere."""
     try:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, load_district
 from include.oneroster.models import COLLECTIONS
 from include.staging import Manifest
 from tests.support import ROOT, connection_uri_env, lms_connection_env
@@ -60,9 +60,74 @@ def test_every_shipped_district_loads_as_a_dag():
     grades = [task.task_id for task in dag.tasks if task.task_id.startswith("grades.")]
     assert grades == ["grades.wait_for_export", "grades.fetch_export", "grades.plan", "grades.post", "grades.reconcile"]
     assert dag.get_task("grades.plan").upstream_task_ids == {"grades.fetch_export", "provision.sync_report"}
+    assert dag.get_task("first_night").upstream_task_ids == set()
+    for task in (*(f"extract.{name}" for name in COLLECTIONS), "grades.wait_for_export"):
+        assert dag.get_task(task).upstream_task_ids == {"first_night"}, task
     assert dag.params["halves"] == "both"
     assert bag.dags["oneroster_demo_v11"].deadline is None
     assert dag.deadline is not None
+
+
+@pytest.mark.parametrize("groups, offered", [
+    ({"lms", "provisioning", "grade_passback"}, {"active_year", "full_run", "halves", "dry_run"}),
+    ({"grade_passback"}, {"active_year", "full_run", "dry_run"}),
+    (set(), {"active_year", "full_run"}),  # extract only: nothing to dry-run, no halves to choose
+])
+def test_the_trigger_form_offers_only_the_params_that_apply(tmp_path, monkeypatch, groups, offered):
+    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    for group in {"lms", "provisioning", "grade_passback"} - groups:
+        config.pop(group)
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
+    assert set(dag_bag().dags["oneroster_demo"].params) == offered
+
+
+@pytest.mark.parametrize("year, accepted", [(27, False), (1999, False), (2000, True), (2027, True), (2099, True),
+                                            (2100, False), (None, True)])
+def test_active_year_is_refused_outside_a_plausible_range_not_clamped(year, accepted):
+    """As the scheduler and API check a new run's conf: the serialized DAG's params."""
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dag_bag().dags["oneroster_demo"]))
+    params = dag.params.deep_merge({"active_year": year})
+    if accepted:
+        assert params.validate()["active_year"] == year
+    else:
+        with pytest.raises(ParamValidationError, match="active_year"):
+            params.validate()
+    # the trigger form's number field clamps to minimum/maximum (27 became 2000): not given
+    assert not {"minimum", "maximum"} & set(dag.params.get_param("active_year").schema)
+
+
+def test_a_deadline_by_a_time_of_day_is_measured_from_the_scheduled_time(tmp_path):
+    from plugins.notifications.alerts import deadline_alert
+
+    def interval(schedule: str, deadline: dict) -> timedelta:
+        config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+        config.update(schedule=schedule, notifications={"emails": ["team@demo.invalid"], "deadline": deadline})
+        (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
+        return deadline_alert(load_district(tmp_path / "demo.yaml")).interval
+
+    assert interval("0 6 * * *", {"by": "09:00"}) == timedelta(hours=3)
+    assert interval("30 5 * * *", {"by": "09:00"}) == timedelta(hours=3, minutes=30)
+    assert interval("0 22 * * *", {"by": "02:15"}) == timedelta(hours=4, minutes=15)  # across midnight
+    assert interval("0 6 * * 1-5", {"by": "05:59"}) == timedelta(hours=23, minutes=59)
+    assert interval("0 6 * * *", {"within_hours": 3}) == timedelta(hours=3)
+    assert interval("0 6 * * *", {"within_hours": 0.5}) == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("run_type, day, begun", [
+    ("scheduled", "2026-06-30", False), ("scheduled", "2026-07-01", True), ("manual", "2025-10-01", True),
+    ("backfill", "2025-10-01", True),
+])
+def test_only_scheduled_runs_wait_for_the_districts_first_night(run_type, day, begun):
+    from types import SimpleNamespace
+
+    from plugins.operators.first_night import scheduled_nights_have_begun
+
+    logical_date = datetime.fromisoformat(day).replace(hour=6, tzinfo=timezone.utc)
+    assert scheduled_nights_have_begun("2026-07-01", SimpleNamespace(run_type=run_type), logical_date) is begun
 
 
 def test_extract_pool_slots_fit_the_pools_in_airflow_settings():
@@ -74,19 +139,31 @@ def test_extract_pool_slots_fit_the_pools_in_airflow_settings():
             assert task.pool in {*pools, "default_pool"} and task.pool_slots <= pools.get(task.pool, 128)
 
 
-def test_a_bad_district_file_is_an_import_error_and_the_others_still_load(tmp_path, monkeypatch):
+def test_a_bad_district_file_keeps_a_failing_dag_and_an_import_error_of_its_own_file(tmp_path, monkeypatch):
+    """The DagBag view; the dag-processor's (stale DAGs, the email) is in test_scheduler.py."""
     shutil.copy(DISTRICTS_DIR / "demo.yaml", tmp_path / "demo.yaml")
     (tmp_path / "broken.yaml").write_text(
-        "district: broken\nname: Broken\ninfinite_campus:\n  conn_id: ic_broken\n  max_concurrency: 9\n"
+        "district: broken\nname: Broken\nschedule: '30 4 * * *'\n"
+        "notifications: {emails: [team@broken.invalid]}\n"
+        "infinite_campus:\n  conn_id: ic_broken\n  max_concurrency: 9\n"
     )
+    (tmp_path / "unreadable.yaml").write_text("district: [\n")
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
     bag = dag_bag()
-    assert "oneroster_demo" in bag.dag_ids
-    assert "oneroster_broken" not in bag.dag_ids
-    (error,) = bag.import_errors.values()
-    assert str(tmp_path / "broken.yaml") in error
-    assert "infinite_campus.max_concurrency" in error
-    assert "less than or equal to 5" in error
+    assert {"oneroster_demo", "oneroster_broken", "oneroster_unreadable"} <= set(bag.dag_ids)
+    assert [task.task_id for task in bag.dags["oneroster_demo"].tasks if task.task_id.startswith("extract.")]
+    (errors_file, error), = bag.import_errors.items()
+    assert errors_file.endswith("dags/oneroster_district_errors.py"), "the districts' own file must not fail"
+    for expected in (str(tmp_path / "broken.yaml"), "infinite_campus.max_concurrency", "less than or equal to 5",
+                     str(tmp_path / "unreadable.yaml"), "cannot be read as YAML"):
+        assert expected in error
+    broken = bag.dags["oneroster_broken"]
+    assert [task.task_id for task in broken.tasks] == ["district_file_invalid"]
+    assert broken.schedule == "30 4 * * *", "the file's schedule, where it can be read"
+    (task,) = broken.tasks
+    assert task.retries == 0
+    assert "infinite_campus.max_concurrency" in broken.doc_md and "team@broken.invalid" in broken.doc_md
+    assert [task.task_id for task in bag.dags["oneroster_unreadable"].tasks] == ["district_file_invalid"]
 
 
 def test_a_dags_docs_name_the_district_file_it_was_built_from(tmp_path, monkeypatch):

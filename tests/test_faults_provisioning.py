@@ -704,7 +704,7 @@ def test_each_failed_task_is_emailed_under_its_own_name(monkeypatch):
 
     from plugins.notifications.alerts import failure_notifier
 
-    notifier = failure_notifier(load_district(DISTRICTS_DIR / "demo.yaml"))
+    notifier = failure_notifier(load_district(DISTRICTS_DIR / "demo.yaml").notifications)
     dag = DAG("oneroster_demo", schedule=None)
     with SMTPSink() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))

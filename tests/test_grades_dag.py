@@ -4,11 +4,13 @@ emulator, a real SMTP server; assertions on what IC stored and what the email sa
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import threading
 from datetime import date, datetime, timedelta, timezone
+from urllib.parse import unquote
 
 import pytest
 import structlog
@@ -22,6 +24,8 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
+from tests.expected_grades import at_ic, expected_grades, held_by_ic
+from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
 
 NIGHT = datetime(2026, 12, 1, 6, tzinfo=timezone.utc)  # semester 1's window is open, semester 2's is not
@@ -42,16 +46,25 @@ def profile() -> str:
 
 
 @pytest.fixture
-def stack(district, lms, profile, monkeypatch, tmp_path, airflow_db):
+def passback_settings() -> dict:
+    """Changes to the demo district file's ``grade_passback``; a test parametrizes it (teacher_opt_in)."""
+    return {}
+
+
+@pytest.fixture
+def stack(district, lms, profile, passback_settings, monkeypatch, tmp_path, airflow_db):
     """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids;
-    the demo district with IC retries backing off from 50 ms (a 5xx storm gives up in ~2 s, not 31)."""
+    the demo district with IC retries backing off from 50 ms (a 5xx storm gives up in ~2 s, not 31)
+    and ``passback_settings``; ``config`` is that district file as the DAG reads it."""
     root = tmp_path / "sftp"
     (root / EXPORT_DIR).mkdir(parents=True)
     districts = tmp_path / "districts"
     districts.mkdir()
     demo = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
     demo["infinite_campus"]["backoff_seconds"] = 0.05
+    demo["grade_passback"].update(passback_settings)
     (districts / "demo.yaml").write_text(yaml.safe_dump(demo))
+    config = load_district(districts / "demo.yaml")
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(districts))
     with (
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", profile=profile,
@@ -68,7 +81,8 @@ def stack(district, lms, profile, monkeypatch, tmp_path, airflow_db):
         }
         for key, value in environment.items():
             monkeypatch.setenv(key, value)
-        yield {"ic": ic, "lms": lms, "sftp": sftp, "smtp": smtp, "root": root, "district": district}
+        yield {"ic": ic, "lms": lms, "sftp": sftp, "smtp": smtp, "root": root, "district": district,
+               "config": config}
 
 
 def run(when: datetime, **conf):
@@ -126,19 +140,24 @@ def puts_to(ic: ICEmulator, collection: str) -> list:
 
 def test_a_dry_run_with_a_new_export_posts_nothing_to_ic_and_leaves_the_export_for_the_real_run(stack):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
-    drop_export(stack, "final-grades-20261201.csv")
+    data = drop_export(stack, "final-grades-20261201.csv")
     stack["ic"].reset_stats()
     dry = run(NIGHT, halves="grades", dry_run=True)
     assert dry.state == "success", dry.task_states
     assert dry.task_states["grades.post"] == "skipped" and dry.task_states["grades.reconcile"] == "skipped"
-    assert not [request for request in stack["ic"].requests if request.method in ("PUT", "DELETE")], \
-        "a dry run wrote to IC's gradebook"
+    writes = [request for request in stack["ic"].requests if request.method in ("PUT", "POST", "DELETE")
+              and "/token" not in request.path]
+    assert not writes, "a dry run wrote to IC's gradebook"
     assert stack["ic"].gradebook.stored("results") == {}
     real = run(NIGHT + timedelta(hours=1), halves="grades")
     assert real.state == "success", real.task_states
     assert real.returned["grades.wait_for_export"]["name"] == "final-grades-20261201.csv", \
         "the dry run left the export for the real run"
-    assert reconciliation(real)["posted"] > 0
+    counts = reconciliation(real)
+    assert counts["posted"] > 0
+    record(ScenarioLedger("dry run with a new export", faults=0, rows_in=rows_in(data), posted=len(writes),
+                          skipped=rows_in(data), failed=0, duplicates=0,
+                          lost=rows_in(data) - sum(counts.values())))
 
 
 def test_grades_are_posted_once_and_every_row_is_accounted_for(stack):
@@ -238,20 +257,126 @@ def test_rows_ic_rejects_are_failed_with_its_message_and_emailed(stack):
     assert "givenName" not in mail.body
 
 
-def test_a_post_task_that_dies_half_way_is_rerun_without_posting_twice(stack):
+OPT_IN_VARIABLE = "oneroster_grade_opt_in_demo"  # README "Variables and pools"
+OPT_IN_ENV = f"AIRFLOW_VAR_{OPT_IN_VARIABLE.upper()}"
+
+
+@pytest.mark.parametrize("passback_settings", [{"teacher_opt_in": True}])
+def test_with_teacher_opt_in_only_the_opted_in_sections_are_posted_and_the_rest_skipped_not_opted_in(
+        stack, monkeypatch):
+    assert stack["config"].grade_passback.teacher_opt_in
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    district, config = stack["district"], stack["config"]
+    in_export = {line[config.grade_passback.columns.section] for line in export_lines(data).values()}
+    everyone = expected_grades(data, district, config, NIGHT.date(), opt_in=in_export)  # as if all opted in
+    postable = sorted({grade.section for grade in everyone.grades().values()})
+    assert len(postable) >= 2, "the export must give grades in several sections tonight"
+    opted_in = set(postable[::2])
+    monkeypatch.setenv(OPT_IN_ENV, json.dumps(sorted(opted_in)))
+    expected = expected_grades(data, district, config, NIGHT.date(), opt_in=opted_in)
+    assert {grade.section for grade in expected.grades().values()} == opted_in
+
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    assert outcome.returned["grades.fetch_export"]["content_sha256"] == hashlib.sha256(data).hexdigest()
+    report = report_of(outcome)
+    assert set(report.index) == set(expected.rows)
+    wrong = []
+    for number, row in sorted(expected.rows.items()):
+        said, reason = report.loc[number, "outcome"], report.loc[number, "reason"]
+        if row.grades and said != "posted":
+            wrong.append(f"row {number}: the rules post it, the run says {said} {reason!r}")
+        elif not row.grades and not (said == "skipped" and row.skip_is_right(reason)):
+            wrong.append(f"row {number}: the rules skip it ({sorted(row.reasons)}), "
+                         f"the run says {said} {reason!r}")
+    assert not wrong, wrong[:5]
+    held_back = [number for number, row in everyone.rows.items()
+                 if row.grades and row.section not in opted_in]  # posted tonight but for opt-in
+    assert held_back
+    assert set(zip(report.loc[held_back, "outcome"], report.loc[held_back, "reason"])) == {
+        ("skipped", "not opted in")}
+
+    gradebook = stack["ic"].gradebook
+    held = held_by_ic(gradebook)
+    grades = expected.grades()
+    assert set(held) == set(grades), "IC holds the results of the opted-in sections and no others"
+    assert all(at_ic(grade, held) for grade in grades.values())
+    assert {item["class"]["sourcedId"] for item in gradebook.stored("lineItems").values()} == opted_in
+    assert not gradebook.duplicates()
+    assert all(entry.created == 1 for entry in gradebook.writes["results"].values())
+    assert not stack["smtp"].messages, "an opted-out teacher is the district's setting, nobody's error"
+
+
+@pytest.mark.parametrize("passback_settings", [{"teacher_opt_in": True}])
+@pytest.mark.parametrize("stored", [pytest.param(None, id="missing"),
+                                    pytest.param("1521311,1521312", id="not-json")])
+def test_with_teacher_opt_in_a_missing_or_malformed_variable_fails_the_plan_naming_it_and_posts_nothing(
+        stack, monkeypatch, stored):
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
     drop_export(stack, "final-grades-20261201.csv")
-    stack["ic"].inject("500", times=10_000, after=40, path_contains="/gradebook/")
+    if stored is None:
+        monkeypatch.delenv(OPT_IN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(OPT_IN_ENV, stored)
+    ic = stack["ic"]
+    ic.reset_stats()
+    stack["smtp"].clear()
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "failed"
+    assert outcome.task_states["grades.fetch_export"] == "success", outcome.task_states
+    assert outcome.task_states["grades.plan"] == "failed", outcome.task_states
+    assert outcome.task_states["grades.post"] == "upstream_failed", outcome.task_states
+    assert puts_to(ic, "results") == [], "no result may be posted on a guess"
+    assert [request for request in ic.requests if request.method == "PUT"] == []
+    assert ic.gradebook.stored("results") == {}
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "grades.plan failed" in mail.subject
+    assert OPT_IN_VARIABLE in mail.body and "JSON list of IC class sourcedIds" in mail.body, mail.body
+
+
+def test_a_post_task_that_dies_half_way_is_rerun_without_posting_twice(stack):
+    """IC drops every result PUT from a point past the first journaled batch on, until the post task
+    gives up: it dies with results posted and journaled, and others not. Its rerun sends only what
+    the journal does not hold: IC ends with every result once, and of the results it already held
+    the rerun sends again at most the batch that was in flight when the task died."""
+    from plugins.operators.grades import JOURNAL_BATCH
+
+    assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    grades = expected_grades(data, stack["district"], stack["config"], NIGHT.date()).grades()
+    dies_at = JOURNAL_BATCH + JOURNAL_BATCH // 2  # the first batch is answered (and journaled) by then
+    assert len(grades) > dies_at, f"the export gives {len(grades)} results: too few to die after a batch"
+    ic = stack["ic"]
+    ic.inject("reset", times=10**9, after=dies_at, path_contains="/results/")
     broken = run(NIGHT, halves="grades")
-    assert broken.task_states["grades.post"] == "failed"
-    stack["ic"].clear_faults()
+    assert broken.task_states["grades.post"] == "failed", broken.task_states
+    assert broken.returned["grades.fetch_export"]["content_sha256"] == hashlib.sha256(data).hexdigest()
+    before = set(ic.gradebook.stored("results"))
+    assert JOURNAL_BATCH < len(before) < len(grades), \
+        f"IC held {len(before)} of {len(grades)} results when the task died: not past a journaled batch"
+
+    ic.clear_faults()
+    ic.reset_stats()
     rerun = run(NIGHT, halves="grades")
     assert rerun.state == "success", rerun.task_states
-    gradebook = stack["ic"].gradebook
+    gradebook = ic.gradebook
+    held = held_by_ic(gradebook)
+    assert set(held) == set(grades), "IC holds exactly the results the rules post"
+    wrong = [grade for grade in grades.values() if not at_ic(grade, held)]
+    assert not wrong, f"{len(wrong)} result(s) at IC with another value or lineItem, e.g. {wrong[0]}"
     assert not gradebook.duplicates()
     writes = gradebook.writes["results"]
-    assert writes and all(entry.created == 1 for entry in writes.values())
-    assert sum(entry.updated for entry in writes.values()) <= 40, "only the batch in flight was sent again"
+    assert len(writes) == len(grades) and all(entry.created == 1 for entry in writes.values())
+    puts = puts_to(ic, "results")
+    assert puts and {request.status for request in puts} <= {200, 201}
+    sent = [unquote(request.path.rsplit("/", 1)[1]) for request in puts]
+    assert len(sent) == len(set(sent)), "the rerun sent a result twice"
+    assert before | set(sent) == set(writes), "the rerun sent every result IC lacked"
+    resent = before & set(sent)
+    assert len(resent) <= JOURNAL_BATCH, (
+        f"the rerun sent {len(resent)} results IC already held: more than the batch in flight "
+        f"({JOURNAL_BATCH}); results journaled before the task died were sent again")
 
 
 def test_expired_credentials_fail_the_run_with_an_email_saying_what_to_do(stack):

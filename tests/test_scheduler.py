@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, ActiveYearRule
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, ActiveYearRule, load_district
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 from include.sandbox.airflow_stack import FINISHED, AirflowStack
@@ -33,6 +33,8 @@ from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
 from plugins.sensors.export import mark_processed
+from tests.expected_provisioning import KINDS, expected_provisioning, held_by_lms
+from tests.fault_ledger import ScenarioLedger, record
 from tests.support import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -44,17 +46,24 @@ from tests.support import (
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EXTRACTS = [f"extract.{collection}" for collection in COLLECTIONS]
-NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER = (
+NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER, BROKEN = (
     "oneroster_nightly", "oneroster_history", "oneroster_late", "oneroster_revoked", "oneroster_renamed",
-    "oneroster_quiet", "oneroster_leftover",
+    "oneroster_quiet", "oneroster_leftover", "oneroster_broken",
 )
 NIGHTLY_RUN, LATE_RUN, REVOKED_RUN, RENAMED_RUN = "e2e_nightly", "e2e_late", "e2e_revoked", "e2e_renamed"
-QUIET_RUN, LEFTOVER_RUN = "e2e_quiet", "e2e_leftover"
+QUIET_RUN, LEFTOVER_RUN, BROKEN_RUN = "e2e_quiet", "e2e_leftover", "e2e_broken"
+# A past school year asked for by hand, both ways the README gives: a past logical date, and the
+# active_year param on a run dated now (before the district's start_date, like the past date).
+PAST_DATE_RUN, PAST_DATE = "e2e_history_past_date", datetime(2025, 10, 3, 6, tzinfo=UTC)
+ACTIVE_YEAR_RUN = "e2e_history_active_year"
 YESTERDAYS_EXPORT = "final-grades-yesterday.csv"
 BACKFILL_DATES = ("2025-10-01", "2025-10-02")  # school year 2025-26, "2026" with years starting 07-01
 # --to-date is an instant: "2025-10-02" alone is its midnight, before that day's 06:00 run.
 BACKFILL_TO = f"{BACKFILL_DATES[1]}T23:59:59+00:00"
 BACKFILL_YEAR = 2026
+# The late district's IC answers each API call after this many seconds; its six extracts take
+# turns (each holds the whole IC pool), so its run outlasts a deadline this many hours after it.
+SLOW_IC_SECONDS, LATE_WITHIN_HOURS = 3.0, 0.002
 
 
 @dataclass
@@ -67,6 +76,7 @@ class Night:
     smtp: SMTPSink
     district: SyntheticDistrict
     sftp_root: Path
+    late_deadline: datetime  # the late district's run must be done by then
 
     def mails(self, dag_id: str, about: str) -> list[ReceivedMail]:
         """The emails about ``dag_id`` whose subject contains ``about``."""
@@ -81,8 +91,9 @@ class Night:
         return self.stack.wait_for(enough, timeout=timeout, what=f"{count} '{about}' email(s) for {dag_id}")
 
 
-# Unpausing a DAG creates a run for its latest past slot at once, catchup or not; only
-# manual runs and backfills are wanted here, so the DAGs are scheduled on 29 February.
+# Unpausing a DAG creates a run for its latest past slot at once, catchup or not; only manual
+# runs and backfills are wanted here, so the DAGs are scheduled on 29 February: that slot's run
+# (2024) comes before the districts' start_date and is skipped whole by first_night.
 NOT_DUE = "0 6 29 2 *"
 RETRY_ONCE = {"count": 1, "delay_seconds": 1, "max_delay_seconds": 2}
 
@@ -113,7 +124,7 @@ def write_districts(directory: Path) -> dict[str, int]:
     # runs get their tasks before the start date, other runs get none: models/dagrun.py).
     write_district(directory, "history", conn_id="ic_history", deadline_hours=3, schedule="0 6 * * *",
                    start_date=date.today() + timedelta(days=30))
-    write_district(directory, "late", deadline_hours=1)
+    write_district(directory, "late", conn_id="ic_slow", deadline_hours=LATE_WITHIN_HOURS)
     write_district(directory, "revoked", conn_id="ic_revoked", task_retries=RETRY_ONCE)
     write_district(directory, "renamed", conn_id="ic_renamed", task_retries=RETRY_ONCE)
     # grade passback waiting on an SFTP folder where no export ever arrives, with a retry left
@@ -123,6 +134,11 @@ def write_districts(directory: Path) -> dict[str, int]:
     write_district(directory, "leftover", grade_passback={
         **demo["grade_passback"], "sftp_conn_id": "sftp_test", "remote_dir": "/exports/leftover",
         "timeout_hours": 0.1})
+    # a typo in one district's file: more concurrent calls than IC allows
+    write_district(directory, "broken")
+    broken = yaml.safe_load((directory / "broken.yaml").read_text())
+    broken["infinite_campus"]["max_concurrency"] = 9
+    (directory / "broken.yaml").write_text(yaml.safe_dump(broken))
     slots = demo["infinite_campus"]["max_concurrency"]
     pools = {f"ic_{name}": slots for name in ("nightly", "history", "late", "revoked", "renamed", "quiet",
                                               "leftover")}
@@ -142,6 +158,7 @@ def night(tmp_path_factory) -> Night:
     with (
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic,
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as revoked_ic,
+        ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as slow_ic,
         # IC serves only its active school year: the backfilled year's IC (a restored copy, say)
         ICEmulator(SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=BACKFILL_YEAR)),
                    client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as history_ic,
@@ -158,6 +175,7 @@ def night(tmp_path_factory) -> Night:
         mark_processed((root / "staging").as_uri(), "leftover", {"name": YESTERDAYS_EXPORT, "mtime": stamp},
                        "yesterdays_run")
         revoked_ic.revoke_credentials()
+        slow_ic.latency = SLOW_IC_SECONDS
         env = {
             DISTRICTS_DIR_ENV: str(districts),
             "AIRFLOW_VAR_ONEROSTER_STAGING_ROOT": (root / "staging").as_uri(),
@@ -165,6 +183,7 @@ def night(tmp_path_factory) -> Night:
             "AIRFLOW_CONN_SFTP_TEST": json.dumps(sftp.connection()),
             **connection_uri_env("ic_test", ic, "1.2"),
             **connection_uri_env("ic_revoked", revoked_ic, "1.2"),
+            **connection_uri_env("ic_slow", slow_ic, "1.2"),
             **connection_uri_env("ic_history", history_ic, "1.2"),
             # IC's OneRoster application renamed: the token is granted, every API path answers 404.
             **connection_uri_env("ic_renamed", ic, "1.2", app_name="retired", token_url=ic.token_url),
@@ -173,7 +192,7 @@ def night(tmp_path_factory) -> Night:
         with AirflowStack(root / "airflow", env=env) as stack:
             with stack.logs_on_failure():
                 stack.airflow("pools", "import", str(root / "pools.json"))
-                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER])
+                stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER, BROKEN])
                 stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
                 # The backfill first, while the scheduler is idle. Its runs' deadlines are over when
                 # they are made; on SQLite (no row locks) a backfill that meets a busy writer deletes
@@ -185,17 +204,24 @@ def night(tmp_path_factory) -> Night:
                               "--to-date", BACKFILL_TO, "--max-active-runs", "1")
                 trigger = {
                     NIGHTLY: (NIGHTLY_RUN, NOW),
-                    LATE: (LATE_RUN, NOW - timedelta(days=2)),  # its deadline passed long ago
                     REVOKED: (REVOKED_RUN, NOW),
                     RENAMED: (RENAMED_RUN, NOW),
+                    BROKEN: (BROKEN_RUN, NOW),
                 }
                 for dag_id, (run_id, logical_date) in trigger.items():
                     stack.airflow("dags", "trigger", dag_id, "--run-id", run_id,
                                   "--logical-date", logical_date.isoformat())
+                stack.airflow("dags", "trigger", HISTORY, "--run-id", PAST_DATE_RUN,
+                              "--logical-date", PAST_DATE.isoformat())
+                stack.airflow("dags", "trigger", HISTORY, "--run-id", ACTIVE_YEAR_RUN, "--logical-date",
+                              NOW.isoformat(), "--conf", json.dumps({"active_year": BACKFILL_YEAR}))
                 for dag_id, run_id in ((QUIET, QUIET_RUN), (LEFTOVER, LEFTOVER_RUN)):
-                    stack.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--logical-date", NOW.isoformat(),
-                                  "--conf", json.dumps({"halves": "grades"}))
-            yield Night(stack, ic, lms, smtp, district, root / "sftp")
+                    stack.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--logical-date", NOW.isoformat())
+                # a night that starts on time and runs past its deadline
+                late_start = datetime.now(UTC).replace(microsecond=0)
+                stack.airflow("dags", "trigger", LATE, "--run-id", LATE_RUN, "--logical-date", late_start.isoformat())
+            late_deadline = late_start + timedelta(hours=LATE_WITHIN_HOURS)
+            yield Night(stack, ic, lms, smtp, district, root / "sftp", late_deadline)
 
 
 def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
@@ -205,7 +231,7 @@ def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
         states = {task: ti["state"] for task, ti in stack.task_instances(NIGHTLY, NIGHTLY_RUN).items()}
         assert run["state"] == "success", states
         assert run["run_type"] == "manual"
-        assert set(states.values()) == {"success"} and len(states) == len(EXTRACTS) + len(STEPS) + 1, states
+        assert set(states.values()) == {"success"} and len(states) == 1 + len(EXTRACTS) + len(STEPS) + 1, states
         expected = night.district.expected_counts("1.2")
         for task in EXTRACTS:
             manifest = stack.returned(NIGHTLY, NIGHTLY_RUN, task)
@@ -215,7 +241,7 @@ def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
         report = stack.returned(NIGHTLY, NIGHTLY_RUN, "provision.sync_report")
         assert report["totals"].get("created", 0) > 0 and not report["totals"].get("failed"), report
         assert night.lms.users and night.lms.enrollments and night.lms.buildings
-        assert not night.mails(NIGHTLY, "deadline"), "the run finished well within its deadline"
+        assert not [mail.subject for mail in night.mails(NIGHTLY, "deadline")], "the run finished well within its deadline"
 
 
 def test_a_backfill_runs_each_past_date_once_in_order_without_deadline_emails(night):
@@ -229,27 +255,61 @@ def test_a_backfill_runs_each_past_date_once_in_order_without_deadline_emails(ni
                       key=lambda run: run["logical_date"])
         assert [run["logical_date"][:10] for run in runs] == list(BACKFILL_DATES)
         assert [run["state"] for run in runs] == ["success", "success"]
-        assert all(run["run_type"] == "backfill" for run in stack.dag_runs(HISTORY)), "nothing else ran"
+        # unpausing made a scheduled run for today's slot, before the district's start_date: skipped whole
+        for run in [run for run in stack.dag_runs(HISTORY) if run["run_type"] == "scheduled"]:
+            finished = stack.wait_for_run(HISTORY, run["dag_run_id"], timeout=60)
+            states = {task: ti["state"] for task, ti in stack.task_instances(HISTORY, run["dag_run_id"]).items()}
+            assert finished["state"] == "success" and states == {"first_night": "success",
+                                                                  **dict.fromkeys(EXTRACTS, "skipped")}, states
         first, second = runs
         assert first["end_date"] <= second["start_date"], "backfill runs overlapped"
         for run in runs:
             for task in EXTRACTS:
                 manifest = stack.returned(HISTORY, run["dag_run_id"], task)
                 assert manifest["active_year"] == 2026 and manifest["run_id"] == run["dag_run_id"], manifest
-        outputs = stack.wait_for(lambda: _deadline_callbacks(stack, HISTORY, count=2), timeout=60,
-                                 what="the backfill runs' deadline callbacks")
+        outputs = stack.wait_for(lambda: _deadline_callbacks(stack, [run["dag_run_id"] for run in runs]),
+                                 timeout=60, what="the backfill runs' deadline callbacks")
         assert outputs == ["backfill run: no deadline email"] * 2
         assert not night.mails(HISTORY, "deadline")
 
 
-def test_a_run_past_its_deadline_emails_the_district(night):
+@pytest.mark.parametrize("run_id", [PAST_DATE_RUN, ACTIVE_YEAR_RUN])
+def test_a_past_school_year_asked_for_by_hand_syncs_that_year(night, run_id):
+    """Airflow gives a manual run dated before a task's start_date no task instances, and the
+    run ends green with nothing done; both ways must run every task for the year asked for."""
     stack = night.stack
     with stack.logs_on_failure():
-        (mail,) = night.wait_for_mails(LATE, "missed its deadline", 1)
+        run = stack.wait_for_run(HISTORY, run_id, timeout=300)
+        instances = stack.task_instances(HISTORY, run_id)
+        assert {task: ti["state"] for task, ti in instances.items()} == dict.fromkeys(["first_night", *EXTRACTS],
+                                                                                      "success")
+        assert run["state"] == "success"
+        for task in EXTRACTS:
+            manifest = stack.returned(HISTORY, run_id, task)
+            assert (manifest["active_year"], manifest["run_id"]) == (BACKFILL_YEAR, run_id), manifest
+            assert manifest["row_count"] > 0, manifest
+        if run_id == PAST_DATE_RUN:  # its deadline was over when it was triggered
+            outputs = stack.wait_for(lambda: _deadline_callbacks(stack, [run_id]), timeout=60,
+                                     what="the past-date run's deadline callback")
+            assert outputs == ["manual run of a past date, its deadline over before it was triggered: "
+                               "no deadline email"]
+            assert not night.mails(HISTORY, "deadline")
+
+
+def test_a_run_past_its_deadline_emails_the_district_within_minutes(night):
+    """Triggered on time; its IC is slow, so the deadline passes while it runs."""
+    stack = night.stack
+    with stack.logs_on_failure():
+        (mail,) = night.wait_for_mails(LATE, "missed its deadline", 1, timeout=240)
+        deadline = night.late_deadline.timestamp()
+        assert deadline <= mail.received_at < deadline + 120, (
+            f"emailed {mail.received_at - deadline:.0f} s after the deadline")
         assert mail.envelope_to == ("team@late.invalid",)
         assert LATE_RUN in mail.subject and LATE_RUN in mail.body
         assert "district <b>late</b>" in mail.body
-        assert stack.wait_for_run(LATE, LATE_RUN, timeout=120)["state"] == "success"
+        run = stack.wait_for_run(LATE, LATE_RUN, timeout=420)
+        assert run["state"] == "success"
+        assert datetime.fromisoformat(run["end_date"]).timestamp() > deadline, "the run was not late after all"
         assert len(night.mails(LATE, "missed its deadline")) == 1
 
 
@@ -298,6 +358,10 @@ def test_no_grade_export_ends_the_run_with_an_email_saying_so(night):
         assert all(instances[task]["state"] == "success" for task in EXTRACTS)
         (mail,) = night.wait_for_mails(QUIET, "grades.wait_for_export", 1)
         assert "No grade export arrived" in mail.body, mail.body
+        # nothing to post arrived; the one wait is reported failed (and emailed), never waited twice
+        wait = instances["grades.wait_for_export"]
+        record(ScenarioLedger("sensor times out with retries left", faults=1, rows_in=0, posted=0, skipped=0,
+                              failed=int(wait["state"] == "failed"), duplicates=wait["try_number"] - 1, lost=0))
 
 
 def test_yesterdays_export_left_in_place_is_waited_past_and_todays_is_taken(night):
@@ -326,20 +390,82 @@ def test_yesterdays_export_left_in_place_is_waited_past_and_todays_is_taken(nigh
             f"dag_id={LEFTOVER}/run_id={LEFTOVER_RUN}/task_id=grades.wait_for_export/attempt=1.log")).read_text()
         assert log.count("waiting for an export matching") == 1, "the sensor deferred again and again"
 
+        # The triggerer writes the trigger's lines (JSON) beside the task's log, in
+        # attempt=1.log.trigger.<triggerer job id>.log.
+        from plugins.sensors.export import TRIGGER_WAITING
+
+        task_logs = stack.home / "logs" / f"dag_id={LEFTOVER}/run_id={LEFTOVER_RUN}/task_id=grades.wait_for_export"
+        trigger_logs = sorted(task_logs.glob("attempt=1.log.trigger.*.log"))
+        lines = [json.loads(line) for path in trigger_logs for line in path.read_text().splitlines()
+                 if line.startswith("{")]
+        assert lines, f"no trigger log: {trigger_logs}"
+        chatter = [line for line in lines if str(line.get("logger", "")).split(".")[0] == "asyncssh"
+                   and line.get("level") in ("debug", "info")]
+        assert chatter == [], f"asyncssh's connection chatter is in the trigger log: {chatter[:3]}"
+        said = [line["event"] for line in lines if str(line.get("event", "")).startswith(TRIGGER_WAITING)]
+        stamps = [datetime.fromisoformat(line["timestamp"]) for line in lines if "timestamp" in line]
+        poke = load_district(DISTRICTS_DIR / "demo.yaml").grade_passback.poke_interval_seconds
+        intervals = (max(stamps) - min(stamps)).total_seconds() / poke
+        assert 1 <= len(said) <= intervals + 1, f"{len(said)} waiting lines in {intervals:.1f} poke intervals"
+        since = (NOW - timedelta(days=1) + timedelta(seconds=1)).isoformat()  # yesterday's export + 1 s
+        awaited = f"final-grades* in /exports/leftover on sftp_test, modified at or after {since} "
+        assert awaited in said[0], said[0]
+        # one export awaited; yesterday's, processed already, must never be taken again
+        taken = [stack.returned(LEFTOVER, LEFTOVER_RUN, "grades.wait_for_export")["name"]]
+        record(ScenarioLedger("previous export left in place", faults=1, rows_in=1,
+                              posted=taken.count("final-grades-today.csv"), skipped=0, failed=0,
+                              duplicates=taken.count(YESTERDAYS_EXPORT),
+                              lost=1 - taken.count("final-grades-today.csv")))
+
+
+def test_an_invalid_district_file_fails_its_own_dag_and_emails_while_the_others_run(night):
+    """The real dag-processor marks every DAG of a file with an import error stale: one district's
+    typo must not switch the other districts off, nor quietly stop its own nights."""
+    stack = night.stack
+    with stack.logs_on_failure():
+        dags = {dag["dag_id"]: dag for dag in stack.api("/api/v2/dags?limit=100&exclude_stale=false")["dags"]}
+        every = [NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER, BROKEN]
+        assert {dag_id: dags[dag_id]["is_stale"] for dag_id in every} == dict.fromkeys(every, False)
+        assert "INVALID district file" in dags[BROKEN]["description"]
+        (error,) = stack.api("/api/v2/importErrors")["import_errors"]
+        assert error["filename"].endswith("oneroster_district_errors.py"), error["filename"]
+        assert "broken.yaml" in error["stack_trace"] and "infinite_campus.max_concurrency" in error["stack_trace"]
+
+        run = stack.wait_for_run(BROKEN, BROKEN_RUN, timeout=120)
+        instances = stack.task_instances(BROKEN, BROKEN_RUN)
+        assert run["state"] == "failed"
+        assert {task: (ti["state"], ti["try_number"]) for task, ti in instances.items()} == {
+            "district_file_invalid": ("failed", 1)}
+        (mail,) = night.wait_for_mails(BROKEN, "district_file_invalid failed", 1)
+        assert mail.envelope_to == ("team@broken.invalid",)
+        assert "broken.yaml" in mail.body and "infinite_campus.max_concurrency" in mail.body, mail.body
+        # the other districts' runs went on (each is checked by its own test above)
+        assert stack.wait_for_run(NIGHTLY, NIGHTLY_RUN, timeout=150)["state"] == "success"
+        # ... and the LMS holds exactly what the rules say the valid district's night must put there
+        expected = expected_provisioning(night.district, load_district(DISTRICTS_DIR / "demo.yaml").provisioning)
+        held = held_by_lms(night.lms, night.district)
+        record(ScenarioLedger(
+            "one district file invalid", faults=1,
+            rows_in=sum(len(expected.rows(kind)) for kind in KINDS),
+            posted=sum(len(expected.present[kind] & set(held[kind])) for kind in KINDS),
+            skipped=sum(len(expected.skipped[kind]) for kind in KINDS), failed=0,
+            duplicates=sum(count - 1 for kind in KINDS for count in held[kind].values() if count > 1),
+            lost=sum(len(expected.present[kind] - set(held[kind])) for kind in KINDS),
+        ))
+
 
 def _task_of(mail: ReceivedMail) -> str:
     """The task id in a failure subject: ``[oneroster DAG] TASK failed in run RUN``."""
     return mail.subject.split("] ", 1)[1].split(" failed in run ", 1)[0]
 
 
-def _deadline_callbacks(stack: AirflowStack, dag_id: str, count: int) -> list[str] | None:
-    """What each finished deadline callback of ``dag_id``'s runs returned, once ``count`` have."""
+def _deadline_callbacks(stack: AirflowStack, run_ids: list[str]) -> list[str] | None:
+    """What the deadline callback of each of ``run_ids`` returned, once all have finished."""
     with closing(sqlite3.connect(f"file:{stack.database}?mode=ro", uri=True, timeout=10)) as db:
         rows = db.execute(
-            "SELECT callback.state, callback.output FROM deadline"
+            "SELECT dag_run.run_id, callback.state, callback.output FROM deadline"
             " JOIN callback ON deadline.callback_id = callback.id"
-            " JOIN dag_run ON deadline.dagrun_id = dag_run.id WHERE dag_run.dag_id = ?",
-            (dag_id,),
+            " JOIN dag_run ON deadline.dagrun_id = dag_run.id",
         ).fetchall()
-    done = [output for state, output in rows if state in ("success", "failed")]
-    return done if len(done) >= count else None
+    done = {run_id: output for run_id, state, output in rows if state in ("success", "failed")}
+    return [done[run_id] for run_id in run_ids] if set(run_ids) <= set(done) else None

@@ -30,6 +30,7 @@ class ReceivedMail:
     envelope_from: str
     envelope_to: tuple[str, ...]
     message: EmailMessage
+    received_at: float  # time.time() when the sink accepted it
 
     @property
     def subject(self) -> str:
@@ -139,5 +140,5 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """A complete message: parse it, keep it, wake the waiters."""
         message = message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
-        self.sink._deliver(ReceivedMail(envelope.mail_from or "", tuple(envelope.rcpt_tos), message))
+        self.sink._deliver(ReceivedMail(envelope.mail_from or "", tuple(envelope.rcpt_tos), message, time.time()))
         return "250 Message accepted for delivery"

@@ -4,13 +4,14 @@ missed its deadline. Sent through the smtp provider and an Airflow SMTP connecti
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import DeadlineAlert, DeadlineReference
 from airflow.sdk.definitions.deadline import AsyncCallback
 
-from include.config import DistrictConfig
+from include.config import DistrictConfig, Notifications
 
 FAILURE_SUBJECT = "[oneroster {{ dag.dag_id }}] {{ ti.task_id }} failed in run {{ run_id }}"
 FAILURE_BODY = """\
@@ -33,25 +34,32 @@ class TaskFailureNotifier(SmtpNotifier):
         return SmtpNotifier.__call__(copy.copy(self), *args, **kwargs)
 
 
-def failure_notifier(config: DistrictConfig) -> SmtpNotifier | None:
+def failure_notifier(notifications: Notifications) -> SmtpNotifier | None:
     """``on_failure_callback`` for every task: it fires once retries are exhausted."""
-    if not config.notifications.emails:
+    if not notifications.emails:
         return None
     return TaskFailureNotifier(
-        to=config.notifications.emails,
+        to=notifications.emails,
         subject=FAILURE_SUBJECT,
         html_content=FAILURE_BODY,
-        smtp_conn_id=config.notifications.smtp_conn_id,
+        smtp_conn_id=notifications.smtp_conn_id,
     )
 
 
-async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: str, context: dict[str, Any]) -> str:
-    """Runs in the triggerer when a run misses its deadline. Backfill runs are skipped: their
-    deadlines, computed from past logical dates, are always already over."""
+async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: str, context: dict[str, Any],
+                                first_night: str | None = None) -> str:
+    """Runs in the triggerer when a run misses its deadline. Runs for past dates are skipped:
+    backfills, manual runs whose deadline was over before they were triggered (a past school
+    year asked for by date), and scheduled runs dated before the district's ``first_night``
+    (skipped whole); a scheduled run that started late still emails."""
     run = context.get("dag_run") or {}
     if run.get("run_type") == "backfill":
         return "backfill run: no deadline email"
+    if run.get("run_type") == "scheduled" and first_night and str(run.get("logical_date") or "")[:10] < first_night:
+        return f"scheduled run before the district's first night {first_night}: no deadline email"
     deadline = context.get("deadline") or {}
+    if run.get("run_type") == "manual" and _over_before(deadline.get("deadline_time"), run.get("queued_at")):
+        return "manual run of a past date, its deadline over before it was triggered: no deadline email"
     run_id = run.get("dag_run_id")  # the REST model's name for the run id
     subject = f"[oneroster {run.get('dag_id')}] run {run_id} missed its deadline"
     body = (
@@ -61,6 +69,15 @@ async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: s
     )
     await SmtpNotifier(to=to, subject=subject, html_content=body, smtp_conn_id=smtp_conn_id).async_notify(context)
     return f"deadline email sent to {len(to)} address(es)"
+
+
+def _over_before(deadline_time: Any, moment: Any) -> bool:
+    """Whether ``deadline_time`` came before ``moment`` (datetimes or ISO strings; False if either is unknown)."""
+    if not deadline_time or not moment:
+        return False
+    as_time = [value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+               for value in (deadline_time, moment)]
+    return as_time[0] <= as_time[1]
 
 
 def deadline_alert(config: DistrictConfig) -> DeadlineAlert | None:
@@ -77,6 +94,7 @@ def deadline_alert(config: DistrictConfig) -> DeadlineAlert | None:
                 "to": notifications.emails,
                 "smtp_conn_id": notifications.smtp_conn_id,
                 "district": config.district,
+                "first_night": config.start_date.isoformat(),
             },
         ),
     )
