@@ -11,7 +11,7 @@ would switch off all districts.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
@@ -59,6 +59,20 @@ def _default_args(retries: TaskRetries, notifications: Notifications) -> dict:
     return arguments
 
 
+def _nightly(dag_id: str, schedule: str, first_night: date, retries: TaskRetries,
+             notifications: Notifications) -> dict:
+    """What every district's DAG shares, valid file or not: its id and nightly schedule, no
+    catch-up, runs that never overlap, retries and failure emails."""
+    return {
+        "dag_id": dag_id,
+        "schedule": schedule,
+        "start_date": datetime.combine(first_night, time(), tzinfo=timezone.utc),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": _default_args(retries, notifications),
+    }
+
+
 def _doc(config: DistrictConfig) -> str:
     """The DAG's docs in the UI: what a night does, the params, a safe dry run, a broken file."""
     ic = config.infinite_campus
@@ -92,13 +106,19 @@ unless the `active_year` param is set; a past year can be asked for either way, 
   (mapped terms, open grading windows{", opted-in sections" if passback.teacher_opt_in else ""},
   changed grades), posts it to IC's gradebook and reconciles every row; rows that need a
   person are emailed. No export in time fails the wait for good and emails.""")
+    params = ["`active_year` (ending year in full, 2027 = 2026-27)",
+              "`full_run` (extract whole and re-send everything)"]
+    if config.provisioning is not None and config.grade_passback is not None:
+        params.append("`halves` (provisioning, grades or both)")
+    if config.provisioning is not None or config.grade_passback is not None:
+        params.append("`dry_run` (build and report the plans, write nothing to the LMS, IC or the "
+                      "processed-exports state)")
     night.append(f"""
 
 Failures are emailed to {", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"}
 after the last of {config.task_retries.count} retries.
 
-**Params**: `active_year` (ending year in full, 2027 = 2026-27), `full_run` (extract whole and
-re-send everything){"; `halves` (provisioning, grades or both)" if config.provisioning and config.grade_passback else ""}{"; `dry_run` (build and report the plans, write nothing to the LMS, IC or the processed-exports state)" if config.provisioning or config.grade_passback else ""}.
+**Params**: {"; ".join(params)}.
 
 **Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
 unpaused DAG at once gets a real scheduled run), with a run id or note saying it is a dry run.
@@ -160,13 +180,8 @@ def _params(config: DistrictConfig) -> dict[str, Param]:
 def build_district_dag(config: DistrictConfig) -> DAG:
     ic = config.infinite_campus
     with DAG(
-        dag_id=config.dag_id,
+        **_nightly(config.dag_id, config.schedule, config.start_date, config.task_retries, config.notifications),
         description=f"Infinite Campus OneRoster sync for {config.name}",
-        schedule=config.schedule,
-        start_date=datetime.combine(config.start_date, time(), tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        default_args=_default_args(config.task_retries, config.notifications),
         deadline=deadline_alert(config),
         tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
         doc_md=_doc(config),
@@ -262,13 +277,9 @@ def build_invalid_district_dag(invalid: InvalidDistrict) -> DAG:
     """The DAG of a district whose file does not validate: same id, the file's schedule where
     it can be read, one task that fails for good with the file's problems."""
     with DAG(
-        dag_id=invalid.dag_id,
+        **_nightly(invalid.dag_id, invalid.schedule, invalid.start_date, TaskRetries(count=0),
+                   invalid.notifications),
         description=f"INVALID district file {invalid.file}: not syncing",
-        schedule=invalid.schedule,
-        start_date=datetime.combine(invalid.start_date, time(), tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        default_args=_default_args(TaskRetries(count=0), invalid.notifications),
         tags=["oneroster", f"district:{invalid.district}", "invalid-district-file"],
         doc_md=f"""
 ### {invalid.name} (`{invalid.district}`): the district file is invalid

@@ -35,6 +35,9 @@ def test_every_shipped_district_loads_as_a_dag():
     assert dag.catchup is False
     assert {"oneroster", "infinite-campus", "district:demo"} <= set(dag.tags)
     assert "include/districts/demo.yaml" in dag.doc_md
+    for told in ("**extract**", "**provision**", "**grades**", "`halves`", "`dry_run`", "Unpause on trigger",
+                 "district_file_invalid"):
+        assert told in dag.doc_md, told
     assert dag.timetable.expression == "0 6 * * *"
     assert dag.params["active_year"] is None and dag.params["dry_run"] is False
     assert sorted(task.task_id for task in dag.tasks if task.task_id.startswith("extract.")) == sorted(
