@@ -73,7 +73,7 @@ def _nightly(dag_id: str, schedule: str, first_night: date, retries: TaskRetries
     }
 
 
-def _doc(config: DistrictConfig) -> str:
+def _doc(config: DistrictConfig, params: dict[str, Param]) -> str:
     """The DAG's docs in the UI: what a night does, the params, a safe dry run, a broken file."""
     ic = config.infinite_campus
     night = [f"""
@@ -106,23 +106,20 @@ unless the `active_year` param is set; a past year can be asked for either way, 
   (mapped terms, open grading windows{", opted-in sections" if passback.teacher_opt_in else ""},
   changed grades), posts it to IC's gradebook and reconciles every row; rows that need a
   person are emailed. No export in time fails the wait for good and emails.""")
-    params = ["`active_year` (ending year in full, 2027 = 2026-27)",
-              "`full_run` (extract whole and re-send everything)"]
-    if config.provisioning is not None and config.grade_passback is not None:
-        params.append("`halves` (provisioning, grades or both)")
-    if config.provisioning is not None or config.grade_passback is not None:
-        params.append("`dry_run` (build and report the plans, write nothing to the LMS, IC or the "
-                      "processed-exports state)")
+    param_lines = "\n".join(f"* `{name}`: {param.description}" for name, param in params.items())
+    safely = """
+**Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
+unpaused DAG at once gets a real scheduled run), with a run id or note saying it is a dry run.
+""" if "dry_run" in params else ""
     night.append(f"""
 
 Failures are emailed to {", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"}
 after the last of {config.task_retries.count} retries.
 
-**Params**: {"; ".join(params)}.
+**Params** (the trigger form):
 
-**Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
-unpaused DAG at once gets a real scheduled run), with a run id or note saying it is a dry run.
-
+{param_lines}
+{safely}
 **If the district file breaks**, this DAG is replaced by one whose only task,
 `district_file_invalid`, fails every run naming the file and field, and emails them; other
 districts keep running.
@@ -179,13 +176,14 @@ def _params(config: DistrictConfig) -> dict[str, Param]:
 
 def build_district_dag(config: DistrictConfig) -> DAG:
     ic = config.infinite_campus
+    params = _params(config)
     with DAG(
         **_nightly(config.dag_id, config.schedule, config.start_date, config.task_retries, config.notifications),
         description=f"Infinite Campus OneRoster sync for {config.name}",
         deadline=deadline_alert(config),
         tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
-        doc_md=_doc(config),
-        params=_params(config),
+        doc_md=_doc(config, params),
+        params=params,
     ) as dag:
         first_night = FirstNightGate(task_id="first_night", first_night=config.start_date)
         with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging") as extract:

@@ -310,9 +310,10 @@ class DistrictConfig(_Strict):
 class DistrictConfigError(ValueError):
     """A district file that cannot be used; the message names the file and each bad field."""
 
-    def __init__(self, path: Path, problems: list[str]):
+    def __init__(self, path: Path, problems: list[str], settings: dict | None = None):
         self.path = path
         self.problems = problems
+        self.settings = settings or {}  # what the file holds, when it is a YAML mapping
         super().__init__(f"{_display(path)}: " + "; ".join(problems))
 
 
@@ -336,18 +337,10 @@ class InvalidDistrict(BaseModel):
     def dag_id(self) -> str:
         return f"oneroster_{self.district}"
 
-    @property
-    def message(self) -> str:
-        return f"{self.file}: " + "; ".join(self.problems)
-
 
 def invalid_district(error: DistrictConfigError) -> InvalidDistrict:
     """The readable parts of the file behind ``error`` (see :class:`InvalidDistrict`)."""
-    try:
-        raw = yaml.safe_load(error.path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        raw = None
-    raw = raw if isinstance(raw, dict) else {}
+    raw = error.settings
     defaults = DistrictConfig.model_fields
     readable = {}
     for setting in ("schedule", "start_date", "notifications"):
@@ -395,10 +388,10 @@ def load_district(path: Path) -> DistrictConfig:
             + (f" (got {item['input']!r})" if not isinstance(item["input"], dict) else "")
             for item in error.errors(include_url=False)
         ]
-        raise DistrictConfigError(path, problems) from None
+        raise DistrictConfigError(path, problems, raw) from None
     if config.district != path.stem:
         raise DistrictConfigError(
-            path, [f"district: {config.district!r} must match the file name {path.stem!r}"]
+            path, [f"district: {config.district!r} must match the file name {path.stem!r}"], raw
         )
     return config
 

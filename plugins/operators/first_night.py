@@ -15,17 +15,11 @@ from datetime import date, datetime
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 
 
-def scheduled_nights_have_begun(first_night: str, dag_run, logical_date: datetime | None, log=None) -> bool:
+def scheduled_nights_have_begun(first_night: str, dag_run, logical_date: datetime | None) -> bool:
     """False for a scheduled run dated before ``first_night`` (ISO date); True for any other run."""
     if getattr(dag_run, "run_type", None) != "scheduled" or logical_date is None:
         return True
-    if logical_date.date() >= date.fromisoformat(first_night):
-        return True
-    if log is not None:
-        log.warning("This district's scheduled nights begin on %s (start_date in its district file): the run "
-                    "dated %s is skipped. Trigger it by hand or backfill to sync an earlier date.",
-                    first_night, logical_date.date())
-    return False
+    return logical_date.date() >= date.fromisoformat(first_night)
 
 
 class FirstNightGate(ShortCircuitOperator):
@@ -36,4 +30,9 @@ class FirstNightGate(ShortCircuitOperator):
         self.first_night = first_night.isoformat()
 
     def _begun(self, dag_run, logical_date=None) -> bool:
-        return scheduled_nights_have_begun(self.first_night, dag_run, logical_date, self.log)
+        begun = scheduled_nights_have_begun(self.first_night, dag_run, logical_date)
+        if not begun:
+            self.log.warning("This district's scheduled nights begin on %s (start_date in its district file): "
+                             "the run dated %s is skipped. Trigger it by hand or backfill to sync an earlier date.",
+                             self.first_night, logical_date.date())
+        return begun
