@@ -109,7 +109,7 @@ unless the `active_year` param is set; a past year can be asked for either way, 
     param_lines = "\n".join(f"* `{name}`: {param.description}" for name, param in params.items())
     safely = """
 **Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
-unpaused DAG at once gets a real scheduled run), with a run id or note saying it is a dry run.
+unpaused DAG at once gets a real scheduled run); the run's note then starts "Dry run".
 """ if "dry_run" in params else ""
     night.append(f"""
 

@@ -52,6 +52,9 @@ NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER, BROKEN = (
 )
 NIGHTLY_RUN, LATE_RUN, REVOKED_RUN, RENAMED_RUN = "e2e_nightly", "e2e_late", "e2e_revoked", "e2e_renamed"
 QUIET_RUN, LEFTOVER_RUN, BROKEN_RUN = "e2e_quiet", "e2e_leftover", "e2e_broken"
+# A dry run of the nightly district, triggered as from the UI's form with a note of the user's own;
+# it waits for the nightly run (one run at a time).
+DRY_RUN, TYPED_NOTE = "e2e_nightly_rehearsal", "Trying the new role map before tonight"
 # A past school year asked for by hand, both ways the README gives: a past logical date, and the
 # active_year param on a run dated now (before the district's start_date, like the past date).
 PAST_DATE_RUN, PAST_DATE = "e2e_history_past_date", datetime(2025, 10, 3, 6, tzinfo=UTC)
@@ -214,6 +217,8 @@ def night(tmp_path_factory) -> Night:
                 for dag_id, (run_id, logical_date) in trigger.items():
                     stack.airflow("dags", "trigger", dag_id, "--run-id", run_id,
                                   "--logical-date", logical_date.isoformat())
+                stack.trigger(NIGHTLY, DRY_RUN, NOW + timedelta(seconds=1), conf={"dry_run": True},
+                              note=TYPED_NOTE)
                 stack.airflow("dags", "trigger", HISTORY, "--run-id", PAST_DATE_RUN,
                               "--logical-date", PAST_DATE.isoformat())
                 stack.airflow("dags", "trigger", HISTORY, "--run-id", ACTIVE_YEAR_RUN, "--logical-date",
@@ -245,6 +250,21 @@ def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
         assert report["totals"].get("created", 0) > 0 and not report["totals"].get("failed"), report
         assert night.lms.users and night.lms.enrollments and night.lms.buildings
         assert not [mail.subject for mail in night.mails(NIGHTLY, "deadline")], "the run finished well within its deadline"
+
+
+def test_a_dry_run_reads_as_one_in_the_grid(night):
+    """What a dry run writes (nothing) is tested in test_provisioning_dag and test_grades_dag; here,
+    that the scheduler marks it in its note."""
+    stack = night.stack
+    with stack.logs_on_failure():
+        run = stack.wait_for_run(NIGHTLY, DRY_RUN, timeout=300)
+        assert run["state"] == "success"
+        note = run["note"] or ""
+        assert note.startswith("Dry run:") and note.endswith(f"\n\n{TYPED_NOTE}"), note
+        real = stack.api(f"/api/v2/dags/{NIGHTLY}/dagRuns/{NIGHTLY_RUN}")
+        assert real["note"] is None, "only the dry run is marked as one"
+        report = stack.returned(NIGHTLY, DRY_RUN, "provision.sync_report")
+        assert report["dry_run"] is True, report
 
 
 def test_a_backfill_runs_each_past_date_once_in_order_without_deadline_emails(night):
