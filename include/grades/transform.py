@@ -17,7 +17,6 @@ by arrow. No Python object is made per row.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.config import GradePassback
+from include.privacy import redacted
 from include.provisioning.plan import flatten, isin, positions, take, term_key, user_key
 
 POSTING_COLUMNS = [
@@ -946,10 +946,15 @@ def withheld(postings: pd.DataFrame, refused: pd.DataFrame) -> pd.DataFrame:
 
 def without_students(texts: pd.Series, students: pd.Series) -> pd.Series:
     """Each text with its student's id, where it stands as a word of its own (in a result's sourcedId,
-    in IC's message), replaced by ``<student>``: what a log line may show of IC's messages."""
-    return pd.Series([re.sub(rf"(?<![0-9A-Za-z]){re.escape(student)}(?![0-9A-Za-z])", LOGGED_STUDENT, text)
-                      if student and student in text else text
-                      for text, student in zip(texts.astype(str), students.astype(str), strict=True)],
+    in IC's message), replaced by ``<student>``, and email addresses masked
+    (:func:`include.privacy.redacted`): what a log line or an email may show of IC's messages.
+    Texts repeat (one IC message for a lineItem's every result): each distinct pair is redacted once."""
+    pairs = pd.DataFrame({"text": texts.astype(str).to_numpy(), "student": students.astype(str).to_numpy()})
+    distinct = pairs.drop_duplicates()
+    shown = {(text, student): redacted(text, [student], reference=LOGGED_STUDENT, limit=None,
+                                       unknown_people=False)
+             for text, student in zip(distinct["text"], distinct["student"], strict=True)}
+    return pd.Series([shown[pair] for pair in zip(pairs["text"], pairs["student"], strict=True)],
                      index=texts.index, dtype=object)
 
 

@@ -20,16 +20,24 @@ from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from include.privacy import redacted
+
 Action = Literal["create", "update", "deactivate"]
 ObjectKind = Literal["building", "grading_period", "user", "course", "section", "enrollment", "guardian_link"]
 CatalogKind = Literal["building", "grading_period", "role"]
 
 
 class LmsItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a value that does not validate is a person's data: the error names the field, not the value
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
     kind: ClassVar[ObjectKind]
 
     key: str
+
+    def identifiers(self) -> tuple[str, ...]:
+        """The values an LMS message about this item could name a person by (none for an item
+        that is not about one); replaced in messages that leave the staged reports."""
+        return ()
 
 
 class Building(LmsItem):
@@ -60,6 +68,10 @@ class User(LmsItem):
     role_id: str
     building_id: str
     additional_building_ids: list[str]
+
+    def identifiers(self) -> tuple[str, ...]:
+        return tuple(value for value in (self.key, self.username, self.email, self.given_name, self.family_name,
+                                         self.preferred_first_name) if value)
 
 
 class Course(LmsItem):
@@ -94,6 +106,9 @@ class Enrollment(LmsItem):
     user_key: str
     admin: bool
 
+    def identifiers(self) -> tuple[str, ...]:
+        return self.key, self.user_key
+
 
 class GuardianLink(LmsItem):
     """``key`` is ``<guardian key>:<student key>``."""
@@ -102,6 +117,9 @@ class GuardianLink(LmsItem):
 
     guardian_key: str
     student_key: str
+
+    def identifiers(self) -> tuple[str, ...]:
+        return self.key, self.guardian_key, self.student_key
 
 
 ITEM_TYPES: dict[ObjectKind, type[LmsItem]] = {
@@ -118,6 +136,15 @@ class ItemResult(BaseModel):
     ok: bool
     lms_id: str | None = None
     error: str | None = None
+
+
+def without_identifiers(results: Sequence[ItemResult], items: Sequence[LmsItem]) -> list[ItemResult]:
+    """``results`` (one per item, in order) with each refusal's message cleared of the person its
+    item is about (:func:`include.privacy.redacted`): the key stays, the message can be logged."""
+    return [result if result.ok or not result.error else
+            result.model_copy(update={"error": redacted(result.error, item.identifiers(), reference="<person>",
+                                                                unknown_people=False)})
+            for result, item in zip(results, items, strict=True)]
 
 
 class LmsTarget(Protocol):

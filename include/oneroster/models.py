@@ -36,7 +36,8 @@ SCHEMA_VERSION = "1"
 
 
 class _Entity(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a value that does not validate may be a person's data: errors name the field, not the value
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     sourced_id: str
     status: str
@@ -67,7 +68,7 @@ class AcademicSession(_Entity):
 
 
 class UserRole(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     role: str
     role_type: Literal["primary", "secondary"]

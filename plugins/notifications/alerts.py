@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -12,17 +13,20 @@ from airflow.sdk import DeadlineAlert, DeadlineReference
 from airflow.sdk.definitions.deadline import AsyncCallback
 
 from include.config import DistrictConfig, Notifications
+from include.privacy import redacted
 
 FAILURE_SUBJECT = "[oneroster {{ dag.dag_id }}] {{ ti.task_id }} failed in run {{ run_id }}"
+# Every value is HTML-escaped (``| e``): a run id or a system's message is text, not markup.
 FAILURE_BODY = """\
-<p>Task <b>{{ ti.task_id }}</b> of <b>{{ dag.dag_id }}</b> failed after {{ ti.try_number }} tries
-in run <b>{{ run_id }}</b> (logical date {{ logical_date }}).</p>
+<p>Task <b>{{ ti.task_id | e }}</b> of <b>{{ dag.dag_id | e }}</b> failed after {{ ti.try_number }} tries
+in run <b>{{ run_id | e }}</b> (logical date {{ logical_date | e }}).</p>
 {% if ti.task_id.endswith("wait_for_export") %}<p><b>No grade export arrived</b> on the SFTP server in
 time: check the LMS's auto-export job and the export directory.</p>{% endif %}
-<p>What went wrong: <pre>{{ exception }}</pre></p>
-<p>Logs: {{ ti.log_url }}</p>
+<p>What went wrong (identifiers masked; the task log has the whole message): <pre>{{ exception | e }}</pre></p>
+<p>Logs: {{ ti.log_url | e }}</p>
 <p>A cleared task re-runs safely: nothing it already did is done twice.</p>
 """
+EXCEPTION_LIMIT = 2000  # characters of the exception an email shows
 
 
 class TaskFailureNotifier(SmtpNotifier):
@@ -31,6 +35,9 @@ class TaskFailureNotifier(SmtpNotifier):
     first failed task's subject wherever tasks share a process (``dag.test``, the demo)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1:  # a task's context: its exception leaves Airflow only as redacted text
+            context = args[0]
+            args = ({**context, "exception": redacted(context.get("exception"), limit=EXCEPTION_LIMIT)},)
         return SmtpNotifier.__call__(copy.copy(self), *args, **kwargs)
 
 
@@ -62,10 +69,14 @@ async def email_deadline_missed(*, to: list[str], smtp_conn_id: str, district: s
         return "manual run of a past date, its deadline over before it was triggered: no deadline email"
     run_id = run.get("dag_run_id")  # the REST model's name for the run id
     subject = f"[oneroster {run.get('dag_id')}] run {run_id} missed its deadline"
+    shown = {name: escape(str(value)) for name, value in (
+        ("district", district), ("dag_id", run.get("dag_id")), ("run_id", run_id),
+        ("logical_date", run.get("logical_date")), ("deadline", deadline.get("deadline_time", "")),
+        ("state", run.get("state")))}
     body = (
-        f"<p>The nightly sync of district <b>{district}</b> (DAG {run.get('dag_id')}, run "
-        f"<b>{run_id}</b>, logical date {run.get('logical_date')}) was not done by its deadline "
-        f"{deadline.get('deadline_time', '')}.</p><p>State when the deadline passed: {run.get('state')}.</p>"
+        f"<p>The nightly sync of district <b>{shown['district']}</b> (DAG {shown['dag_id']}, run "
+        f"<b>{shown['run_id']}</b>, logical date {shown['logical_date']}) was not done by its deadline "
+        f"{shown['deadline']}.</p><p>State when the deadline passed: {shown['state']}.</p>"
     )
     await SmtpNotifier(to=to, subject=subject, html_content=body, smtp_conn_id=smtp_conn_id).async_notify(context)
     return f"deadline email sent to {len(to)} address(es)"

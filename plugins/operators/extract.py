@@ -15,6 +15,7 @@ from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
 from include.oneroster.reads import READS_PER_EXTRACT, check_read, superseded
 from include.oneroster.snapshot import ExtractMark, carried_quarantine, holds_already, merge_changes, plan_extract
+from include.privacy import redacted
 from include.staging import (
     Manifest,
     StagedCopy,
@@ -197,8 +198,10 @@ class OneRosterExtractOperator(BaseOperator):
             manifest.duplicate_count,
             manifest.uri,
         )
+        # the staged quarantine names the records; the log says why, never whose
         for rejection in first_rejections:
-            self.log.warning("Quarantined %s %s: %s", self.collection, rejection.sourced_id, rejection.reason)
+            self.log.warning("Quarantined a record of %s: %s (the records are staged at %s)", self.collection,
+                             redacted(rejection.reason, [rejection.sourced_id]), quarantine)
         return manifest.model_dump(mode="json")
 
     def _check_school_year(self, active_year: int, school_years: set[int]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,7 @@ from include.grades.transform import (
     reconcile,
     refusals,
     withheld,
+    without_students,
 )
 from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
@@ -436,8 +438,10 @@ class ReconcileGradesOperator(_GradesOperator):
         fix in the LMS export or in IC brings through, an export without a single grade row."""
 
         def listed(rows: pd.DataFrame) -> str:
-            items = "".join(f"<li>row {row.row}, section {row.section if _filled(row.section) else '(blank)'}: "
-                            f"{row.reason}</li>" for row in rows.head(LISTED_ROWS).itertuples())
+            shown = rows.head(LISTED_ROWS)
+            reasons = without_students(shown["reason"].fillna(""), shown["student"].fillna(""))
+            items = "".join(f"<li>row {row.row}, section {escape(row.section) if _filled(row.section) else '(blank)'}: "
+                            f"{escape(reason)}</li>" for row, reason in zip(shown.itertuples(), reasons, strict=True))
             left = len(rows) - LISTED_ROWS
             more = f"<li>... and {left} more (see the report)</li>" if left > 0 else ""
             return f"<ul>{items}{more}</ul>"
@@ -458,9 +462,9 @@ class ReconcileGradesOperator(_GradesOperator):
             to=self.notifications.emails,
             subject=f"[oneroster {context['dag'].dag_id}] {' and '.join(about)} in run {context['run_id']}",
             html_content=(
-                f"<p>District <b>{self.district}</b>, export <b>{export}</b>: "
-                + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
-                + ".</p>" + "".join(body) + f"<p>Full report: {report}</p>"
+                f"<p>District <b>{escape(self.district)}</b>, export <b>{escape(export)}</b>: "
+                + ", ".join(f"{escape(outcome)} {count}" for outcome, count in sorted(counts.items()))
+                + ".</p>" + "".join(body) + f"<p>Full report: {escape(report)}</p>"
             ),
             smtp_conn_id=self.notifications.smtp_conn_id,
         ).notify(context)

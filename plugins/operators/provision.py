@@ -11,10 +11,10 @@ at the end.
 from __future__ import annotations
 
 import gc
-from html import escape
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from html import escape
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +24,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Notifications, Provisioning
-from include.lms.target import ITEM_TYPES
+from include.lms.target import ITEM_TYPES, without_identifiers
 from include.provisioning import plan
 from include.provisioning.diff import (
     OUTCOME_COLUMNS,
@@ -204,19 +204,20 @@ class ProvisionOperator(BaseOperator):
             answers = [taken.loc[plan.isin(sent, planned).to_numpy(), OUTCOME_COLUMNS].astype({"key": frame["key"].dtype})]
             pending = frame[~plan.isin(planned, sent).to_numpy()]
             del done, taken, planned, sent
-            in_flight: deque[pd.DataFrame] = deque()
+            in_flight: deque[tuple[pd.DataFrame, list]] = deque()
 
             def items(pending=pending, in_flight=in_flight) -> Iterator[list]:
                 for start in range(0, len(pending), JOURNAL_BATCH):
                     batch = pending.iloc[start : start + JOURNAL_BATCH]
-                    in_flight.append(batch[["key", "fingerprint"]])
                     columns = [python_values(batch[field]) for field in fields]
-                    yield [item_type.model_validate(dict(zip(fields, values, strict=True)))
-                           for values in zip(*columns, strict=True)]
+                    sent = [item_type.model_validate(dict(zip(fields, values, strict=True)))
+                            for values in zip(*columns, strict=True)]
+                    in_flight.append((batch[["key", "fingerprint"]], sent))
+                    yield sent
 
             for results in target.apply_batches(action, items()):
-                batch = in_flight.popleft()
-                answered = outcome_frame(results)
+                batch, sent = in_flight.popleft()
+                answered = outcome_frame(without_identifiers(results, sent))
                 if answered["key"].tolist() != batch["key"].tolist():
                     raise AirflowException(f"The LMS adapter answered {self.kind} {action}s out of order")
                 answered["fingerprint"] = batch["fingerprint"].to_numpy()
@@ -278,8 +279,9 @@ class ProvisionOperator(BaseOperator):
             ", ".join(f"{name} {count}" for name, count in counts.items()),
             manifest.report_uri,
         )
-        for row in failed.head(LOGGED_ERRORS).itertuples():
-            self.log.warning("LMS refused %s %s (%s, school %s): %s", self.kind, row.key, row.action, row.school, row.error)
+        for row in failed.head(LOGGED_ERRORS).itertuples():  # the staged errors name the records, the log never
+            self.log.warning("LMS refused a %s %s (school %s; row %d of %s): %s", self.kind, row.action, row.school,
+                             row.Index + 1, errors_file.target, row.error)
         return manifest.model_dump(mode="json")
 
     @staticmethod
