@@ -38,6 +38,7 @@ from plugins.operators.grades import (
 )
 from plugins.operators.invalid_district import InvalidDistrictFileOperator
 from plugins.operators.provision import ProvisionOperator, SyncReportOperator
+from plugins.operators.retention import StagingRetentionOperator
 from plugins.sensors.export import ExportFileSensor
 
 STAGING_ROOT = "{{ var.value.get('oneroster_staging_root', '') }}"
@@ -106,6 +107,11 @@ unless the `active_year` param is set; a past year can be asked for either way, 
   (mapped terms, open grading windows{", opted-in sections" if passback.teacher_opt_in else ""},
   changed grades), posts it to IC's gradebook and reconciles every row; rows that need a
   person are emailed. No export in time fails the wait for good and emails.""")
+    night.append(f"""
+* **staging_retention**: once every other task is done, however it ended, removes this district's
+  run folders under the staging root that were last written more than {config.retention_days} day(s)
+  ago (`retention_days`), never the state, a run not finished, this run's or the last successful
+  run's.""")
     param_lines = "\n".join(f"* `{name}`: {param.description}" for name, param in params.items())
     safely = """
 **Trying it safely**: trigger with `dry_run` ticked *and* "Unpause on trigger" unticked (an
@@ -230,6 +236,11 @@ def build_district_dag(config: DistrictConfig) -> DAG:
             provisioned = extract
         if config.grade_passback is not None:
             _grade_passback(config, after=provisioned, first_night=first_night)
+        every_task = list(dag.tasks)
+        every_task >> StagingRetentionOperator(
+            task_id="staging_retention", district=config.district, retention_days=config.retention_days,
+            staging_root=STAGING_ROOT,
+        ).as_teardown()  # after every other task, however it ended; the run's state is theirs
     # A manual run dated before a task's start_date gets no instance of it (models/dagrun.py) and
     # ends green with nothing done, so every task accepts any date: a past school year asked for by
     # date syncs that year, or fails in extract.academicSessions when IC does not serve it. The

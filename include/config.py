@@ -21,6 +21,9 @@ DISTRICTS_DIR_ENV = "ONEROSTER_DISTRICTS_DIR"
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 IC_MAX_CONCURRENCY = 5
+RETENTION_DAYS_MAX = 366
+"""A run folder is a night's working copy, not an archive (what later nights need is in the state
+folder): a year covers looking back over a whole school year's nights."""
 
 
 class _Strict(BaseModel):
@@ -255,8 +258,22 @@ class GradePassback(_Strict):
     windows: dict[str, GradingWindow] = Field(default_factory=dict, description="IC term sourcedId -> window")
     window_rule: GradingWindowRule = GradingWindowRule()
     mapping_csv: str | None = Field(
-        default=None, description="file beside the district file: lms_grading_period,ic_term[,school]"
+        default=None, min_length=1,
+        description="a file in the districts directory, named relative to it: "
+        "lms_grading_period,ic_term[,school]",
     )
+
+    @field_validator("mapping_csv")
+    @classmethod
+    def _inside_the_districts_directory(cls, value: str | None) -> str | None:
+        """The file is read from the districts directory joined with this name: an absolute name or
+        ``..`` would read a file from anywhere the workers can."""
+        if value is None:
+            return value
+        if re.match(r"^([\\/]|[A-Za-z]:)", value) or ".." in re.split(r"[\\/]", value):
+            raise ValueError("must be a path relative to the districts directory and inside it "
+                             "(e.g. acme_terms.csv): no absolute path, no '..'")
+        return value
 
     @model_validator(mode="after")
     def _tasks_and_groups(self) -> GradePassback:
@@ -286,6 +303,10 @@ class DistrictConfig(_Strict):
     provisioning: Provisioning | None = None
     grade_passback: GradePassback | None = None
     notifications: Notifications = Notifications()
+    retention_days: int = Field(
+        default=30, ge=1, le=RETENTION_DAYS_MAX, strict=True,  # strict: YAML's `yes` is no 1
+        description="a run's staged folder is removed this many days after the run last wrote to it",
+    )
 
     @model_validator(mode="after")
     def _provisioning_needs_an_lms(self) -> DistrictConfig:

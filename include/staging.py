@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
 from pydantic import BaseModel, ConfigDict, Field
 
 ROW_GROUP_SIZE = 50_000
@@ -83,18 +84,58 @@ class ProvisionManifest(BaseModel):
     created_at: datetime
 
 
-def _safe_segment(value: str) -> str:
-    """Run ids carry ':' and '+'; keep object-store keys portable."""
+STATE_FOLDER = "state"
+KEPT_FOLDERS = {
+    STATE_FOLDER: "what outlives a run (the provisioned and posted state, the extract snapshots, the processed "
+    "exports)",
+}
+"""The folders the project keeps beside the run folders under ``<root>/<district>/``: no run may be
+staged in one, and the staging retention never removes one."""
+
+
+def folder_name(value: str) -> str:
+    """A district or run id as one portable object-store key segment (run ids carry ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._") or "_"
 
 
-def staging_path(root: str, district: str, run_id: str, dataset: str) -> ObjectStoragePath:
+def district_folder(root: str, district: str) -> ObjectStoragePath:
+    """``<root>/<district>/``: the district's run folders and, beside them, the :data:`KEPT_FOLDERS`."""
     if not root:
         raise ValueError(
             "No staging root: set the Airflow Variable 'oneroster_staging_root' "
             "(e.g. file:///opt/airflow/staging or s3://bucket/prefix)."
         )
-    return ObjectStoragePath(root) / _safe_segment(district) / _safe_segment(run_id) / f"{dataset}.parquet"
+    return ObjectStoragePath(root) / folder_name(district)
+
+
+def _run_id_problem(run_id: str) -> str | None:
+    """Why ``run_id`` cannot name a run folder of its own, or None."""
+    if "/" in run_id or "\\" in run_id:
+        return "it contains a path separator"
+    if ".." in run_id:
+        return "it contains '..'"
+    for folder, holds in KEPT_FOLDERS.items():
+        if folder_name(run_id).casefold() == folder.casefold():  # case-insensitive file systems too
+            return f"its run folder would be {folder!r}, the folder that keeps {holds}"
+    return None
+
+
+def run_folder(root: str, district: str, run_id: str) -> ObjectStoragePath:
+    """``<root>/<district>/<run_id>/``, where a run stages its datasets. A run id that would put them
+    elsewhere (in a folder the project keeps, or up and out through ``..``) fails the task for good:
+    staging there would mix the run's files with the state, and its retention would take the state."""
+    problem = _run_id_problem(run_id)
+    if problem is not None:
+        raise AirflowFailException(
+            f"Run id {run_id!r} cannot be staged: {problem}. Trigger the run again under another run id "
+            "(Airflow's own, e.g. manual__<date>, is always safe)."
+        )
+    return district_folder(root, district) / folder_name(run_id)
+
+
+def staging_path(root: str, district: str, run_id: str, dataset: str) -> ObjectStoragePath:
+    """Where run ``run_id`` stages ``dataset`` (see :func:`run_folder`)."""
+    return run_folder(root, district, run_id) / f"{dataset}.parquet"
 
 
 class _HashingFile:
@@ -258,10 +299,15 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
     return tuple(stored.column(index).path for index in range(len(stored)))
 
 
+def district_state_path(root: str, district: str, dataset: str) -> ObjectStoragePath:
+    """What must outlive a run, under ``<root>/<district>/state/``."""
+    return district_folder(root, district) / STATE_FOLDER / f"{dataset}.parquet"
+
+
 def state_path(root: str, district: str, active_year: int, dataset: str) -> ObjectStoragePath:
     """What must outlive a run (what was provisioned, what was posted), one set per school
     year so a backfill of a past year and the nightly run never share state."""
-    return staging_path(root, district, "state", f"{active_year}/{dataset}")
+    return district_state_path(root, district, f"{active_year}/{dataset}")
 
 
 @dataclass(frozen=True)

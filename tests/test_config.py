@@ -36,6 +36,7 @@ def test_defaults_fill_a_minimal_file(tmp_path):
     assert config.infinite_campus.page_size == 50_000
     assert config.schedule == "0 6 * * *"
     assert config.active_year.starts == "07-01"
+    assert config.retention_days == 30
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,10 @@ def test_defaults_fill_a_minimal_file(tmp_path):
             "provisioning.roles.administrator",
             "Field required",
         ),
+        (GOOD.format(name="bad") + "retention_days: 0\n", "retention_days", "greater than or equal to 1"),
+        (GOOD.format(name="bad") + "retention_days: 367\n", "retention_days", "less than or equal to 366"),
+        (GOOD.format(name="bad") + "retention_days: yes\n", "retention_days", "valid integer (got True)"),
+        (GOOD.format(name="bad") + "retention_days: 7.5\n", "retention_days", "valid integer (got 7.5)"),
         ("district: bad\nname: [unclosed\n", "cannot be read as YAML", ""),
         ("- just\n- a list\n", "must be a mapping", ""),
     ],
@@ -111,3 +116,30 @@ def test_peak_hours_drop_concurrency_to_serial(tmp_path):
     assert ic.concurrency_at(datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc)) == 5
     overnight = PeakHours(start="22:00", end="04:00")
     assert overnight.contains(datetime(2026, 11, 2, 23, 0)) and not overnight.contains(datetime(2026, 11, 2, 12, 0))
+
+
+PASSBACK = "grade_passback:\n  sftp_conn_id: sftp\n  term_task_ids: ['1']\n  mapping_csv: {name}\n"
+
+
+@pytest.mark.parametrize("name", ["terms.csv", "maps/terms.csv", "./terms.csv", "terms..csv"])
+def test_a_mapping_csv_inside_the_districts_directory_is_taken(tmp_path, name):
+    config = load_district(write(tmp_path, "ok", GOOD.format(name="ok") + PASSBACK.format(name=f"'{name}'")))
+    assert config.grade_passback.mapping_csv == name
+
+
+OUTSIDE = "must be a path relative to the districts directory and inside it"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    *((name, OUTSIDE) for name in ("/etc/passwd", "../other/terms.csv", "maps/../../terms.csv", "..",
+                                   "\\\\server\\share\\terms.csv", "C:/terms.csv", "maps\\..\\..\\terms.csv")),
+    ("", "at least 1 character"),
+])
+def test_a_mapping_csv_outside_the_districts_directory_is_refused(tmp_path, name, problem):
+    """The plan task reads the districts directory joined with the name: an absolute name or '..' would
+    read any file the workers can."""
+    path = write(tmp_path, "bad", GOOD.format(name="bad") + PASSBACK.format(name=f"'{name}'"))
+    with pytest.raises(DistrictConfigError) as raised:
+        load_district(path)
+    assert str(raised.value).startswith(f"{path.resolve()}: grade_passback.mapping_csv: ")
+    assert problem in str(raised.value) and repr(name) in str(raised.value)

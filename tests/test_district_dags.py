@@ -26,6 +26,17 @@ def dag_bag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
+def demo_dag_with(tmp_path, monkeypatch, groups: set[str], **settings):
+    """The demo district's DAG with only the ``groups`` of lms, provisioning and grade_passback it names,
+    and ``settings`` changed."""
+    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    for group in {"lms", "provisioning", "grade_passback"} - groups:
+        config.pop(group)
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump({**config, **settings}))
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
+    return dag_bag().dags["oneroster_demo"]
+
+
 def test_every_shipped_district_loads_as_a_dag():
     bag = dag_bag()
     assert bag.import_errors == {}
@@ -35,8 +46,8 @@ def test_every_shipped_district_loads_as_a_dag():
     assert dag.catchup is False
     assert {"oneroster", "infinite-campus", "district:demo"} <= set(dag.tags)
     assert "include/districts/demo.yaml" in dag.doc_md
-    for told in ("**extract**", "**provision**", "**grades**", "`halves`", "`dry_run`", "Unpause on trigger",
-                 "district_file_invalid"):
+    for told in ("**extract**", "**provision**", "**grades**", "**staging_retention**", "30 day(s)", "`halves`",
+                 "`dry_run`", "Unpause on trigger", "district_file_invalid"):
         assert told in dag.doc_md, told
     assert dag.timetable.expression == "0 6 * * *"
     assert dag.params["active_year"] is None and dag.params["dry_run"] is False
@@ -77,12 +88,22 @@ def test_every_shipped_district_loads_as_a_dag():
     (set(), {"active_year", "full_run"}),  # extract only: nothing to dry-run, no halves to choose
 ])
 def test_the_trigger_form_offers_only_the_params_that_apply(tmp_path, monkeypatch, groups, offered):
-    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
-    for group in {"lms", "provisioning", "grade_passback"} - groups:
-        config.pop(group)
-    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
-    assert set(dag_bag().dags["oneroster_demo"].params) == offered
+    assert set(demo_dag_with(tmp_path, monkeypatch, groups).params) == offered
+
+
+@pytest.mark.parametrize("groups", [{"lms", "provisioning", "grade_passback"}, {"lms", "provisioning"},
+                                    {"grade_passback"}, set()])
+def test_every_district_dag_ends_with_its_staging_retention(tmp_path, monkeypatch, groups):
+    """Every valid district's night stages (its extracts at least): the retention task follows every
+    other task, runs however they ended, and leaves the run's state to them (a teardown)."""
+    dag = demo_dag_with(tmp_path, monkeypatch, groups, retention_days=9)
+    retention = dag.get_task("staging_retention")
+    assert retention.upstream_task_ids == {task.task_id for task in dag.tasks} - {"staging_retention"}
+    assert retention.downstream_task_ids == set()
+    assert retention.is_teardown and not retention.on_failure_fail_dagrun
+    assert retention.trigger_rule == "all_done_setup_success"
+    assert retention.retention_days == 9 and retention.district == "demo"
+    assert "9 day(s)" in dag.doc_md
 
 
 @pytest.mark.parametrize("year, accepted", [(27, False), (1999, False), (2000, True), (2027, True), (2099, True),
@@ -230,7 +251,8 @@ def test_active_year_param_overrides_the_logical_date(staged_run_env):
         run_conf={"active_year": 2027, **PROVISIONING},
     )
     assert outcome.state == "success", outcome.task_states
-    assert {manifest["active_year"] for manifest in outcome.returned.values()} == {2027}
+    assert {manifest["active_year"] for task, manifest in outcome.returned.items()
+            if task != "staging_retention"} == {2027}
 
 
 def test_a_year_ic_does_not_serve_fails_instead_of_syncing_the_wrong_year(staged_run_env, lms):

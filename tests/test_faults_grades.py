@@ -36,7 +36,8 @@ from include.sandbox.ic_gradebook import Gradebook
 from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
-from include.staging import read_frame, staging_path, state_path
+from include.staging import read_frame, state_path
+from plugins.sensors.export import last_export_path
 from tests.fault_ledger import ScenarioLedger, record
 from tests.expected_grades import Held, held_by_ic
 from tests.fault_support import (
@@ -94,7 +95,7 @@ class Passback:
         for path in (self.root / EXPORT_DIR).iterdir():
             path.unlink()
         for path in (state_path(self.staging, "demo", YEAR, "grades/posted"),
-                     staging_path(self.staging, "demo", "state", "grades/last_export")):
+                     last_export_path(self.staging, "demo")):
             if path.exists():
                 path.unlink()
         self.smtp.clear()

@@ -239,7 +239,7 @@ def test_a_triggered_run_provisions_the_lms_through_the_scheduler(night):
         states = {task: ti["state"] for task, ti in stack.task_instances(NIGHTLY, NIGHTLY_RUN).items()}
         assert run["state"] == "success", states
         assert run["run_type"] == "manual"
-        assert set(states.values()) == {"success"} and len(states) == 1 + len(EXTRACTS) + len(STEPS) + 1, states
+        assert set(states.values()) == {"success"} and len(states) == 1 + len(EXTRACTS) + len(STEPS) + 2, states
         expected = night.district.expected_counts("1.2")
         for task in EXTRACTS:
             manifest = stack.returned(NIGHTLY, NIGHTLY_RUN, task)
@@ -283,7 +283,8 @@ def test_a_backfill_runs_each_past_date_once_in_order_without_deadline_emails(ni
             finished = stack.wait_for_run(HISTORY, run["dag_run_id"], timeout=60)
             states = {task: ti["state"] for task, ti in stack.task_instances(HISTORY, run["dag_run_id"]).items()}
             assert finished["state"] == "success" and states == {"first_night": "success",
-                                                                  **dict.fromkeys(EXTRACTS, "skipped")}, states
+                                                                  **dict.fromkeys(EXTRACTS, "skipped"),
+                                                                  "staging_retention": "success"}, states
         first, second = runs
         assert first["end_date"] <= second["start_date"], "backfill runs overlapped"
         for run in runs:
@@ -304,8 +305,8 @@ def test_a_past_school_year_asked_for_by_hand_syncs_that_year(night, run_id):
     with stack.logs_on_failure():
         run = stack.wait_for_run(HISTORY, run_id, timeout=300)
         instances = stack.task_instances(HISTORY, run_id)
-        assert {task: ti["state"] for task, ti in instances.items()} == dict.fromkeys(["first_night", *EXTRACTS],
-                                                                                      "success")
+        assert {task: ti["state"] for task, ti in instances.items()} == dict.fromkeys(
+            ["first_night", *EXTRACTS, "staging_retention"], "success")
         assert run["state"] == "success"
         for task in EXTRACTS:
             manifest = stack.returned(HISTORY, run_id, task)

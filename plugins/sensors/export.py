@@ -45,7 +45,7 @@ from airflow.sdk.exceptions import (
 from airflow.triggers.base import TriggerEvent
 
 from include.config import GradePassback
-from include.staging import read_frame, stage_frame, staging_path
+from include.staging import district_state_path, read_frame, stage_frame, staging_path
 from plugins.operators.extract import skip_unless_running
 
 SLEPT_IN_THE_WORKER_SECONDS = 10.0
@@ -58,7 +58,7 @@ seconds costs less."""
 def last_export_path(staging_root: str, district: str):
     """The exports processed (name, mtime, run_id), oldest first: one list per district, whatever
     the school year."""
-    return staging_path(staging_root, district, "state", "grades/last_export")
+    return district_state_path(staging_root, district, "grades/last_export")
 
 
 def processed_exports(staging_root: str, district: str) -> pd.DataFrame:
