@@ -557,7 +557,8 @@ def student_ids(district: SyntheticDistrict) -> set[str]:
 
 def test_the_grade_task_logs_name_no_student(stack):
     """A result's sourcedId holds its student's IC id and IC's messages may name the student: logs carry
-    counts, lineItem ids and IC's messages with the student left out; the staged report keeps them whole."""
+    counts, lineItem ids and IC's messages with the student left out; the staged report names each
+    refused row's student in its own column."""
     assert run(NIGHT - timedelta(days=1), halves="provisioning").state == "success"
     drop_export(stack, "final-grades-20261201.csv")
     stack["district"].modify("enrollments", 40, NIGHT - timedelta(hours=2))  # dropped in IC, not yet in the LMS
@@ -568,12 +569,13 @@ def test_the_grade_task_logs_name_no_student(stack):
     logged = json.dumps(logs, default=str)
     assert "District demo: posted to IC" in logged and "retry 1 of" in logged, "the task logs were captured"
     report = report_of(outcome)
-    failed = " ".join(report.loc[report["outcome"] == "failed", "reason"])
+    failed = report.loc[report["outcome"] == "failed"]
     students = student_ids(stack["district"])
 
     def naming(text: str) -> list[str]:
         return [student for student in students if re.search(rf"(?<![0-9A-Za-z]){student}(?![0-9A-Za-z])", text)]
 
-    assert naming(failed), "IC's messages name the students, and the staged report keeps them"
+    assert len(failed) and set(failed["student"]) <= students, "the staged report names the refused rows' students"
+    assert naming(" ".join(failed["reason"])) == [], "IC's messages are kept less the student they name"
     assert naming(logged) == []
     assert "is not actively enrolled as a student in class" in logged, "IC's message is logged, less the student"

@@ -91,6 +91,12 @@ class User(_Entity):
     grades: list[str]
 
 
+# The users extract's columns a message could name a person by: masked wherever a system's
+# message about that person leaves the staged reports (include/privacy.py).
+PERSON_FIELDS = ("sourced_id", "legacy_sourced_id", "username", "email", "identifier", "given_name", "family_name",
+                 "middle_name", "preferred_first_name")
+
+
 class Course(_Entity):
     title: str
     course_code: str | None

@@ -19,9 +19,10 @@ from html import escape
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import BaseOperator, Context, Variable
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
@@ -32,6 +33,7 @@ from include.grades.transform import (
     CLASS_COLUMNS,
     GRADING_PERIOD_COLUMNS,
     LETTER_ONLY,
+    LOGGED_STUDENT,
     MALFORMED,
     POSTED_COLUMNS,
     SECTION_COLUMNS,
@@ -47,6 +49,8 @@ from include.grades.transform import (
     withheld,
     without_students,
 )
+from include.oneroster.models import PERSON_FIELDS
+from include.privacy import redacted
 from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.oneroster import WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
@@ -273,7 +277,7 @@ class PostGradesOperator(_GradesOperator):
                     "result_id": [answer.sourced_id for answer in answers],
                     "fingerprint": batch["fingerprint"].to_list(),
                     "status": [answer.status for answer in answers],
-                    "message": [answer.message for answer in answers],
+                    "message": self._without_people(context, answers, batch["student"].astype(str).tolist()),
                 })
                 journal.append(part)
                 answered.append(part)
@@ -287,6 +291,25 @@ class PostGradesOperator(_GradesOperator):
         self._log_refusals(refusals(to_post, outcomes))
         return self._manifest(context, "grade_outcomes", uri=str(staged.target), row_count=staged.row_count,
                               content_sha256=staged.sha256, counts=counts)
+
+    @staticmethod
+    def _without_people(context: Context, answers: list[GradebookAnswer], students: list[str]) -> list:
+        """IC's messages, each refusal's cleared of the student it is about (ids, username, email,
+        names from the users extract, only the refused students' rows read): what the journal,
+        the outcomes, the reconciliation and so every log line and email carry. The staged
+        reconciliation keeps the row and the student's id, so a person can still act on it."""
+        refused = {student for answer, student in zip(answers, students, strict=True)
+                   if answer.message and not answer.taken}
+        if not refused:
+            return [answer.message for answer in answers]
+        uri = context["ti"].xcom_pull(task_ids="extract.users")["uri"]
+        with ObjectStoragePath(uri).open("rb") as handle:
+            users = pq.read_table(handle, columns=list(PERSON_FIELDS),
+                                  filters=[("sourced_id", "in", sorted(refused))]).to_pylist()
+        people = {user["sourced_id"]: [value for value in user.values() if value] for user in users}
+        return [redacted(answer.message, people.get(student, [student]), reference=LOGGED_STUDENT, limit=None,
+                         unknown_people=False) if answer.message and not answer.taken else answer.message
+                for answer, student in zip(answers, students, strict=True)]
 
     def _log_refusals(self, lines: pd.DataFrame) -> None:
         """A line per lineItem and IC message, the largest first: a closed window as information, any
