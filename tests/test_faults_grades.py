@@ -452,8 +452,8 @@ def test_missing_and_renamed_columns_fail_the_file_with_the_headers_found(passba
     assert not passback.puts(GRADEBOOK)
     (mail,) = passback.smtp.wait_for(1)
     assert "grades.fetch_export failed" in mail.subject and "final-grades-20261201.csv" in mail.body
-    assert "missing the header(s) 'Unique User ID', 'Grading Period'" in mail.body
-    assert "headers found: 'Section School Code', 'User Unique ID'" in mail.body
+    assert "missing the header(s) 'Unique User ID', 'Grading Period'" in mail.text
+    assert "headers found: 'Section School Code', 'User Unique ID'" in mail.text
     assert expected_of(data, passback.district, NIGHT.date()).refused, "the rules refuse this file too"
     record(refused_file_ledger(passback, "grades: SFTP missing + renamed columns", faults=2, rows=export_rows(data),
                                emailed="final-grades-20261201.csv" in mail.body))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import quote
 
 import pytest
 import requests
+from oauthlib.oauth1 import SIGNATURE_HMAC, SIGNATURE_PLAINTEXT, Client
+from requests_oauthlib import OAuth1
 
 from include.sandbox import lms_emulator
 from include.sandbox.lms_emulator import SchoologyEmulator
@@ -16,25 +17,16 @@ KEY = "lms-consumer-key"
 SECRET = "lms-secret&value"
 
 
-def oauth(key: str = KEY, secret: str = SECRET, **override: str) -> dict[str, str]:
-    """The two-legged PLAINTEXT header from Schoology's authentication docs."""
-    params = {
-        "oauth_consumer_key": key,
-        "oauth_token": "",
-        "oauth_nonce": uuid.uuid4().hex,
-        "oauth_timestamp": str(int(time.time())),
-        "oauth_signature_method": "PLAINTEXT",
-        "oauth_version": "1.0",
-        "oauth_signature": quote(secret, safe="") + "&",
-        **override,
-    }
-    fields = ", ".join(f'{name}="{quote(value, safe="")}"' for name, value in params.items())
-    return {"Authorization": f'OAuth realm="Schoology API", {fields}'}
+def oauth(key: str = KEY, secret: str = SECRET, **client: str) -> OAuth1:
+    """Two-legged OAuth 1.0a, HMAC-SHA1, as Schoology's authentication docs describe: the
+    consumer key and secret, no token; ``client`` overrides (a nonce, a timestamp, a token...)."""
+    options = {"signature_method": SIGNATURE_HMAC, "realm": "Schoology API", **client}
+    return OAuth1(key, client_secret=secret, **options)
 
 
-def call(lms, method: str, path: str, body=None, headers=None, **params) -> requests.Response:
+def call(lms, method: str, path: str, body=None, auth=None, **params) -> requests.Response:
     return requests.request(method, f"{lms.base_url}/v1/{path}", json=body, params=params,
-                            headers=headers or oauth(), timeout=5)
+                            auth=auth or oauth(), timeout=5)
 
 
 def user(uid: str, role: str = "1214", building: str | None = None, **fields) -> dict:
@@ -67,26 +59,52 @@ def school(lms):
     return {"building": building, "periods": periods, "course": course, "section": section}
 
 
-def test_two_legged_plaintext_oauth_is_enforced(lms):
+def test_two_legged_hmac_sha1_oauth_is_enforced(lms):
     assert lms.base_url.startswith("http://127.0.0.1:")
     assert call(lms, "GET", "roles").status_code == 200
+    assert call(lms, "GET", "users", school_uids="a,b", start=0).status_code == 200, "the query is signed too"
     refused = {
         "wrong secret": oauth(secret="nope"),
         "wrong key": oauth(key="other"),
-        "HMAC-SHA1": oauth(oauth_signature_method="HMAC-SHA1"),
-        "three-legged token": oauth(oauth_token="abc"),
-        "no nonce": oauth(oauth_nonce=""),
-        "no timestamp": oauth(oauth_timestamp=""),
-        "not OAuth": {"Authorization": "Basic eDp5"},
+        "PLAINTEXT": oauth(signature_method=SIGNATURE_PLAINTEXT),
+        "three-legged token": oauth(resource_owner_key="abc", resource_owner_secret="def"),
+        "no nonce": oauth(nonce=""),
+        "no timestamp": oauth(timestamp=""),
+        "stale timestamp": oauth(timestamp=str(int(time.time()) - 3600)),
+        "not OAuth": ("x", "y"),
     }
-    for case, headers in refused.items():
-        response = call(lms, "GET", "roles", headers=headers)
+    for case, auth in refused.items():
+        response = call(lms, "GET", "roles", auth=auth)
         assert response.status_code == 401, case
         assert "error" in response.json()
     assert requests.get(f"{lms.base_url}/v1/roles", timeout=5).status_code == 401
-    replayed = oauth()
-    assert call(lms, "GET", "roles", headers=replayed).status_code == 200
-    replay = call(lms, "GET", "roles", headers=replayed)
+
+
+def test_plaintext_is_refused_though_it_carries_the_right_secret(lms):
+    """PLAINTEXT sends the secret itself: the emulator, like the hook, will not have it."""
+    response = call(lms, "GET", "roles", auth=oauth(signature_method=SIGNATURE_PLAINTEXT))
+    assert response.status_code == 401 and "HMAC-SHA1" in response.json()["error"]
+
+
+def test_a_signature_is_for_its_own_method_url_and_query_only(lms):
+    """The emulator recomputes the signature from what arrived: a header signed for one call
+    does not pass for another."""
+    url, client = f"{lms.base_url}/v1/users", Client(KEY, client_secret=SECRET, realm="Schoology API")
+    _, headers, _ = client.sign(f"{url}?building_id=1")
+    assert requests.get(url, params={"building_id": "2"}, headers=headers, timeout=5).status_code == 401
+    assert requests.delete(url, params={"building_id": "1"}, headers=headers, timeout=5).status_code == 401
+    assert requests.get(url, params={"building_id": "1"}, headers=headers, timeout=5).status_code == 200
+    form = {"title": "North High"}
+    _, headers, _ = client.sign(url, "POST", body=form, headers={"Content-Type": lms_emulator.FORM})
+    assert requests.post(url, data={"title": "South High"}, headers=headers, timeout=5).status_code == 401
+    signed_form = requests.post(url, data=form, headers=headers, timeout=5)
+    assert signed_form.status_code == 400 and "JSON" in signed_form.json()["error"], "signed; refused as not JSON"
+
+
+def test_a_replayed_request_is_refused(lms):
+    replayed = oauth(nonce=uuid.uuid4().hex, timestamp=str(int(time.time())))
+    assert call(lms, "GET", "roles", auth=replayed).status_code == 200
+    replay = call(lms, "GET", "roles", auth=replayed)
     assert replay.status_code == 401 and "replay" in replay.json()["error"]
 
 
@@ -265,7 +283,7 @@ def test_lists_are_paged_with_links_next(lms):
     bulk_users(lms, [user(f"s{n:02}") for n in range(45)])
     seen, url, pages = [], f"{lms.base_url}/v1/users", 0
     while url:
-        payload = requests.get(url, headers=oauth(), timeout=5).json()
+        payload = requests.get(url, auth=oauth(), timeout=5).json()
         assert payload["total"] == 45
         seen += [u["school_uid"] for u in payload["user"]]
         url, pages = payload["links"].get("next"), pages + 1
@@ -306,7 +324,7 @@ def test_timeout_after_apply_applies_the_call_then_drops_the_connection(lms):
     lms.inject("timeout_after_apply", seconds=0.3)
     assert call(lms, "GET", "users").status_code == 200, "reads are never the ones stalled"
     with pytest.raises(requests.ReadTimeout):
-        requests.post(f"{lms.base_url}/v1/users", json={"users": {"user": [user("s1")]}}, headers=oauth(),
+        requests.post(f"{lms.base_url}/v1/users", json={"users": {"user": [user("s1")]}}, auth=oauth(),
                       params={"update_existing": 1}, timeout=(5, 0.1))
     time.sleep(0.35)
     assert [u["school_uid"] for u in lms.users.values()] == ["s1"], "the LMS applied it all the same"
@@ -333,5 +351,5 @@ def test_unknown_faults_and_endpoints_are_refused(lms):
     with pytest.raises(ValueError, match="unknown fault"):
         lms.inject("explode")
     assert call(lms, "GET", "nothing/here").status_code == 404
-    broken = requests.post(f"{lms.base_url}/v1/users", data=b"{not json", headers=oauth(), timeout=5)
+    broken = requests.post(f"{lms.base_url}/v1/users", data=b"{not json", auth=oauth(), timeout=5)
     assert broken.status_code == 400

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from include.sandbox.ic_emulator import PROFILES, ROSTER_CORE_READONLY, ICEmulator
-from plugins.hooks.http_connection import ConnectionSettingsError
+from plugins.hooks.api_hook import ConnectionSettingsError
 from plugins.hooks.oneroster import (
     OneRosterCredentialsError,
     OneRosterHook,
@@ -151,7 +151,7 @@ def test_a_token_request_refused_as_400_names_the_field_to_check_not_expired_cre
 
 
 def test_an_unknown_extra_is_refused_before_anything_is_sent(ic, monkeypatch):
-    """HttpHook would send it to IC as a header on every call."""
+    """A typo or a secret in the wrong place: refused, never sent (HttpHook would make it a header)."""
     for key, value in connection_uri_env("ic_typo", ic, "1.2", vendor_secrett="vendor-secret-value").items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ConnectionSettingsError) as raised:

@@ -68,7 +68,7 @@ def test_an_item_that_does_not_validate_does_not_repeat_its_values():
     assert "Okafor" not in str(refused.value) and "stu1000004" not in str(refused.value)
 
 
-def test_the_failure_email_escapes_its_values_and_masks_identifiers(monkeypatch):
+def test_the_failure_email_escapes_its_values_and_masks_email_addresses(monkeypatch):
     with SMTPSink() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_PRIVACY", json.dumps(smtp.connection("oneroster@localhost")))
         notifier = TaskFailureNotifier(to=["team@district.invalid"], smtp_conn_id="smtp_privacy",
@@ -78,11 +78,11 @@ def test_the_failure_email_escapes_its_values_and_masks_identifiers(monkeypatch)
         ti = SimpleNamespace(task_id="grades.post", try_number=1, log_url="http://127.0.0.1/log?a=1&b=2")
         notifier({
             "dag": dag, "ti": ti, "run_id": "manual__<b>rehearsal</b>", "logical_date": "2026-12-01",
-            "exception": ValueError("IC refused <result>: student 1000004 (stu1000004@students.example.org)"),
+            "exception": ValueError("final-grades-20261201.csv: <row> of stu1000004@students.example.org"),
         })
         (mail,) = smtp.wait_for(1)
     body = mail.body
     assert "manual__&lt;b&gt;rehearsal&lt;/b&gt;" in body and "<b>rehearsal</b>" not in body
-    assert "IC refused &lt;result&gt;: student &lt;id&gt; (&lt;email&gt;)" in body
+    assert "final-grades-20261201.csv: &lt;row&gt; of &lt;email&gt;" in body
     assert "a=1&amp;b=2" in body
-    assert "1000004" not in body and "stu1000004" not in body
+    assert "stu1000004" not in body

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import date
+from urllib.parse import quote
 
 import pytest
+import requests
 import structlog
 
 from include.lms.target import Building, Course, Enrollment, GradingPeriod, GuardianLink, Section, User
 from include.sandbox import lms_emulator
 from include.sandbox.lms_emulator import SchoologyEmulator
-from plugins.hooks.http_connection import ConnectionSettingsError
+from plugins.hooks.api_hook import ConnectionSettingsError
 from plugins.hooks.schoology import (
     SchoologyCredentialsError,
     SchoologyHook,
@@ -272,22 +275,72 @@ def test_a_connection_without_school_id_is_a_clear_error(lms, monkeypatch):
         SchoologyHook(CONN, **FAST).catalog("building")
 
 
-def test_the_secret_travels_only_in_the_oauth_header(lms, monkeypatch):
+def test_every_call_is_signed_hmac_sha1_two_legged(lms, monkeypatch):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, read_timeout=30))
     hook = SchoologyHook(CONN, **FAST)
     hook.catalog("role")
     hook.catalog("role")
-    assert hook._session.auth is None
     assert "school_id" not in hook._session.headers
-    headers = [r.headers for r in lms.requests]
-    assert all(SECRET not in value for h in headers for name, value in h.items() if name != "Authorization")
-    oauth = [h["Authorization"] for h in headers]
-    assert all('oauth_signature_method="PLAINTEXT"' in value and 'oauth_token=""' in value for value in oauth)
-    assert len({value for value in oauth}) == 2, "a fresh nonce on every call"
+    oauth = [r.headers["Authorization"] for r in lms.requests]
+    assert all(value.startswith('OAuth realm="Schoology API"') for value in oauth)
+    assert all('oauth_signature_method="HMAC-SHA1"' in value and "oauth_token" not in value for value in oauth)
+    assert all(f'oauth_consumer_key="{KEY}"' in value for value in oauth)
+    assert len(set(oauth)) == 2, "a fresh nonce and signature on every call"
+
+
+def test_the_consumer_secret_is_never_sent(hook, lms, school):
+    """Through a whole provisioning sequence (the school fixture's buildings, terms, users, course
+    and section; then enrollments, parent links, lists and deactivations), the secret is in no
+    request the LMS received: not in a header, the URL or the body, plain or percent-encoded."""
+    section = school["section"]
+    ids(hook.apply("create", [enrollment("teach", section, admin=True), enrollment("kid1", section)]))
+    ids(hook.apply("create", [GuardianLink(key="mum:kid1", guardian_key="mum", student_key="kid1")]))
+    hook.catalog("building")
+    hook.apply("deactivate", [enrollment("kid1", section)])
+    hook.apply("deactivate", [person("kid2", school["building"])])
+    requests_seen = lms.requests
+    assert {"GET", "POST", "DELETE"} <= {r.method for r in requests_seen}
+    assert any(r.body for r in requests_seen), "the bodies were recorded and are looked at"
+    forms = {SECRET, quote(SECRET, safe=""), quote(quote(SECRET, safe=""), safe="")}
+    for request in requests_seen:
+        sent = " ".join([request.path, json.dumps(request.query), json.dumps(request.headers),
+                         request.body.decode("utf-8", "replace")])
+        assert not [form for form in forms if form in sent], f"{request.method} {request.path}"
+
+
+def test_a_request_signed_with_the_wrong_secret_is_refused(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, secret=SECRET + "-old"))
+    with pytest.raises(SchoologyCredentialsError, match="Invalid consumer key or signature"):
+        SchoologyHook(CONN, **FAST).catalog("role")
+    assert [r.status for r in lms.requests] == [401]
+
+
+def test_the_session_takes_the_transport_extras_and_verifies_tls_by_default(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    session = SchoologyHook(CONN, **FAST)._session
+    assert (session.verify, session.cert, session.proxies, session.trust_env) == (True, None, {}, True)
+    transport = {"verify": "/etc/ssl/district-ca.pem", "cert": "/etc/ssl/client.pem",
+                 "proxies": {"https": "http://proxy.example:3128"}, "trust_env": False}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, **transport))
+    session = SchoologyHook(CONN, **FAST)._session
+    assert (session.verify, session.cert, session.proxies, session.trust_env) == tuple(transport.values())
+    assert not {*transport, "school_id"} & {name.lower() for name in session.headers}
+
+
+def test_a_whole_call_error_names_no_one_it_was_about(hook):
+    """Schoology's message goes into the exception with the batch's people masked."""
+    response = requests.Response()
+    response.status_code, response.url = 400, f"{hook.api_url}/users"
+    response.raw = io.BytesIO(json.dumps({"error": "username kid9 (Zebedee, kid9@example.org) is taken"}).encode())
+    response.request = requests.Request("POST", response.url).prepare()
+    with pytest.raises(SchoologyRequestError) as raised:
+        hook._expect(response, 207, identifiers=["kid9", "Zebedee"])
+    message = str(raised.value)
+    assert "is taken" in message and "kid9" not in message and "Zebedee" not in message
 
 
 def test_an_unknown_extra_is_refused_before_any_call_naming_the_connection_and_the_allowed_ones(lms, monkeypatch):
-    """HttpHook would send it to Schoology as a header on every call."""
+    """A typo or a secret in the wrong place: refused, never sent (HttpHook would make it a header)."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, consumer_secret_copy=SECRET))
     with pytest.raises(ConnectionSettingsError) as raised:
         SchoologyHook(CONN, **FAST).catalog("role")

@@ -3,11 +3,13 @@
 It speaks the subset of Schoology's API that provisioning needs, under ``/v1`` as
 ``https://api.schoology.com/v1`` does, and enforces its rules:
 
-- two-legged OAuth 1.0a with the PLAINTEXT signature in the ``Authorization`` header:
-  ``oauth_consumer_key``, an empty ``oauth_token``, ``oauth_nonce``, ``oauth_timestamp``,
-  ``oauth_signature_method="PLAINTEXT"`` and ``oauth_signature`` = percent-encoded
-  consumer secret + ``&`` (itself percent-encoded in the header); a reused
-  timestamp/nonce pair is refused as a replay, wrong credentials answer 401;
+- two-legged OAuth 1.0a with the HMAC-SHA1 signature in the ``Authorization`` header
+  (RFC 5849): ``oauth_consumer_key``, no ``oauth_token`` (or an empty one), ``oauth_nonce``,
+  ``oauth_timestamp``, ``oauth_signature_method="HMAC-SHA1"`` and ``oauth_signature``, which
+  the emulator recomputes from the method, the URL with its query, the form parameters and the
+  consumer secret it never receives. A wrong key or signature, another signature method
+  (PLAINTEXT, which sends the secret itself, included), a timestamp more than
+  ``TIMESTAMP_SKEW`` seconds off and a timestamp/nonce pair seen before (a replay) answer 401;
 - ``GET|POST schools/{school}/buildings`` (``building_code`` unique), ``PUT|DELETE schools/{id}``;
 - ``GET|POST gradingperiods``, ``PUT|DELETE gradingperiods/{id}`` (title unique in the
   school; a period still used by a section cannot be deleted);
@@ -46,7 +48,7 @@ answers 429 when exceeded (counted in :attr:`rate_limited`); ``latency`` adds th
 own time to every answer. Faults are switched on with :meth:`SchoologyEmulator.inject`
 (``429``, ``500``, ``503``, ``reject_items``, ``timeout_after_apply``). What was
 provisioned stays inspectable (:attr:`buildings`, :attr:`users`, ... keyed by LMS id) and
-every request is kept in :attr:`requests`.
+every request, its body included, is kept in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -63,19 +65,24 @@ from datetime import date
 from functools import cached_property
 from itertools import count
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import urlencode, urlsplit
+
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth1.rfc5849 import signature
 
 from include.sandbox.loopback import LoopbackHandler, LoopbackService
 
 FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
 BULK_LIMIT = 50
-NONCE_WINDOW = 600.0  # seconds a (timestamp, nonce) pair is remembered to refuse replays
+TIMESTAMP_SKEW = 300  # seconds an oauth_timestamp may be off this server's clock, either way
+NONCE_WINDOW = 600.0  # seconds a (timestamp, nonce) pair is remembered: a replay's timestamp is stale by then
 DEFAULT_PAGE, MAX_PAGE = 20, 200
 SEED_ROLES = {"1212": "School Admin", "1213": "Teacher", "1214": "Student", "1215": "Parent"}
 WRITES = frozenset({"POST", "PUT", "DELETE"})
-_OAUTH_PARAM = re.compile(r'([a-z_]+)="([^"]*)"')
-_OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_nonce", "oauth_timestamp",
-                   "oauth_signature_method", "oauth_signature")
+SIGNATURE_METHOD = "HMAC-SHA1"
+FORM = "application/x-www-form-urlencoded"  # the one body whose parameters are signed (RFC 5849 §3.4.1.3.1)
+_OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_nonce", "oauth_timestamp", "oauth_signature_method",
+                   "oauth_signature")
 
 
 class SchoologyError(Exception):
@@ -108,6 +115,7 @@ class RecordedRequest:
     headers: dict[str, str]
     started: float
     ended: float
+    body: bytes
 
 
 @dataclass
@@ -325,23 +333,39 @@ class SchoologyEmulator(LoopbackService):
                 return fault
         return None
 
-    def _authenticate(self, authorization: str | None) -> None:
+    def _authenticate(self, method: str, target: str, headers, body: bytes) -> None:
+        """Two-legged OAuth 1.0a, HMAC-SHA1: the signature recomputed (RFC 5849 §3.4) from the
+        method, the URL the client called (``Host`` and ``target``, the path with its query), the
+        query, form and header parameters and the consumer secret; then the timestamp must be
+        recent and the nonce new."""
+        authorization = headers.get("Authorization")
         if not authorization or not authorization.startswith("OAuth "):
             raise SchoologyError(401, "Authorization header missing: use OAuth 1.0a")
-        params = {name: unquote(value) for name, value in _OAUTH_PARAM.findall(authorization[6:])}
-        missing = [name for name in _OAUTH_REQUIRED if name not in params]
+        form = body.decode("utf-8", "replace") if FORM in (headers.get("Content-Type") or "") else None
+        try:
+            params = dict(signature.collect_parameters(headers={"Authorization": authorization},
+                                                       exclude_oauth_signature=False))
+            signed = signature.collect_parameters(uri_query=urlsplit(target).query, body=form,
+                                                  headers={"Authorization": authorization})
+        except ValueError:
+            raise SchoologyError(401, "the OAuth parameters cannot be read") from None
+        missing = [name for name in _OAUTH_REQUIRED if not params.get(name)]
         if missing:
             raise SchoologyError(401, f"OAuth parameter(s) missing: {', '.join(missing)}")
-        if params["oauth_signature_method"] != "PLAINTEXT":
-            raise SchoologyError(401, "this server accepts the PLAINTEXT signature method only")
-        if params["oauth_token"]:
-            raise SchoologyError(401, "two-legged OAuth: oauth_token must be empty")
-        if not params["oauth_timestamp"].isdigit() or not params["oauth_nonce"]:
-            raise SchoologyError(401, "oauth_timestamp and oauth_nonce are required")
-        expected = quote(self._consumer_secret, safe="") + "&"
-        if params["oauth_consumer_key"] != self.consumer_key or params["oauth_signature"] != expected:
+        if params["oauth_signature_method"] != SIGNATURE_METHOD:
+            raise SchoologyError(401, f"this server accepts the {SIGNATURE_METHOD} signature method only")
+        if params.get("oauth_token"):
+            raise SchoologyError(401, "two-legged OAuth: oauth_token must be empty or absent")
+        timestamp = params["oauth_timestamp"]
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > TIMESTAMP_SKEW:
+            raise SchoologyError(401, f"oauth_timestamp must be within {TIMESTAMP_SKEW} s of the server's clock")
+        request = OAuthRequest(f"http://{headers.get('Host')}{target}", method)
+        request.params, request.signature = signed, params["oauth_signature"]
+        if params["oauth_consumer_key"] != self.consumer_key or not signature.verify_hmac_sha1(
+            request, client_secret=self._consumer_secret
+        ):
             raise SchoologyError(401, "Invalid consumer key or signature")
-        replay = (params["oauth_timestamp"], params["oauth_nonce"])
+        replay = (timestamp, params["oauth_nonce"])
         with self._lock:
             if replay in self._nonces:
                 raise SchoologyError(401, "Duplicate timestamp/nonce combination, possible replay attack. "
@@ -828,14 +852,14 @@ class _Handler(LoopbackHandler):
             time.sleep(self.emulator.latency)
         # recorded before the client can see the answer, so tests never race the log
         self.emulator._record(RecordedRequest(method, path, query, 0 if reply.stall is not None else reply.status,
-                                              dict(self.headers.items()), started, time.monotonic()))
+                                              dict(self.headers.items()), started, time.monotonic(), body))
         self._write(reply)
 
     def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
         emulator = self.emulator
         try:
             fault = emulator._admit(method, path)
-            emulator._authenticate(self.headers.get("Authorization"))
+            emulator._authenticate(method, self.path, self.headers, body)
             if fault and fault.kind == "429":
                 raise SchoologyError(429, "Too many requests", {"Retry-After": f"{fault.retry_after:g}"})
             if fault and fault.kind in ("500", "503"):

@@ -8,6 +8,7 @@ envelope sender and recipients (Bcc recipients appear only there).
 from __future__ import annotations
 
 import email.policy
+import html
 import logging
 import threading
 import time
@@ -41,6 +42,11 @@ class ReceivedMail:
         """The HTML part if there is one, else the plain text part."""
         part = self.message.get_body(preferencelist=("html", "plain"))
         return part.get_content() if part is not None else ""
+
+    @property
+    def text(self) -> str:
+        """The body as its reader sees the words: HTML entities decoded (``&#39;`` is ``'``)."""
+        return html.unescape(self.body)
 
 
 class _Controller(Controller):

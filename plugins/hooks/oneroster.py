@@ -1,8 +1,9 @@
 """Infinite Campus's OneRoster API (1.1 and 1.2) as an Airflow hook.
 
 The hook owns the protocol: OAuth2 client-credentials tokens, IC's URL forms, paging to
-the end, retries, and IC's concurrency rules. It is built on the http provider's
-``HttpHook`` (session, TLS, proxies, keep-alive) and one Airflow connection:
+the end, retries, and IC's concurrency rules. It is built on the shared
+:class:`~plugins.hooks.api_hook.ApiHook` (session, TLS, proxies, keep-alive, the extras checked)
+and one Airflow connection:
 
 - host (with scheme and port): the district's Campus server, e.g. ``https://acme.infinitecampus.org``
 - login / password: the OneRoster client key and secret from IC's OneRoster tool
@@ -12,10 +13,9 @@ the end, retries, and IC's concurrency rules. It is built on the http provider's
   IC does not), ``read_timeout`` (seconds to wait for an answer before retrying, default 300),
   and for the gradebook ``vendor_key`` / ``vendor_secret``; any other extra is refused.
 
-``HttpHook`` would send every unknown extra as an HTTP header and the login/password as
-Basic auth on every request; this hook reads its own extras and authenticates API calls with
-the bearer token only, so no secret leaves except to the token endpoint, and the bearer token
-goes only to the connection's own scheme, host and port (a next-page link elsewhere is refused).
+No extra becomes a header and the login/password go to the token endpoint only: API calls
+carry the bearer token alone, and only to the connection's own scheme, host and port (a
+next-page link elsewhere is refused).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from include.config import InfiniteCampus
 from include.oneroster.columnar import BodyError, NormalisedPage, normalise_body, raw_records
 from include.oneroster.models import COLLECTIONS, OneRosterVersion
-from plugins.hooks.http_connection import ConnectionSettingsError, OwnExtrasHttpHook, same_origin
-from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
+from plugins.hooks.api_hook import ApiHook, ConnectionSettingsError, same_origin
+from plugins.hooks.retrying import DROPPED, Transient
 
 TOKEN_REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
 
@@ -134,15 +134,15 @@ TOKEN_REQUEST_ADVICE = {
 }
 
 
-def _token_refusal(conn_id: str, response: requests.Response) -> AirflowFailException:
-    """The token endpoint's refusal as what to do: refused credentials (``invalid_client``, 401)
-    are to be renewed; any other OAuth error names the connection field to check."""
+def _token_refusal(conn_id: str, response: requests.Response, said: str) -> AirflowFailException:
+    """The token endpoint's refusal (``said``: its message, redacted) as what to do: refused
+    credentials (``invalid_client``, 401) are to be renewed; any other OAuth error names the
+    connection field to check."""
     try:
         payload = response.json()
     except ValueError:
         payload = None
     error = str(payload.get("error") or "") if isinstance(payload, dict) else ""
-    said = _ims_description(response)
     if error in TOKEN_REQUEST_ADVICE or (response.status_code == 400 and error and error != "invalid_client"):
         advice = TOKEN_REQUEST_ADVICE.get(error, "the connection's extras 'token_url' and 'scope'")
         return ConnectionSettingsError(
@@ -151,18 +151,6 @@ def _token_refusal(conn_id: str, response: requests.Response) -> AirflowFailExce
             f"check {advice}."
         )
     return _credentials_refused(conn_id, f"token endpoint answered {response.status_code}: {said}")
-
-
-def _ims_description(response: requests.Response) -> str:
-    try:
-        payload = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(payload, dict):
-        for key in ("imsx_description", "error_description", "error"):
-            if payload.get(key):
-                return str(payload[key])
-    return response.text[:200]
 
 
 class _Prefetch:
@@ -189,7 +177,7 @@ class _Prefetch:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class OneRosterHook(OwnExtrasHttpHook):
+class OneRosterHook(ApiHook):
     """Reads OneRoster rostering collections from Infinite Campus, page by page.
 
     At most ``max_concurrency`` requests are in flight, and with ``requests_per_second``
@@ -201,9 +189,8 @@ class OneRosterHook(OwnExtrasHttpHook):
     default_conn_name = "oneroster_default"
     conn_type = "http"
     hook_name = "Infinite Campus OneRoster"
-    OWN_EXTRAS = frozenset(
-        {"app_name", "oneroster_version", "token_url", "scope", "read_timeout", "vendor_key", "vendor_secret"}
-    )
+    OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "scope", "vendor_key", "vendor_secret"})
+    MESSAGE_FIELDS = ("imsx_description", "error_description", "error")
 
     def __init__(
         self,
@@ -217,53 +204,26 @@ class OneRosterHook(OwnExtrasHttpHook):
         max_retry_after: float = 300.0,
         timeout: tuple[float, float] = (10.0, 300.0),
     ) -> None:
-        super().__init__(method="GET", http_conn_id=oneroster_conn_id)
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        super().__init__(oneroster_conn_id, unavailable=OneRosterUnavailableError,
+                         requests_per_second=requests_per_second, max_attempts=max_attempts,
+                         backoff_base=backoff_base, backoff_max=backoff_max, max_retry_after=max_retry_after,
+                         timeout=timeout)
         self.oneroster_conn_id = oneroster_conn_id
         self.max_concurrency = max_concurrency
-        self._retries = RetryPolicy(
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-            unavailable=OneRosterUnavailableError,
-            log=self.log,
-        )
-        self.timeout = timeout
-        self.request_count = 0
         self.bytes_received = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._bucket = TokenBucket(requests_per_second)
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._local = threading.local()
-        self._stats_lock = threading.Lock()
-
-    @property
-    def retry_count(self) -> int:
-        """Retries made so far (429, 5xx, dropped connections)."""
-        return self._retries.retry_count
 
     # -- connection ---------------------------------------------------------------
 
     @cached_property
-    def _connection(self):
-        return super().get_connection(self.oneroster_conn_id)
-
-    def get_connection(self, conn_id: str):  # type: ignore[override]
-        """This hook's connection is looked up once, in the task's own thread: the threads that
-        fetch pages have no task context to ask the secrets backends from."""
-        if conn_id == self.oneroster_conn_id:
-            return self._connection
-        return super().get_connection(conn_id)
-
-    @cached_property
     def _settings(self) -> dict[str, Any]:
-        connection = self.get_connection(self.oneroster_conn_id)
-        self._set_base_url(connection)
-        extras = self.checked_extras(connection)
+        connection, extras = self.connection, self.extras
         version = str(extras.get("oneroster_version", "1.2"))
         if version not in ("1.1", "1.2"):
             raise ConnectionSettingsError(
@@ -278,8 +238,6 @@ class OneRosterHook(OwnExtrasHttpHook):
             raise ConnectionSettingsError(
                 f"Connection '{self.oneroster_conn_id}': login (client key) and password (client secret) are required"
             )
-        if extras.get("read_timeout"):
-            self.timeout = (self.timeout[0], float(extras["read_timeout"]))
         campus = self.base_url.rstrip("/")
         if not campus.endswith("/campus"):
             campus += "/campus"
@@ -301,14 +259,12 @@ class OneRosterHook(OwnExtrasHttpHook):
     def rostering_url(self) -> str:
         return self._settings["rostering_url"]
 
-    def _extract_auth(self, connection) -> None:
-        """API calls carry the bearer token, never the client key/secret."""
-        return None
-
     def _session(self) -> requests.Session:
+        """This thread's session: no auth of its own (API calls carry the bearer token, the token
+        request the client key/secret)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = self.get_conn()
+            session = self._local.session = self.new_session()
         return session
 
     # -- tokens -------------------------------------------------------------------
@@ -341,11 +297,11 @@ class OneRosterHook(OwnExtrasHttpHook):
             except DROPPED as error:
                 raise Transient(f"token endpoint unreachable: {type(error).__name__}") from None
             if response.status_code in (400, 401, 403):
-                raise _token_refusal(self.oneroster_conn_id, response)
-            self._raise_for_transient(response, "token endpoint")
+                raise _token_refusal(self.oneroster_conn_id, response, self.redacted_message(response))
+            self.raise_for_transient(response, "token endpoint")
             if response.status_code != 200:
                 raise OneRosterRequestError(
-                    f"IC token endpoint answered {response.status_code}: {_ims_description(response)}"
+                    f"IC token endpoint answered {response.status_code}: {self.redacted_message(response)}"
                 )
             payload = response.json()
             lifetime = float(payload.get("expires_in", 3600))
@@ -354,15 +310,6 @@ class OneRosterHook(OwnExtrasHttpHook):
         return self._retries.call(attempt, "the IC token endpoint")
 
     # -- requests -----------------------------------------------------------------
-
-    def _raise_for_transient(self, response: requests.Response, what: str) -> None:
-        if response.status_code == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after:
-                self._bucket.hold(retry_after)
-            raise Transient(f"{what} answered 429 (too many requests)", retry_after=retry_after)
-        if response.status_code >= 500:
-            raise Transient(f"{what} answered {response.status_code}: {_ims_description(response)}")
 
     def _send_once(
         self, method: str, url: str, *, params: dict[str, Any] | None = None, body: dict | None = None,
@@ -376,8 +323,7 @@ class OneRosterHook(OwnExtrasHttpHook):
             for renewed in (False, True):
                 self._bucket.take()
                 token = self._current_token()
-                with self._stats_lock:
-                    self.request_count += 1
+                self.count_request()
                 try:
                     response = session.request(
                         method, url, params=params, json=body, timeout=self.timeout,
@@ -391,9 +337,9 @@ class OneRosterHook(OwnExtrasHttpHook):
                 if renewed:
                     refused = "a fresh token" + (" with the vendor key/secret" if headers else "")
                     raise _credentials_refused(
-                        self.oneroster_conn_id, f"{refused} was refused: {_ims_description(response)}"
+                        self.oneroster_conn_id, f"{refused} was refused: {self.redacted_message(response)}"
                     )
-        self._raise_for_transient(response, label or f"{method} {url}")
+        self.raise_for_transient(response, label or f"{method} {url}")
         return response
 
     def get_page(
@@ -407,7 +353,7 @@ class OneRosterHook(OwnExtrasHttpHook):
             response = self._send_once("GET", url, params=params)
             if response.status_code != 200:
                 raise OneRosterRequestError(
-                    f"IC answered {response.status_code} to GET {url}: {_ims_description(response)}"
+                    f"IC answered {response.status_code} to GET {url}: {self.redacted_message(response)}"
                 )
             with self._stats_lock:
                 self.bytes_received += len(response.content)
@@ -428,7 +374,7 @@ class OneRosterHook(OwnExtrasHttpHook):
         return self.rostering_url.replace("/rostering/v1p2", "/gradebook/v1p2")
 
     def _vendor_header(self) -> dict[str, str]:
-        extras = self.get_connection(self.oneroster_conn_id).extra_dejson
+        extras = self.extras
         key, secret = extras.get("vendor_key"), extras.get("vendor_secret")
         if not key or not secret:
             raise OneRosterRequestError(
@@ -453,7 +399,7 @@ class OneRosterHook(OwnExtrasHttpHook):
         )
         if response.status_code in (200, 201):
             return GradebookAnswer(sourced_id, "created" if response.status_code == 201 else "updated", "")
-        description = _ims_description(response)
+        description = self.message_of(response)
         window = _window_reason(response, description)
         if window:
             return GradebookAnswer(sourced_id, WINDOW_CLOSED, f"{window}: {description}")

@@ -1,7 +1,8 @@
 """Schoology's REST API v1 as an Airflow hook: the LMS side of provisioning.
 
 :class:`SchoologyHook` implements :class:`include.lms.target.LmsTarget` on top of the http
-provider's ``HttpHook`` (session, TLS, proxies) and one Airflow connection:
+shared :class:`~plugins.hooks.api_hook.ApiHook` (session, TLS, proxies, the extras checked) and
+one Airflow connection:
 
 - host: the API base URL, e.g. ``https://api.schoology.com`` (``/v1`` is added)
 - login / password: the consumer key and secret of a Schoology system administrator
@@ -9,11 +10,12 @@ provider's ``HttpHook`` (session, TLS, proxies) and one Airflow connection:
 - extra ``school_id``: the Schoology school whose buildings are provisioned; optional
   ``read_timeout`` (seconds to wait for an answer before retrying, default 120)
 
-Every call carries a two-legged OAuth 1.0a ``Authorization`` header with the PLAINTEXT
-signature (Schoology's documented fallback over HTTPS): the consumer key, an empty
-token, a fresh nonce and timestamp. The secret travels only in that header; the hook
-refuses extras it does not read (so none becomes a header), sends no Basic auth, and follows
-``links.next`` only on the connection's own scheme, host and port.
+Every call is signed with two-legged OAuth 1.0a, HMAC-SHA1 (RFC 5849), by requests-oauthlib:
+its ``Authorization`` header carries the consumer key, no token, a fresh nonce and timestamp
+and the signature of the method, the URL with its query and the parameters, keyed by the
+consumer secret. The secret never leaves the worker; the hook refuses extras it does not read
+(so none becomes a header), sends no Basic auth, and follows ``links.next`` only on the
+connection's own scheme, host and port.
 
 Objects go in bulk calls of at most 50 and Schoology answers 207 Multi-Status with one
 entry per object; each entry becomes an :class:`ItemResult`, in the order given. Sending
@@ -36,19 +38,18 @@ task at once. Log lines carry counts, never names or ids of people.
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from itertools import count
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
+from oauthlib.oauth1 import SIGNATURE_HMAC, SIGNATURE_TYPE_AUTH_HEADER
+from requests_oauthlib import OAuth1
 
 from include.lms.target import (
     ITEM_TYPES,
@@ -64,13 +65,17 @@ from include.lms.target import (
     Section,
     User,
 )
-from plugins.hooks.http_connection import OwnExtrasHttpHook, same_origin
-from plugins.hooks.retrying import DROPPED, RetryPolicy, TokenBucket, Transient, retry_after_seconds
+from plugins.hooks.api_hook import ApiHook, same_origin
+from plugins.hooks.retrying import DROPPED, Transient
 
 BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
 LIST_PAGE = 200  # records asked for per page of a list (Schoology's default is 20; a server that
 # pages smaller still links the next page, which is followed)
 ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
+# the fields of a bulk call's objects that name a person: masked in a whole-call error's message
+PERSON_FIELDS = ("school_uid", "username", "primary_email", "name_first", "name_last", "name_first_preferred",
+                 "student_school_uid", "parent_school_uid")
+REALM = "Schoology API"
 
 
 class SchoologyCredentialsError(AirflowFailException):
@@ -85,18 +90,6 @@ class SchoologyUnavailableError(AirflowException):
     """Schoology kept failing (429/5xx/dropped connections) through every retry."""
 
 
-def _message(response: requests.Response) -> str:
-    try:
-        payload = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(payload, dict):
-        for key in ("error", "message"):
-            if payload.get(key):
-                return str(payload[key])
-    return response.text[:200]
-
-
 def _entry_id(entry: dict) -> str | None:
     """The LMS id of a bulk entry: its ``id``, else the last segment of its ``location``."""
     if entry.get("id") not in (None, ""):
@@ -105,14 +98,15 @@ def _entry_id(entry: dict) -> str | None:
     return str(location).rstrip("/").rsplit("/", 1)[-1] if location else None
 
 
-class SchoologyHook(OwnExtrasHttpHook):
+class SchoologyHook(ApiHook):
     """Provisions buildings, grading periods, users, courses, sections, enrollments and parent links."""
 
     conn_name_attr = "schoology_conn_id"
     default_conn_name = "schoology_default"
     conn_type = "http"
     hook_name = "Schoology"
-    OWN_EXTRAS = frozenset({"school_id", "read_timeout"})
+    OWN_EXTRAS = frozenset({"school_id"})
+    MESSAGE_FIELDS = ("error", "message")
 
     def __init__(
         self,
@@ -126,41 +120,24 @@ class SchoologyHook(OwnExtrasHttpHook):
         timeout: tuple[float, float] = (10.0, 120.0),
         max_in_flight: int = 4,
     ) -> None:
-        # a kept-alive connection for every call in flight (requests keeps 10 by default)
-        super().__init__(method="GET", http_conn_id=schoology_conn_id,
-                         adapter=TCPKeepAliveAdapter(pool_maxsize=max_in_flight))
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
+        # a kept-alive connection for every call in flight (requests keeps 10 by default)
+        super().__init__(schoology_conn_id, unavailable=SchoologyUnavailableError,
+                         requests_per_second=requests_per_second, max_attempts=max_attempts,
+                         backoff_base=backoff_base, backoff_max=backoff_max, max_retry_after=max_retry_after,
+                         timeout=timeout, pool_size=max_in_flight)
         self.schoology_conn_id = schoology_conn_id
         self.requests_per_second = requests_per_second
         self.max_in_flight = max_in_flight
-        self._retries = RetryPolicy(
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-            unavailable=SchoologyUnavailableError,
-            log=self.log,
-        )
-        self.timeout = timeout
-        self.request_count = 0
-        self._bucket = TokenBucket(requests_per_second)
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
         self._calls: ThreadPoolExecutor | None = None  # the call threads, while apply_batches runs
-        self._stats_lock = threading.Lock()
-
-    @property
-    def retry_count(self) -> int:
-        """Retries made so far (429, 5xx, dropped connections)."""
-        return self._retries.retry_count
 
     # -- connection ---------------------------------------------------------------
 
     @cached_property
     def _settings(self) -> dict[str, str]:
-        connection = self.get_connection(self.schoology_conn_id)
-        self._set_base_url(connection)
-        extras = self.checked_extras(connection)
+        connection, extras = self.connection, self.extras
         school_id = str(extras.get("school_id") or "")
         if not school_id:
             raise SchoologyRequestError(
@@ -172,15 +149,8 @@ class SchoologyHook(OwnExtrasHttpHook):
                 f"Connection '{self.schoology_conn_id}': login (consumer key) and password (consumer secret) "
                 "are required"
             )
-        if extras.get("read_timeout"):
-            self.timeout = (self.timeout[0], float(extras["read_timeout"]))
         api = self.base_url.rstrip("/")
-        return {
-            "api_url": api if api.endswith("/v1") else f"{api}/v1",
-            "school_id": school_id,
-            "consumer_key": connection.login,
-            "consumer_secret": connection.password,
-        }
+        return {"api_url": api if api.endswith("/v1") else f"{api}/v1", "school_id": school_id}
 
     @property
     def api_url(self) -> str:
@@ -190,29 +160,17 @@ class SchoologyHook(OwnExtrasHttpHook):
     def school_id(self) -> str:
         return self._settings["school_id"]
 
-    def _extract_auth(self, connection) -> None:
-        """Calls carry the OAuth header, never Basic auth with the key/secret."""
-
     @cached_property
     def _session(self) -> requests.Session:
-        return self.get_conn()
-
-    def _authorization(self) -> str:
-        """Two-legged OAuth 1.0a, PLAINTEXT: realm first, signature last, the rest alphabetical."""
-        settings = self._settings
-        signature = quote(settings["consumer_secret"], safe="") + "&"
-        params = {
-            "oauth_consumer_key": settings["consumer_key"],
-            "oauth_nonce": uuid.uuid4().hex,
-            "oauth_signature_method": "PLAINTEXT",
-            "oauth_timestamp": str(int(time.time())),
-            "oauth_token": "",
-            "oauth_version": "1.0",
-            "oauth_signature": signature,
-        }
-        return 'OAuth realm="Schoology API", ' + ", ".join(
-            f'{name}="{quote(value, safe="")}"' for name, value in params.items()
-        )
+        """The session every call goes through, each signed with two-legged OAuth 1.0a, HMAC-SHA1:
+        the consumer key and no token; the secret keys the signature and is never sent."""
+        self._settings  # the connection checked first
+        session = self.new_session()
+        session.auth = OAuth1(self.connection.login, client_secret=self.connection.password,
+                              signature_method=SIGNATURE_HMAC, signature_type=SIGNATURE_TYPE_AUTH_HEADER,
+                              realm=REALM)
+        session.headers["Accept"] = "application/json"
+        return session
 
     # -- requests -----------------------------------------------------------------
 
@@ -220,41 +178,33 @@ class SchoologyHook(OwnExtrasHttpHook):
         """One request, paced by the token bucket; transient failures raise ``Transient``."""
         what = f"{method} {urlsplit(url).path}"
         self._bucket.take()
-        with self._stats_lock:
-            self.request_count += 1
+        self.count_request()
         try:
             with self._in_flight:
-                response = self._session.request(
-                    method, url, params=params, json=body, timeout=self.timeout,
-                    headers={"Authorization": self._authorization(), "Accept": "application/json"},
-                )
+                response = self._session.request(method, url, params=params, json=body, timeout=self.timeout)
         except DROPPED as error:
             raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
         if response.status_code == 401:
             raise SchoologyCredentialsError(
                 f"Schoology refused the consumer key/secret of connection '{self.schoology_conn_id}' "
-                f"({_message(response)}). Generate new API credentials in Schoology (a system administrator "
-                "with the 'Access Schoology API' permission, Integration > API) and update the Airflow "
-                "connection's login and password."
+                f"({self.redacted_message(response)}). Generate new API credentials in Schoology (a system "
+                "administrator with the 'Access Schoology API' permission, Integration > API) and update the "
+                "Airflow connection's login and password."
             )
-        if response.status_code == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after:
-                self._bucket.hold(retry_after)
-            raise Transient(f"{what} answered 429 (too many requests)", retry_after=retry_after)
-        if response.status_code >= 500:
-            raise Transient(f"{what} answered {response.status_code}")
+        self.raise_for_transient(response, what)
         return response
 
     def _url(self, path: str) -> str:
         return f"{self.api_url}/{path}"
 
-    @staticmethod
-    def _expect(response: requests.Response, *statuses: int) -> requests.Response:
+    def _expect(self, response: requests.Response, *statuses: int,
+                identifiers: Iterable[object] = ()) -> requests.Response:
+        """``response`` if its status is one of ``statuses``; else the whole call failed, and its
+        message, with ``identifiers`` (the people the call was about) masked, is raised."""
         if response.status_code not in statuses:
             raise SchoologyRequestError(
                 f"Schoology answered {response.status_code} to {response.request.method} "
-                f"{urlsplit(response.url).path}: {_message(response)}"
+                f"{urlsplit(response.url).path}: {self.redacted_message(response, identifiers)}"
             )
         return response
 
@@ -355,7 +305,7 @@ class SchoologyHook(OwnExtrasHttpHook):
 
     def _single(self, key: str, response: requests.Response, lms_id: str | None) -> ItemResult:
         if response.status_code in ITEM_FAILURES:
-            return ItemResult(key=key, ok=False, error=_message(response))
+            return ItemResult(key=key, ok=False, error=self.message_of(response))
         self._expect(response, 200, 201, 204)
         return ItemResult(key=key, ok=True, lms_id=lms_id)
 
@@ -416,10 +366,12 @@ class SchoologyHook(OwnExtrasHttpHook):
     def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
               params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:
         """One bulk POST (≤ 50 objects) with retries; Schoology's entry for each object, in order."""
+        people = [payload.get(field) for payload in payloads for field in PERSON_FIELDS]
 
         def attempt() -> list[dict]:
             response = self._expect(
-                self._send("POST", self._url(path), params=params, body={outer: {inner: payloads}}), 200, 207
+                self._send("POST", self._url(path), params=params, body={outer: {inner: payloads}}), 200, 207,
+                identifiers=people,
             )
             entries: Any = response.json()
             for step in answer_path or (inner,):
@@ -573,7 +525,8 @@ class SchoologyHook(OwnExtrasHttpHook):
                 present = [ids[item.key] for item in batch if item.key in ids]
                 if present:
                     self._expect(self._send("DELETE", self._url(path),
-                                            params={delete_param: ",".join(present), **delete_options}), 200, 204)
+                                            params={delete_param: ",".join(present), **delete_options}), 200, 204,
+                                 identifiers=[item.key for item in batch])
                 return [ItemResult(key=item.key, ok=True, lms_id=ids.get(item.key)) for item in batch]
 
             return self._retries.call(attempt, "Schoology")
