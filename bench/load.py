@@ -61,7 +61,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
         "conn_type": "http", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
         "extra": {"school_id": lms["school_id"]},
     })
-    from bench.transform import _provisioning
+    from bench.transform import bench_provisioning
     from include.config import ActiveYearRule, Lms
     from include.provisioning.steps import STEP_BY_KIND
     from plugins.operators.provision import ProvisionOperator
@@ -70,7 +70,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
     kept = _manifests_file(staging_root, run_id)
     manifests = json.loads(kept.read_text()) if kept.exists() else {}
     manifests.update({f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()})
-    provisioning = _provisioning(config_path, Path(extract_uris["orgs"].removeprefix("file://")))
+    provisioning = bench_provisioning(config_path, Path(extract_uris["orgs"].removeprefix("file://")))
     operator = ProvisionOperator(
         task_id=step.task_id, kind=kind, district="bench", config_file=config_path, provisioning=provisioning,
         lms=Lms(conn_id=LMS_CONN_ID, requests_per_second=settings.rate_limit or UNLIMITED,

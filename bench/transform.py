@@ -96,7 +96,7 @@ def write_extract_cache(students: int, seed: int, directory: str, workers: int =
 # -- provisioning: plan and diff per step ------------------------------------------------------
 
 
-def _provisioning(config_path: str, orgs_file: Path):
+def bench_provisioning(config_path: str, orgs_file: Path):
     """The district file's maps, with every school of the extract mapped to ``create``: the
     demo file names the demo's three schools, a synthetic district has one per 1,000 students."""
     from include.config import load_district
@@ -110,7 +110,7 @@ def _provisioning(config_path: str, orgs_file: Path):
 
 def _accepting_lms(changes) -> dict[str, pd.DataFrame]:
     """What an LMS that takes every create, update and deactivation answers, as
-    ``ProvisionOperator._apply`` returns it, with made-up LMS ids for what it created."""
+    ``ProvisionOperator`` gets it from the LMS, with made-up LMS ids for what it created."""
     from include.provisioning.diff import OUTCOME_SCHEMA
 
     def answers(keys: pd.Series, lms_ids: pa.ChunkedArray | pa.Array | None = None) -> pd.DataFrame:
@@ -140,15 +140,14 @@ def plan_step_phase(
     ``seconds`` is the whole step; ``extra`` splits it, counts the actions and gives the peak
     RSS up to the end of the diff (``plan_peak_rss_mib``), before the state is recorded.
     """
-    from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes
+    from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes, result_table
     from include.provisioning.report import report_rows
     from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND
     from include.staging import stage_frame
-    from plugins.operators.provision import ProvisionOperator
 
     step = STEP_BY_KIND[kind]
     extracts_path, work = Path(extract_dir), Path(work_dir)
-    provisioning = _provisioning(config_path, extracts_path / "orgs.parquet")
+    provisioning = bench_provisioning(config_path, extracts_path / "orgs.parquet")
     state_file = work / "state" / f"{kind}.parquet"
     if night not in ("full", "delta"):
         raise ValueError(f"night is 'full' or 'delta', not {night!r}")
@@ -177,7 +176,7 @@ def plan_step_phase(
                                 "error": pd.Series(dtype=object), "school": pd.Series(dtype=object)})
     report = report_rows(changes, no_failures, dry_run=False)
     if kind in READ_BY_LATER_STEPS:
-        result = ProvisionOperator._result_table(changes, outcomes, state, dry_run=False)
+        result = result_table(changes, outcomes, state, dry_run=False)
         (work / "results").mkdir(parents=True, exist_ok=True)
         stage_frame(work / "results" / f"{kind}.parquet", result)
     recorded = time.perf_counter()

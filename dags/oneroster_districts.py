@@ -26,7 +26,7 @@ from include.config import (
     load_districts,
 )
 from include.oneroster.models import COLLECTIONS
-from include.provisioning.steps import STEPS
+from include.provisioning.steps import STEP_BY_KIND, STEPS
 from plugins.notifications.alerts import deadline_alert, failure_notifier
 from plugins.operators.extract import OneRosterExtractOperator
 from plugins.operators.first_night import FirstNightGate
@@ -133,6 +133,220 @@ districts keep running.
     return "".join(night)
 
 
+# -- the tasks' docs (the task's "Task Docs" in the UI) -------------------------------------------
+# Where things are staged, relative to the Variable oneroster_staging_root: a run's own folder,
+# removed by staging_retention after retention_days, and the state that outlives runs.
+
+
+def _run_folder(district: str) -> str:
+    return f"<staging root>/{district}/<run id>/"
+
+
+def _state_folder(district: str) -> str:
+    return f"<staging root>/{district}/state/<school year>/"
+
+
+def _first_night_doc(config: DistrictConfig) -> str:
+    return f"""
+**first_night**: lets a scheduled run through only from the district's first night,
+{config.start_date.isoformat()} (`start_date` in `{district_file(config.district)}`). A scheduled run
+dated before it is skipped whole, every task with it, and the log says when the nights begin.
+Manual runs and backfills of any date always go through.
+
+Reads nothing but the run's type and date; writes and returns nothing.
+
+**If it skips a run you wanted**: trigger the run by hand, or backfill the date. It has nothing to
+fail on; if it does, clear it.
+"""
+
+
+def _extract_doc(config: DistrictConfig, collection: str) -> str:
+    ic = config.infinite_campus
+    run, state = _run_folder(config.district), _state_folder(config.district)
+    year_check = """
+It also fails for good when IC does not serve the run's school year: set the run's `active_year`
+param to the year IC serves, or point the run at an IC serving that year.
+""" if collection == "academicSessions" else ""
+    return f"""
+**extract.{collection}**: reads OneRoster `{collection}` from Infinite Campus (connection
+`{ic.conn_id}`, pool `{ic.pool}`), {ic.page_size:,} records a page, and stages the whole collection
+as Parquet. On a delta night it asks IC only for what changed since the last extract and merges
+that into the last snapshot; every {ic.full_extract_every_days} day(s), or with the `full_run`
+param, it reads the collection whole. A collection that changed while it was read is read again.
+
+**Writes**: `{run}{collection}.parquet` (the collection) and `{collection}.quarantine.parquet`
+(records that do not fit, with the reason); under `{state}extract/` the snapshot, its mark and
+quarantine, the next delta's base.
+
+**Returns** a manifest (where it is staged, row, quarantined and request counts, checksum), never
+student data. **Logs** full or delta, the counts and the first reasons for quarantine (not whose).
+
+**If it fails** after its retries: IC or the connection is the cause (credentials, URL, an outage);
+the log says which. Fix the connection `{ic.conn_id}` or wait for IC, then clear the task: it
+stages the whole collection again.
+{year_check}"""
+
+
+def _provision_doc(config: DistrictConfig, step) -> str:
+    run, state = _run_folder(config.district), _state_folder(config.district)
+    lms = config.lms
+    reads = ", ".join(f"`extract.{collection}`" for collection in step.extracts)
+    earlier = ", ".join(f"`provision.{STEP_BY_KIND[kind].task_id}`" for kind in step.needs)
+    needs = f" and the LMS ids from the results of {earlier}," if earlier else ","
+    checked = (
+        "Before anything is written it checks the district file's maps (schools, terms, role ids) "
+        "against IC's schools and the LMS; a map pointing at nothing fails the task for good, naming "
+        "the fields: fix the district file, then clear the task."
+        if step is STEPS[0] else
+        "A map in the district file pointing at no such LMS object fails the task for good, naming the "
+        "fields: fix the district file, then clear the task."
+        if step.kind in ("grading_period", "user") else ""
+    )
+    return f"""
+**provision.{step.task_id}**: makes the LMS's {step.kind.replace("_", " ")}s match IC: plans them from
+{reads}{needs} through the district file's maps, compares them with what was provisioned before and
+creates, updates or deactivates only what changed, in {lms.target} (connection `{lms.conn_id}`,
+pool `{lms.pool}`). The `full_run` param re-sends everything; `dry_run` plans and reports but writes
+nothing to the LMS or the state. Skipped in a grades-only run (`halves`).
+
+**Writes**: the LMS; `{state}provisioned/{step.kind}.parquet` (what the LMS holds, for the next run);
+under `{run}provision/`: `{step.kind}.errors`, `.skipped` and `.report` Parquet, the `{step.kind}.result`
+when a later step reads it, and a journal of the LMS's answers.
+
+**Returns** a manifest with the counts (create, update, deactivate, unchanged, removed in IC,
+skipped, failed) and those locations. **Logs** the counts and the first records the LMS refused
+(by row, not by name).
+Records the LMS refuses do not fail the task: they are in the sync report and sent again next run.
+
+**If it fails** after its retries: mostly the LMS or its connection (credentials, rate limit, an
+outage). Fix it, then clear the task; the journal makes a cleared task send only what the LMS has
+not taken yet. {checked}
+"""
+
+
+def _sync_report_doc(config: DistrictConfig) -> str:
+    emails = ", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"
+    return f"""
+**provision.sync_report**: gathers the provisioning steps' reports and what the extracts could not
+stage whole into one sync report. Reads the steps' and the extracts' manifests (XCom) and the staged
+report tables.
+
+**Writes** `{_run_folder(config.district)}provision/sync_report.parquet` and `sync_report.csv`.
+**Logs** the whole report (counts per kind and outcome). When records need a person (refused by the
+LMS, quarantined, a collection that did not settle) it logs a warning and emails {emails} the counts,
+never the records. **Returns** where the report is staged and the totals per outcome.
+
+**If it fails**: usually the email (the SMTP connection `{config.notifications.smtp_conn_id}`) or the
+staging root; fix it and clear the task. It writes nothing to the LMS, so clearing is safe.
+"""
+
+
+def _grades_docs(config: DistrictConfig) -> dict[str, str]:
+    passback = config.grade_passback
+    ic = config.infinite_campus
+    run, state = _run_folder(config.district), _state_folder(config.district)
+    pattern = f"{passback.export_title}*" if passback.export_title else "*.csv"
+    emails = ", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"
+    return {
+        "wait_for_export": f"""
+**grades.wait_for_export**: waits for the LMS's final-grade export: the newest file named
+`{pattern}` in `{passback.remote_dir}` on the SFTP connection `{passback.sftp_conn_id}` that is newer
+than the last export processed, once its size has stayed the same for {passback.stable_seconds:g} s.
+It waits in the triggerer, holding no worker. Skipped in a provisioning-only run (`halves`).
+
+**Reads** the directory listing and `<staging root>/{config.district}/state/grades/last_export` (the
+exports processed). **Writes** its deadline and the file it is watching under `{run}grades/`.
+**Returns** the file's path, name, size and time, never its contents.
+
+**If it fails**: no export within {passback.timeout_hours:g} h fails it for good, without a retry:
+check the LMS's auto-export job and the directory, then clear the task to wait
+{passback.timeout_hours:g} h afresh. A refused login or host key fails at once: fix the connection
+(its `host_key`), then clear. An SFTP server that is down is waited out.
+""",
+        "fetch_export": f"""
+**grades.fetch_export**: downloads the export the wait found from `{passback.sftp_conn_id}` and parses
+it. Rows that cannot be read are quarantined with the reason; they do not fail the task.
+
+**Writes** under `{run}grades/`: `export.raw.parquet` (the file as downloaded), `export.rows.parquet`
+and `export.quarantine.parquet`. **Returns** a manifest (the file, row and quarantined counts,
+checksum). **Logs** the file's name, size and counts.
+
+**If it fails**: a file without the required columns fails for good naming what is missing: fix the
+LMS's export, or `grade_passback.columns` in the district file, then clear this task (the same file),
+or `grades.wait_for_export` with its downstream tasks to take the newest export. A download cut
+short is retried.
+""",
+        "plan": f"""
+**grades.plan**: decides what may be posted: rows of mapped terms, open grading windows, opted-in
+sections where opt-in is on, and grades changed since last posted (all of them with `full_run`).
+Runs after the night's provisioning, or without it in a grades-only run.
+
+**Reads** the parsed export, the run's `users`, `classes` and `academicSessions` extracts, the
+provisioned sections and grading periods and the posted grades under `{state}`, the opt-in Variable
+`oneroster_grade_opt_in_{config.district}` when opt-in is on. **Writes** `{run}grades/postings.parquet`.
+**Returns** a manifest with the counts per action; **logs** them.
+
+**If it fails**: an invalid opt-in Variable fails for good, naming the problem: fix the Variable and
+clear. A school year posted over one OneRoster version and now read over the other fails for good:
+the message says what to do (set the connection's version back, or start the year's postings over).
+""",
+        "post": f"""
+**grades.post**: sends the planned grades to IC's gradebook (connection `{ic.conn_id}`, pool
+`{ic.pool}`): the grading category, score scales and lineItems they need, then the results. What IC
+refuses holds back what needs it; refusals do not fail the task. In a dry run it sends nothing and
+is skipped, saying what would have been posted.
+
+**Writes** IC's gradebook; under `{state}grades/` what IC took (`posted`, so the next run sends only
+changes) and the OneRoster version posted over; under `{run}grades/` the journal of IC's answers
+and `outcomes.parquet`. **Returns** a manifest with the counts per status. **Logs** the counts and
+IC's refusals per lineItem with the export rows (not the students).
+
+**If it fails** after its retries: IC or the connection (credentials, an outage). Fix it and clear
+the task: the journal and fixed ids mean nothing is posted twice.
+""",
+        "reconcile": f"""
+**grades.reconcile**: accounts for every export row: posted, unchanged, skipped (why) or failed (IC's
+message); the counts add up to the export. Then marks the export processed, so the wait takes only
+a newer one. Skipped in a dry run, with `grades.post`: the export stays unprocessed.
+
+**Reads** the parsed export, its quarantine, the postings and the outcomes. **Writes**
+`{run}grades/reconciliation.parquet` and `reconciliation.csv`, and the processed exports under
+`<staging root>/{config.district}/state/grades/`. **Logs** the reconciliation; **emails** {emails} the
+rows IC refused, the rows to fix in the export or in IC, or an export without rows. **Returns** the
+counts and the report's location.
+
+**If it fails**: usually the email (SMTP connection `{config.notifications.smtp_conn_id}`) or the
+staging root; fix it and clear the task. Until it succeeds the export is not marked processed.
+""",
+    }
+
+
+def _retention_doc(config: DistrictConfig) -> str:
+    return f"""
+**staging_retention**: the night's last task, a teardown: once every other task is done, however
+it ended, it removes this district's run folders under `<staging root>/{config.district}/` last
+written more than {config.retention_days} day(s) ago (`retention_days`), never the `state` folder,
+this run's folder, an unfinished run's or the last successful run's.
+
+**Reads** the folder listing and the DAG's runs' states in Airflow. **Logs** and **returns** the
+folders and bytes removed, what was kept and why, and the cutoff; never a folder's contents.
+
+**If it fails**: the run's outcome is still the other tasks'. Check the staging root (permissions,
+the Variable `oneroster_staging_root`) and clear the task, or let tomorrow's run remove what is due.
+"""
+
+
+def _invalid_doc(invalid: InvalidDistrict) -> str:
+    return f"""
+**district_file_invalid**: `{invalid.file}` does not validate, so this district is not synced. The
+task reads and writes nothing: it fails for good, without retries, naming the file and fields (also
+in the DAG's docs), and the failure email carries them.
+
+**Fix the file**; the dag-processor picks it up and the district's usual DAG returns. Clearing
+this task changes nothing.
+"""
+
+
 def _params(config: DistrictConfig) -> dict[str, Param]:
     """The trigger form: only what applies to this district's groups."""
     writes = config.provisioning is not None or config.grade_passback is not None
@@ -191,7 +405,8 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         doc_md=_doc(config, params),
         params=params,
     ) as dag:
-        first_night = FirstNightGate(task_id="first_night", first_night=config.start_date)
+        first_night = FirstNightGate(task_id="first_night", first_night=config.start_date,
+                                     doc_md=_first_night_doc(config))
         with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging") as extract:
             for collection in COLLECTIONS:
                 OneRosterExtractOperator(
@@ -203,6 +418,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     staging_root=STAGING_ROOT,
                     pool=ic.pool,
                     pool_slots=ic.max_concurrency,
+                    doc_md=_extract_doc(config, collection),
                 )
         first_night >> extract
         if config.provisioning is not None and config.lms is not None:
@@ -219,6 +435,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                         active_year_rule=config.active_year,
                         staging_root=STAGING_ROOT,
                         pool=config.lms.pool,
+                        doc_md=_provision_doc(config, step),
                     )
                     previous >> task
                     previous = task
@@ -230,6 +447,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                     notifications=config.notifications,
                     active_year_rule=config.active_year,
                     staging_root=STAGING_ROOT,
+                    doc_md=_sync_report_doc(config),
                 )
                 previous >> provisioned
         else:
@@ -239,7 +457,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         every_task = list(dag.tasks)
         every_task >> StagingRetentionOperator(
             task_id="staging_retention", district=config.district, retention_days=config.retention_days,
-            staging_root=STAGING_ROOT,
+            staging_root=STAGING_ROOT, doc_md=_retention_doc(config),
         ).as_teardown()  # after every other task, however it ended; the run's state is theirs
     # A manual run dated before a task's start_date gets no instance of it (models/dagrun.py) and
     # ends green with nothing done, so every task accepts any date: a past school year asked for by
@@ -259,24 +477,28 @@ def _grade_passback(config: DistrictConfig, after, first_night) -> None:
         "active_year_rule": config.active_year,
         "staging_root": STAGING_ROOT,
     }
+    docs = _grades_docs(config)
     with TaskGroup("grades", tooltip="final grades from the LMS export to IC's gradebook"):
         sensor = ExportFileSensor(
             task_id="wait_for_export", district=config.district, passback=config.grade_passback,
-            staging_root=STAGING_ROOT,
+            staging_root=STAGING_ROOT, doc_md=docs["wait_for_export"],
         )
-        fetch = FetchExportOperator(task_id="fetch_export", sensor_task_id="grades.wait_for_export", **common)
+        fetch = FetchExportOperator(task_id="fetch_export", sensor_task_id="grades.wait_for_export",
+                                    doc_md=docs["fetch_export"], **common)
         plan = PlanGradesOperator(
             task_id="plan", export_task_id="grades.fetch_export", config_dir=str(districts_dir()),
             trigger_rule="none_failed",  # provisioning skipped in a grades-only run is fine
-            **common,
+            doc_md=docs["plan"], **common,
         )
         post = PostGradesOperator(
             task_id="post", plan_task_id="grades.plan", infinite_campus=config.infinite_campus,
-            pool=config.infinite_campus.pool, pool_slots=config.infinite_campus.max_concurrency, **common,
+            pool=config.infinite_campus.pool, pool_slots=config.infinite_campus.max_concurrency,
+            doc_md=docs["post"], **common,
         )
         reconcile = ReconcileGradesOperator(
             task_id="reconcile", export_task_id="grades.fetch_export", plan_task_id="grades.plan",
-            post_task_id="grades.post", notifications=config.notifications, **common,
+            post_task_id="grades.post", notifications=config.notifications, doc_md=docs["reconcile"],
+            **common,
         )
         first_night >> sensor >> fetch >> plan >> post >> reconcile
         after >> plan
@@ -300,7 +522,10 @@ Fix the file; the dag-processor picks it up and the district's usual DAG returns
 
 """ + "\n".join(f"* {problem}" for problem in invalid.problems),
     ) as dag:
-        InvalidDistrictFileOperator(task_id="district_file_invalid", file=invalid.file, problems=invalid.problems)
+        InvalidDistrictFileOperator(
+            task_id="district_file_invalid", file=invalid.file, problems=invalid.problems,
+            doc_md=_invalid_doc(invalid),
+        )
     return dag
 
 

@@ -163,6 +163,22 @@ def test_extract_pool_slots_fit_the_pools_in_airflow_settings():
             assert task.pool in {*pools, "default_pool"} and task.pool_slots <= pools.get(task.pool, 128)
 
 
+def test_every_task_of_every_demo_dag_says_what_it_does_and_what_to_do_when_it_fails():
+    """Each task's docs (the UI's Task Docs) name the task, what it does, reads, writes and returns,
+    and what to do when it fails."""
+    bag = dag_bag()
+    for dag_id in DEMO_DAGS:
+        for task in bag.dags[dag_id].tasks:
+            doc = (task.doc_md or "").strip()
+            assert doc, f"{dag_id}.{task.task_id} has no doc_md"
+            assert doc.startswith(f"**{task.task_id}**"), f"{dag_id}.{task.task_id}: its docs name another task"
+            assert "**If it fails" in doc or "**If it skips" in doc, f"{dag_id}.{task.task_id}: what to do"
+            assert "{" not in doc and "}" not in doc, f"{dag_id}.{task.task_id}: an unformatted placeholder"
+    docs = {task.task_id: task.doc_md for task in bag.dags["oneroster_demo"].tasks}
+    assert "ic_demo" in docs["extract.users"] and "oneroster_grade_opt_in_demo" in docs["grades.plan"]
+    assert "`<staging root>/demo/state/<school year>/provisioned/user.parquet`" in docs["provision.users"]
+
+
 def test_a_bad_district_file_keeps_a_failing_dag_and_an_import_error_of_its_own_file(tmp_path, monkeypatch):
     """The DagBag view; the dag-processor's (stale DAGs, the email) is in test_scheduler.py."""
     shutil.copy(DISTRICTS_DIR / "demo.yaml", tmp_path / "demo.yaml")
@@ -187,6 +203,7 @@ def test_a_bad_district_file_keeps_a_failing_dag_and_an_import_error_of_its_own_
     (task,) = broken.tasks
     assert task.retries == 0
     assert "infinite_campus.max_concurrency" in broken.doc_md and "team@broken.invalid" in broken.doc_md
+    assert "**district_file_invalid**" in task.doc_md and "Fix the file" in task.doc_md
     assert [task.task_id for task in bag.dags["oneroster_unreadable"].tasks] == ["district_file_invalid"]
 
 

@@ -20,8 +20,9 @@ from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 from airflow.sdk.exceptions import TaskDeferred
 
 from include.config import DISTRICTS_DIR, load_district
+from include.grades.processed import mark_processed
 from include.sandbox.sftp_server import SFTPServer
-from plugins.sensors.export import TRIGGER_WAITING, ExportFileSensor, ExportTrigger, mark_processed
+from plugins.sensors.export import TRIGGER_WAITING, ExportFileSensor, ExportTrigger
 
 CONFIG = load_district(DISTRICTS_DIR / "demo.yaml")
 EXPORT_DIR = CONFIG.grade_passback.remote_dir

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
+from include.grades.processed import last_export_path
 from include.sandbox.airflow_stack import AirflowStack
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.grade_export import schoology_export
@@ -37,7 +38,6 @@ from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame, state_path
-from plugins.sensors.export import last_export_path
 from tests.fault_ledger import ScenarioLedger, record
 from tests.expected_grades import Held, held_by_ic
 from tests.fault_support import (

@@ -57,9 +57,8 @@ class TermlessDistrict(SyntheticDistrict):
 
     def termless(self) -> set[str]:
         if not hasattr(self, "_termless"):
-            first_school = [
-                SyntheticDistrict._classes(self, index, "1.2", "") for index in range(self.schools[0].classes)
-            ]
+            served = super()._classes  # IC's record as the plain district serves it
+            first_school = [served(index, "1.2", "") for index in range(self.schools[0].classes)]
             cross_listed = [
                 klass["sourcedId"]
                 for klass in first_school

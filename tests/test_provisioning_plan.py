@@ -11,11 +11,10 @@ from include import staging
 from include.config import Provisioning
 from include.lms.target import ItemResult
 from include.provisioning import diff, plan
-from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes
+from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes, result_table
 from include.provisioning.report import format_report, report_rows
 from include.provisioning.steps import STEP_BY_KIND
 from include.staging import read_frame, stage_frame
-from plugins.operators.provision import ProvisionOperator
 from tests.provisioning_support import extract_frames
 
 ROLES = {"student": "R-STU", "teacher": "R-TCH", "administrator": "R-ADM", "guardian": "R-PAR"}
@@ -301,7 +300,7 @@ def test_the_next_state_and_result_table_are_staged_as_the_whole_frames_would_be
     assert list(staged["key"]) == sorted(desired["key"][desired["key"] != "600000:s4"])
 
     target = tmp_path / "result.parquet"
-    stage_frame(target, ProvisionOperator._result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
+    stage_frame(target, result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
     result = read_frame(str(target))
     assert list(result["key"]) == list(staged["key"]) and list(result["lms_id"]) == list(staged["lms_id"])
     assert str(result["user_key"].dtype) == "str" and str(result["lms_id"].dtype) == "string"
@@ -322,7 +321,7 @@ def test_an_update_taken_without_an_id_keeps_the_one_the_state_has(tmp_path):
     outcomes = {"update": outcome_frame([ItemResult(key="600000:s1", ok=True, lms_id=None)])}
     staged = recorded(tmp_path, "enrollment", next_state(state, changes, outcomes))
     target = tmp_path / "result.parquet"
-    stage_frame(target, ProvisionOperator._result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
+    stage_frame(target, result_table(changes, outcomes, state[["key", "lms_id"]], dry_run=False))
     result = read_frame(str(target))
     expected = ["E-600000:s1", "E-600000:s2"]
     assert list(staged["lms_id"]) == expected and list(result["lms_id"]) == expected

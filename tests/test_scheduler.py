@@ -32,7 +32,7 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.lms_emulator import SchoologyEmulator
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
-from plugins.sensors.export import mark_processed
+from include.grades.processed import mark_processed
 from tests.expected_provisioning import KINDS, expected_provisioning, held_by_lms
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import (

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from include.lms.target import ITEM_TYPES, ItemResult, ObjectKind
 from include.provisioning.plan import (
+    PENDING,
     SLICE,
     Desired,
     distinct_in_order,
@@ -30,6 +31,7 @@ from include.provisioning.plan import (
     item_fields,
     positions,
     take,
+    text_array,
 )
 from include.staging import FrameParts
 
@@ -253,3 +255,43 @@ def next_state(state: pd.DataFrame, changes: Changes, outcomes: Mapping[str, pd.
     if not len(order):
         return FrameParts((empty_state(changes.kind),), order, columns)
     return FrameParts(tuple(frame for frame, _ in parts), order, columns)
+
+
+def existing_count(changes: Changes, outcomes: dict[str, pd.DataFrame], dry_run: bool) -> int:
+    """How many objects of the kind exist in the LMS (in a dry run: would): the rows of the
+    result table, counted without making it."""
+    created = len(changes.create) if dry_run else len(accepted(outcomes, "create"))
+    return created + len(changes.update) + len(changes.unchanged)
+
+
+def result_table(
+    changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool
+) -> FrameParts:
+    """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
+    for the steps after this one: the night's parts with their ids, merged in key order as
+    the table is staged (a first night has millions of rows)."""
+    taken = accepted(outcomes, "create", "update")
+    parts = [(action, rows) for action, rows in
+             (("create", changes.create), ("update", changes.update), ("unchanged", changes.unchanged))
+             if not rows.empty] or [("create", changes.create)]
+    with_ids = []
+    for action, rows in parts:
+        # In arrow: a first night has millions. What was not sent keeps the state's id, found
+        # where the plan found it; what was sent takes the id the LMS answered with, else (an
+        # update may come back without one) the one it had.
+        if action == "unchanged":
+            lms_ids = text_array(take(state["lms_id"], changes.unchanged_at, rows.index))
+        else:
+            at = positions(rows["key"], taken["key"])
+            lms_ids = (text_array(take(taken["lms_id"], at, rows.index)) if (at >= 0).any()
+                       else pa.nulls(len(rows), pa.string()))
+            if "lms_id" in rows:
+                lms_ids = pc.coalesce(lms_ids, text_array(rows["lms_id"]))
+        rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
+        if dry_run:
+            pending = pc.binary_join_element_wise(PENDING, text_array(rows["key"]), "")
+            lms_ids = pc.coalesce(lms_ids, pending)
+        with_ids.append(rows.assign(lms_id=pd.Series(pd.arrays.ArrowExtensionArray(lms_ids), index=rows.index)))
+    order = in_key_order((rows["key"] for rows in with_ids),
+                              (rows["lms_id"].notna().to_numpy() for rows in with_ids))
+    return FrameParts(tuple(with_ids), order, tuple(with_ids[0].columns))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
@@ -28,25 +28,9 @@ from include.staging import (
     utc_now,
 )
 from plugins.hooks.oneroster import PagingTally, district_ic
+from plugins.operators.run_params import resolve_active_year
 
 LOGGED_REJECTIONS = 5
-
-
-def resolve_active_year(context: Context, rule: ActiveYearRule) -> int:
-    """The run's school year: the ``active_year`` param if given, else the one the
-    run's logical date falls in by the district's year-start rule."""
-    override = context["params"].get("active_year")
-    if override:
-        return int(override)
-    moment = context.get("logical_date") or context["dag_run"].run_after
-    return rule.school_year_of(moment)
-
-
-def skip_unless_running(context: Context, half: str) -> None:
-    """The ``halves`` param runs provisioning, grade passback or both; the other half is skipped."""
-    chosen = context["params"].get("halves") or "both"
-    if chosen not in ("both", half):
-        raise AirflowSkipException(f"this run does {chosen} only")
 
 
 class OneRosterExtractOperator(BaseOperator):

@@ -3,7 +3,7 @@
 Each operator is thin glue around ``include/grades`` (pure pandas) and the OneRoster hook.
 Postings carry deterministic sourcedIds (lineItem per section x term x task, result per
 student), so a retried PUT updates what the first one created; posted answers are
-journaled per batch (one part each, see :mod:`plugins.operators.journal`) so a task retried
+journaled per batch (one part each, see :mod:`include.journal`) so a task retried
 after a crash re-sends at most the batch in flight; lineItems and results go out as many at
 once as IC allows;
 what was posted (and with what value) is kept per school year, so a later run posts only
@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
 from include.grades.export import DUPLICATE, ExportFormatError, read_export
 from include.grades.opt_in import OptInVariableError, opt_in_variable, opted_in_sections
+from include.grades.processed import mark_processed
 from include.grades.transform import (
     BAD_SCORE,
     CLASS_COLUMNS,
@@ -49,14 +50,13 @@ from include.grades.transform import (
     withheld,
     without_students,
 )
+from include.journal import Journal, versioned
 from include.oneroster.models import PERSON_FIELDS
 from include.privacy import redacted
 from include.provisioning.plan import isin
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
 from plugins.hooks.oneroster import WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
-from plugins.operators.extract import resolve_active_year, skip_unless_running
-from plugins.operators.journal import Journal, versioned
-from plugins.sensors.export import mark_processed
+from plugins.operators.run_params import resolve_active_year, skip_unless_running
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
 POSTED_OVER = "posted_over"  # the year's postings went over this OneRoster version

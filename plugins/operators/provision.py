@@ -17,29 +17,28 @@ from contextlib import contextmanager
 from html import escape
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Notifications, Provisioning
+from include.journal import Journal, versioned
 from include.lms.target import ITEM_TYPES, without_identifiers
 from include.provisioning import plan
 from include.provisioning.diff import (
     OUTCOME_COLUMNS,
     Changes,
-    accepted,
     empty_state,
+    existing_count,
     fingerprint_hashes,
     next_state,
     outcome_frame,
     plan_changes,
+    result_table,
 )
 from include.provisioning.report import extract_rows, format_report, needing_a_person, report_rows
 from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS
 from include.staging import (
-    FrameParts,
     Manifest,
     ProvisionManifest,
     read_frame,
@@ -49,8 +48,7 @@ from include.staging import (
     utc_now,
 )
 from plugins.hooks.lms import lms_target
-from plugins.operators.extract import resolve_active_year, skip_unless_running
-from plugins.operators.journal import Journal, versioned
+from plugins.operators.run_params import resolve_active_year, skip_unless_running
 
 JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50
 LOGGED_ERRORS = 5
@@ -248,7 +246,7 @@ class ProvisionOperator(BaseOperator):
         ])
         failed = failed.merge(schools.drop_duplicates("key"), on="key", how="left")
         result_file = (stage_frame(self._path(run_id, f"{self.kind}.result"),
-                                   self._result_table(changes, outcomes, state, dry_run))
+                                   result_table(changes, outcomes, state, dry_run))
                        if self.kind in READ_BY_LATER_STEPS else None)  # 8 M enrollments: 3 s a night
         errors_file = stage_frame(self._path(run_id, f"{self.kind}.errors"), failed)
         skipped_file = stage_frame(self._path(run_id, f"{self.kind}.skipped"), changes.skipped)
@@ -259,7 +257,7 @@ class ProvisionOperator(BaseOperator):
         manifest = ProvisionManifest(
             dataset=self.kind,
             result_uri=str(result_file.target) if result_file else None,
-            row_count=self._existing(changes, outcomes, dry_run),
+            row_count=existing_count(changes, outcomes, dry_run),
             content_sha256=result_file.sha256 if result_file else None,
             counts=counts,
             errors_uri=str(errors_file.target),
@@ -283,46 +281,6 @@ class ProvisionOperator(BaseOperator):
             self.log.warning("LMS refused a %s %s (school %s; row %d of %s): %s", self.kind, row.action, row.school,
                              row.Index + 1, errors_file.target, row.error)
         return manifest.model_dump(mode="json")
-
-    @staticmethod
-    def _existing(changes: Changes, outcomes: dict[str, pd.DataFrame], dry_run: bool) -> int:
-        """How many objects of the kind exist in the LMS (in a dry run: would): the rows of the
-        result table, counted without making it."""
-        created = len(changes.create) if dry_run else len(accepted(outcomes, "create"))
-        return created + len(changes.update) + len(changes.unchanged)
-
-    @staticmethod
-    def _result_table(
-        changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool
-    ) -> FrameParts:
-        """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
-        for the steps after this one: the night's parts with their ids, merged in key order as
-        the table is staged (a first night has millions of rows)."""
-        taken = accepted(outcomes, "create", "update")
-        parts = [(action, rows) for action, rows in
-                 (("create", changes.create), ("update", changes.update), ("unchanged", changes.unchanged))
-                 if not rows.empty] or [("create", changes.create)]
-        with_ids = []
-        for action, rows in parts:
-            # In arrow: a first night has millions. What was not sent keeps the state's id, found
-            # where the plan found it; what was sent takes the id the LMS answered with, else (an
-            # update may come back without one) the one it had.
-            if action == "unchanged":
-                lms_ids = plan.text_array(plan.take(state["lms_id"], changes.unchanged_at, rows.index))
-            else:
-                at = plan.positions(rows["key"], taken["key"])
-                lms_ids = (plan.text_array(plan.take(taken["lms_id"], at, rows.index)) if (at >= 0).any()
-                           else pa.nulls(len(rows), pa.string()))
-                if "lms_id" in rows:
-                    lms_ids = pc.coalesce(lms_ids, plan.text_array(rows["lms_id"]))
-            rows = rows.drop(columns=["lms_id", "fingerprint"], errors="ignore")
-            if dry_run:
-                pending = pc.binary_join_element_wise(plan.PENDING, plan.text_array(rows["key"]), "")
-                lms_ids = pc.coalesce(lms_ids, pending)
-            with_ids.append(rows.assign(lms_id=pd.Series(pd.arrays.ArrowExtensionArray(lms_ids), index=rows.index)))
-        order = plan.in_key_order((rows["key"] for rows in with_ids),
-                                  (rows["lms_id"].notna().to_numpy() for rows in with_ids))
-        return FrameParts(tuple(with_ids), order, tuple(with_ids[0].columns))
 
 
 class SyncReportOperator(BaseOperator):

@@ -45,39 +45,15 @@ from airflow.sdk.exceptions import (
 from airflow.triggers.base import TriggerEvent
 
 from include.config import GradePassback
-from include.staging import district_state_path, read_frame, stage_frame, staging_path
-from plugins.operators.extract import skip_unless_running
+from include.grades.processed import processed_exports
+from include.staging import read_frame, stage_frame, staging_path
+from plugins.operators.run_params import skip_unless_running
 
 SLEPT_IN_THE_WORKER_SECONDS = 10.0
 """Stability waits and pauses this short are slept in the task, not deferred. A deferral that
 resumes within seconds races the scheduler's reading of the deferring process's exit, and Airflow
 3.3.2 then fails the resumed try as "killed externally" (apache/airflow#72716); a worker held a few
 seconds costs less."""
-
-
-def last_export_path(staging_root: str, district: str):
-    """The exports processed (name, mtime, run_id), oldest first: one list per district, whatever
-    the school year."""
-    return district_state_path(staging_root, district, "grades/last_export")
-
-
-def processed_exports(staging_root: str, district: str) -> pd.DataFrame:
-    path = last_export_path(staging_root, district)
-    history = read_frame(path) if path.exists() else pd.DataFrame(columns=["name", "mtime", "run_id"])
-    if "run_id" not in history.columns:  # written before runs were recorded
-        history["run_id"] = None
-    return history
-
-
-def mark_processed(staging_root: str, district: str, source: dict[str, Any], run_id: str,
-                   keep: int = 100) -> None:
-    """Record ``source`` as the export ``run_id`` processed (once per run: a re-run replaces its entry)."""
-    history = processed_exports(staging_root, district)
-    history = history[history["run_id"] != run_id]
-    entry = pd.DataFrame({"name": [source["name"]], "mtime": [float(source["mtime"])], "run_id": [run_id]})
-    history = pd.concat([history, entry], ignore_index=True).tail(keep).reset_index(drop=True)
-    stage_frame(last_export_path(staging_root, district), history.astype({"name": str, "mtime": float,
-                                                                           "run_id": object}))
 
 
 def trigger_newer_than(processed_mtime: float) -> str:
