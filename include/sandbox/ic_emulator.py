@@ -56,7 +56,7 @@ from include.sandbox.ic_gradebook import COLLECTIONS as GRADEBOOK_COLLECTIONS
 from include.sandbox.ic_gradebook import FIELDS as GRADEBOOK_FIELDS
 from include.sandbox.ic_gradebook import SINGULAR as GRADEBOOK_SINGULAR
 from include.sandbox.ic_gradebook import Gradebook, GradebookError
-from include.sandbox.loopback import LoopbackHandler, LoopbackService
+from include.sandbox.loopback import Fault, FaultQueue, LoopbackHandler, LoopbackService, Reply
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 50_000
@@ -140,30 +140,6 @@ class OneRosterError(Exception):
         }
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the emulator saw it (``status`` 0: the connection was dropped)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int
-    headers: dict[str, str]
-    response_headers: dict[str, str]
-    started: float
-    ended: float
-
-
-@dataclass
-class _Fault:
-    kind: str
-    times: int
-    path_contains: str | None
-    after: int
-    retry_after: float
-    seconds: float
-
-
 def parse_filter(expression: str) -> Callable[[dict], bool]:
     """OneRoster's filter grammar as IC implements it: one or two predicates, AND or OR."""
     parts = _JOINER.split(expression.strip())
@@ -229,6 +205,7 @@ class ICEmulator(LoopbackService):
         rate_limit: float | None = None,
         profile: str | ServerProfile = "ic",
     ) -> None:
+        super().__init__(port=port, max_recorded=max_recorded)
         self.district = district
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self._moved: dict[str, list[int]] = {}  # per collection, records moved to the end while paged
@@ -244,18 +221,15 @@ class ICEmulator(LoopbackService):
         self._pages: dict[tuple, tuple[bytes, dict[str, str]]] = {}
         self._window: deque[float] = deque()
         self._client_secret = client_secret
-        self._port = port
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
         self._revoked = False
-        self._faults: list[_Fault] = []
-        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        self._faults = FaultQueue(FAULTS)
         self._in_flight = 0
         self._indexes: dict[tuple[str, str], dict[str, int]] = {}
         self.token_requests = 0
         self.max_in_flight = 0
         self.rate_limited = 0
-        self.request_count = 0  # all requests answered, however many are kept in :attr:`requests`
 
     @property
     def token_url(self) -> str:
@@ -291,14 +265,10 @@ class ICEmulator(LoopbackService):
         ``path_contains`` when given. ``reset_after_apply`` carries the request out (a PUT
         is stored) and then drops the connection, so only an idempotent retry is safe.
         """
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
-        with self._lock:
-            self._faults.append(_Fault(fault, times, path_contains, after, retry_after, seconds))
+        self._faults.add(Fault(fault, times, path_contains, after, retry_after, seconds))
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def expire_tokens(self) -> None:
         """Every token issued so far stops working, as if its lifetime had ended."""
@@ -315,14 +285,9 @@ class ICEmulator(LoopbackService):
         with self._lock:
             self._revoked = False
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
     def reset_stats(self) -> None:
+        self._forget_requests()
         with self._lock:
-            self._requests.clear()
             self.token_requests = 0
             self.max_in_flight = 0
 
@@ -336,11 +301,6 @@ class ICEmulator(LoopbackService):
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-            self.request_count += 1
 
     def _admit_rate(self) -> None:
         """IC's rate limit: more than ``rate_limit`` API calls in the last second are answered 429."""
@@ -356,17 +316,8 @@ class ICEmulator(LoopbackService):
                 raise OneRosterError(429, "server_busy", "rate limit exceeded", {"Retry-After": f"{wait:.3f}"})
             self._window.append(now)
 
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.times <= 0 or (fault.path_contains and fault.path_contains not in path):
-                    continue
-                if fault.after > 0:
-                    fault.after -= 1
-                    continue
-                fault.times -= 1
-                return fault
-        return None
+    def _take_fault(self, path: str) -> Fault | None:
+        return self._faults.take(path)
 
     def _issue_token(self, authorization: str | None, body: bytes, app_name: str | None) -> dict:
         with self._lock:
@@ -721,18 +672,6 @@ def _gradebook_scope(parts: list[str]) -> tuple[str, dict[str, str]] | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    cut: str | None = None  # "reset": drop before answering; "mid_body": drop halfway through the body
-
-    @classmethod
-    def json(cls, status: int, payload: dict, headers: dict[str, str] | None = None) -> _Reply:
-        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, _encode(payload))
-
-
 class _Handler(LoopbackHandler):
     server_version = "InfiniteCampusEmulator/1.0"
     emulator: ICEmulator
@@ -744,21 +683,19 @@ class _Handler(LoopbackHandler):
         emulator._enter()
         try:
             reply = self._respond(method, path, query, body)
-            # recorded before the client can see the answer, so tests never race the log
-            emulator._record(RecordedRequest(method, path, query, 0 if reply.cut else reply.status,
-                                             dict(self.headers.items()), reply.headers, started, time.monotonic()))
-            self._write(reply)
+            self.record(method, path, query, body, reply, started)
+            self.answer(reply)
         finally:
             emulator._leave()
 
-    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
         emulator = self.emulator
         try:
             if path == "/campus/oauth2/token":
                 if method != "POST":
                     raise OneRosterError(405, "unsupported", "the token endpoint takes POST")
-                return _Reply.json(200, emulator._issue_token(self.headers.get("Authorization"), body,
-                                                              query.get("appName")))
+                return Reply.json(200, _encode(emulator._issue_token(self.headers.get("Authorization"), body,
+                                                                     query.get("appName"))))
             gradebook = _gradebook_route(path) if method in ("GET", "PUT", "DELETE") else None
             if gradebook:  # tried before rostering: 1.1 serves both under one base
                 version, match = gradebook
@@ -781,8 +718,8 @@ class _Handler(LoopbackHandler):
                 rest = match["rest"]
                 status, payload, headers = emulator.gradebook_call(
                     version, method, rest, query, body, f"{emulator.gradebook_url_for(version)}/{rest}")
-                reply = (_Reply(status, headers, b"") if payload is None
-                         else _Reply.json(status, payload, headers))
+                reply = (Reply(status, headers) if payload is None
+                         else Reply.json(status, _encode(payload), headers))
             else:
                 version = "1.1" if match["api"] == "v1p1" else "1.2"
                 url = f"{emulator.rostering_url(version)}/{match['collection']}"
@@ -791,12 +728,12 @@ class _Handler(LoopbackHandler):
                                                            query, url)
                 if emulator.record_latency:
                     time.sleep(max(0.0, emulator.record_latency * served - (time.perf_counter() - building)))
-                reply = _Reply(200, {"Content-Type": "application/json; charset=utf-8", **headers}, body)
+                reply = Reply.json(200, body, headers)
             return replace(reply, cut="reset") if fault and fault.kind == "reset_after_apply" else reply
         except OneRosterError as error:
-            return _Reply.json(error.status, error.payload(), error.headers)
+            return Reply.json(error.status, _encode(error.payload()), error.headers)
 
-    def _apply(self, fault: _Fault, token: str) -> _Reply | None:
+    def _apply(self, fault: Fault, token: str) -> Reply | None:
         kind = fault.kind
         if kind == "reset_after_apply":  # the request is carried out first; _respond drops the answer
             return None
@@ -813,16 +750,9 @@ class _Handler(LoopbackHandler):
             self.emulator._invalidate(token)
             raise OneRosterError(401, "unauthorisedrequest", "the access token has expired")
         if kind == "reset":
-            return _Reply(0, {}, b"", cut="reset")
+            return Reply(0, {}, cut="reset")
         body = json.dumps({"users": [{"sourcedId": str(n)} for n in range(200)]}).encode()
-        return _Reply(200, {"Content-Type": "application/json"}, body, cut="mid_body")
-
-    def _write(self, reply: _Reply) -> None:
-        if reply.cut == "reset":
-            self.drop()
-        else:
-            self.send(reply.status, reply.headers, reply.body,
-                      cut_after=len(reply.body) // 2 if reply.cut == "mid_body" else None)
+        return Reply(200, {"Content-Type": "application/json"}, body, cut="mid_body")
 
 
 ICEmulator.handler_class = _Handler  # defined after the emulator it serves

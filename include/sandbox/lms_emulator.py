@@ -58,9 +58,9 @@ import json
 import re
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date
 from functools import cached_property
 from itertools import count
@@ -70,7 +70,7 @@ from urllib.parse import urlencode, urlsplit
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature
 
-from include.sandbox.loopback import LoopbackHandler, LoopbackService
+from include.sandbox.loopback import Fault, FaultQueue, LoopbackHandler, LoopbackService, Reply
 
 FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
 BULK_LIMIT = 50
@@ -104,45 +104,9 @@ class _ItemError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the emulator saw it (``status`` 0: the connection was dropped)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int
-    headers: dict[str, str]
-    started: float
-    ended: float
-    body: bytes
-
-
-@dataclass
-class _Fault:
-    kind: str
-    times: int
-    path_contains: str | None
-    after: int
-    retry_after: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    stall: float | None = None  # timeout_after_apply: wait this long, then drop the connection
-
-    @classmethod
-    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return cls(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
-
-    @classmethod
-    def empty(cls, status: int = 204) -> _Reply:
-        return cls(status, {}, b"")
+def _encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _flag(value: Any) -> bool:
@@ -178,6 +142,7 @@ class SchoologyEmulator(LoopbackService):
         port: int = 0,
         max_recorded: int = 100_000,
     ) -> None:
+        super().__init__(port=port, max_recorded=max_recorded)
         self.consumer_key = consumer_key
         self.latency = latency
         self.school_id = school_id
@@ -185,7 +150,6 @@ class SchoologyEmulator(LoopbackService):
         self.retry_after = retry_after
         self.link_origin: str | None = None  # scheme://host:port that links.next names (None: this server)
         self._consumer_secret = consumer_secret
-        self._port = port
         self._lock = threading.Lock()
         self._ids = count(5_000_001)
         self._roles = {**SEED_ROLES, **(roles or {})}
@@ -204,15 +168,13 @@ class SchoologyEmulator(LoopbackService):
         self._section_by_code: dict[str, str] = {}
         self._enrollment_by_pair: dict[tuple[str, str], str] = {}  # (section_id, uid) -> id
         self._enrollments_by_section: dict[str, set[str]] = {}
-        self._faults: list[_Fault] = []
+        self._faults = FaultQueue(FAULTS)
         self._rejected: dict[str, str] = {}
         self._nonces: OrderedDict[tuple[str, str], float] = OrderedDict()  # (timestamp, nonce) -> seen, oldest first
         self._tokens = float(rate_limit or 0)
         self._refilled = time.monotonic()
-        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self.write_requests = 0
         self.rate_limited = 0
-        self.request_count = 0  # all requests answered, however many are kept in :attr:`requests`
 
     # -- controls -------------------------------------------------------------------
 
@@ -237,27 +199,21 @@ class SchoologyEmulator(LoopbackService):
         ``<parent_school_uid>:<student_school_uid>`` for an association) is in ``keys``
         with ``message`` until :meth:`clear_faults`.
         """
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        self._faults.check(fault)
+        if fault != "reject_items":
+            self._faults.add(Fault(fault, times, path_contains, after, retry_after, seconds))
+            return
         with self._lock:
-            if fault == "reject_items":
-                self._rejected.update(dict.fromkeys(keys, message))
-            else:
-                self._faults.append(_Fault(fault, times, path_contains, after, retry_after, seconds))
+            self._rejected.update(dict.fromkeys(keys, message))
 
     def clear_faults(self) -> None:
+        self._faults.clear()
         with self._lock:
-            self._faults.clear()
             self._rejected.clear()
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
     def reset_stats(self) -> None:
+        self._forget_requests()
         with self._lock:
-            self._requests.clear()
             self.write_requests = 0
 
     # -- what was provisioned (copies, keyed by LMS id) -----------------------------
@@ -306,7 +262,7 @@ class SchoologyEmulator(LoopbackService):
 
     # -- gatekeeping (called by the handler threads) --------------------------------
 
-    def _admit(self, method: str, path: str) -> _Fault | None:
+    def _admit(self, method: str, path: str) -> Fault | None:
         """Count the request, apply the rate limit and pick the fault it meets, if any."""
         with self._lock:
             if method in WRITES:
@@ -321,17 +277,8 @@ class SchoologyEmulator(LoopbackService):
                     raise SchoologyError(429, "Too many requests: rate limit exceeded",
                                          {"Retry-After": f"{self.retry_after:g}"})
                 self._tokens -= 1
-            for fault in self._faults:
-                if fault.times <= 0 or (fault.path_contains and fault.path_contains not in path):
-                    continue
-                if fault.kind == "timeout_after_apply" and method not in WRITES:
-                    continue
-                if fault.after > 0:
-                    fault.after -= 1
-                    continue
-                fault.times -= 1
-                return fault
-        return None
+        # timeout_after_apply is met by writes only
+        return self._faults.take(path, lambda fault: fault.kind != "timeout_after_apply" or method in WRITES)
 
     def _authenticate(self, method: str, target: str, headers, body: bytes) -> None:
         """Two-legged OAuth 1.0a, HMAC-SHA1: the signature recomputed (RFC 5849 §3.4) from the
@@ -374,11 +321,6 @@ class SchoologyEmulator(LoopbackService):
             while self._nonces and now - next(iter(self._nonces.values())) >= NONCE_WINDOW:
                 self._nonces.popitem(last=False)  # forgotten oldest first: a call costs the same at any rate
             self._nonces[replay] = now
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-            self.request_count += 1
 
     def _new_id(self) -> str:
         return str(next(self._ids))
@@ -850,12 +792,10 @@ class _Handler(LoopbackHandler):
         reply = self._respond(method, path, query, body)
         if self.emulator.latency:
             time.sleep(self.emulator.latency)
-        # recorded before the client can see the answer, so tests never race the log
-        self.emulator._record(RecordedRequest(method, path, query, 0 if reply.stall is not None else reply.status,
-                                              dict(self.headers.items()), started, time.monotonic(), body))
-        self._write(reply)
+        self.record(method, path, query, body, reply, started)
+        self.answer(reply)
 
-    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
         emulator = self.emulator
         try:
             fault = emulator._admit(method, path)
@@ -869,19 +809,12 @@ class _Handler(LoopbackHandler):
                 status, payload = emulator.handle(method, path, query, body, url)
             except json.JSONDecodeError:
                 raise SchoologyError(400, "the body is not valid JSON") from None
-            reply = _Reply.empty(status) if payload is None else _Reply.json(status, payload)
-            if fault and fault.kind == "timeout_after_apply":
-                return _Reply(reply.status, reply.headers, reply.body, stall=fault.seconds)
+            reply = Reply(status, {}) if payload is None else Reply.json(status, _encode(payload))
+            if fault and fault.kind == "timeout_after_apply":  # applied, then the client waits and is cut off
+                return replace(reply, cut="reset", stall=fault.seconds)
             return reply
         except SchoologyError as error:
-            return _Reply.json(error.status, {"error": error.message}, error.headers)
-
-    def _write(self, reply: _Reply) -> None:
-        if reply.stall is not None:  # applied, then the client is left waiting and cut off
-            time.sleep(reply.stall)
-            self.drop()
-        else:
-            self.send(reply.status, reply.headers, reply.body)
+            return Reply.json(error.status, _encode({"error": error.message}), error.headers)
 
 
 SchoologyEmulator.handler_class = _Handler  # defined after the emulator it serves

@@ -19,12 +19,12 @@ import secrets
 import socket
 import struct
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK
+
+from include.sandbox.loopback import Fault, FaultQueue, RestartableServer
 
 FAULTS = ("drop_mid_download",)
 _ACCEPT_POLL = 0.1  # seconds; how long stop() may wait for the accept loop to notice
@@ -35,16 +35,10 @@ logging.getLogger(_WIRE_LOG).addHandler(logging.NullHandler())
 logging.getLogger(_WIRE_LOG).propagate = False
 
 
-@dataclass
-class _Fault:
-    kind: str
-    times: int
-    path_contains: str | None
-    after_bytes: int
-
-
-class SFTPServer:
+class SFTPServer(RestartableServer):
     """The server as a context manager: ``with SFTPServer(root, username=..., password=...) as sftp:``."""
+
+    name = "the SFTP server"
 
     def __init__(
         self,
@@ -65,7 +59,7 @@ class SFTPServer:
         self._port = port
         self._host_key = _load_or_create_key(Path(host_key_path) if host_key_path else None)
         self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
+        self._faults = FaultQueue(FAULTS)
         self._transports: set[paramiko.Transport] = set()
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
@@ -73,27 +67,23 @@ class SFTPServer:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> SFTPServer:
-        """Listen again; after :meth:`stop` this is the same port, as a server back from an outage."""
-        if self._listener is not None:
-            raise RuntimeError("the SFTP server is already running")
+    def _open(self) -> int:
+        """Listen; after :meth:`stop` on the same port, as a server back from an outage."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self._port))
         listener.listen(32)
         listener.settimeout(_ACCEPT_POLL)
-        self._port = listener.getsockname()[1]
         self._listener = listener
         self._stopping.clear()
         self._thread = threading.Thread(target=self._accept_loop, args=(listener,), name="sftp-server",
                                         daemon=True)
         self._thread.start()
-        return self
+        return listener.getsockname()[1]
 
-    def stop(self) -> None:
+    def _close(self) -> None:
         """Close the port (new connections are refused) and cut every open session."""
-        if self._listener is None:
-            return
+        assert self._listener
         self._stopping.set()
         assert self._thread
         self._thread.join(timeout=5)
@@ -104,26 +94,9 @@ class SFTPServer:
         for transport in transports:
             transport.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
         return self._listener is not None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        """The bound port; it stays the same while the server is stopped."""
-        if not self._port:
-            raise RuntimeError("the SFTP server has not been started")
-        return self._port
 
     # -- what a client needs to verify the server ---------------------------------------
 
@@ -158,22 +131,13 @@ class SFTPServer:
                path_contains: str | None = None) -> None:
         """Reset the connection of the next ``times`` downloads (of paths containing
         ``path_contains`` when given) once ``after_bytes`` bytes of the file have been sent."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
-        with self._lock:
-            self._faults.append(_Fault(fault, times, path_contains, after_bytes))
+        self._faults.add(Fault(fault, times, path_contains, after_bytes=after_bytes))
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.times > 0 and (not fault.path_contains or fault.path_contains in path):
-                    fault.times -= 1
-                    return fault
-        return None
+    def _take_fault(self, path: str) -> Fault | None:
+        return self._faults.take(path)
 
     # -- serving ----------------------------------------------------------------------
 
@@ -334,7 +298,7 @@ class _Filesystem(paramiko.SFTPServerInterface):
 class _Handle(paramiko.SFTPHandle):
     """An open file; a download carrying a ``drop_mid_download`` fault resets the connection."""
 
-    def __init__(self, flags: int, transport: paramiko.Transport, fault: _Fault | None) -> None:
+    def __init__(self, flags: int, transport: paramiko.Transport, fault: Fault | None) -> None:
         super().__init__(flags)
         self._transport = transport
         self._fault = fault

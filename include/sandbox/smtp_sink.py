@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
-from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from include.sandbox.loopback import RestartableServer
 
 # aiosmtpd logs every connection at INFO on "mail.log"; the sink's record is its messages.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -58,8 +59,10 @@ class _Controller(Controller):
         super()._trigger_server()
 
 
-class SMTPSink:
+class SMTPSink(RestartableServer):
     """The SMTP sink as a context manager: ``with SMTPSink() as smtp: ... smtp.wait_for(1)``."""
+
+    name = "the SMTP sink"
 
     def __init__(self, *, port: int = 0) -> None:
         self._port = port
@@ -67,35 +70,20 @@ class SMTPSink:
         self._arrived = threading.Condition()
         self._controller: _Controller | None = None
 
-    def start(self) -> SMTPSink:
-        if self._controller is not None:
-            raise RuntimeError("the SMTP sink is already running")
+    def _open(self) -> int:
         controller = _Controller(_Handler(self), hostname="127.0.0.1", port=self._port, ready_timeout=10)
         controller.start()
-        self._port = controller.port
         self._controller = controller
-        return self
+        return controller.port
 
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    def _close(self) -> None:
+        assert self._controller
+        self._controller.stop()
+        self._controller = None
 
     @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("the SMTP sink has not been started")
-        return self._port
+    def running(self) -> bool:
+        return self._controller is not None
 
     def connection(self, from_email: str) -> dict:
         """The Airflow ``smtp`` connection (``AIRFLOW_CONN_<ID>`` JSON): plain SMTP, no login, one try."""
