@@ -9,13 +9,16 @@ or missing required field, a date that does not parse — goes through the recor
 path instead, which quarantines what does not fit with its reason. The small collections
 always take that path. An optional field that no record of a page has (no guardian links on
 a page of teachers) is absent, not of an unexpected type, and dates are read as the text they
-were served as, so such pages stay on this path and give what the record path gives.
+were served as, so such pages stay on this path and give what the record path gives. What the
+models decide is not decided again here: which fields are required is their schema's nullability
+(:func:`_vouched`), and a date-time must be spelled as their ``DATE_TIME_PATTERN`` has it.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import msgspec
 import numpy as np
@@ -23,7 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from include.oneroster.models import V11_USER_ROLES, OneRosterVersion, Rejection, arrow_schema, normalise_page
+from include.oneroster.models import (
+    DATE_TIME_PATTERN,
+    V11_USER_ROLES,
+    OneRosterVersion,
+    Rejection,
+    arrow_schema,
+    normalise_page,
+)
 
 
 class BodyError(ValueError):
@@ -52,10 +62,18 @@ def normalise_body(collection: str, version: OneRosterVersion, body: bytes) -> N
     if columnar is not None and body:
         try:
             records = _parse(collection, body)
-            return NormalisedPage(columnar(records, version).cast(arrow_schema(collection)))
+            return NormalisedPage(_vouched(columnar(records, version), arrow_schema(collection)))
         except (_NotColumnar, pa.ArrowException, KeyError):
             pass
     return _record_by_record(collection, version, body)
+
+
+def _vouched(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table in the model's schema, if no column the model requires has a null: which fields
+    are required is the model's to say (a null there is a record the record path refuses)."""
+    if any(table.column(field.name).null_count for field in schema if not field.nullable):
+        raise _NotColumnar
+    return table.cast(schema)
 
 
 def raw_records(collection: str, body: bytes) -> list:
@@ -178,13 +196,30 @@ def _texts(values: pa.Array) -> pa.Array:
     return _non_empty(lists, lists.flatten())
 
 
+def _date_time(values: pa.Array) -> pa.Array:
+    """dateLastModified: spelled as the models' one rule has it, read by Arrow as that instant. Arrow
+    reads more spellings than the rule (an offset of hours alone), so the rule is checked first; what
+    it allows but Arrow does not read (no offset, a date alone) raises and goes record by record."""
+    values = _required(_text(values))
+    if not pc.all(pc.match_substring_regex(values, DATE_TIME_PATTERN)).as_py():
+        raise _NotColumnar
+    stamps = values.cast(pa.timestamp("us", tz="UTC"))
+    bounds = pc.min_max(stamps.view(pa.int64())).as_py()
+    if bounds["min"] < _INSTANTS[0] or bounds["max"] > _INSTANTS[1]:
+        raise _NotColumnar  # an instant that is no datetime in UTC: the record path refuses it
+    return stamps
+
+
+# the instants a datetime can be in UTC, in microseconds since the epoch
+_INSTANTS = pa.array([datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)],
+                     pa.timestamp("us", tz="UTC")).view(pa.int64()).to_pylist()
+
+
 def _common(records: pa.StructArray) -> dict[str, pa.Array]:
     return {
         "sourced_id": _required(_text(_field(records, "sourcedId")), not_blank=True),
-        "status": _required(_text(_field(records, "status"))),
-        "date_last_modified": _required(
-            _text(_field(records, "dateLastModified")).cast(pa.timestamp("us", tz="UTC"))
-        ),
+        "status": _text(_field(records, "status")),
+        "date_last_modified": _date_time(_field(records, "dateLastModified")),
     }
 
 
@@ -242,8 +277,8 @@ def _users(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
         "legacy_sourced_id": legacy,
         "enabled_user": _flag(_field(records, "enabledUser"), default=True),
         "username": _or_none(_text(_field(records, "username"))),
-        "given_name": _required(_text(_field(records, "givenName"))),
-        "family_name": _required(_text(_field(records, "familyName"))),
+        "given_name": _text(_field(records, "givenName")),
+        "family_name": _text(_field(records, "familyName")),
         "middle_name": _or_none(_text(_field(records, "middleName"))),
         "preferred_first_name": preferred,
         "email": _or_none(_text(_field(records, "email"))),
@@ -263,10 +298,10 @@ def _date(values: pa.Array) -> pa.Array:
 def _enrollments(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
     return pa.table({
         **_common(records),
-        "user_sourced_id": _required(_text(_field(records, "user", "sourcedId"))),
-        "class_sourced_id": _required(_text(_field(records, "class", "sourcedId"))),
-        "school_sourced_id": _required(_text(_field(records, "school", "sourcedId"))),
-        "role": _required(_text(_field(records, "role"))),
+        "user_sourced_id": _text(_field(records, "user", "sourcedId")),
+        "class_sourced_id": _text(_field(records, "class", "sourcedId")),
+        "school_sourced_id": _text(_field(records, "school", "sourcedId")),
+        "role": _text(_field(records, "role")),
         "primary": _flag(_field(records, "primary"), default=False),
         "begin_date": _date(_field(records, "beginDate")),
         "end_date": _date(_field(records, "endDate")),
@@ -276,12 +311,12 @@ def _enrollments(records: pa.StructArray, version: OneRosterVersion) -> pa.Table
 def _classes(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
     return pa.table({
         **_common(records),
-        "title": _required(_text(_field(records, "title"))),
+        "title": _text(_field(records, "title")),
         "class_code": _or_none(_text(_field(records, "classCode"))),
         "class_type": _or_none(_text(_field(records, "classType"))),
         "location": _or_none(_text(_field(records, "location"))),
-        "course_sourced_id": _required(_text(_field(records, "course", "sourcedId"))),
-        "school_sourced_id": _required(_text(_field(records, "school", "sourcedId"))),
+        "course_sourced_id": _text(_field(records, "course", "sourcedId")),
+        "school_sourced_id": _text(_field(records, "school", "sourcedId")),
         "term_sourced_ids": _ref_ids(_field(records, "terms")),
         "periods": _texts(_field(records, "periods")),
         "trial_schedule": _flag(_field(records, "metadata", "ic.trialSchedule"), default=False),

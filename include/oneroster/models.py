@@ -21,8 +21,9 @@ These rules are the shape; :mod:`include.oneroster.columnar` must give exactly w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Literal, get_args, get_origin
 
 import pyarrow as pa
@@ -33,6 +34,17 @@ OneRosterVersion = Literal["1.1", "1.2"]
 V11_USER_ROLES = {"administrator": "siteAdministrator"}
 COLLECTIONS = ("orgs", "academicSessions", "users", "courses", "classes", "enrollments")
 SCHEMA_VERSION = "1"
+
+# The one spelling of a date-time (dateLastModified) both paths take: a calendar date, optionally a
+# time of day to the minute or the second (with any fraction), optionally a UTC offset, Z or ±hh:mm
+# (±hhmm). No offset is UTC; a date alone is its midnight. Anything else — an hour without minutes,
+# an offset of hours alone, a unix time, a number — is refused, whichever path reads the page.
+# ASCII digits only (``[0-9]``, not ``\d``), so Python's re and Arrow's RE2 read it alike.
+DATE_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$"
+)
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
 
 
 class _Entity(BaseModel):
@@ -48,6 +60,23 @@ class _Entity(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("sourcedId is blank")
+        return value
+
+    @field_validator("date_last_modified", mode="before")
+    @classmethod
+    def _date_time_spelling(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, str) and _DATE_TIME.fullmatch(value)):
+            raise ValueError("not a date-time as OneRoster spells it")
+        return value
+
+    @field_validator("date_last_modified")
+    @classmethod
+    def _date_time_in_range(cls, value: datetime) -> datetime:
+        # an instant that is no datetime in UTC (0001-01-01T00:00:00+01:00) could be staged but not read back
+        try:
+            (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("date-time out of range") from None
         return value
 
 
