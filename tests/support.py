@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +39,28 @@ def lms_connection_env(conn_id: str, emulator) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
 
 
-class Spoiled(Sequence):
-    """A collection with some records served in a shape that cannot be staged (no givenName)."""
+def no_given_name(record: dict) -> None:
+    record["givenName"] = None
 
-    def __init__(self, records: Sequence[dict], spoiled: set[int]):
-        self._records, self._spoiled = records, spoiled
+
+class Spoiled(Sequence):
+    """A collection with some records served in a shape that cannot be staged: ``spoiled`` names
+    the records' indexes (no givenName) or maps each to how it is spoiled (a function that changes
+    the record it is given; each access spoils a fresh copy)."""
+
+    def __init__(self, records: Sequence[dict], spoiled: set[int] | Mapping[int, Callable[[dict], None]]):
+        self._records = records
+        self._spoils = spoiled if isinstance(spoiled, Mapping) else dict.fromkeys(spoiled, no_given_name)
 
     def __len__(self) -> int:
         return len(self._records)
 
     def _record(self, index: int) -> dict:
         record = self._records[index]
-        if index in self._spoiled:
-            record = {**record, "givenName": None}
+        spoil = self._spoils.get(index)
+        if spoil is not None:
+            record = dict(record)
+            spoil(record)
         return record
 
     def __getitem__(self, index):

@@ -59,8 +59,10 @@ from tests.support import (
     CLIENT_SECRET,
     LMS_KEY,
     LMS_SECRET,
+    Spoiled,
     connection_uri_env,
     lms_connection_env,
+    no_given_name,
 )
 
 DISTRICT = "privacy"
@@ -91,10 +93,6 @@ SCHOOL_YEAR = NIGHT.year + 1  # years start on 1 July: December 2026 is in schoo
 # -- IC serving three student records malformed --------------------------------------------------
 
 
-def _no_given_name(record: dict) -> None:
-    record["givenName"] = None
-
-
 def _no_role(record: dict) -> None:
     if "roles" in record:
         record["roles"] = []
@@ -109,31 +107,7 @@ def _unknown_role_type(record: dict) -> None:
         record["role"] = "wizard"
 
 
-SPOILED = {4: _no_given_name, 9: _no_role, 13: _unknown_role_type}  # student (= users) indexes
-
-
-class _Spoiled(Sequence):
-    """A users collection with some records served in a shape that cannot be staged."""
-
-    def __init__(self, records: Sequence[dict], spoils: dict[int, Callable[[dict], None]]):
-        self._records, self._spoils = records, spoils
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def _record(self, index: int) -> dict:
-        record = self._records[index]
-        spoil = self._spoils.get(index)
-        if spoil is not None:
-            spoil(record)  # each access builds the record afresh
-        return record
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._record(position) for position in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._record(index % len(self))
+SPOILED = {4: no_given_name, 9: _no_role, 13: _unknown_role_type}  # student (= users) indexes
 
 
 class SpoiledDistrict(SyntheticDistrict):
@@ -141,7 +115,7 @@ class SpoiledDistrict(SyntheticDistrict):
 
     def records(self, collection: str, version: str = "1.2", href_base: str = "") -> Sequence[dict]:
         records = super().records(collection, version, href_base)
-        return _Spoiled(records, SPOILED) if collection == "users" else records
+        return Spoiled(records, SPOILED) if collection == "users" else records
 
 
 class LockedLms(SchoologyEmulator):
