@@ -1,7 +1,8 @@
 """What provisioning needs from an LMS, in the LMS's neutral terms.
 
 The plan (``include/provisioning``) speaks only these items; an adapter per LMS (the
-first: Schoology REST v1, ``plugins/hooks/schoology.py``) turns them into its API calls.
+first: Schoology REST v1, its payloads in ``include/lms/schoology.py`` and its protocol in
+``plugins/hooks/schoology.py``) turns them into its API calls.
 A Canvas SIS Import adapter would implement the same :class:`LmsTarget` without the
 DAG or the plan changing.
 

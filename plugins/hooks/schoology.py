@@ -1,4 +1,4 @@
-"""Schoology's REST API v1 as an Airflow hook: the LMS side of provisioning.
+"""Schoology's REST API v1 as an Airflow hook: the LMS side of provisioning, its protocol.
 
 :class:`SchoologyHook` implements :class:`include.lms.target.LmsTarget` on top of the http
 shared :class:`~plugins.hooks.api_hook.ApiHook` (session, TLS, proxies, the extras checked) and
@@ -33,6 +33,9 @@ next batch's calls under way while the caller records the last batch's answers, 
 never waits on the caller between batches. 429 waits its ``Retry-After``; 5xx and dropped
 connections are retried with capped exponential backoff. Refused credentials fail the
 task at once. Log lines carry counts, never names or ids of people.
+
+What each item becomes on the wire, and what Schoology's answers become, is not here:
+:mod:`include.lms.schoology` (pure functions) maps them; this hook sends and receives.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from oauthlib.oauth1 import SIGNATURE_HMAC, SIGNATURE_TYPE_AUTH_HEADER
 from requests_oauthlib import OAuth1
 
+from include.lms import schoology as wire
 from include.lms.target import (
     ITEM_TYPES,
     Action,
@@ -68,13 +72,9 @@ from include.lms.target import (
 from plugins.hooks.api_hook import ApiHook, same_origin
 from plugins.hooks.retrying import DROPPED, Transient
 
-BATCH = 50  # Schoology's bulk endpoints take at most 50 objects
 LIST_PAGE = 200  # records asked for per page of a list (Schoology's default is 20; a server that
 # pages smaller still links the next page, which is followed)
 ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
-# the fields of a bulk call's objects that name a person: masked in a whole-call error's message
-PERSON_FIELDS = ("school_uid", "username", "primary_email", "name_first", "name_last", "name_first_preferred",
-                 "student_school_uid", "parent_school_uid")
 REALM = "Schoology API"
 
 
@@ -88,14 +88,6 @@ class SchoologyRequestError(AirflowException):
 
 class SchoologyUnavailableError(AirflowException):
     """Schoology kept failing (429/5xx/dropped connections) through every retry."""
-
-
-def _entry_id(entry: dict) -> str | None:
-    """The LMS id of a bulk entry: its ``id``, else the last segment of its ``location``."""
-    if entry.get("id") not in (None, ""):
-        return str(entry["id"])
-    location = entry.get("location")
-    return str(location).rstrip("/").rsplit("/", 1)[-1] if location else None
 
 
 class SchoologyHook(ApiHook):
@@ -240,10 +232,10 @@ class SchoologyHook(ApiHook):
             payload = self._retries.call(
                 lambda: self._expect(self._send("GET", self._url("roles")), 200).json(), "Schoology"
             )
-            records = (payload.get("role") or []) + (payload.get("building_role") or [])
+            records = wire.role_records(payload)
         else:
             raise ValueError(f"unknown catalog kind {kind!r}")
-        return {str(record["id"]): str(record["title"]) for record in records}
+        return wire.catalog_of(records)
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
         """Create, update or deactivate items of one kind; one result per item, in order."""
@@ -299,7 +291,7 @@ class SchoologyHook(ApiHook):
         return [result for answers in self._calls.map(send, jobs) for result in answers]
 
     def _in_batches(self, items: Sequence[LmsItem], send: Callable[[list], list[ItemResult]]) -> list[ItemResult]:
-        return self._pipelined(send, _batches(items))
+        return self._pipelined(send, wire.batches(items))
 
     # -- per kind -------------------------------------------------------------------
 
@@ -328,7 +320,7 @@ class SchoologyHook(ApiHook):
         path = f"schools/{self.school_id}/buildings"
 
         def listing() -> dict[str, str]:
-            return {b.get("building_code"): str(b["id"]) for b in self._list_once(path, "building")}
+            return wire.buildings_by_code(self._list_once(path, "building"))
 
         def attempt(item: Building, existing: dict[str, str]) -> ItemResult:
             found = existing.get(item.building_code)
@@ -336,17 +328,18 @@ class SchoologyHook(ApiHook):
                 if found is None:
                     return ItemResult(key=item.key, ok=True)
                 return self._single(item.key, self._send("DELETE", self._url(f"schools/{found}")), found)
-            body = {"title": item.title, "building_code": item.building_code}
+            body = wire.building_body(item)
             if found:
                 return self._single(item.key, self._send("PUT", self._url(f"schools/{found}"), body=body), found)
             response = self._send("POST", self._url(path), body=body)
-            return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
+            return self._single(item.key, response,
+                                wire.created_id(response.json()) if response.ok else None)
 
         return self._one_at_a_time(items, listing, attempt)
 
     def _grading_periods(self, action: Action, items: list[GradingPeriod]) -> list[ItemResult]:
         def listing() -> dict[str, str]:
-            return {p["title"]: str(p["id"]) for p in self._list_once("gradingperiods", "gradingperiods")}
+            return wire.ids_by(self._list_once("gradingperiods", "gradingperiods"), "title")
 
         def attempt(item: GradingPeriod, existing: dict[str, str]) -> ItemResult:
             found = existing.get(item.title)
@@ -354,28 +347,27 @@ class SchoologyHook(ApiHook):
                 if found is None:
                     return ItemResult(key=item.key, ok=True)
                 return self._single(item.key, self._send("DELETE", self._url(f"gradingperiods/{found}")), found)
-            body = {"title": item.title, "start": item.start.isoformat(), "end": item.end.isoformat()}
+            body = wire.grading_period_body(item)
             if found:
                 return self._single(item.key, self._send("PUT", self._url(f"gradingperiods/{found}"), body=body),
                                     found)
             response = self._send("POST", self._url("gradingperiods"), body=body)
-            return self._single(item.key, response, str(response.json().get("id")) if response.ok else None)
+            return self._single(item.key, response,
+                                wire.created_id(response.json()) if response.ok else None)
 
         return self._one_at_a_time(items, listing, attempt)
 
     def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
               params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:
         """One bulk POST (≤ 50 objects) with retries; Schoology's entry for each object, in order."""
-        people = [payload.get(field) for payload in payloads for field in PERSON_FIELDS]
+        people = wire.people_in(payloads)
 
         def attempt() -> list[dict]:
             response = self._expect(
                 self._send("POST", self._url(path), params=params, body={outer: {inner: payloads}}), 200, 207,
                 identifiers=people,
             )
-            entries: Any = response.json()
-            for step in answer_path or (inner,):
-                entries = (entries or {}).get(step)
+            entries = wire.bulk_entries(response.json(), answer_path or (inner,))
             if not isinstance(entries, list) or len(entries) != len(payloads):
                 raise SchoologyRequestError(
                     f"Schoology answered POST {path} with {len(entries or [])} entries for {len(payloads)} objects"
@@ -384,15 +376,6 @@ class SchoologyHook(ApiHook):
 
         return self._retries.call(attempt, "Schoology")
 
-    @staticmethod
-    def _from_entry(key: str, entry: dict, lms_id: str | None, *, gone_is_ok: bool = False) -> ItemResult:
-        code = int(entry.get("response_code") or 0)
-        if code in (200, 201):
-            return ItemResult(key=key, ok=True, lms_id=lms_id)
-        if gone_is_ok and code == 404:
-            return ItemResult(key=key, ok=True)
-        return ItemResult(key=key, ok=False, error=str(entry.get("message") or f"response_code {code}"))
-
     def _users(self, action: Action, items: list[User]) -> list[ItemResult]:
         if action == "deactivate":
             return self._deactivate_by_lookup(
@@ -400,20 +383,9 @@ class SchoologyHook(ApiHook):
                 {"option_keep_enrollments": 1, "email_notification": 0},
             )
         def send(batch: list[User]) -> list[ItemResult]:
-            payloads = [{
-                "school_uid": user.key,
-                "name_first": user.given_name,
-                "name_last": user.family_name,
-                "name_first_preferred": user.preferred_first_name or "",
-                "primary_email": user.email or "",
-                "username": user.username or "",
-                "role_id": user.role_id,
-                "building_id": user.building_id,
-                "additional_buildings": ",".join(user.additional_building_ids),
-                "synced": 1,
-            } for user in batch]
+            payloads = [wire.user_payload(user) for user in batch]
             entries = self._bulk("users", "users", "user", payloads, params={"update_existing": 1})
-            return [self._from_entry(user.key, entry, _entry_id(entry)) for user, entry in zip(batch, entries)]
+            return [wire.created_result(user.key, entry) for user, entry in zip(batch, entries)]
 
         return self._in_batches(items, send)
 
@@ -421,10 +393,9 @@ class SchoologyHook(ApiHook):
         if action == "deactivate":
             return self._deactivate_courses(items)
         def send(batch: list[Course]) -> list[ItemResult]:
-            payloads = [{"title": course.title, "course_code": course.key, "building_id": course.building_id,
-                         "synced": 1} for course in batch]
+            payloads = [wire.course_payload(course) for course in batch]
             entries = self._bulk("courses", "courses", "course", payloads, params={"update_existing": 1})
-            return [self._from_entry(c.key, entry, _entry_id(entry)) for c, entry in zip(batch, entries)]
+            return [wire.created_result(c.key, entry) for c, entry in zip(batch, entries)]
 
         return self._in_batches(items, send)
 
@@ -435,11 +406,11 @@ class SchoologyHook(ApiHook):
         results: list[ItemResult | None] = [None] * len(items)
         for building_id, positions in by_building.items():
             def attempt(positions=positions, building_id=building_id) -> None:
-                ids = {c["course_code"]: str(c["id"])
-                       for c in self._list_once("courses", "course", {"building_id": building_id})}
+                ids = wire.ids_by(self._list_once("courses", "course", {"building_id": building_id}),
+                                         "course_code")
                 found = [(position, ids.get(items[position].key)) for position in positions]
                 present = [lms_id for _, lms_id in found if lms_id]
-                for chunk in _batches(present):
+                for chunk in wire.batches(present):
                     self._expect(self._send("DELETE", self._url("courses"),
                                             params={"course_ids": ",".join(chunk)}), 200, 204)
                 for position, lms_id in found:
@@ -456,20 +427,15 @@ class SchoologyHook(ApiHook):
         by_course: dict[str, list[int]] = {}
         for position, section in enumerate(items):
             by_course.setdefault(section.course_id, []).append(position)
-        chunks = [(course_id, chunk) for course_id, positions in by_course.items() for chunk in _batches(positions)]
+        chunks = [(course_id, chunk) for course_id, positions in by_course.items()
+                  for chunk in wire.batches(positions)]
 
         def send(chunk: tuple[str, list[int]]) -> list[tuple[int, ItemResult]]:
             course_id, positions = chunk
-            payloads = [{
-                "title": items[p].title,
-                "section_code": items[p].section_code,
-                "section_school_code": items[p].key,
-                "grading_periods": [int(period) for period in items[p].grading_period_ids],
-                "synced": 1,
-            } for p in positions]
+            payloads = [wire.section_payload(items[p]) for p in positions]
             entries = self._bulk(f"courses/{course_id}/sections", "sections", "section", payloads,
                                  params={"update_existing": 1})
-            return [(p, self._from_entry(items[p].key, entry, _entry_id(entry))) for p, entry in zip(positions, entries)]
+            return [(p, wire.created_result(items[p].key, entry)) for p, entry in zip(positions, entries)]
 
         results: list[ItemResult | None] = [None] * len(items)
         for position, result in self._pipelined(send, chunks):
@@ -480,17 +446,10 @@ class SchoologyHook(ApiHook):
         drop = action == "deactivate"
 
         def send(batch: list[Enrollment]) -> list[ItemResult]:
-            payloads = []
-            for enrollment in batch:
-                payload = {"course_code": enrollment.course_key, "section_school_code": enrollment.section_key,
-                           "school_uid": enrollment.user_key, "admin": int(enrollment.admin)}
-                if drop:
-                    payload["delete"] = 1
-                payloads.append(payload)
+            payloads = [wire.enrollment_payload(enrollment, drop=drop) for enrollment in batch]
             entries = self._bulk("enrollments/import/course", "enrollments", "enrollment", payloads,
                                  answer_path=("enrollments", "enrollment"))
-            return [self._from_entry(e.key, entry, None if drop else _entry_id(entry), gone_is_ok=drop)
-                    for e, entry in zip(batch, entries)]
+            return [wire.enrollment_result(e, entry, drop=drop) for e, entry in zip(batch, entries)]
 
         return self._in_batches(items, send)
 
@@ -498,19 +457,9 @@ class SchoologyHook(ApiHook):
         drop = action == "deactivate"
 
         def send(batch: list[GuardianLink]) -> list[ItemResult]:
-            payloads = []
-            for link in batch:
-                payload = {"student_school_uid": link.student_key, "parent_school_uid": link.guardian_key}
-                if drop:
-                    payload["delete"] = 1
-                payloads.append(payload)
+            payloads = [wire.guardian_link_payload(link, drop=drop) for link in batch]
             entries = self._bulk("users/import/associations/parents", "associations", "association", payloads)
-            return [
-                self._from_entry(link.key, entry,
-                                 None if drop else f"{entry.get('parent_uid')}:{entry.get('student_uid')}",
-                                 gone_is_ok=drop)
-                for link, entry in zip(batch, entries)
-            ]
+            return [wire.guardian_link_result(link, entry, drop=drop) for link, entry in zip(batch, entries)]
 
         return self._in_batches(items, send)
 
@@ -521,7 +470,7 @@ class SchoologyHook(ApiHook):
         def send(batch: list[LmsItem]) -> list[ItemResult]:
             def attempt() -> list[ItemResult]:
                 records = self._list_once(path, key, {lookup_param: ",".join(item.key for item in batch)})
-                ids = {record[external_field]: str(record[id_field]) for record in records}
+                ids = wire.ids_by(records, external_field, id_field)
                 present = [ids[item.key] for item in batch if item.key in ids]
                 if present:
                     self._expect(self._send("DELETE", self._url(path),
@@ -533,6 +482,3 @@ class SchoologyHook(ApiHook):
 
         return self._in_batches(items, send)
 
-
-def _batches(items: Sequence) -> list[list]:
-    return [list(items[start:start + BATCH]) for start in range(0, len(items), BATCH)]
