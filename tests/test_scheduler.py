@@ -200,6 +200,14 @@ def night(tmp_path_factory) -> Night:
                 stack.airflow("pools", "import", str(root / "pools.json"))
                 stack.wait_for_dags([NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER, BROKEN])
                 stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
+                # Unpausing makes each DAG a run for its latest slot at once; the backfill waits for them
+                # to end, so that it is made while the scheduler writes nothing (see below).
+                # (the broken district's DAG may get none)
+                scheduled = [NIGHTLY, HISTORY, LATE, REVOKED, RENAMED, QUIET, LEFTOVER]
+                stack.wait_for(lambda: all(runs and all(run["state"] in FINISHED for run in runs)
+                                           for runs in map(stack.dag_runs, scheduled))
+                               and all(run["state"] in FINISHED for run in stack.dag_runs(BROKEN)),
+                               timeout=180, what="the runs unpausing made to finish")
                 # The backfill first, while the scheduler is idle. Its runs' deadlines are over when
                 # they are made; on SQLite (no row locks) a backfill that meets a busy writer deletes
                 # what it made and is run again, and a scheduler handling one of those deadlines at
