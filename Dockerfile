@@ -13,6 +13,13 @@ RUN pip install --no-cache-dir "apache-airflow==3.3.2" \
         -r /opt/airflow/requirements.txt -c /opt/airflow/constraints.txt \
     && pip check
 
+# The project itself, for its Airflow provider entry point alone (pyproject.toml: the connection
+# types infinite_campus_oneroster and schoology, their forms and Test button). It installs no
+# package and no dependency: the code below is imported through PYTHONPATH, as everywhere.
+COPY --chown=airflow:root pyproject.toml /opt/airflow/
+RUN pip install --no-cache-dir --no-deps /opt/airflow \
+    && rm -rf /opt/airflow/build /opt/airflow/*.egg-info
+
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
 # include/ one package at a time: not include/sandbox/, not include/districts/.

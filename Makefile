@@ -12,10 +12,15 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: demo test settings constraints clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+# The last pip install is the project itself, for its Airflow provider entry point alone
+# (pyproject.toml: the connection types infinite_campus_oneroster and schoology, their forms and
+# Test button): it installs no package, the code is imported from here through PYTHONPATH.
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps .
+	rm -rf build *.egg-info  # the build's leftovers (an egg-info here would list the project twice)
 	touch $@
 
 ## Run the demo districts' DAGs end to end against local emulators (OneRoster 1.2 and 1.1).
@@ -32,7 +37,7 @@ settings: $(VENV)/.installed
 
 ## Re-pin every transitive dependency after changing requirements*.txt.
 constraints: $(VENV)/.installed
-	{ sed -n '1,2p' constraints.txt; $(VENV)/bin/pip freeze --exclude pip --exclude setuptools --exclude wheel; } > constraints.new
+	{ sed -n '1,2p' constraints.txt; $(VENV)/bin/pip freeze --exclude pip --exclude setuptools --exclude wheel --exclude oneroster-airflow; } > constraints.new
 	mv constraints.new constraints.txt
 
 clean:

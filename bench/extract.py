@@ -114,7 +114,7 @@ def use_ic_connection(base_url: str) -> None:
     """The Airflow connection to the bench's IC in this process's environment, as a task reads it:
     one connection for the rostering reads and the gradebook's PUTs, as a district has."""
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
-        "conn_type": "http", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
+        "conn_type": "infinite_campus_oneroster", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
         "extra": {"app_name": APP_NAME, "oneroster_version": "1.2", "vendor_key": VENDOR_KEY,
                   "vendor_secret": VENDOR_SECRET},
     })

@@ -58,7 +58,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
     """One provisioning step through the real operator; its manifest is kept beside the run's
     staging for the steps after it."""
     os.environ[f"AIRFLOW_CONN_{LMS_CONN_ID.upper()}"] = json.dumps({
-        "conn_type": "http", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
+        "conn_type": "schoology", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
         "extra": {"school_id": lms["school_id"]},
     })
     from bench.transform import bench_provisioning

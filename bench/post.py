@@ -39,10 +39,12 @@ def _context(task_id: str, manifests: dict[str, dict]) -> dict:
             "logical_date": GRADING_NIGHT}
 
 
-def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, seed: int) -> bytes:
+def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, seed: int, period: str) -> bytes:
     """The LMS's semester-1 export of ``rows`` grades as a CSV file: active student enrollments of
-    the semester's classes, class by class (teachers finish a section at a time), seeded grades."""
-    from include.provisioning.plan import lookup, user_key
+    the semester's classes, class by class (teachers finish a section at a time), seeded grades,
+    under the title of the grading period provisioning made for the semester (``period``)."""
+    from include.frames import lookup
+    from include.provisioning.plan import user_key
     from include.sandbox.grade_export import letter
     from include.staging import read_frame
 
@@ -55,13 +57,12 @@ def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, 
     del enrollments
     graded = graded.sort_values(["class_sourced_id", "user_sourced_id"], kind="stable").head(rows)
     users = read_frame(extract_uris["users"], ["sourced_id", "legacy_sourced_id"])
-    sessions = read_frame(extract_uris["academicSessions"], ["sourced_id", "title"]).set_index("sourced_id")
     random = np.random.default_rng(seed)
     term, course = (np.round(random.uniform(55, 100, len(graded)), 1) for _ in range(2))
     export = pd.DataFrame({
         columns.section: graded["class_sourced_id"].to_numpy(),
         columns.student: lookup(graded["user_sourced_id"], users["sourced_id"], user_key(users)).to_numpy(),
-        columns.grading_period: sessions.loc[SEMESTER_1, "title"],
+        columns.grading_period: period,
         columns.term_percent: term,
         columns.term_score: [letter(percent) for percent in term],
         columns.course_percent: course,
@@ -76,11 +77,15 @@ def grade_export_phase(extract_uris: dict[str, str], config_path: str, staging_r
     makes it from the whole enrollments extract, which no grade task reads: its memory is no task's."""
     from include.config import load_district
     from include.grades.export import read_export
-    from include.staging import stage_frame, staging_path
+    from include.provisioning.plan import term_key
+    from include.provisioning.steps import TERM_PERIODS
+    from include.staging import read_frame, stage_frame, staging_path, state_path
 
     passback = load_district(Path(config_path)).grade_passback
     results_per_row = len(passback.term_task_ids) + len(passback.overall_task_ids)
-    parsed = read_export(lms_export(extract_uris, passback.columns, -(-results // results_per_row), seed),
+    periods = read_frame(state_path(staging_root, DISTRICT, SCHOOL_YEAR, f"provisioned/{TERM_PERIODS}"))
+    period = periods.loc[periods["key"] == term_key(SEMESTER_1), "title"].item()
+    parsed = read_export(lms_export(extract_uris, passback.columns, -(-results // results_per_row), seed, period),
                          passback.columns)
     export = stage_frame(staging_path(staging_root, DISTRICT, RUN_ID, "grades/export.rows"), parsed.rows)
     return PhaseResult("grades: LMS export (bench)", records=export.row_count,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from include.oneroster.models import COLLECTIONS, arrow_schema, normalise_page
 from include.staging import ROW_GROUP_SIZE
 
 SCHOOL_YEAR = 2027
+NIGHT_DAY = date(SCHOOL_YEAR - 1, 12, 1)  # the day the planned nights run on: mid first semester
 CHUNK = 20_000
 
 
@@ -142,7 +144,7 @@ def plan_step_phase(
     """
     from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes, result_table
     from include.provisioning.report import report_rows
-    from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND
+    from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, RunScope
     from include.staging import stage_frame
 
     step = STEP_BY_KIND[kind]
@@ -157,7 +159,8 @@ def plan_step_phase(
                 for collection in step.extracts}
     results = {need: step.read_result(need, str(work / "results" / f"{need}.parquet")) for need in step.needs}
     read = time.perf_counter()
-    desired = step.build(extracts, results, provisioning)
+    desired = step.desired(extracts, results, provisioning, RunScope(NIGHT_DAY, SCHOOL_YEAR))
+    terms = desired.terms
     del extracts, results
     hashes = fingerprint_hashes(desired.rows, kind)
     built = time.perf_counter()
@@ -176,7 +179,7 @@ def plan_step_phase(
                                 "error": pd.Series(dtype=object), "school": pd.Series(dtype=object)})
     report = report_rows(changes, no_failures, dry_run=False)
     if kind in READ_BY_LATER_STEPS:
-        result = result_table(changes, outcomes, state, dry_run=False)
+        result = result_table(changes, outcomes, state, dry_run=False, terms=terms)
         (work / "results").mkdir(parents=True, exist_ok=True)
         stage_frame(work / "results" / f"{kind}.parquet", result)
     recorded = time.perf_counter()
@@ -246,7 +249,7 @@ def _grade_inputs(rows: int, seed: int):
     from datetime import date
 
     from include.config import DISTRICTS_DIR, load_district
-    from include.grades.transform import GradeContext
+    from include.grades.plan import GradeContext
 
     random = np.random.default_rng(seed)
     students = -(-rows // PERIODS)
@@ -345,7 +348,8 @@ def grade_transform_phase(rows: int, seed: int) -> PhaseResult:
 
 def _grade_transform(rows: int, seed: int) -> PhaseResult:
     from include.grades.export import QUARANTINE_COLUMNS
-    from include.grades.transform import plan_postings, reconcile
+    from include.grades.plan import plan_postings
+    from include.grades.reconciliation import reconcile
 
     export, context = _grade_inputs(rows, seed)
     quarantined = pd.DataFrame({column: pd.Series(dtype="int64" if column == "row" else object)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -155,9 +156,14 @@ class Lms(_Strict):
     target: Literal["schoology"] = "schoology"
     conn_id: str = Field(min_length=1)
     pool: str = Field(default="lms", min_length=1, description="Airflow pool bounding concurrent LMS calls")
-    requests_per_second: float = Field(default=10.0, gt=0, le=1000)
-    max_in_flight: int = Field(default=4, ge=1, le=32,
-                               description="bulk calls under way at once: the rate limit × the LMS's answer time")
+    # Schoology documents no rate limit (nor 429, nor Retry-After): the defaults are ours, kept low;
+    # raise them for a district whose Schoology is known to take more
+    requests_per_second: float = Field(default=5.0, gt=0, le=1000,
+                                       description="never faster; Schoology documents no limit, so 5 by default")
+    max_in_flight: int = Field(default=2, ge=1, le=32,
+                               description="bulk calls under way at once: the rate limit × the LMS's answer time "
+                                           "(2 by default: calls signed on several threads may reach Schoology "
+                                           "with timestamps out of sequence, which it refuses)")
     max_attempts: int = Field(default=6, ge=1, le=10, description="per LMS call, on 429/5xx/dropped connections")
     backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")
 
@@ -170,12 +176,43 @@ class ExistingGradingPeriod(_Strict):
     grading_period_id: LmsId
 
 
+TERM_TITLE_FIELDS = ("title", "school", "school_year", "start", "end")
+
+
 class Terms(_Strict):
-    """IC terms (academicSessions) -> LMS grading periods."""
+    """IC terms (academicSessions) -> LMS grading periods.
+
+    A grading period the integration creates stands for one IC term (its sourcedId), never for a
+    title: IC gives each school its own terms, titled alike ("S1", "Q1"...), and an LMS such as
+    Schoology wants grading-period titles unique across the whole account. The created title is
+    ``title_template`` filled with the term's ``title``, the ``school`` whose provisioned classes
+    use it (its building code; empty, and the spaces around it closed up, for a term classes of
+    several schools use), the ``school_year`` and the ``start``/``end`` days. Titles still alike
+    get the days added, then the term's key. Terms of several schools share one period only with
+    ``share_alike`` and only when their title and days are the same."""
 
     consolidate_year: bool = Field(default=False, description="one year-long grading period per school year")
     unlisted: Literal["create", "skip"] = "create"
     map: dict[str, Literal["create", "skip"] | ExistingGradingPeriod] = Field(default_factory=dict)
+    title_template: str = Field(default="{school_year} {school} {title}",
+                                description="title of a created grading period: {title}, {school}, "
+                                            "{school_year}, {start}, {end}")
+    share_alike: bool = Field(default=False, description="terms of different schools with the same title and "
+                                                         "days share one grading period")
+
+    @field_validator("title_template")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as error:
+            raise ValueError(f"not a title template ({error})") from None
+        unknown = sorted(names - set(TERM_TITLE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; a title may use {', '.join(TERM_TITLE_FIELDS)}")
+        if "title" not in names:
+            raise ValueError("must contain {title}, the IC term's own title")
+        return template
 
 
 class RoleOverrides(_Strict):
@@ -199,6 +236,29 @@ class Roles(_Strict):
         return self.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
+EnrollmentPlace = Literal["admin", "member", "skip"]
+# OneRoster's enrollment roles (1.1 and 1.2 together) and where each is put in a section by default:
+# the staff of a class manage it (section admin), students are members, the rest is not synced.
+ENROLLMENT_ROLES: dict[str, EnrollmentPlace] = {
+    "administrator": "admin",
+    "teacher": "admin",
+    "aide": "admin",
+    "proctor": "admin",
+    "student": "member",
+    "guardian": "skip",
+    "parent": "skip",
+    "relative": "skip",
+}
+
+
+class EnrollmentDates(_Strict):
+    """What an enrollment's beginDate/endDate (inclusive) mean on the run's date: one that ended
+    before it is not in the LMS (it is deactivated there); one that begins after it is ``hold``:
+    skipped until that day, or ``enrol``: in the section ahead of its first day."""
+
+    future: Literal["enrol", "hold"] = "enrol"
+
+
 class Provisioning(_Strict):
     """How IC's roster lands in the LMS: unmapped schools are skipped with everything in them."""
 
@@ -206,6 +266,22 @@ class Provisioning(_Strict):
     terms: Terms = Terms()
     roles: Roles
     roles_by_school: dict[str, RoleOverrides] = Field(default_factory=dict)
+    enrollment_roles: dict[str, EnrollmentPlace] = Field(
+        default_factory=lambda: dict(ENROLLMENT_ROLES),
+        description="OneRoster enrollment role -> admin | member | skip in the section; roles not listed "
+                    "keep their default (" + ", ".join(f"{role}: {place}" for role, place in ENROLLMENT_ROLES.items())
+                    + ")",
+    )
+    enrollment_dates: EnrollmentDates = EnrollmentDates()
+
+    @field_validator("enrollment_roles")
+    @classmethod
+    def _known_enrollment_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(ENROLLMENT_ROLES))
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a OneRoster enrollment role "
+                             f"(one of {', '.join(ENROLLMENT_ROLES)})")
+        return {**ENROLLMENT_ROLES, **value}
 
 
 class ExportColumns(_Strict):

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.compute as pc
 from airflow.sdk import ObjectStoragePath
 
-from include.provisioning.plan import text_array
+from include.frames import text_array
 from include.staging import read_frame, stage_frame
 
 

@@ -324,6 +324,11 @@ class FrameParts:
     order: np.ndarray
     columns: tuple[str, ...]
 
+    def whole(self) -> pd.DataFrame:
+        """The frame made whole: only for tables a few rows long (a district's grading periods)."""
+        rows = pd.concat([part[list(self.columns)] for part in self.parts], ignore_index=True)
+        return rows.iloc[self.order].reset_index(drop=True)
+
 
 def stage_frame(target: ObjectStoragePath, frame: pd.DataFrame | FrameParts) -> StagedParquetWriter:
     """Write a DataFrame atomically; the writer tells the row count and checksum. A
@@ -482,7 +487,7 @@ def _read_column(parquet: pq.ParquetFile, name: str, mapper) -> pd.api.extension
     eight million enrollments, twice the frame)."""
     table = parquet.read(columns=[name])
     if table.num_rows and mapper is not pd.ArrowDtype and pa.types.is_dictionary(table.schema.field(name).type):
-        values = _categorical(table.column(name))
+        values = _dictionary_categorical(table.column(name))
     else:
         values = table.to_pandas(types_mapper=mapper)[name].array
     del table
@@ -490,7 +495,7 @@ def _read_column(parquet: pq.ParquetFile, name: str, mapper) -> pd.api.extension
     return values
 
 
-def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+def _dictionary_categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """A column read dictionary-encoded (a dictionary per row group) as a categorical, its
     categories in order of appearance as arrow's own conversion has them, but without pandas
     checking that they are distinct (arrow made them so): the check keeps a Python object per

@@ -83,3 +83,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("fault-injection ledger")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def smtp() -> Iterator:
+    """A real SMTP server on 127.0.0.1 that keeps what it is sent."""
+    from include.sandbox.smtp_sink import SMTPSink
+
+    with SMTPSink() as sink:
+        yield sink

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from include.config import DistrictConfig, ExportColumns
-from tests.expected_provisioning import expected_provisioning, term_key, user_uid
+from tests.expected_provisioning import expected_provisioning, user_uid
 
 # the export's fields (README "A district", grade_passback.columns) in the order of ExportColumns
 FIELDS = ("section", "student", "grading_period", "term_percent", "term_score", "course_percent",
@@ -283,23 +283,28 @@ def _graded(percent: float | None, letter: str | None, task: str, config) -> tup
 
 
 def expected_grades(data: bytes, district, config: DistrictConfig, run_date: date, *,
-                    opt_in: set[str] | None = None, version: str = "1.2") -> Expected:
-    """Apply the district file's grade-passback rules to an export file, on ``run_date``."""
+                    opt_in: set[str] | None = None, version: str = "1.2",
+                    existing_periods: dict[str, str] | None = None) -> Expected:
+    """Apply the district file's grade-passback rules to an export file, on ``run_date``;
+    ``existing_periods``: the LMS's titles (by id) of the grading periods ``terms.map`` names."""
     passback = config.grade_passback
     terms = config.provisioning.terms
     if version != "1.2":
         raise NotImplementedError("OneRoster 1.1: no scenario uses it yet; write its rules before one does")
-    if passback.mapping_csv or terms.map or terms.consolidate_year:
-        raise NotImplementedError("mapping_csv / terms.map / consolidate_year: write their rules first")
+    if passback.mapping_csv or terms.consolidate_year:
+        raise NotImplementedError("mapping_csv / consolidate_year: write their rules first")
     if passback.teacher_opt_in and opt_in is None:
         raise ValueError("teacher_opt_in is on: give the opted-in IC class sourcedIds")
     expected = Expected()
     kept = _parsed(data, passback.columns, expected)
 
     # What provisioning put in the LMS (README DESIGN: "Grade passback needs the section and term
-    # mapping that provisioning keeps"): sections are IC classes, grading periods IC terms titled
-    # as in IC (README provision step 1: "the terms classes use become grading periods").
+    # mapping that provisioning keeps"): sections are IC classes, grading periods IC terms.
     provisioned = expected_provisioning(district, config.provisioning)
+    # README "Terms and grading periods": a term's grading period is the one created for it, titled
+    # by the district file's template, or the existing one the map names, titled as the LMS titles it
+    period_title = {**provisioned.period_titles, **{
+        term: (existing_periods or {})[period] for term, period in provisioned.mapped_terms.items()}}
     sessions = {session["sourcedId"]: session for session in district.records("academicSessions", "1.2")}
     classes = {klass["sourcedId"]: klass for klass in district.records("classes", "1.2")}
     students = {user_uid(user): user["sourcedId"] for user in district.records("users", "1.2")}
@@ -319,8 +324,8 @@ def expected_grades(data: bytes, district, config: DistrictConfig, run_date: dat
         class_terms = [_ref(term) for term in classes[section].get("terms") or []]
         # README plan step 3: the row's grading period is the LMS grading period of one of its class's
         # terms, named as IC titles it (README is silent on case: letters are compared without it)
-        named = [term for term in class_terms if term_key(term) in provisioned.present["grading_period"]
-                 and period is not None and sessions[term]["title"].strip().casefold() == period.casefold()]
+        named = [term for term in class_terms if term in period_title
+                 and period is not None and period_title[term].strip().casefold() == period.casefold()]
         assert len(named) <= 1, f"row {number}: a grading period names two terms of its class: write the rule"
         if not named:
             row.reasons.add(UNMAPPED_TERM)

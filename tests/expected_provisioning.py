@@ -13,7 +13,7 @@ also what the LMS keeps as external ids:
 | kind           | key                                     | in Schoology                          |
 |----------------|-----------------------------------------|---------------------------------------|
 | building       | ``school-<IC school sourcedId>``        | building_code = the school's identifier |
-| grading_period | ``term-<IC academicSession sourcedId>`` | title = the session's title           |
+| grading_period | ``term-<IC academicSession sourcedId>`` | title = terms.title_template filled   |
 | user           | IC's 1.1 id (1.2: metadata.ic.legacysourceId) | school_uid                      |
 | guardian_link  | ``<guardian key>:<student key>``        | parent_school_uid:student_school_uid  |
 | course         | IC course sourcedId                     | course_code                           |
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 
 from include.config import DO_NOT_SYNC, ExistingBuilding, ExistingGradingPeriod, Provisioning
 
@@ -53,11 +54,28 @@ INACTIVE_IN_IC = "inactive in IC"
 COURSE_NOT_PROVISIONED = "course not provisioned"
 SECTION_NOT_PROVISIONED = "section not provisioned"
 USER_NOT_PROVISIONED = "user not provisioned"
+# README "A district", provisioning.schools: a school mapped to `create` whose building is not in
+# the LMS (refused, or not created) waits for it: its records are not "unmapped".
+BUILDING_NOT_CREATED = "building not created yet"
+# README "A district", a course owned by the district org: placed in the building of each school
+# its classes are taught in; with no class in any school it has nowhere to go.
+NO_CLASS_IN_A_SCHOOL = "district course with no class in a school"
+# README "A district", provisioning.enrollment_roles / enrollment_dates.
+ENROLLMENT_ROLE_SKIPPED = "enrollment role set to skip"
+DUPLICATE_ENROLLMENT = "duplicate of another enrollment of the same user and class"
+# README "Terms and grading periods": a term the map says to provision whose period is not in the
+# LMS (refused, or not created) keeps its classes waiting, loudly; terms of other school years and
+# inactive terms get no period, and a class with no term of the run's year has none to go in.
+GRADING_PERIOD_NOT_CREATED = "grading period not created yet"
+OTHER_SCHOOL_YEAR = "term of another school year"
+NO_CURRENT_TERM = "no active term of the run's school year"
 
 # What hangs off an object that did not reach the LMS is skipped with this reason (README
 # "What a run does", provision step 4: items the LMS refused are reported; what needs their
 # LMS ids cannot be sent): the kind of the parent -> the reason its children carry.
 MISSING_PARENT = {
+    "building": BUILDING_NOT_CREATED,
+    "grading_period": GRADING_PERIOD_NOT_CREATED,
     "course": COURSE_NOT_PROVISIONED,
     "section": SECTION_NOT_PROVISIONED,
     "user": USER_NOT_PROVISIONED,
@@ -93,6 +111,10 @@ class Expected:
     parents: dict[str, dict[str, list[tuple[str, str]]]] = field(
         default_factory=lambda: {kind: {} for kind in KINDS}
     )
+    admin: dict[str, bool] = field(default_factory=dict)  # enrollment key -> a section admin (else member)
+    period_titles: dict[str, str] = field(default_factory=dict)  # IC term sourcedId -> its LMS period's title
+    mapped_terms: dict[str, str] = field(default_factory=dict)  # IC term -> the existing LMS period the map names
+    enrollment_keys: dict[str, str] = field(default_factory=dict)  # IC enrollment sourcedId -> its key here
 
     def rows(self, kind: str) -> set[str]:
         """Every row of the kind the run must account for: present or skipped."""
@@ -172,10 +194,15 @@ def term_key(session_id: str) -> str:
 # -- the rules -------------------------------------------------------------------------------
 
 
-def expected_provisioning(district, provisioning: Provisioning) -> Expected:
-    """Apply the district file's rules to the raw records IC serves (OneRoster 1.2)."""
+def expected_provisioning(district, provisioning: Provisioning, on: date | None = None,
+                          school_year: int | None = None) -> Expected:
+    """Apply the district file's rules to the raw records IC serves (OneRoster 1.2) on the run's
+    date ``on`` (none: enrollments' dates are not looked at) for the run's ``school_year`` (none:
+    the generator's year)."""
     if provisioning.terms.consolidate_year:
         raise NotImplementedError("consolidate_year: no scenario uses it yet; write its rule before one does")
+    if provisioning.terms.share_alike:
+        raise NotImplementedError("share_alike: no end-to-end scenario uses it yet; write its rule before one does")
     orgs = list(district.records("orgs", "1.2"))
     sessions = {s["sourcedId"]: s for s in district.records("academicSessions", "1.2")}
     users = list(district.records("users", "1.2"))
@@ -187,6 +214,14 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
     # buildings -- README "A district", provisioning.schools: IC school -> create | skip |
     # {building_id}; "unlisted schools are skipped".
     has_building: set[str] = set()  # IC schools whose users, courses and classes have a building
+
+    def no_building(school: str | None) -> str:
+        # README "A district": a school mapped to create waits for its building; any other is unmapped
+        return BUILDING_NOT_CREATED if provisioning.schools.get(school) == "create" else UNMAPPED_SCHOOL
+
+    def building_of(school: str | None) -> list[tuple[str, str]]:
+        created = provisioning.schools.get(school) == "create"
+        return [("building", school_key(school))] if created else []
     for org in orgs:
         if org.get("type") != "school":
             continue  # README provision step 1: schools become buildings (not the district org)
@@ -204,26 +239,47 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
         if not reasons:
             has_building.add(school)
 
-    # grading periods -- README provision step 1: "the terms classes use become grading periods";
-    # README "A district", provisioning.terms: map[term] or `unlisted`: create | skip | {grading_period_id}.
-    used_terms = {_ref(term) for c in classes if _active(c) for term in c.get("terms") or []}
+    # grading periods -- README "Terms and grading periods": a period per IC term of the run's school
+    # year that a provisioned class uses (active, not a trial schedule, in a school the map does not
+    # skip); provisioning.terms: map[term] or `unlisted`: create | skip | {grading_period_id}; a
+    # created period is titled by terms.title_template with the code of the one school using it.
+    year = district.spec.school_year if school_year is None else school_year
+    provisioned_schools = {school for school, target in provisioning.schools.items() if target != "skip"}
+    code_of = {org["sourcedId"]: (org.get("identifier") or "").strip() or org["sourcedId"]
+               for org in orgs if org.get("type") == "school"}
+    schools_of_term: dict[str, set[str]] = {}
+    for klass in classes:
+        school = _ref(klass.get("school"))
+        if _active(klass) and not _trial(klass) and school in provisioned_schools:
+            for term in klass.get("terms") or []:
+                schools_of_term.setdefault(_ref(term), set()).add(school)
     term_map = provisioning.terms
     term_target = {session: term_map.map.get(session, term_map.unlisted) for session in sessions}
-    has_period = {  # IC terms a section can be put in: a grading period created, or an existing one
-        session
-        for session, target in term_target.items()
-        if isinstance(target, ExistingGradingPeriod) or (target == "create" and _active(sessions[session]))
-    }
-    for session in sorted(used_terms & set(sessions)):
+    current = {session for session in schools_of_term if session in sessions and _active(sessions[session])
+               and int(sessions[session]["schoolYear"]) == year}
+    has_period = {session for session in current if term_target[session] != "skip"}
+    for session in sorted(set(schools_of_term) & set(sessions)):
         target = term_target[session]
-        if isinstance(target, ExistingGradingPeriod):
+        if isinstance(target, ExistingGradingPeriod) and session in current:
+            expected.mapped_terms[session] = target.grading_period_id
             continue  # mapped to a grading period the LMS already has: nothing to create
         reasons = set()
         if not _active(sessions[session]):
             reasons.add(INACTIVE_IN_IC)
-        if target == "skip":
+        elif session not in current:
+            reasons.add(OTHER_SCHOOL_YEAR)
+        elif target == "skip":
             reasons.add(UNMAPPED_TERM)  # README: `unlisted: create  # or skip`
         expected.add("grading_period", term_key(session), reasons)
+        if not reasons:
+            record = sessions[session]
+            users_of_term = schools_of_term[session]  # one school: its code; several: none, spaces closed up
+            school = code_of.get(next(iter(users_of_term)), "") if len(users_of_term) == 1 else ""
+            expected.period_titles[session] = " ".join(term_map.title_template.format(
+                title=record["title"], school=school, school_year=year, start=record["startDate"],
+                end=record["endDate"]).split())
+    assert len(set(expected.period_titles.values())) == len(expected.period_titles), (
+        "two periods titled alike: write the README's tie-break rule here first")
 
     # users -- README provision step 1: "users get the role id of their family ... at their primary
     # school"; "usernames with spaces, do-not-sync roles ... and inactive records are skipped".
@@ -236,7 +292,7 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
         if not _active(user) or str(user.get("enabledUser", "true")).lower() == "false":
             reasons.add(INACTIVE_IN_IC)
         if school not in has_building:
-            reasons.add(UNMAPPED_SCHOOL)  # README: unmapped schools are skipped "with their users"
+            reasons.add(no_building(school))  # README: unmapped schools are skipped "with their users"
         if family is None:
             reasons.add(UNKNOWN_ROLE)  # README "A district": roles has one entry per family
         else:
@@ -244,9 +300,9 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
             roles = provisioning.roles.for_school(provisioning.roles_by_school.get(school))
             if getattr(roles, family) == DO_NOT_SYNC:
                 reasons.add(DO_NOT_SYNC_ROLE)
-        if " " in (user.get("username") or ""):
-            reasons.add(USERNAME_WITH_SPACES)  # README provision step 1: "usernames with spaces"
-        expected.add("user", uid_of[user["sourcedId"]], reasons)
+        if " " in (user.get("username") or "").strip():  # README provision step 1: "usernames with
+            reasons.add(USERNAME_WITH_SPACES)  # spaces" inside; what was typed around one is trimmed
+        expected.add("user", uid_of[user["sourcedId"]], reasons, building_of(school))
 
     # guardian links -- README provision step 1 (buildings ... users, guardian links) and "The IC
     # emulator and the synthetic district": guardians linked to their children both ways, through
@@ -271,15 +327,35 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
 
     # courses -- README provision step 1: unmapped schools are skipped with their courses;
     # trial-schedule courses and inactive records are skipped.
+    # A course whose org is the district (or any org that is not a school, OneRoster 1.2) is placed
+    # in the building of each school its active, non-trial classes are taught in (README "A
+    # district"), as ``<course>@<school>``.
+    org_type = {org["sourcedId"]: org.get("type") for org in orgs}
+    taught_in: dict[str, set[str]] = {}
+    for klass in classes:
+        if _active(klass) and not _trial(klass):
+            taught_in.setdefault(_ref(klass.get("course")), set()).add(_ref(klass.get("school")))
+    district_owned: set[str] = set()
     for course in courses:
+        owner = _ref(course.get("org"))
         reasons = set()
         if not _active(course):
             reasons.add(INACTIVE_IN_IC)
         if _trial(course):
             reasons.add(TRIAL_SCHEDULE)
-        if _ref(course.get("org")) not in has_building:
-            reasons.add(UNMAPPED_SCHOOL)
-        expected.add("course", course["sourcedId"], reasons)
+        if owner in org_type and org_type[owner] != "school" and not reasons:
+            district_owned.add(course["sourcedId"])
+            schools = taught_in.get(course["sourcedId"], set())
+            housed = sorted(schools & has_building)
+            for school in housed:
+                expected.add("course", f"{course['sourcedId']}@{school}", set(), building_of(school))
+            if not housed:
+                expected.add("course", course["sourcedId"],
+                             {no_building(school) for school in schools} or {NO_CLASS_IN_A_SCHOOL})
+            continue
+        if owner not in has_building and org_type.get(owner, "school") == "school":
+            reasons.add(no_building(owner))
+        expected.add("course", course["sourcedId"], reasons, building_of(owner))
 
     # sections -- one per IC class of a provisioned course, in the grading periods of its terms;
     # README provision step 1: "cross-listed classes stay separate sections"; trial-schedule
@@ -287,24 +363,38 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
     # skipped are skipped"; a class IC schedules in no term has no grading period to go in.
     for klass in classes:
         course = _ref(klass.get("course"))
+        school = _ref(klass.get("school"))
+        if course in district_owned:
+            course = f"{course}@{school}"  # its school's copy of the district's course
         terms = [_ref(term) for term in klass.get("terms") or []]
         reasons = set()
         if not _active(klass):
             reasons.add(INACTIVE_IN_IC)
         if _trial(klass):
             reasons.add(TRIAL_SCHEDULE)
-        if _ref(klass.get("school")) not in has_building:
-            reasons.add(UNMAPPED_SCHOOL)
+        if school not in has_building:
+            reasons.add(no_building(school))
         if course not in expected.present["course"]:
             reasons.add(COURSE_NOT_PROVISIONED)
         if not terms:
             reasons.add(NO_TERM_IN_IC)
         elif not any(term in has_period for term in terms):
-            reasons.add(UNMAPPED_TERM)
-        expected.add("section", klass["sourcedId"], reasons, [("course", course)])
+            # README "Terms and grading periods": all of them skipped by the map is the map's choice;
+            # otherwise there is no term of the run's year to put the section in
+            reasons.add(UNMAPPED_TERM if all(term_target.get(term) == "skip" for term in terms) else NO_CURRENT_TERM)
+        periods = [("grading_period", term_key(term)) for term in terms if term in has_period
+                   and not isinstance(term_target[term], ExistingGradingPeriod)]
+        expected.add("section", klass["sourcedId"], reasons, [("course", course), *building_of(school), *periods])
 
     # enrollments -- README provision step 1: "teachers become section admins, students members",
     # of the sections and users provisioned; dropped (tobedeleted) enrollments are inactive.
+    # README "A district", provisioning.enrollment_roles: the role puts the person in the section as
+    # an admin or a member, or not at all; enrollment_dates: on the run's day an enrollment whose
+    # endDate (inclusive) is past is not in the LMS, one whose beginDate is ahead is held if `future:
+    # hold`. One user in one class twice is one enrollment: an admin one first, then the lowest sourcedId.
+    roles = provisioning.enrollment_roles
+    hold = provisioning.enrollment_dates.future == "hold"
+    by_pair: dict[str, list[tuple[dict, set[str]]]] = {}
     for enrollment in enrollments:
         section = _ref(enrollment.get("class"))
         user = uid_of.get(_ref(enrollment.get("user")), "?")
@@ -315,7 +405,27 @@ def expected_provisioning(district, provisioning: Provisioning) -> Expected:
             reasons.add(SECTION_NOT_PROVISIONED)
         if user not in expected.present["user"]:
             reasons.add(USER_NOT_PROVISIONED)
-        expected.add("enrollment", f"{section}:{user}", reasons, [("section", section), ("user", user)])
+        if roles.get(enrollment.get("role")) not in ("admin", "member"):
+            reasons.add(ENROLLMENT_ROLE_SKIPPED)
+        begins, ends = (enrollment.get(name) or None for name in ("beginDate", "endDate"))
+        if on is not None and ends and date.fromisoformat(ends[:10]) < on:
+            reasons.add(f"ended on {ends[:10]}")
+        if on is not None and hold and begins and date.fromisoformat(begins[:10]) > on:
+            reasons.add(f"begins on {begins[:10]}")
+        by_pair.setdefault(f"{section}:{user}", []).append((enrollment, reasons))
+    for pair, records in by_pair.items():
+        section, user = pair.split(":", 1)
+        first = min((record for record in records if not record[1]), default=None,
+                    key=lambda record: (roles.get(record[0].get("role")) != "admin", record[0]["sourcedId"]))
+        if first is None:  # none is enrolled: the lowest sourcedId stands for the pair
+            first = min(records, key=lambda record: record[0]["sourcedId"])
+        for enrollment, reasons in records:
+            key = pair if enrollment is first[0] else f"{pair}~{enrollment['sourcedId']}"
+            if enrollment is not first[0] and not reasons:
+                reasons = {DUPLICATE_ENROLLMENT}
+            expected.add("enrollment", key, reasons, [("section", section), ("user", user)])
+            expected.enrollment_keys[enrollment["sourcedId"]] = key
+            expected.admin[key] = roles.get(enrollment.get("role")) == "admin"
     return expected
 
 
@@ -332,16 +442,16 @@ def enrollment_keys(district) -> dict[str, str]:
 # -- the far side ----------------------------------------------------------------------------------
 
 
-def held_by_lms(lms, district) -> dict[str, Counter]:
+def held_by_lms(lms, district, expected: Expected) -> dict[str, Counter]:
     """Per kind, the keys of what the Schoology emulator holds, counted (above 1: stored twice;
-    a course code in two buildings counts twice)."""
+    a course code in two buildings counts twice); a grading period is known by the title the
+    ``expected`` one of its term has."""
     code_of_school = {
-        org.get("identifier") or org["sourcedId"]: school_key(org["sourcedId"])
+        (org.get("identifier") or "").strip() or org["sourcedId"]: school_key(org["sourcedId"])
         for org in district.records("orgs", "1.2")
         if org.get("type") == "school"
     }
-    sessions = district.records("academicSessions", "1.2")
-    term_of_title = {session["title"]: term_key(session["sourcedId"]) for session in sessions}
+    term_of_title = {title: term_key(term) for term, title in expected.period_titles.items()}
     users = lms.users
     uid = {user["uid"]: user["school_uid"] for user in users.values()}
     sections = lms.sections

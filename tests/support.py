@@ -14,7 +14,7 @@ CLIENT_SECRET = "test-secret-value"
 def connection_uri_env(conn_id: str, emulator, version: str, **extras) -> dict[str, str]:
     """An Airflow connection to the IC emulator, as the environment variable Airflow reads."""
     value = {
-        "conn_type": "http",
+        "conn_type": "infinite_campus_oneroster",
         "host": emulator.base_url,
         "login": CLIENT_ID,
         "password": CLIENT_SECRET,
@@ -30,7 +30,7 @@ LMS_SECRET = "test-consumer-secret"
 def lms_connection_env(conn_id: str, emulator) -> dict[str, str]:
     """An Airflow connection to the Schoology emulator, as the environment variable Airflow reads."""
     value = {
-        "conn_type": "http",
+        "conn_type": "schoology",
         "host": emulator.base_url,
         "login": LMS_KEY,
         "password": LMS_SECRET,
@@ -43,7 +43,21 @@ def no_given_name(record: dict) -> None:
     record["givenName"] = None
 
 
-class Spoiled(Sequence):
+class ServedRecords(Sequence):
+    """A collection served as a sequence whose records a subclass makes one at a time (``_record``)."""
+
+    def _record(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._record(position) for position in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._record(index % len(self))
+
+
+class Spoiled(ServedRecords):
     """A collection with some records served in a shape that cannot be staged: ``spoiled`` names
     the records' indexes (no givenName) or maps each to how it is spoiled (a function that changes
     the record it is given; each access spoils a fresh copy)."""
@@ -62,10 +76,3 @@ class Spoiled(Sequence):
             record = dict(record)
             spoil(record)
         return record
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._record(position) for position in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._record(index % len(self))

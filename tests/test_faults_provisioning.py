@@ -20,7 +20,7 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -35,17 +35,12 @@ from include.staging import read_frame
 from tests import expected_provisioning as rules
 from tests.expected_provisioning import KINDS, TASKS, Expected, enrollment_keys, held_by_lms
 from tests.fault_ledger import ScenarioLedger, record
-from tests.provisioning_support import counted, extract_frames, report_of
+from tests.provisioning_support import FIRST_NIGHT, counted, extract_frames, night, report_of
 from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_SECRET, connection_uri_env, lms_connection_env
 
-FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
 SPEC = DistrictSpec(seed=42, students=60, schools=3, school_year=2027)
 ROSTERING = "/rostering/v1p2/"
 DEMO_PROVISIONING = load_district(DISTRICTS_DIR / "demo.yaml").provisioning
-
-
-def night(n: int) -> datetime:
-    return FIRST_NIGHT + timedelta(days=n)
 
 
 # -- districts with awkward data (the generator itself is left as it is) ----------------------------
@@ -199,7 +194,7 @@ def ledger(
     run lists it with a reason the rules give for it (or, again, because what it hangs off is
     not in the LMS). Anything else is lost. ``held_back``: the run failed before writing and
     the failure email gave this reason, so the rows it did not post count as failed with it."""
-    held = held_by_lms(stage.lms, stage.district)
+    held = held_by_lms(stage.lms, stage.district, expectation)
     failed, skipped = listed(outcome, stage.district)
     for kind in KINDS:
         reasons = [*failed[kind].values(), *skipped[kind].values()]
@@ -274,7 +269,7 @@ def assert_provisioned_in_full(stage: Stage, outcome, expectation: Expected) -> 
     report = report_of(outcome)
     assert not (report["outcome"] == "failed").any(), report[report["outcome"] == "failed"].to_string()
     failed, skipped = listed(outcome, stage.district)
-    held = held_by_lms(stage.lms, stage.district)
+    held = held_by_lms(stage.lms, stage.district, expectation)
     for kind in KINDS:
         assert not failed[kind], (kind, failed[kind])
         assert set(held[kind]) == expectation.present[kind], (

@@ -25,6 +25,7 @@ from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
+from tests.expected_provisioning import KINDS, expected_provisioning, held_by_lms
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
 
@@ -52,7 +53,20 @@ def passback_settings() -> dict:
 
 
 @pytest.fixture
-def stack(district, lms, profile, passback_settings, monkeypatch, tmp_path, airflow_db):
+def provisioning_settings(request, lms, district) -> dict:
+    """Changes to the demo district file's ``provisioning``; ``"mapped"`` (indirect): every semester
+    mapped to a grading period the school made in the LMS beforehand, titled its own way."""
+    if getattr(request, "param", None) != "mapped":
+        return {}
+    semesters = [session for session in district.sessions if session["type"] == "semester"]
+    return {"terms": {"unlisted": "skip", "map": {
+        term["id"]: {"grading_period_id": lms.add_grading_period(
+            f"{term['title'][:10]} (school-made)", term["start"].isoformat(), term["end"].isoformat())}
+        for term in semesters}}}
+
+
+@pytest.fixture
+def stack(district, lms, profile, passback_settings, provisioning_settings, monkeypatch, tmp_path, airflow_db):
     """IC (with gradebook), the LMS, SFTP and SMTP on 127.0.0.1, behind the demo's connection ids;
     the demo district with IC retries backing off from 50 ms (a 5xx storm gives up in ~2 s, not 31)
     and ``passback_settings``; ``config`` is that district file as the DAG reads it."""
@@ -63,6 +77,7 @@ def stack(district, lms, profile, passback_settings, monkeypatch, tmp_path, airf
     demo = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
     demo["infinite_campus"]["backoff_seconds"] = 0.05
     demo["grade_passback"].update(passback_settings)
+    demo["provisioning"].update(provisioning_settings)
     (districts / "demo.yaml").write_text(yaml.safe_dump(demo))
     config = load_district(districts / "demo.yaml")
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(districts))
@@ -115,10 +130,15 @@ def export_lines(data: bytes) -> dict[int, dict[str, str]]:
     return dict(enumerate(lines, start=1))
 
 
-def rows_of_term(data: bytes, term: dict) -> list[int]:
-    """The rows graded for an IC term: the LMS grading period provisioned from it carries its title."""
-    column = CONFIG.grade_passback.columns.grading_period
-    return [row for row, line in export_lines(data).items() if line[column] == term["title"]]
+def period_title(district: SyntheticDistrict, term: dict) -> str:
+    """The title of the LMS grading period provisioned from an IC term, by the district file's rule."""
+    return expected_provisioning(district, CONFIG.provisioning).period_titles[term["id"]]
+
+
+def rows_of_term(data: bytes, district: SyntheticDistrict, term: dict) -> list[int]:
+    """The rows graded for an IC term: those of the LMS grading period provisioned from it."""
+    column, title = CONFIG.grade_passback.columns.grading_period, period_title(district, term)
+    return [row for row, line in export_lines(data).items() if line[column] == title]
 
 
 def semester(district: SyntheticDistrict, number: int) -> dict:
@@ -198,8 +218,8 @@ def test_oneroster_1_1_posts_percents_to_its_gradebook_and_keeps_letter_only_row
     lines = schoology_export(stack["lms"], seed=7, columns=columns).decode("utf-8-sig").split("\r\n")
     header = lines[0].split(",")
     rows = [line.split(",") for line in lines[1:] if line]
-    letter_only = [n + 1 for n, row in enumerate(rows)
-                   if row[header.index(columns.grading_period)].startswith("Semester 1")][:3]
+    first = period_title(stack["district"], semester(stack["district"], 1))
+    letter_only = [n + 1 for n, row in enumerate(rows) if row[header.index(columns.grading_period)] == first][:3]
     for number in letter_only:
         for column in (columns.term_percent, columns.course_percent):
             rows[number - 1][header.index(column)] = ""
@@ -257,6 +277,92 @@ def test_rows_ic_rejects_are_failed_with_its_message_and_emailed(stack):
     assert "givenName" not in mail.body
 
 
+def wrong_rows(report, expected) -> list[str]:
+    """Rows the run accounted for otherwise than the rules say (the report against ``expected``)."""
+    assert set(report.index) == set(expected.rows)
+    wrong = []
+    for number, row in sorted(expected.rows.items()):
+        said, reason = report.loc[number, "outcome"], report.loc[number, "reason"]
+        if row.grades and said != "posted":
+            wrong.append(f"row {number}: the rules post it, the run says {said} {reason!r}")
+        elif not row.grades and not (said == "skipped" and row.skip_is_right(reason)):
+            wrong.append(f"row {number}: the rules skip it ({sorted(row.reasons)}), "
+                         f"the run says {said} {reason!r}")
+    return wrong
+
+
+def assert_provisioned_as_the_rules_say(stack, on: date) -> None:
+    """The LMS holds exactly what the district file's rules put there, once each; every section is
+    on the grading periods of its own class's terms, as the rules title (or map) them."""
+    district, config, lms = stack["district"], stack["config"], stack["lms"]
+    expected = expected_provisioning(district, config.provisioning, on=on)
+    held = held_by_lms(lms, district, expected)
+    for period in set(expected.mapped_terms.values()):  # the school's own, not the run's to create
+        del held["grading_period"][lms.grading_periods[period]["title"]]
+    for kind in KINDS:
+        assert set(held[kind]) == expected.present[kind], kind
+        assert all(count == 1 for count in held[kind].values()), f"{kind} stored twice"
+    periods = lms.grading_periods
+    titles = {**expected.period_titles, **{term: periods[period]["title"]
+                                           for term, period in expected.mapped_terms.items()}}
+    classes = {klass["sourcedId"]: klass for klass in district.records("classes", "1.2")}
+    for section in lms.sections.values():
+        own_terms = [term["sourcedId"] for term in classes[section["section_school_code"]]["terms"]]
+        assert sorted(periods[period]["title"] for period in section["grading_periods"]) == sorted(
+            titles[term] for term in own_terms if term in titles), section["section_school_code"]
+
+
+def assert_graded_as_the_rules_say(stack, outcome, data: bytes, **rules) -> None:
+    """Every postable row reached IC on its term's lineItem, once; every other row is reported with
+    a reason the rules give."""
+    expected = expected_grades(data, stack["district"], stack["config"], NIGHT.date(), **rules)
+    assert not wrong_rows(report_of(outcome), expected)[:5]
+    gradebook = stack["ic"].gradebook
+    held, grades = held_by_ic(gradebook), expected.grades()
+    assert grades and set(held) == set(grades)
+    assert all(at_ic(grade, held) for grade in grades.values())
+    assert not gradebook.duplicates()
+
+
+ALIKE = SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027, terms_per_school=True))
+
+
+@pytest.mark.parametrize("district", [ALIKE], ids=["terms-per-school"])
+def test_three_schools_titling_their_terms_alike_get_their_own_periods_sections_and_grades(stack):
+    """Issue 17, item 1: IC gives each school its own "Semester 1"; each is its own period."""
+    sessions = [session for session in stack["district"].sessions if session["type"] == "semester"]
+    assert len(sessions) == 6 and len({session["title"] for session in sessions}) == 2
+    provisioned = run(NIGHT - timedelta(days=1), halves="provisioning")
+    assert provisioned.state == "success", provisioned.task_states
+    assert len(stack["lms"].grading_periods) == 6
+    assert_provisioned_as_the_rules_say(stack, (NIGHT - timedelta(days=1)).date())
+    assert not stack["smtp"].messages, "nothing was left for a person"
+    data = drop_export(stack, "final-grades-20261201.csv")
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    assert reconciliation(outcome)["posted"] > 0
+    assert_graded_as_the_rules_say(stack, outcome, data)
+    again = run(NIGHT + timedelta(days=1), halves="provisioning")  # the next night matches, merges nothing
+    assert again.state == "success" and len(stack["lms"].grading_periods) == 6
+    assert_provisioned_as_the_rules_say(stack, NIGHT.date())
+
+
+@pytest.mark.parametrize("provisioning_settings", ["mapped"], indirect=True)
+def test_terms_mapped_to_existing_grading_periods_pass_their_grades_back(stack):
+    """Issue 17, item 2: the district's own periods, named in the map, carry the grades back."""
+    before = stack["lms"].grading_periods
+    provisioned = run(NIGHT - timedelta(days=1), halves="provisioning")
+    assert provisioned.state == "success", provisioned.task_states
+    assert stack["lms"].grading_periods == before, "no period is created for a mapped term"
+    assert_provisioned_as_the_rules_say(stack, (NIGHT - timedelta(days=1)).date())
+    data = drop_export(stack, "final-grades-20261201.csv")
+    outcome = run(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    assert reconciliation(outcome)["posted"] > 0
+    assert_graded_as_the_rules_say(stack, outcome, data,
+                                   existing_periods={lms_id: period["title"] for lms_id, period in before.items()})
+
+
 OPT_IN_VARIABLE = "oneroster_grade_opt_in_demo"  # README "Variables and pools"
 OPT_IN_ENV = f"AIRFLOW_VAR_{OPT_IN_VARIABLE.upper()}"
 
@@ -281,15 +387,7 @@ def test_with_teacher_opt_in_only_the_opted_in_sections_are_posted_and_the_rest_
     assert outcome.state == "success", outcome.task_states
     assert outcome.returned["grades.fetch_export"]["content_sha256"] == hashlib.sha256(data).hexdigest()
     report = report_of(outcome)
-    assert set(report.index) == set(expected.rows)
-    wrong = []
-    for number, row in sorted(expected.rows.items()):
-        said, reason = report.loc[number, "outcome"], report.loc[number, "reason"]
-        if row.grades and said != "posted":
-            wrong.append(f"row {number}: the rules post it, the run says {said} {reason!r}")
-        elif not row.grades and not (said == "skipped" and row.skip_is_right(reason)):
-            wrong.append(f"row {number}: the rules skip it ({sorted(row.reasons)}), "
-                         f"the run says {said} {reason!r}")
+    wrong = wrong_rows(report, expected)
     assert not wrong, wrong[:5]
     held_back = [number for number, row in everyone.rows.items()
                  if row.grades and row.section not in opted_in]  # posted tonight but for opt-in
@@ -467,7 +565,7 @@ def test_a_line_item_refused_for_a_closed_window_as_400_sends_none_of_its_result
     assert puts_to(ic, "lineItems") and {request.status for request in puts_to(ic, "lineItems")} == {400}
     assert puts_to(ic, "results") == [], "no result is sent for a lineItem IC refused"
     report = report_of(outcome)
-    rows = rows_of_term(data, first)
+    rows = rows_of_term(data, stack["district"], first)
     assert rows and set(report.loc[rows, "outcome"]) == {"skipped"}
     said = f"window closed: grading window closed for {first['title']} ({first['id']})"
     reasons = set(report.loc[rows, "reason"])
@@ -482,7 +580,7 @@ def test_a_refused_score_scale_or_category_stops_the_line_items_and_results_that
     data = drop_export(stack, "final-grades-20261201.csv")
     columns = CONFIG.grade_passback.columns
     lines = export_lines(data)
-    rows = rows_of_term(data, semester(stack["district"], 1))
+    rows = rows_of_term(data, stack["district"], semester(stack["district"], 1))
     section = lines[rows[0]][columns.section]
     (group,) = set(CONFIG.grade_passback.task_score_groups.values())
     scale = f"{section}-{group}"  # a score scale per section and score group
@@ -537,10 +635,10 @@ def test_a_window_not_yet_open_is_skipped_saying_when_it_opens(stack):
     outcome = run(NIGHT, halves="grades")
     assert outcome.state == "success", outcome.task_states
     report = report_of(outcome)
-    later = rows_of_term(data, second)
+    later = rows_of_term(data, stack["district"], second)
     assert later and set(zip(report.loc[later, "outcome"], report.loc[later, "reason"])) == {
         ("skipped", f"window opens on {second_opens}")}
-    now = rows_of_term(data, first)
+    now = rows_of_term(data, stack["district"], first)
     assert now and set(report.loc[now, "outcome"]) == {"skipped"}
     reasons = set(report.loc[now, "reason"])
     assert all(reason.startswith(f"window opens on {ic_opens}: ") and first["id"] in reason

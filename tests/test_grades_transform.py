@@ -10,13 +10,12 @@ import pytest
 
 from include.config import ExportColumns, GradePassback
 from include.grades.export import ExportFormatError, ParsedExport, read_export
-from include.grades.transform import (
+from include.grades.plan import GradeContext, plan_postings
+from include.grades.reconciliation import (
     OUTCOMES,
-    GradeContext,
     Reconciliation,
     ReconciliationError,
     format_reconciliation,
-    plan_postings,
     reconcile,
     refusals,
     withheld,

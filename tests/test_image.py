@@ -548,6 +548,13 @@ def test_pip_installs_the_requirements_with_the_constraints_ci_tested():
         sources = {option: [landed.get(posixpath.join(image.workdir, path)) for path in paths]
                    for option, paths in files.items()}
         command = "pip install " + " ".join(arguments)
+        if any(spec.startswith(("/", ".")) for spec in specs):
+            # the project itself, for its Airflow provider entry point: no dependency, no other package
+            assert "--no-deps" in arguments and specs == [image_root()] and not files["-r"], (
+                f"{command}: the project is installed from its directory alone, with --no-deps"
+            )
+            assert landed.get(posixpath.join(image_root(), "pyproject.toml")) == "pyproject.toml"
+            continue
         assert sources["-c"] == ["constraints.txt"], f"{command}: not with constraints.txt"
         assert set(sources["-r"]) <= {"requirements.txt"}, f"{command}: not the runtime's requirements"
         for spec in map(Requirement, specs):
@@ -567,6 +574,18 @@ def test_pip_installs_the_requirements_with_the_constraints_ci_tested():
             assert constraint_pins.get(name) == version, (
                 f"{file} pins {name}=={version}, constraints.txt does not"
             )
+
+
+def test_the_image_installs_the_project_for_its_connection_types():
+    """pyproject.toml's provider entry point registers the connection types (their forms, the Test
+    button): the image installs the project (no dependency, no package) as `make` does."""
+    image = dockerfile()
+    installs = [shlex.split(command) for run in image.runs for command in re.split(r"&&|\|\||;", run)
+                if "pip" in command and "install" in command]
+    assert [words for words in installs if "--no-deps" in words and image_root() in words], (
+        "the Dockerfile does not install the project (pip install --no-deps <its directory>)"
+    )
+    assert "pyproject.toml" in build_context()
 
 
 def test_requirements_hold_the_runtime_and_not_what_only_the_sandbox_tests_or_bench_use(from_the_repository):

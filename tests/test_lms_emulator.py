@@ -353,3 +353,89 @@ def test_unknown_faults_and_endpoints_are_refused(lms):
     assert call(lms, "GET", "nothing/here").status_code == 404
     broken = requests.post(f"{lms.base_url}/v1/users", data=b"{not json", auth=oauth(), timeout=5)
     assert broken.status_code == 400
+
+
+# -- Schoology as Schoology documents it (issue 17) -------------------------------------------
+
+
+def _sections_of(lms, course: str, code: str, periods: list, section_school_code: str) -> requests.Response:
+    return call(lms, "POST", f"courses/{course}/sections", {"sections": {"section": [
+        {"title": "P1", "section_code": code, "section_school_code": section_school_code,
+         "grading_periods": periods}]}}, update_existing=1)
+
+
+def test_sections_of_grading_periods_that_have_all_ended_are_listed_only_with_include_past(lms, school):
+    """Course Sections docs: include_past=1 "to include sections from expired/past grading periods"."""
+    ended = call(lms, "POST", "gradingperiods", {"title": "Old", "start": "2020-08-20", "end": "2021-06-10"}).json()
+    past = call(lms, "POST", f"courses/{school['course']}/sections", {"sections": {"section": [
+        {"title": "Old P1", "section_school_code": "OLD-P1", "grading_periods": [ended["id"]]},
+        {"title": "Mixed", "section_school_code": "MIX-P1", "grading_periods": [ended["id"], school["periods"][0]]},
+    ]}}).json()["section"]
+    assert all(entry["response_code"] == 200 for entry in past)
+    listed = call(lms, "GET", "sections", section_school_codes="OLD-P1,MIX-P1,ALG1-P1").json()["section"]
+    assert sorted(s["section_school_code"] for s in listed) == ["ALG1-P1", "MIX-P1"]
+    listed = call(lms, "GET", "sections", section_school_codes="OLD-P1,MIX-P1,ALG1-P1", include_past=1).json()
+    assert sorted(s["section_school_code"] for s in listed["section"]) == ["ALG1-P1", "MIX-P1", "OLD-P1"]
+    of_course = call(lms, "GET", f"courses/{school['course']}/sections").json()["section"]
+    assert "OLD-P1" not in [s["section_school_code"] for s in of_course]
+    of_course = call(lms, "GET", f"courses/{school['course']}/sections", include_past=1).json()["section"]
+    assert "OLD-P1" in [s["section_school_code"] for s in of_course]
+
+
+def test_update_existing_matches_sections_by_section_code_and_grading_periods(lms, school):
+    """Bulk sections docs: update_existing matches "by the section_code and grading_periods fields".
+    Two objects with one section_code in one course and term are one section to Schoology."""
+    course, periods = school["course"], school["periods"][:1]
+    first = _sections_of(lms, course, "P1", periods, "class-a").json()["section"][0]
+    second = _sections_of(lms, course, "P1", periods, "class-b").json()["section"][0]
+    assert first["response_code"] == second["response_code"] == 200
+    assert first["id"] == second["id"], "matched by section_code + grading_periods: the same section"
+    assert lms.sections[first["id"]]["section_school_code"] == "class-b"
+    other_term = _sections_of(lms, course, "P1", school["periods"][1:], "class-c").json()["section"][0]
+    assert other_term["response_code"] == 200 and other_term["id"] != first["id"], "another grading period"
+    without = call(lms, "POST", f"courses/{course}/sections", {"sections": {"section": [
+        {"title": "P1", "section_code": "P1", "grading_periods": periods}]}}).json()["section"][0]
+    assert without["response_code"] == 400, "unique across the course and grading period"
+
+
+def test_a_user_field_left_out_keeps_its_value_and_an_empty_one_clears_it(lms):
+    assert bulk_users(lms, [user("u1", primary_email="u1@school.org", name_first_preferred="Addie")]).ok
+    uid = next(iter(lms.users))
+    left_out = user("u1", name_first="Ada2")
+    assert bulk_users(lms, [left_out]).json()["user"][0]["response_code"] == 200
+    assert (lms.users[uid]["primary_email"], lms.users[uid]["name_first_preferred"]) == ("u1@school.org", "Addie")
+    assert bulk_users(lms, [user("u1", primary_email="", name_first_preferred="")]).ok
+    assert (lms.users[uid]["primary_email"], lms.users[uid]["name_first_preferred"]) == ("", "")
+
+
+def test_inactive_users_are_listed_apart_and_reactivated_as_documented(lms):
+    assert bulk_users(lms, [user("u1"), user("u2")]).ok
+    uids = {u["school_uid"]: u["uid"] for u in lms.users.values()}
+    assert call(lms, "DELETE", "users", uids=uids["u1"], option_keep_enrollments=1).status_code == 204
+    assert call(lms, "GET", "users", school_uids="u1").json()["user"] == [], "inactive: not among the users"
+    inactive = call(lms, "GET", "users/inactive").json()
+    assert [(u["uid"], u["school_uid"]) for u in inactive["user"]] == [(uids["u1"], "u1")]
+    answer = call(lms, "PUT", "users/reactivate", {"user": [{"uid": uids["u1"], "option_reenroll": "1"},
+                                                            {"uid": uids["u2"], "option_reenroll": "1"}]})
+    assert answer.status_code == 207
+    entries = answer.json()["user"]
+    assert [e["response_code"] for e in entries] == [200, 404], "u2 was never inactive"
+    assert entries[0]["location"].endswith(f"/users/{uids['u1']}")
+    assert uids["u1"] in lms.users and lms.inactive_users == {}
+    assert call(lms, "GET", "users/inactive").json()["user"] == []
+
+
+def test_a_401_fault_answers_like_a_reused_nonce_once(lms):
+    lms.inject("401")
+    first, second = call(lms, "GET", "roles"), call(lms, "GET", "roles")
+    assert (first.status_code, second.status_code) == (401, 200)
+    assert "nonce" in first.json()["error"]
+
+
+def test_throttle_faults_with_and_without_retry_after(lms):
+    lms.inject("429", retry_after=None)
+    lms.inject("503", retry_after=2)
+    lms.inject("503")
+    answers = [call(lms, "GET", "roles") for _ in range(4)]
+    assert [a.status_code for a in answers] == [429, 503, 503, 200]
+    assert [a.headers.get("Retry-After") for a in answers[:3]] == [None, "2", None]

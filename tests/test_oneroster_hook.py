@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -308,3 +309,15 @@ def test_1_1_and_1_2_are_normalised_alike(ic, monkeypatch):
     assert v11["classes"] == v12["classes"]
     assert v11["orgs"] == v12["orgs"]
     assert any(user["preferred_first_name"] for user in v12["users"])
+
+
+def test_a_host_without_a_scheme_is_reached_over_https_never_in_clear(monkeypatch):
+    """The form hides the schema field: a bare host name must not send the client secret over http."""
+    from plugins.hooks.schoology import SchoologyHook
+
+    for conn_id, conn_type, extra in (("ic_bare", "infinite_campus_oneroster", {"app_name": "demo"}),
+                                      ("lms_bare", "schoology", {"school_id": "1"})):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+            {"conn_type": conn_type, "host": "campus.example.org", "login": "k", "password": "s", "extra": extra}))
+    assert OneRosterHook("ic_bare").base_url == "https://campus.example.org"
+    assert SchoologyHook("lms_bare").base_url == "https://campus.example.org"

@@ -47,7 +47,11 @@ before = set(sys.modules)
 plugins_manager.ensure_plugins_loaded()
 loaded = set(sys.modules) - before
 import_errors = plugins_manager.get_import_errors()
-present = sorted(name for name in json.loads(sys.argv[3]) if name in sys.modules)
+# The project's provider entry point (plugins/hooks/provider_info.py, the connection types' forms)
+# is imported by Airflow's ProvidersManager, with its (empty) parent packages: not by the plugin manager.
+provider = {"plugins", "plugins.hooks", "plugins.hooks.provider_info"}
+present = sorted(name for name in json.loads(sys.argv[3]) if name in sys.modules and name not in provider)
+project_modules = sorted(name for name in sys.modules if name.split(".")[0] == "plugins")
 
 from airflow.listeners.listener import get_listener_manager
 
@@ -76,6 +80,7 @@ print(json.dumps({
     "import_errors": import_errors,
     "loaded": sorted({name.split(".")[0] for name in loaded}),
     "present": present,
+    "project_modules": project_modules,
     "listener_registered": listener is not None and manager.pm.is_registered(listener),
     "note": note,
     "dry_run_note": getattr(listener, "DRY_RUN_NOTE", None),
@@ -112,6 +117,8 @@ def project(tmp_path_factory) -> dict:
 def test_a_bare_plugin_load_imports_none_of_what_is_watched(bare):
     assert bare["plugins"] == [] and bare["import_errors"] == {}
     assert bare["present"] == [], "Airflow itself imports these: watching them proves nothing"
+    # the project's provider info alone, read through its entry point (pyproject.toml)
+    assert bare["project_modules"] == ["plugins", "plugins.hooks", "plugins.hooks.provider_info"]
 
 
 def test_the_plugin_manager_loads_only_the_listener_plugin(project, bare):
@@ -122,6 +129,7 @@ def test_the_plugin_manager_loads_only_the_listener_plugin(project, bare):
          "listeners": [LISTENER_MODULE]},
     ]
     assert project["present"] == [], "imported by the plugin manager although no plugin"
+    assert project["project_modules"] == bare["project_modules"], "project modules beyond the provider info"
     assert len(list(PLUGINS.rglob("*.py"))) > 10, "the folder's other modules are there, only ignored"
     assert set(project["loaded"]) - set(bare["loaded"]) == {LISTENER_MODULE}
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, ExportColumns
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, ExportColumns, load_district
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 from include.sandbox.airflow_stack import AirflowStack
@@ -54,6 +54,7 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.sandbox.lms_emulator import SchoologyEmulator, SchoologyError
 from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import ReceivedMail, SMTPSink
+from tests.expected_provisioning import expected_provisioning
 from tests.support import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -303,14 +304,14 @@ def _student_number(user_id: str) -> int:
     return int(user_id.removeprefix("s")) - 1_000_000
 
 
-def build_export(district: SyntheticDistrict, *, refused_students: list[int], not_in_class: int,
-                 malformed_students: list[int], seed: int = 11) -> Export:
+def build_export(district: SyntheticDistrict, period_titles: dict[str, str], *, refused_students: list[int],
+                 not_in_class: int, malformed_students: list[int], seed: int = 11) -> Export:
     """Schoology's final-grade export of two sections per school (a year-long one and a semester-1
     one), written from the generator's IC records: one row per active student enrollment and term
-    (the section's grading periods), IC's 1.1 ids as Schoology's Unique User ID, IC's term titles as
-    its grading periods. Then the rows that go wrong are put in."""
+    (the section's grading periods), IC's 1.1 ids as Schoology's Unique User ID, the titles of the
+    grading periods provisioned from the terms (``period_titles``). Then the rows that go wrong are
+    put in."""
     chance = random.Random(seed)
-    sessions = {session["id"]: session for session in district.sessions}
     classes = [cls for cls in district.records("classes")
                if not (cls.get("metadata") or {}).get("ic.trialSchedule")
                and cls["periods"] in (["1"], ["7"])]
@@ -331,7 +332,7 @@ def build_export(district: SyntheticDistrict, *, refused_students: list[int], no
             grades = [round(chance.uniform(55, 100), 1) for _ in terms]
             course = round(sum(grades) / len(grades), 1)
             for term, grade in zip(terms, grades, strict=True):
-                rows.append([class_id, student, sessions[term]["title"], f"{grade}", letter(grade),
+                rows.append([class_id, student, period_titles[term], f"{grade}", letter(grade),
                              f"{course}", letter(course)])
                 number = _student_number(student)
                 if number in refused_students and term == first_semester and cls["periods"] == ["1"]:
@@ -343,7 +344,7 @@ def build_export(district: SyntheticDistrict, *, refused_students: list[int], no
     outsider = f"s{1_000_000 + not_in_class}"
     semester_section = next(class_id for class_id, cls in wanted.items()
                             if cls["periods"] == ["7"] and outsider not in roster[class_id])
-    rows.append([semester_section, outsider, sessions[first_semester]["title"], "88.0", "B", "88.0", "B"])
+    rows.append([semester_section, outsider, period_titles[first_semester], "88.0", "B", "88.0", "B"])
     # rows the export reader cannot trust, for students IC serves
     spoiled_rows = 0
     spoils = ("non-numeric", "extra field", "blank section")
@@ -419,7 +420,8 @@ def test_a_district_night_with_bad_records_leaves_no_student_data_in_logs_xcoms_
     ic_refused = [number for number in range(40, 60) if number not in (not_in_class,)
                   and _names_long_enough(student(number)) and users[number]["status"] == "active"][:2]
     assert len(ic_refused) == 2
-    export = build_export(plain, refused_students=ic_refused, not_in_class=not_in_class,
+    titles = expected_provisioning(plain, load_district(districts / f"{DISTRICT}.yaml").provisioning).period_titles
+    export = build_export(plain, titles, refused_students=ic_refused, not_in_class=not_in_class,
                           malformed_students=malformed)
 
     sftp_root = root / "sftp"

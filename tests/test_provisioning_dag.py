@@ -3,27 +3,19 @@ what the LMS received."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 import yaml
 
 from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
-from include.sandbox.ic_emulator import ICEmulator
-from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
-from tests.provisioning_support import counted, report_of
-from tests.support import CLIENT_ID, CLIENT_SECRET, Spoiled, connection_uri_env, lms_connection_env
+from tests.provisioning_support import counted, night, provisioning_runs, report_of
+from tests.support import Spoiled
 
-FIRST_NIGHT = datetime(2026, 11, 2, 6, tzinfo=timezone.utc)
-
-
-def night(n: int) -> datetime:
-    return FIRST_NIGHT + timedelta(days=n)
 
 
 @pytest.fixture
@@ -33,28 +25,9 @@ def district():
 
 
 @pytest.fixture
-def smtp():
-    with SMTPSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def sync(district, lms, smtp, monkeypatch, tmp_path, airflow_db):
     """Runs a district's DAG with both emulators and an SMTP sink behind its connections; returns a runner."""
-    from include.sandbox.runner import run_dag
-
-    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
-        for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
-            monkeypatch.setenv(key, value)
-        for key, value in lms_connection_env("lms_demo", lms).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
-
-        def run(when: datetime, dag_id: str = "oneroster_demo", **conf):
-            """One provisioning run; the same night again re-runs (clears) that run."""
-            return run_dag(dag_id, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
-
+    with provisioning_runs(district, lms, smtp, monkeypatch, (tmp_path / "staging").as_uri()) as run:
         yield run
 
 

@@ -12,9 +12,10 @@ from include.config import Provisioning
 from include.lms.target import ItemResult
 from include.provisioning import diff, plan
 from include.provisioning.diff import empty_state, next_state, outcome_frame, plan_changes, result_table
-from include.provisioning.report import format_report, report_rows
+from include.provisioning.report import format_report, needing_a_person, report_rows
 from include.provisioning.steps import STEP_BY_KIND
 from include.staging import read_frame, stage_frame
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from tests.provisioning_support import extract_frames
 
 ROLES = {"student": "R-STU", "teacher": "R-TCH", "administrator": "R-ADM", "guardian": "R-PAR"}
@@ -120,15 +121,23 @@ def test_trial_schedule_courses_and_sections_are_not_provisioned(frames):
     assert set(crossed["sourced_id"]) <= set(sections.rows["key"]), "cross-listed sections are provisioned"
 
 
+def periods_of(grading: plan.Desired, titles: dict[str, str] | None = None, refused=()) -> pd.DataFrame:
+    """The grading periods' result table as the step stages it (created ones held by the LMS, less
+    the ``refused``), with its term rows."""
+    held = grading.rows[~grading.rows["key"].isin(list(refused))]
+    return plan.with_term_rows(held.assign(lms_id="GP-" + held["key"]), grading.terms, titles or {})
+
+
 def test_a_class_whose_terms_are_all_unmapped_is_skipped(frames):
     config = provisioning(terms={"unlisted": "skip", "map": {"202701": {"grading_period_id": "GP-FALL"}}})
-    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], config)
-    assert grading.rows.empty and by_reason(grading)[plan.UNMAPPED_TERM] >= 2
-    periods = plan.term_grading_periods(frames["academicSessions"], config, {})
+    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], frames["orgs"], config, 2027)
+    assert grading.rows.empty and by_reason(grading) == {plan.UNMAPPED_TERM: 1}  # 202702
+    periods = plan.term_grading_periods(periods_of(grading, {"GP-FALL": "Fall"}))
     assert periods == {"202701": "GP-FALL"}
     buildings = buildings_for(config, frames)
     courses = plan.desired_courses(frames["courses"], buildings)
-    sections = plan.desired_sections(frames["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods)
+    sections = plan.desired_sections(frames["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods,
+                                     missing_periods=plan.why_no_period(frames["academicSessions"], config, 2027))
     spring_only = frames["classes"][frames["classes"]["term_sourced_ids"].map(lambda terms: list(terms) == ["202702"])]
     assert len(spring_only) > 0
     assert set(spring_only["sourced_id"]) <= set(sections.skipped.loc[sections.skipped["reason"] == plan.UNMAPPED_TERM, "key"])
@@ -137,12 +146,107 @@ def test_a_class_whose_terms_are_all_unmapped_is_skipped(frames):
 
 def test_terms_consolidate_into_one_year_long_period(frames):
     config = provisioning(terms={"consolidate_year": True})
-    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], config)
+    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], frames["orgs"], config, 2027)
     assert list(grading.rows["key"]) == ["year-2027"]
     row = grading.rows.iloc[0]
     assert (str(row["start"]), str(row["end"]), row["title"]) == ("2026-08-15", "2027-06-05", "2026-27")
-    periods = plan.term_grading_periods(frames["academicSessions"], config, {"year-2027": "GP-Y"})
-    assert set(periods.values()) == {"GP-Y"}
+    periods = plan.term_grading_periods(periods_of(grading))
+    assert periods == {"202701": "GP-year-2027", "202702": "GP-year-2027"}
+
+
+@pytest.fixture(scope="module")
+def alike():
+    """IC's usual shape: each of three schools has its own terms, titled alike."""
+    return extract_frames(SyntheticDistrict(DistrictSpec(seed=7, students=60, schools=3, school_year=2027,
+                                                         terms_per_school=True)))
+
+
+def every_school_created() -> Provisioning:
+    return provisioning(schools={"100": "create", "101": "create", "102": "create"})
+
+
+def test_terms_of_schools_titled_alike_are_each_their_own_period(alike):
+    config = every_school_created()
+    grading = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"], config, 2027)
+    sessions = alike["academicSessions"].set_index("sourced_id")
+    semesters = sessions[sessions["type"] == "semester"]
+    assert semesters["title"].nunique() == 2 and len(semesters) == 6  # the same two titles in three schools
+    assert sorted(grading.rows["key"]) == sorted(f"term-{term}" for term in semesters.index)
+    assert grading.rows["title"].is_unique
+    codes = alike["orgs"].set_index("sourced_id")["identifier"]
+    for row in grading.rows.itertuples():
+        term = row.key.removeprefix("term-")
+        school = f"10{int(term[4:6]) - 1}"  # the generator's per-school term ids: <year><school + 1><n>
+        assert row.title == f"2027 {codes[school]} {sessions.loc[term, 'title']}" and row.school == school
+    periods = plan.term_grading_periods(periods_of(grading))
+    buildings = buildings_for(config, alike)
+    courses = plan.desired_courses(alike["courses"], buildings)
+    sections = plan.desired_sections(alike["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods,
+                                     missing_periods=plan.why_no_period(alike["academicSessions"], config, 2027))
+    assert not (sections.skipped["reason"] == plan.UNMAPPED_TERM).any()
+    classes = alike["classes"].set_index("sourced_id")
+    for row in sections.rows.itertuples():  # every section on its own school's periods, as IC schedules it
+        assert list(row.grading_period_ids) == sorted(f"GP-term-{t}" for t in classes.loc[row.key, "term_sourced_ids"])
+        assert all(period[12:14] == f"{int(row.school) - 99:02d}" for period in row.grading_period_ids)
+
+
+def test_alike_terms_share_a_period_only_when_the_district_file_says_so(alike):
+    apart = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"],
+                                         every_school_created(), 2027)
+    shared_config = every_school_created().model_copy(
+        update={"terms": every_school_created().terms.model_copy(update={"share_alike": True})})
+    shared = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"], shared_config, 2027)
+    assert len(apart.rows) == 6 and len(shared.rows) == 2
+    assert sorted(shared.rows["title"]) == ["2027 Semester 1 2026-27", "2027 Semester 2 2026-27"]  # no one school
+    periods = plan.term_grading_periods(periods_of(shared))
+    assert len(periods) == 6 and len(set(periods.values())) == 2  # every school's term is in its alike period
+
+
+def test_terms_mapped_to_existing_grading_periods_are_the_districts_terms(frames):
+    """Item 2: the grade plan finds a row's term through the term rows, mapped ones included."""
+    config = provisioning(terms={"map": {"202701": {"grading_period_id": "GP-F"}, "202702": {"grading_period_id": "GP-S"}}})
+    grading = plan.desired_grading_periods(frames["academicSessions"], frames["classes"], frames["orgs"], config, 2027)
+    assert grading.rows.empty and grading.skipped.empty
+    table = periods_of(grading, {"GP-F": "Fall 26", "GP-S": "Spring 27"})
+    assert table[["key", "lms_id", "title"]].values.tolist() == [["term-202701", "GP-F", "Fall 26"],
+                                                                  ["term-202702", "GP-S", "Spring 27"]]
+
+
+def test_only_the_run_years_terms_of_provisioned_classes_get_periods(alike):
+    """Item 3: no period for the terms of a school the map skips, nor for another school year."""
+    config = provisioning(schools={"100": "create", "101": "create"})  # 102 is not provisioned
+    grading = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"], config, 2027)
+    assert sorted(grading.rows["key"]) == ["term-20270101", "term-20270102", "term-20270201", "term-20270202"]
+    assert grading.skipped.empty  # the skipped school's terms are not the district's to report
+    next_year = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"], config, 2028)
+    assert next_year.rows.empty and by_reason(next_year) == {plan.OTHER_SCHOOL_YEAR: 4}
+    missing = plan.why_no_period(alike["academicSessions"], config, 2028)
+    buildings = buildings_for(config, alike)
+    courses = plan.desired_courses(alike["courses"], buildings)
+    sections = plan.desired_sections(alike["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, {},
+                                     missing_periods=missing)
+    assert set(sections.skipped["reason"]) - {plan.TRIAL_SCHEDULE, plan.UNMAPPED_SCHOOL} == {plan.NO_CURRENT_TERM}
+
+
+def test_a_section_whose_created_period_is_missing_is_never_an_unmapped_term(alike):
+    """Item 4: the map says create; the LMS refused the period: the classes wait, loudly."""
+    config = every_school_created()
+    grading = plan.desired_grading_periods(alike["academicSessions"], alike["classes"], alike["orgs"], config, 2027)
+    refused = [key for key in grading.rows["key"] if key.startswith("term-20270201")]
+    periods = plan.term_grading_periods(periods_of(grading, refused=refused))
+    assert "20270201" not in periods
+    buildings = buildings_for(config, alike)
+    courses = plan.desired_courses(alike["courses"], buildings)
+    sections = plan.desired_sections(alike["classes"], buildings, {k: f"C-{k}" for k in courses.rows["key"]}, periods,
+                                     missing_periods=plan.why_no_period(alike["academicSessions"], config, 2027))
+    classes = alike["classes"].set_index("sourced_id")
+    waiting = [key for key in classes.index if list(classes.loc[key, "term_sourced_ids"]) == ["20270201"]]
+    skipped = sections.skipped.set_index("key")["reason"]
+    assert waiting and {skipped[key] for key in waiting} == {plan.GRADING_PERIOD_NOT_CREATED}
+    assert plan.UNMAPPED_TERM not in set(skipped)
+    report = pd.DataFrame({"kind": "section", "school": "101", "outcome": "skipped",
+                           "reason": [plan.GRADING_PERIOD_NOT_CREATED], "count": [len(waiting)]})
+    assert needing_a_person(report)["count"].tolist() == [len(waiting)]
 
 
 def test_enrollments_make_teachers_admins_and_skip_what_is_not_provisioned(frames):
@@ -376,3 +480,219 @@ def test_the_heap_alive_before_the_lms_calls_is_left_out_of_full_collections():
         gc.collect()
         assert gc.get_freeze_count() >= len(alive)
     assert gc.get_freeze_count() == 0
+
+
+# -- shapes real districts' data has (issue 17): the plan against the rules' independent model ------
+
+
+def _shaped(*shapes):
+    """A fresh copy of the demo district (the session's is shared) with these shapes applied; returns
+    the district and what each shape returned."""
+    from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+
+    district = SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+    return district, [shape(district) for shape in shapes]
+
+
+ALL_CREATED = {"100": "create", "101": "create", "102": "create"}
+
+
+def planned(district, config: Provisioning, on=None, refused: frozenset[str] = frozenset()) -> dict[str, plan.Desired]:
+    """The plan of each kind in the steps' order, over the district's staged extracts, each given the
+    earlier kinds' objects with made-up LMS ids (``refused``: keys the LMS refused, so they have none);
+    every term has a grading period (terms are not what these tests are about)."""
+    frames = extract_frames(district)
+    to_create = plan.schools_to_create(config)
+
+    def held(desired: plan.Desired) -> pd.DataFrame:
+        rows = desired.rows[~desired.rows["key"].astype(str).isin(refused)]
+        return rows.assign(lms_id="L-" + rows["key"].astype(str))
+
+    desired = {"building": plan.desired_buildings(frames["orgs"], config)}
+    buildings = plan.school_buildings(config, dict(zip(*held(desired["building"])[["key", "lms_id"]].T.values,
+                                                       strict=True)))
+    desired["user"] = plan.desired_users(frames["users"], config, buildings)
+    desired["guardian_link"] = plan.desired_guardian_links(frames["users"], held(desired["user"]))
+    desired["course"] = plan.desired_courses(frames["courses"], buildings, classes=frames["classes"],
+                                             orgs=frames["orgs"], to_create=to_create)
+    courses = held(desired["course"])
+    periods = {session: f"GP-{session}" for session in frames["academicSessions"]["sourced_id"]}
+    desired["section"] = plan.desired_sections(frames["classes"], buildings, dict(zip(courses["key"], courses["lms_id"],
+                                               strict=True)), periods, to_create=to_create)
+    desired["enrollment"] = plan.desired_enrollments(frames["enrollments"], frames["users"], held(desired["user"]),
+                                                     held(desired["section"]), provisioning=config, on=on)
+    return desired
+
+
+def assert_as_the_rules_say(district, config: Provisioning, desired: dict[str, plan.Desired], on=None) -> None:
+    """Each kind's plan holds what the independent model of the district file's rules puts in the
+    LMS, and leaves out each other IC record once, with a reason the rules give for it."""
+    from tests.expected_provisioning import KINDS, expected_provisioning
+
+    rules = expected_provisioning(district, config, on)
+    for kind in (kind for kind in KINDS if kind != "grading_period"):  # every term has a period here
+        assert set(desired[kind].rows["key"].astype(str)) == rules.present[kind], kind
+        skipped = desired[kind].skipped
+        keys = skipped["key"].map(rules.enrollment_keys) if kind == "enrollment" else skipped["key"]
+        reasons = dict(zip(keys, skipped["reason"], strict=True))
+        assert len(reasons) == len(skipped) and set(reasons) == set(rules.skipped[kind]), kind
+        wrong = {key: reason for key, reason in reasons.items() if reason not in rules.skipped[kind][key]}
+        assert not wrong, f"{kind} skipped with a reason the rules do not give: {wrong}"
+    rows = desired["enrollment"].rows
+    assert {key: rules.admin[key] for key in rows["key"].astype(str)} == dict(zip(rows["key"].astype(str),
+                                                                                    rows["admin"], strict=True))
+
+
+def test_a_course_owned_by_the_district_is_placed_in_the_building_of_each_school_its_classes_are_in():
+    from tests.real_data_shapes import district_owned_course
+
+    district, (shape,) = _shaped(district_owned_course)
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config)
+    courses = desired["course"].rows.set_index("key")
+    placed = {f"{shape.course}@{school}": school for school in shape.schools}
+    assert shape.course not in courses.index and set(placed) <= set(courses.index)
+    for key, school in placed.items():
+        assert courses.loc[key, "building_id"] == f"L-school-{school}" and courses.loc[key, "school"] == school
+    sections = desired["section"].rows
+    classes = {c["sourcedId"]: c["school"]["sourcedId"] for c in district.records("classes")
+               if c["course"]["sourcedId"] == shape.course and c["status"] == "active"
+               and not (c.get("metadata") or {}).get("ic.trialSchedule")}
+    mine = sections[sections["key"].isin(classes)]
+    assert len(mine) == len(classes), "no class of the district's course is lost"
+    assert all(row.course_key == f"{shape.course}@{classes[row.key]}" for row in mine.itertuples())
+    assert not (desired["course"].skipped["reason"] == plan.UNMAPPED_SCHOOL).any()
+    assert_as_the_rules_say(district, config, desired)
+
+
+def test_a_district_course_no_class_uses_is_skipped_saying_so():
+    from tests.real_data_shapes import district_course_without_classes
+
+    district, (course,) = _shaped(district_course_without_classes)
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config)
+    skipped = desired["course"].skipped.set_index("key")
+    assert skipped.loc[course, "reason"] == plan.NO_CLASS_IN_A_SCHOOL
+    assert_as_the_rules_say(district, config, desired)
+
+
+def test_a_school_with_an_empty_identifier_gets_its_sourced_id_as_building_code():
+    from tests.real_data_shapes import school_without_identifier
+
+    district, _ = _shaped(school_without_identifier)
+    desired = plan.desired_buildings(extract_frames(district)["orgs"], provisioning(schools=ALL_CREATED))
+    codes = dict(zip(desired.rows["key"], desired.rows["building_code"], strict=True))
+    assert codes["school-101"] == "101" and codes["school-100"] == "1000"
+
+
+def test_records_of_a_school_mapped_to_create_whose_building_is_not_in_the_lms_wait_for_it_not_unmapped():
+    """The LMS refused school 101's building: its users, courses and sections are skipped as waiting for
+    it (the map says create), never as an unmapped school."""
+    district, _ = _shaped()
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config, refused=frozenset({"school-101"}))
+    for kind in ("user", "course", "section"):
+        reasons = desired[kind].skipped
+        assert (reasons["school"] == "101").any() and set(reasons.loc[reasons["school"] == "101", "reason"]) <= {
+            plan.BUILDING_NOT_CREATED, plan.TRIAL_SCHEDULE, plan.INACTIVE_IN_IC, plan.USERNAME_WITH_SPACES}, kind
+        assert not (reasons["reason"] == plan.UNMAPPED_SCHOOL).any(), kind
+    skipped = desired["user"].skipped
+    assert (skipped["reason"] == plan.BUILDING_NOT_CREATED).sum() > 0
+
+
+def test_a_report_of_records_waiting_for_a_building_needs_a_person():
+    from include.provisioning.report import needing_a_person
+
+    report = pd.DataFrame({"kind": ["user", "user"], "school": ["101", "100"], "outcome": ["skipped", "skipped"],
+                           "reason": [plan.BUILDING_NOT_CREATED, plan.USERNAME_WITH_SPACES], "count": [7, 1]})
+    attention = needing_a_person(report)
+    assert attention.to_dict("records") == [
+        {"kind": "user", "outcome": f"skipped: {plan.BUILDING_NOT_CREATED}", "count": 7}]
+
+
+def test_aides_and_proctors_are_section_admins_and_roles_set_to_skip_are_reported():
+    from tests.real_data_shapes import staff_enrollments
+
+    district, (added,) = _shaped(staff_enrollments)
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config)
+    rows = desired["enrollment"].rows.set_index("key")
+    for klass, teacher in added.values():
+        assert bool(rows.loc[f"{klass}:t{teacher}", "admin"]) is True
+    assert_as_the_rules_say(district, config, desired)
+
+    members = provisioning(schools=ALL_CREATED, enrollment_roles={"aide": "member", "proctor": "skip"})
+    desired = planned(district, members)
+    rows = desired["enrollment"].rows.set_index("key")
+    (aide, _), (proctor, _) = added.items()
+    assert bool(rows.loc[f"{added[aide][0]}:t{added[aide][1]}", "admin"]) is False
+    skipped = desired["enrollment"].skipped.set_index("key")
+    assert skipped.loc[proctor, "reason"] == plan.ENROLLMENT_ROLE_SKIPPED
+    assert_as_the_rules_say(district, members, desired)
+
+
+def test_enrollment_roles_in_the_district_file_are_validated_and_default_per_role():
+    from pydantic import ValidationError
+
+    from include.config import ENROLLMENT_ROLES
+
+    assert provisioning().enrollment_roles == ENROLLMENT_ROLES
+    assert provisioning(enrollment_roles={"aide": "skip"}).enrollment_roles == ENROLLMENT_ROLES | {"aide": "skip"}
+    with pytest.raises(ValidationError, match="'tutor' is not a OneRoster enrollment role"):
+        provisioning(enrollment_roles={"tutor": "admin"})
+    with pytest.raises(ValidationError):
+        provisioning(enrollment_roles={"aide": "owner"})
+    with pytest.raises(ValidationError):
+        provisioning(enrollment_dates={"future": "maybe"})
+
+
+def test_an_enrollment_that_ended_is_left_out_and_one_that_begins_later_is_held_if_the_district_says():
+    from datetime import date
+
+    from tests.real_data_shapes import dated_enrollments
+
+    district, _ = _shaped()
+    records = [r for r in district.records("enrollments") if r["status"] == "active" and r["role"] == "student"]
+    ended, ends_today, future = records[0]["sourcedId"], records[1]["sourcedId"], records[2]["sourcedId"]
+    dated_enrollments(district, {ended: (None, "2026-10-01"), ends_today: (None, "2026-11-02"),
+                                 future: ("2026-11-03", None)})
+    on = date(2026, 11, 2)
+    enrol = provisioning(schools=ALL_CREATED)
+    desired = planned(district, enrol, on)
+    skipped = desired["enrollment"].skipped.set_index("key")
+    assert skipped.loc[ended, "reason"] == "ended on 2026-10-01"
+    assert ends_today not in skipped.index and future not in skipped.index, "endDate is inclusive; enrol early"
+    assert_as_the_rules_say(district, enrol, desired, on)
+
+    hold = provisioning(schools=ALL_CREATED, enrollment_dates={"future": "hold"})
+    desired = planned(district, hold, on)
+    skipped = desired["enrollment"].skipped.set_index("key")
+    assert skipped.loc[future, "reason"] == "begins on 2026-11-03"
+    assert (skipped["reason"] == "begins on 2027-01-05").sum() > 0, "second-semester classes wait for January"
+    assert_as_the_rules_say(district, hold, desired, on)
+
+
+def test_a_duplicate_enrollment_of_the_same_user_and_class_is_skipped_as_a_duplicate():
+    from tests.real_data_shapes import duplicate_enrollment
+
+    district, ((original, duplicate),) = _shaped(duplicate_enrollment)
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config)
+    enrollments = desired["enrollment"]
+    skipped = enrollments.skipped.set_index("key")
+    assert skipped.loc[duplicate, "reason"] == plan.DUPLICATE_ENROLLMENT and original not in skipped.index
+    assert len(enrollments.rows) + len(enrollments.skipped) == len(district.records("enrollments")), \
+        "every enrollment accounted for"
+    assert_as_the_rules_say(district, config, desired)
+
+
+def test_a_username_with_spaces_around_it_is_trimmed_not_skipped():
+    from tests.real_data_shapes import padded_username
+
+    district, ((student, username),) = _shaped(padded_username)
+    config = provisioning(schools=ALL_CREATED)
+    desired = planned(district, config)
+    users = desired["user"].rows.set_index("key")
+    key = next(u["metadata"]["ic.legacysourceId"] for u in district.records("users") if u["sourcedId"] == student)
+    assert users.loc[key, "username"] == username
+    assert_as_the_rules_say(district, config, desired)

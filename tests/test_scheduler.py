@@ -475,7 +475,7 @@ def test_an_invalid_district_file_fails_its_own_dag_and_emails_while_the_others_
         assert stack.wait_for_run(NIGHTLY, NIGHTLY_RUN, timeout=150)["state"] == "success"
         # ... and the LMS holds exactly what the rules say the valid district's night must put there
         expected = expected_provisioning(night.district, load_district(DISTRICTS_DIR / "demo.yaml").provisioning)
-        held = held_by_lms(night.lms, night.district)
+        held = held_by_lms(night.lms, night.district, expected)
         record(ScenarioLedger(
             "one district file invalid", faults=1,
             rows_in=sum(len(expected.rows(kind)) for kind in KINDS),

@@ -30,7 +30,7 @@ FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "requests_per_second": 1000}
 
 
 def connection_env(lms, secret: str = SECRET, **extras) -> str:
-    return json.dumps({"conn_type": "http", "host": lms.base_url, "login": KEY, "password": secret,
+    return json.dumps({"conn_type": "schoology", "host": lms.base_url, "login": KEY, "password": secret,
                        "extra": {"school_id": lms.school_id, **extras}})
 
 
@@ -265,12 +265,12 @@ def test_refused_credentials_fail_at_once_with_what_to_do(lms, monkeypatch):
     message = str(raised.value)
     assert CONN in message and "consumer key/secret" in message and "API" in message
     assert "revoked-secret" not in message and SECRET not in message
-    assert len(lms.requests) == 1, "refused credentials are not retried"
+    assert len(lms.requests) == 2, "signed afresh once (a 401 may be a reused nonce), then not retried"
 
 
 def test_a_connection_without_school_id_is_a_clear_error(lms, monkeypatch):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
-        {"conn_type": "http", "host": lms.base_url, "login": KEY, "password": SECRET}))
+        {"conn_type": "schoology", "host": lms.base_url, "login": KEY, "password": SECRET}))
     with pytest.raises(SchoologyRequestError, match="school_id"):
         SchoologyHook(CONN, **FAST).catalog("building")
 
@@ -312,7 +312,7 @@ def test_a_request_signed_with_the_wrong_secret_is_refused(lms, monkeypatch):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms, secret=SECRET + "-old"))
     with pytest.raises(SchoologyCredentialsError, match="Invalid consumer key or signature"):
         SchoologyHook(CONN, **FAST).catalog("role")
-    assert [r.status for r in lms.requests] == [401]
+    assert [r.status for r in lms.requests] == [401, 401], "signed afresh once (a 401 may be a reused nonce)"
 
 
 def test_the_session_takes_the_transport_extras_and_verifies_tls_by_default(lms, monkeypatch):
@@ -427,3 +427,137 @@ def test_log_lines_carry_counts_not_people(hook, lms, school):
     assert any("retry 1 of" in event for event in events)
     text = json.dumps(logs, default=str)
     assert "Zebedee" not in text and "kid9" not in text and "Lovelace" not in text and SECRET not in text
+
+
+# -- Schoology as Schoology documents it (issue 17) -------------------------------------------
+
+
+def test_a_section_whose_grading_period_ended_is_deactivated_for_real(hook, lms, school):
+    """Sections of ended grading periods are listed only with include_past=1: a lookup without it
+    took the section for gone, reported it done and left it in Schoology."""
+    ended, = ids(hook.apply("create", [GradingPeriod(key="t0", title="S2 2025", start=date(2025, 1, 16),
+                                                     end=date(2025, 6, 10))]))
+    old = Section(key="ALG1-OLD", course_key="ALG1", course_id=school["course"], title="Old", section_code="OLD",
+                  grading_period_ids=[ended])
+    section_id, = ids(hook.apply("create", [old]))
+    assert ids(hook.apply("deactivate", [old])) == [section_id]
+    assert section_id not in lms.sections, "deleted in Schoology, not only reported done"
+    lookups = [r for r in lms.requests if r.method == "GET" and r.path == "/v1/sections"]
+    assert lookups and all(r.query.get("include_past") == "1" for r in lookups)
+
+
+def test_two_ic_classes_with_the_same_class_code_in_one_course_and_term_stay_two_sections_after_two_nights(
+        hook, lms, school):
+    """update_existing matches sections on section_code + grading_periods (Schoology's bulk sections
+    docs): IC's class code sent as section_code merged two classes into one section."""
+    term = school["terms"][:1]
+    classes = [Section(key=key, course_key="ALG1", course_id=school["course"], title=title, section_code="P3",
+                       grading_period_ids=term) for key, title in (("class-a", "Algebra A"), ("class-b", "Algebra B"))]
+    nights = [ids(hook.apply("create", classes)) for _ in range(2)]
+    assert nights[0] == nights[1] and len(set(nights[0])) == 2
+    stored = {lms.sections[section_id]["section_school_code"]: lms.sections[section_id] for section_id in nights[0]}
+    assert {code: s["section_title"] for code, s in stored.items()} == {"class-a": "Algebra A",
+                                                                         "class-b": "Algebra B"}
+
+
+def test_one_spurious_401_is_signed_afresh_and_the_call_succeeds(hook, lms):
+    lms.inject("401")  # as Schoology answers a reused nonce or an out-of-sequence timestamp
+    assert hook.catalog("role")
+    statuses = [r.status for r in lms.requests]
+    nonces = [r.headers.get("Authorization", "").split("oauth_nonce=")[1].split(",")[0] for r in lms.requests]
+    assert statuses == [401, 200] and nonces[0] != nonces[1]
+
+
+def test_a_persistent_401_fails_loudly_with_the_regenerate_message_and_never_the_secret(hook, lms):
+    lms.inject("401", times=5)
+    with pytest.raises(SchoologyCredentialsError) as raised:
+        hook.catalog("role")
+    message = str(raised.value)
+    assert "Generate new API credentials" in message and CONN in message
+    assert SECRET not in message and quote(SECRET) not in message
+    assert [r.status for r in lms.requests] == [401, 401], "signed afresh once, then the task fails"
+
+
+def test_a_429_without_retry_after_backs_off_exponentially_within_the_cap(lms, monkeypatch):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_env(lms))
+    hook = SchoologyHook(CONN, backoff_base=0.1, backoff_max=0.25, requests_per_second=1000)
+    lms.inject("429", retry_after=None, times=3)
+    started = time.monotonic()
+    assert hook.catalog("role")
+    elapsed = time.monotonic() - started
+    assert [r.status for r in lms.requests] == [429, 429, 429, 200]
+    assert all("Retry-After" not in r.response_headers for r in lms.requests)
+    gaps = [b.started - a.ended for a, b in zip(lms.requests, lms.requests[1:])]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.25, gaps
+    assert elapsed < 0.1 + 0.2 + 0.25 + 1.0, "bounded by backoff_max, not doubling on"
+
+
+def test_a_throttle_without_retry_after_holds_every_call_for_its_backoff(lms):
+    """A throttle is the LMS saying it is overloaded: the backoff pauses the hook's other calls too."""
+    from plugins.hooks.retrying import RetryPolicy, Transient
+
+    held, answers = [], iter([Transient("429", throttled=True), Transient("429", throttled=True),
+                              Transient("500"), "ok"])
+
+    def attempt():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    policy = RetryPolicy(max_attempts=5, backoff_base=0.01, backoff_max=0.015, max_retry_after=1,
+                         unavailable=SchoologyUnavailableError, log=__import__("logging").getLogger("t"),
+                         hold=held.append)
+    assert policy.call(attempt, "Schoology") == "ok"
+    assert held == [0.01, 0.015], "throttles hold everything (capped); a plain 500 does not"
+
+
+def test_a_503_with_retry_after_is_honoured(hook, lms):
+    lms.inject("503", retry_after=0.3)
+    started = time.monotonic()
+    assert hook.catalog("role")
+    assert time.monotonic() - started >= 0.3
+    assert [r.status for r in lms.requests] == [503, 200]
+
+
+def test_an_unreadable_retry_after_is_taken_as_none_and_backed_off():
+    from plugins.hooks.retrying import retry_after_seconds
+
+    assert [retry_after_seconds(value) for value in ("soon", "None", "nan", "-3", "2.5")] == [None, None, None,
+                                                                                           0.0, 2.5]
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_the_default_pace_is_conservative_as_schoology_documents_no_rate_limit():
+    from include.config import Lms
+
+    lms = Lms(conn_id="x")
+    assert (lms.requests_per_second, lms.max_in_flight) == (5.0, 2)
+    hook = SchoologyHook(CONN)
+    assert (hook.requests_per_second, hook.max_in_flight) == (5.0, 2)
+
+
+def test_a_user_without_email_in_ic_keeps_the_email_set_in_schoology_after_an_update(hook, lms, school):
+    uid, = ids(hook.apply("create", [person("kid7", school["building"], email="kid7@school.org",
+                                            preferred_first_name="Kit")]))
+    again = person("kid7", school["building"], email=None, preferred_first_name=None, given_name="Katherine")
+    assert ids(hook.apply("update", [again])) == [uid]
+    stored = lms.users[uid]
+    assert (stored["name_first"], stored["primary_email"], stored["name_first_preferred"]) == (
+        "Katherine", "kid7@school.org", "Kit")
+
+
+@pytest.mark.parametrize("action", ["create", "update"])
+def test_a_user_deactivated_one_night_and_active_again_in_ic_is_the_same_user_active_again(hook, lms, school,
+                                                                                          action):
+    kid = person("kid5", school["building"])
+    uid, = ids(hook.apply("create", [kid]))
+    assert ids(hook.apply("deactivate", [kid])) == [uid] and uid in lms.inactive_users
+    assert ids(hook.apply(action, [kid, person("kid6", school["building"])]))[0] == uid
+    assert uid in lms.users and uid not in lms.inactive_users
+    assert [u["uid"] for u in lms.users.values() if u["school_uid"] == "kid5"] == [uid], "not a duplicate"
+    reactivations = [r for r in lms.requests if r.method == "PUT" and r.path == "/v1/users/reactivate"]
+    assert len(reactivations) == 1 and json.loads(reactivations[0].body) == {
+        "user": [{"uid": uid, "option_reenroll": "1"}]}
+    assert ids(hook.apply(action, [kid])) == [uid]
+    assert len([r for r in lms.requests if r.path == "/v1/users/reactivate"]) == 1, "once, not every night"

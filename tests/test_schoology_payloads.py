@@ -36,16 +36,26 @@ def test_a_building_and_a_grading_period_are_sent_by_title_and_code_or_dates():
         '{"title": "Term 1", "start": "2026-08-20", "end": "2026-12-18"}'
 
 
-def test_a_user_is_sent_with_every_field_in_order_empty_strings_for_what_is_missing():
+def test_a_user_missing_an_email_username_or_preferred_name_in_ic_is_sent_without_those_keys():
+    """Schoology's update_existing keeps what an object leaves out; "" may clear what a school set."""
     assert list(wire.user_payload(person()).items()) == [
-        ("school_uid", "stu-1"), ("name_first", "Ada"), ("name_last", "Lovelace"), ("name_first_preferred", ""),
-        ("primary_email", ""), ("username", ""), ("role_id", "1214"), ("building_id", "b1"),
-        ("additional_buildings", ""), ("synced", 1),
+        ("school_uid", "stu-1"), ("name_first", "Ada"), ("name_last", "Lovelace"), ("role_id", "1214"),
+        ("building_id", "b1"), ("additional_buildings", ""), ("synced", 1),
     ]
     full = wire.user_payload(person(preferred_first_name="Addie", email="ada@example.org", username="ada",
                                     additional_building_ids=["b2", "b3"]))
     assert (full["name_first_preferred"], full["primary_email"], full["username"], full["additional_buildings"]) \
         == ("Addie", "ada@example.org", "ada", "b2,b3")
+
+
+def test_a_section_is_matched_by_its_key_alone_never_by_the_ic_class_code():
+    """update_existing matches sections on section_code + grading_periods; IC class codes repeat in
+    a course and term, so section_code carries the section's key (as section_school_code does)."""
+    one, other = (Section(key=key, course_key="MATH", course_id="77", title="Math 1", section_code="P1",
+                          grading_period_ids=["5"]) for key in ("class-a", "class-b"))
+    sent = [wire.section_payload(one), wire.section_payload(other)]
+    assert [(s["section_code"], s["section_school_code"]) for s in sent] == [("class-a", "class-a"),
+                                                                             ("class-b", "class-b")]
 
 
 def test_a_course_and_a_section_carry_their_codes_and_are_synced():
@@ -54,7 +64,7 @@ def test_a_course_and_a_section_carry_their_codes_and_are_synced():
     section = Section(key="S1", course_key="MATH", course_id="77", title="Math 1", section_code="P1",
                       grading_period_ids=["5", "6"])
     assert list(wire.section_payload(section).items()) == [
-        ("title", "Math 1"), ("section_code", "P1"), ("section_school_code", "S1"), ("grading_periods", [5, 6]),
+        ("title", "Math 1"), ("section_code", "S1"), ("section_school_code", "S1"), ("grading_periods", [5, 6]),
         ("synced", 1)]
 
 

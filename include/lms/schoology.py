@@ -53,19 +53,33 @@ def grading_period_body(period: GradingPeriod) -> dict:
     return {"title": period.title, "start": period.start.isoformat(), "end": period.end.isoformat()}
 
 
+# A user's optional fields: sent only when IC has a value. Schoology's bulk update matched by school_uid
+# (``update_existing=1``) keeps a field the object leaves out; an empty string may clear what a school set
+# in Schoology (an email, a username, a preferred name).
+OPTIONAL_USER_FIELDS = (("name_first_preferred", "preferred_first_name"), ("primary_email", "email"),
+                        ("username", "username"))
+
+
 def user_payload(user: User) -> dict:
-    return {
+    payload = {
         "school_uid": user.key,
         "name_first": user.given_name,
         "name_last": user.family_name,
-        "name_first_preferred": user.preferred_first_name or "",
-        "primary_email": user.email or "",
-        "username": user.username or "",
         "role_id": user.role_id,
         "building_id": user.building_id,
         "additional_buildings": ",".join(user.additional_building_ids),
         "synced": 1,
     }
+    for wire_field, field in OPTIONAL_USER_FIELDS:
+        if value := getattr(user, field):
+            payload[wire_field] = value
+    return payload
+
+
+def reactivation_payload(uids: Sequence[str]) -> dict:
+    """``PUT users/reactivate``'s body: the inactive users by Schoology uid, placed back into the
+    courses and groups they had (``option_reenroll``), as Schoology documents it."""
+    return {"user": [{"uid": str(uid), "option_reenroll": "1"} for uid in uids]}
 
 
 def course_payload(course: Course) -> dict:
@@ -73,9 +87,15 @@ def course_payload(course: Course) -> dict:
 
 
 def section_payload(section: Section) -> dict:
+    """A section keyed by its external key alone. Schoology documents two rules that disagree when
+    both codes are sent: ``update_existing`` matches on ``section_code`` + ``grading_periods``, and
+    with both codes given ``section_code`` is ignored for ``section_school_code``. So both carry the
+    key (the IC class's sourcedId, unique in the school): whichever rule Schoology applies, it finds
+    this class's section and no other. IC's class code (``Section.section_code``) is not sent as
+    ``section_code``: two IC classes may share it in one course and term, and would be merged."""
     return {
         "title": section.title,
-        "section_code": section.section_code,
+        "section_code": section.key,
         "section_school_code": section.key,
         "grading_periods": [int(period) for period in section.grading_period_ids],
         "synced": 1,

@@ -131,7 +131,7 @@ def _field(records: pa.StructArray, *path: str) -> pa.Array:
     return value
 
 
-def _text(values: pa.Array) -> pa.Array:
+def _text_field(values: pa.Array) -> pa.Array:
     """A string field as text; numbers, booleans and objects are not text (pydantic refuses them too)."""
     if pa.types.is_string(values.type) or pa.types.is_null(values.type):
         return values.cast(pa.string())
@@ -181,7 +181,7 @@ def _ref_ids(values: pa.Array) -> pa.Array:
     if not pa.types.is_list(values.type) or not pa.types.is_struct(values.type.value_type):
         raise _NotColumnar
     lists = values.fill_null(pa.scalar([], values.type)) if values.null_count else values
-    return _non_empty(lists, _text(_field(lists.flatten(), "sourcedId")))
+    return _non_empty(lists, _text_field(_field(lists.flatten(), "sourcedId")))
 
 
 def _texts(values: pa.Array) -> pa.Array:
@@ -200,7 +200,7 @@ def _date_time(values: pa.Array) -> pa.Array:
     """dateLastModified: spelled as the models' one rule has it, read by Arrow as that instant. Arrow
     reads more spellings than the rule (an offset of hours alone), so the rule is checked first; what
     it allows but Arrow does not read (no offset, a date alone) raises and goes record by record."""
-    values = _required(_text(values))
+    values = _required(_text_field(values))
     if not pc.all(pc.match_substring_regex(values, DATE_TIME_PATTERN)).as_py():
         raise _NotColumnar
     stamps = values.cast(pa.timestamp("us", tz="UTC"))
@@ -217,8 +217,8 @@ _INSTANTS = pa.array([datetime.min.replace(tzinfo=timezone.utc), datetime.max.re
 
 def _common(records: pa.StructArray) -> dict[str, pa.Array]:
     return {
-        "sourced_id": _required(_text(_field(records, "sourcedId")), not_blank=True),
-        "status": _text(_field(records, "status")),
+        "sourced_id": _required(_text_field(_field(records, "sourcedId")), not_blank=True),
+        "status": _text_field(_field(records, "status")),
         "date_last_modified": _date_time(_field(records, "dateLastModified")),
     }
 
@@ -227,7 +227,7 @@ def _user_roles(records: pa.StructArray, version: OneRosterVersion) -> tuple[pa.
     """(roles, primary_role): 1.1's one role over its orgs, 1.2's roles[] with their orgs."""
     if version == "1.1":
         orgs = _ref_ids(_field(records, "orgs"))
-        role = _required(_text(_field(records, "role")))
+        role = _required(_text_field(_field(records, "role")))
         for old, new in V11_USER_ROLES.items():
             role = pc.if_else(pc.equal(role, old), new, role)
         owners = pc.list_parent_indices(orgs)
@@ -244,9 +244,9 @@ def _user_roles(records: pa.StructArray, version: OneRosterVersion) -> tuple[pa.
     flat = roles.flatten()
     entries = pa.StructArray.from_arrays(
         [
-            _required(_text(_field(flat, "role"))),
-            _required(_text(_field(flat, "roleType"))),
-            _required(_text(_field(flat, "org", "sourcedId"))),
+            _required(_text_field(_field(flat, "role"))),
+            _required(_text_field(_field(flat, "roleType"))),
+            _required(_text_field(_field(flat, "org", "sourcedId"))),
         ],
         ["role", "role_type", "org_sourced_id"],
     )
@@ -268,21 +268,21 @@ def _user_roles(records: pa.StructArray, version: OneRosterVersion) -> tuple[pa.
 
 def _users(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
     roles, primary_role = _user_roles(records, version)
-    legacy = _text(_field(records, "sourcedId")) if version == "1.1" else _text(
+    legacy = _text_field(_field(records, "sourcedId")) if version == "1.1" else _text_field(
         _field(records, "metadata", "ic.legacysourceId"))
     preferred = (pa.nulls(len(records), pa.string()) if version == "1.1"
-                 else _or_none(_text(_field(records, "preferredFirstName"))))
+                 else _or_none(_text_field(_field(records, "preferredFirstName"))))
     return pa.table({
         **_common(records),
         "legacy_sourced_id": legacy,
         "enabled_user": _flag(_field(records, "enabledUser"), default=True),
-        "username": _or_none(_text(_field(records, "username"))),
-        "given_name": _text(_field(records, "givenName")),
-        "family_name": _text(_field(records, "familyName")),
-        "middle_name": _or_none(_text(_field(records, "middleName"))),
+        "username": _or_none(_text_field(_field(records, "username"))),
+        "given_name": _text_field(_field(records, "givenName")),
+        "family_name": _text_field(_field(records, "familyName")),
+        "middle_name": _or_none(_text_field(_field(records, "middleName"))),
         "preferred_first_name": preferred,
-        "email": _or_none(_text(_field(records, "email"))),
-        "identifier": _or_none(_text(_field(records, "identifier"))),
+        "email": _or_none(_text_field(_field(records, "email"))),
+        "identifier": _or_none(_text_field(_field(records, "identifier"))),
         "primary_role": primary_role,
         "roles": roles,
         "agent_sourced_ids": _ref_ids(_field(records, "agents")),
@@ -292,16 +292,16 @@ def _users(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
 
 def _date(values: pa.Array) -> pa.Array:
     """beginDate/endDate: a date, empty or absent is null."""
-    return _or_none(_text(values)).cast(pa.date32())
+    return _or_none(_text_field(values)).cast(pa.date32())
 
 
 def _enrollments(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
     return pa.table({
         **_common(records),
-        "user_sourced_id": _text(_field(records, "user", "sourcedId")),
-        "class_sourced_id": _text(_field(records, "class", "sourcedId")),
-        "school_sourced_id": _text(_field(records, "school", "sourcedId")),
-        "role": _text(_field(records, "role")),
+        "user_sourced_id": _text_field(_field(records, "user", "sourcedId")),
+        "class_sourced_id": _text_field(_field(records, "class", "sourcedId")),
+        "school_sourced_id": _text_field(_field(records, "school", "sourcedId")),
+        "role": _text_field(_field(records, "role")),
         "primary": _flag(_field(records, "primary"), default=False),
         "begin_date": _date(_field(records, "beginDate")),
         "end_date": _date(_field(records, "endDate")),
@@ -311,16 +311,16 @@ def _enrollments(records: pa.StructArray, version: OneRosterVersion) -> pa.Table
 def _classes(records: pa.StructArray, version: OneRosterVersion) -> pa.Table:
     return pa.table({
         **_common(records),
-        "title": _text(_field(records, "title")),
-        "class_code": _or_none(_text(_field(records, "classCode"))),
-        "class_type": _or_none(_text(_field(records, "classType"))),
-        "location": _or_none(_text(_field(records, "location"))),
-        "course_sourced_id": _text(_field(records, "course", "sourcedId")),
-        "school_sourced_id": _text(_field(records, "school", "sourcedId")),
+        "title": _text_field(_field(records, "title")),
+        "class_code": _or_none(_text_field(_field(records, "classCode"))),
+        "class_type": _or_none(_text_field(_field(records, "classType"))),
+        "location": _or_none(_text_field(_field(records, "location"))),
+        "course_sourced_id": _text_field(_field(records, "course", "sourcedId")),
+        "school_sourced_id": _text_field(_field(records, "school", "sourcedId")),
         "term_sourced_ids": _ref_ids(_field(records, "terms")),
         "periods": _texts(_field(records, "periods")),
         "trial_schedule": _flag(_field(records, "metadata", "ic.trialSchedule"), default=False),
-        "cross_list_group": _or_none(_text(_field(records, "metadata", "ic.crossListGroup"))),
+        "cross_list_group": _or_none(_text_field(_field(records, "metadata", "ic.crossListGroup"))),
     })
 
 

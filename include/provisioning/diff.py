@@ -19,20 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from include.frames import SLICE, distinct_in_order, flatten, in_key_order, isin, positions, take, text_array
 from include.lms.target import ITEM_TYPES, ItemResult, ObjectKind
-from include.provisioning.plan import (
-    PENDING,
-    SLICE,
-    Desired,
-    distinct_in_order,
-    flatten,
-    in_key_order,
-    isin,
-    item_fields,
-    positions,
-    take,
-    text_array,
-)
+from include.provisioning.plan import PENDING, Desired, item_fields, with_term_rows
 from include.staging import FrameParts
 
 DROPPED_WHEN_REMOVED: frozenset[ObjectKind] = frozenset({"enrollment", "guardian_link"})
@@ -265,11 +254,20 @@ def existing_count(changes: Changes, outcomes: dict[str, pd.DataFrame], dry_run:
 
 
 def result_table(
-    changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool
-) -> FrameParts:
+    changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame, dry_run: bool,
+    terms: pd.DataFrame | None = None, titles: Mapping[str, str] | None = None,
+) -> FrameParts | pd.DataFrame:
     """Every object of this kind that exists (or, in a dry run, would) with its LMS id,
     for the steps after this one: the night's parts with their ids, merged in key order as
-    the table is staged (a first night has millions of rows)."""
+    the table is staged (a first night has millions of rows). Grading periods (a few rows)
+    come whole, with a row per term of the plan's ``terms`` (:func:`plan.with_term_rows`;
+    ``titles``: the LMS's titles of the existing periods the map names)."""
+    table = _result_parts(changes, outcomes, state, dry_run)
+    return table if terms is None else with_term_rows(table.whole(), terms, titles or {})
+
+
+def _result_parts(changes: Changes, outcomes: dict[str, pd.DataFrame], state: pd.DataFrame,
+                  dry_run: bool) -> FrameParts:
     taken = accepted(outcomes, "create", "update")
     parts = [(action, rows) for action, rows in
              (("create", changes.create), ("update", changes.update), ("unchanged", changes.unchanged))

@@ -11,13 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.config import DO_NOT_SYNC, ExistingBuilding, ExistingGradingPeriod, Provisioning
+from include.config import DO_NOT_SYNC, ENROLLMENT_ROLES, ExistingBuilding, ExistingGradingPeriod, Provisioning
+from include.frames import (
+    SLICE,
+    as_categorical,
+    as_series,
+    as_str,
+    categorical,
+    flatten,
+    isin,
+    lookup,
+    per_row,
+    positions,
+    sorted_by_key,
+    struct_field,
+    subset,
+    text_array,
+)
 from include.lms.target import ITEM_TYPES, ObjectKind
 
 PENDING = "pending:"  # LMS id of an object this run would create (a dry run never learns the real one)
@@ -50,9 +67,14 @@ COURSE_NOT_PROVISIONED = "course not provisioned"
 SECTION_NOT_PROVISIONED = "section not provisioned"
 USER_NOT_PROVISIONED = "user not provisioned"
 BUILDING_NOT_CREATED = "building not created yet"
-
-SLICE = 250_000  # rows of text handled at once where a whole column would otherwise be copied
-
+GRADING_PERIOD_NOT_CREATED = "grading period not created yet"
+OTHER_SCHOOL_YEAR = "term of another school year"
+NO_CURRENT_TERM = "no active term of the run's school year"
+NO_CLASS_IN_A_SCHOOL = "district course with no class in a school"
+ENROLLMENT_ROLE_SKIPPED = "enrollment role set to skip"
+DUPLICATE_ENROLLMENT = "duplicate of another enrollment of the same user and class"
+ENDED = "ended on"  # + the enrollment's endDate
+BEGINS = "begins on"  # + the enrollment's beginDate (enrollment_dates.future: hold)
 
 @dataclass(frozen=True)
 class Desired:
@@ -61,13 +83,16 @@ class Desired:
     kind: ObjectKind
     rows: pd.DataFrame
     skipped: pd.DataFrame
+    # grading periods only: the term each IC term of the run's year is in (term, period_key | lms_id)
+    terms: pd.DataFrame | None = None
 
 
 def item_fields(kind: ObjectKind) -> list[str]:
     return list(ITEM_TYPES[kind].model_fields)
 
 
-def _desired(kind: ObjectKind, rows: pd.DataFrame, skipped: list[pd.DataFrame]) -> Desired:
+def _desired(kind: ObjectKind, rows: pd.DataFrame, skipped: list[pd.DataFrame],
+             terms: pd.DataFrame | None = None) -> Desired:
     columns = ["school", *item_fields(kind)]
     rows = sorted_by_key(rows[columns], distinct=True).reset_index(drop=True)
     left_out = [frame for frame in skipped if not frame.empty]
@@ -76,190 +101,24 @@ def _desired(kind: ObjectKind, rows: pd.DataFrame, skipped: list[pd.DataFrame]) 
         if left_out
         else pd.DataFrame({"key": pd.Series(dtype=str), "school": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     )
-    return Desired(kind, rows, skipped_rows.drop_duplicates("key").reset_index(drop=True))
+    return Desired(kind, rows, skipped_rows.drop_duplicates("key").reset_index(drop=True), terms)
 
 
-def sorted_by_key(rows: pd.DataFrame, distinct: bool = False) -> pd.DataFrame:
-    """``rows.sort_values("key", kind="stable")`` (and ``.drop_duplicates("key")`` first if
-    ``distinct``) by one stable arrow sort, and no copy of the rows when they are in order."""
-    if len(rows) < 2:
-        return rows
-    keys = _text(rows["key"])
-    in_order = pc.less if distinct else pc.less_equal
-    if pc.all(in_order(keys[:-1], keys[1:])).as_py():
-        return rows
-    order = pc.sort_indices(keys)
-    if distinct:
-        ordered = keys.take(order)
-        repeated = pc.equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
-        del ordered
-        return rows.take(order.to_numpy(zero_copy_only=False)[~np.r_[False, repeated]])
-    return rows.take(order.to_numpy(zero_copy_only=False))
-
-
-def in_key_order(keys: Iterable[pd.Series], kept: Iterable[np.ndarray]) -> np.ndarray:
-    """The ``kept`` rows of frames with these ``keys``, as positions into the frames one after the
-    other, in the stable order of their keys: what ``sorted_by_key(pd.concat(frames))`` holds, found
-    by one arrow sort of the keys where they are (frames already in key order merge cheaply)."""
-    keys, kept = list(keys), np.concatenate([np.empty(0, dtype=bool), *kept])
-    text = pa.chunked_array([chunk for key in keys for chunk in _chunks(_text(key, pa.large_string()))],
-                            pa.large_string())
-    kept_at = np.flatnonzero(kept)
-    if not len(kept_at) or _ascending(text[kept_at[0]:kept_at[-1] + 1]):  # one part in order (a quiet night)
-        return kept_at
-    order = pc.sort_indices(text).to_numpy(zero_copy_only=False).view(np.int64)
-    return order if len(kept_at) == len(kept) else order[kept[order]]
-
-
-def _chunks(text: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
-    return text.chunks if isinstance(text, pa.ChunkedArray) else [text]
-
-
-def _skip(frame: pd.DataFrame, key: str, school: str, reason: str) -> pd.DataFrame:
+def _skip(frame: pd.DataFrame, key: str, school: str, reason: str | pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"key": frame[key].astype(str), "school": frame[school], "reason": reason})
 
 
-# -- vectorised lookups ---------------------------------------------------------------------------
-# A district has millions of users and enrollments: ids are matched by arrow's hash kernels on
-# the text columns as read from Parquet, never through a Python dict or a Python call per row.
+def _no_building(schools: pd.Series, to_create: Iterable[str]) -> pd.Series:
+    """Why a school's records have no building: the map says ``create`` and the building is not in
+    the LMS (refused, or not created yet), else the school is not mapped."""
+    created = isin(schools.astype(object).fillna(""), pd.Series(sorted(to_create), dtype=object))
+    return pd.Series(np.where(created.to_numpy(), BUILDING_NOT_CREATED, UNMAPPED_SCHOOL), index=schools.index,
+                     dtype=object)
 
 
-def _text(values: pd.Series | Iterable, like: pa.DataType | None = None) -> pa.ChunkedArray | pa.Array:
-    """Values as arrow text (of type ``like`` if given); zero-copy for pandas' arrow-backed
-    ``str`` columns."""
-    values = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    array = pa.array(values, from_pandas=True)
-    if like is None:
-        textual = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
-        like = array.type if textual else pa.string()
-    return array if array.type == like else pc.cast(array, like)
-
-
-def text_array(values: pd.Series | pd.Index, like: pa.DataType = pa.string()) -> pa.Array:
-    """A text column as one arrow array of ``like`` (missing values null), for work done in arrow."""
-    text = _text(pd.Series(values) if isinstance(values, pd.Index) else values, like)
-    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-
-
-def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
-    """A categorical's codes and categories: work once per category, not per row. A dictionary-
-    encoded arrow column (``read_frame``'s ``arrow``) counts as one, its categories the
-    dictionaries of its chunks one after the other (a value may repeat across them)."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.codes.to_numpy(), pd.Series(values.cat.categories)
-    if not _dictionary_encoded(values):
-        return None
-    column = pa.array(values.array)
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    codes = np.empty(len(values), dtype=np.int32)
-    row = entry = 0
-    for chunk in chunks:
-        indices = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)
-        codes[row:row + len(chunk)] = np.where(indices >= 0, indices + entry, -1)
-        row, entry = row + len(chunk), entry + len(chunk.dictionary)
-    value_type = values.dtype.pyarrow_dtype.value_type
-    return codes, _pandas(pa.chunked_array([chunk.dictionary for chunk in chunks], value_type))
-
-
-def _dictionary_encoded(values: pd.Series) -> bool:
-    return isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_dictionary(values.dtype.pyarrow_dtype)
-
-
-def _per_row(per_category: np.ndarray, codes: np.ndarray, missing) -> np.ndarray:
-    """A category's answer for each row; ``missing`` where the row has no value."""
-    if not len(per_category):
-        return np.full(len(codes), missing)
-    return np.where(codes >= 0, per_category[np.maximum(codes, 0)], missing)
-
-
-def positions(values: pd.Series, keys: pd.Series | Iterable) -> np.ndarray:
-    """Where each value is among ``keys`` (the first if repeated), -1 where it is not."""
-    coded = _codes(values)
-    if coded is not None:
-        return _per_row(positions(coded[1], keys), coded[0], -1)
-    text, ordered = _text(values), _text(keys)
-    if _ascending(ordered):
-        return _searched(_cast(text, ordered.type), ordered)
-    found = pc.index_in(text, value_set=_cast(ordered, text.type))
-    return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _cast(text: pa.Array | pa.ChunkedArray, to: pa.DataType) -> pa.Array | pa.ChunkedArray:
-    return text if text.type == to else pc.cast(text, to)
-
-
-def _ascending(text: pa.Array | pa.ChunkedArray, strictly: bool = False) -> bool:
-    """Whether ``text`` is in order and complete: the staged keys are (state and result tables
-    are written sorted), and then a lookup is a binary search, not a hash table of the keys."""
-    if text.null_count:
-        return False
-    in_order = pc.less if strictly else pc.less_equal
-    return len(text) < 2 or pc.all(in_order(text[:-1], text[1:])).as_py()
-
-
-def distinct_in_order(values: pd.Series) -> bool:
-    """Whether text ``values`` are ascending, without repeats or missing values (as staged keys are)."""
-    return _ascending(_text(values), strictly=True)
-
-
-def _searched(text: pa.Array | pa.ChunkedArray, ordered: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """``positions`` of ``text`` in the ascending ``ordered``, a slice at a time: the first place
-    each value could go, kept where the key there is the value."""
-    at = np.full(len(text), -1, dtype=np.int64)
-    if not len(ordered):
-        return at
-    if isinstance(ordered, pa.ChunkedArray):  # arrow would join the chunks for every take below
-        ordered = ordered.combine_chunks()
-    for start in range(0, len(text), SLICE):
-        values = text[start:start + SLICE]
-        found = pc.fill_null(pc.search_sorted(ordered, values), len(ordered)).to_numpy(zero_copy_only=False)
-        candidate = np.minimum(found, len(ordered) - 1).astype(np.int64)
-        same = pc.fill_null(pc.equal(ordered.take(candidate), values), False).to_numpy(zero_copy_only=False)
-        at[start:start + SLICE] = np.where(same, candidate, -1)
-    return at
-
-
-def take(targets: pd.Series, at: np.ndarray, index: pd.Index) -> pd.Series:
-    """``targets`` at positions ``at`` (-1: missing), in ``targets``' dtype."""
-    return pd.Series(pd.api.extensions.take(targets.array, at, allow_fill=True), index=index)
-
-
-def lookup(values: pd.Series, keys: pd.Series, targets: pd.Series) -> pd.Series:
-    """``values.map(dict(zip(keys, targets)))`` for text keys, without the dict."""
-    return take(targets, positions(values, keys), values.index)
-
-
-def isin(values: pd.Series, candidates: pd.Series | Iterable) -> pd.Series:
-    """``values.isin(candidates)`` for text, without a Python object per candidate."""
-    coded = _codes(values)
-    if coded is not None:
-        found = _per_row(isin(coded[1], candidates).to_numpy(), coded[0], False)
-    else:
-        text, ordered = _text(values), _text(candidates)
-        if _ascending(ordered):
-            found = _searched(_cast(text, ordered.type), ordered) >= 0
-        else:
-            found = pc.is_in(text, value_set=_cast(ordered, text.type)).to_numpy(zero_copy_only=False)
-    return pd.Series(np.asarray(found, dtype=bool), index=values.index)
-
-
-def flatten(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
-    """The items of a list column and the position of the row each came from (empty lists
-    and missing values give none); arrow-backed lists are not copied into Python objects."""
-    lists = pa.array(values, from_pandas=True)
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks() if lists.num_chunks else pa.array([], lists.type)
-    items = pc.list_flatten(lists)
-    parents = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
-    return parents, items
-
-
-def _field(items: pa.Array, name: str) -> pa.Array:
-    return items.field(name) if pa.types.is_struct(items.type) else pa.nulls(len(items), pa.large_string())
-
-
-def _pandas(array: pa.Array | pa.ChunkedArray) -> pd.Series:
-    return pa.chunked_array([array]).to_pandas() if isinstance(array, pa.Array) else array.to_pandas()
+def schools_to_create(provisioning: Provisioning) -> list[str]:
+    """The IC schools the district file maps to ``create``."""
+    return sorted(school for school, target in provisioning.schools.items() if target == "create")
 
 
 def _grouped_lists(parents: np.ndarray, items: pd.Series, count: int) -> pd.arrays.ArrowExtensionArray:
@@ -290,7 +149,7 @@ def desired_buildings(orgs: pd.DataFrame, provisioning: Provisioning) -> Desired
     create = (mapping == "create") & ~inactive
     unmapped = mapping.map(lambda target: target == "skip") & ~inactive
     schools["title"] = schools["name"]
-    schools["building_code"] = schools["identifier"].fillna(schools["sourced_id"])
+    schools["building_code"] = schools["sourced_id"].astype(str).map(school_codes(orgs))
     return _desired(
         "building",
         schools[create],
@@ -322,55 +181,131 @@ def year_key(school_year: int) -> str:
     return f"year-{school_year}"
 
 
+def alike_key(school_year: int, title: str, start: object, end: object) -> str:
+    """The key of the one grading period alike terms share (``terms.share_alike``)."""
+    return f"terms-{school_year}-{start}-{end}-{title}"
+
+
 def _term_targets(sessions: pd.DataFrame, provisioning: Provisioning) -> pd.Series:
     terms = provisioning.terms
     return sessions["sourced_id"].map(lambda session: terms.map.get(session, terms.unlisted))
 
 
-def desired_grading_periods(sessions: pd.DataFrame, classes: pd.DataFrame, provisioning: Provisioning) -> Desired:
-    """The terms classes are scheduled in, as LMS grading periods (or one per year when consolidated)."""
-    _, used = flatten(classes.loc[classes["status"] == "active", "term_sourced_ids"])
-    used = pc.unique(used)
-    terms = sessions[isin(sessions["sourced_id"], _pandas(used)) & (sessions["status"] == "active")].copy()
-    terms["school"] = None
-    if provisioning.terms.consolidate_year:
-        years = sessions[sessions["status"] == "active"].groupby("school_year", as_index=False).agg(
-            start=("start_date", "min"), end=("end_date", "max")
-        )
-        titles = sessions[sessions["type"] == "schoolYear"].set_index("school_year")["title"]
-        years["key"] = years["school_year"].map(year_key)
-        years["title"] = years["school_year"].map(lambda year: titles.get(year, f"School year {year}"))
-        years["school"] = None
-        return _desired("grading_period", years[years["school_year"].isin(terms["school_year"])], [])
-    targets = _term_targets(terms, provisioning)
-    terms["key"] = terms["sourced_id"].map(term_key)
+def school_codes(orgs: pd.DataFrame) -> pd.Series:
+    """IC school sourcedId -> the code that names it in the LMS (its building code): IC's
+    ``identifier``, or its sourcedId where the identifier is missing or blank (the LMS refuses "")."""
+    schools = orgs[orgs["type"] == "school"]
+    identifier = schools["identifier"].astype(object).fillna("").astype(str).str.strip()
+    codes = identifier.where(identifier != "", schools["sourced_id"].astype(str))
+    return pd.Series(codes.to_numpy(dtype=object), index=schools["sourced_id"].astype(str).to_numpy())
+
+
+def provisioned_class_terms(classes: pd.DataFrame, provisioning: Provisioning) -> pd.DataFrame:
+    """(term, school) for every term of a class that will be provisioned: active, not a trial
+    schedule, in a school the map provisions. Only these terms need grading periods."""
+    mapped = [school for school, target in provisioning.schools.items() if target != "skip"]
+    trial = classes["trial_schedule"].fillna(False).astype(bool) if "trial_schedule" in classes else False
+    kept = classes[((classes["status"] == "active") & ~trial
+                    & isin(classes["school_sourced_id"].astype(object), mapped)).to_numpy()]
+    parents, terms = flatten(kept["term_sourced_ids"])
+    schools = kept["school_sourced_id"].astype(object).to_numpy()[parents]
+    return pd.DataFrame({"term": as_series(terms).astype(object).to_numpy(), "school": schools}).drop_duplicates()
+
+
+def _titled(periods: pd.DataFrame, template: str) -> pd.Series:
+    """Each created period's title from the template (``school``: the one school's code, else
+    nothing and the spaces closed up), made unique among them: the days are added to titles still
+    alike, then the key, so the LMS never refuses one as a duplicate."""
+    titles = pd.Series([" ".join(template.format(title=row.ic_title, school=row.code or "", school_year=row.school_year,
+                                                 start=row.start, end=row.end).split())
+                        for row in periods.itertuples()], index=periods.index, dtype=object)
+    alike = titles.duplicated(keep=False)
+    titles[alike] = titles[alike] + " (" + periods.loc[alike, "start"].astype(str) + " – " + (
+        periods.loc[alike, "end"].astype(str) + ")")
+    alike = titles.duplicated(keep=False)
+    titles[alike] = titles[alike] + " [" + periods.loc[alike, "key"].astype(str) + "]"
+    return titles
+
+
+def desired_grading_periods(sessions: pd.DataFrame, classes: pd.DataFrame, orgs: pd.DataFrame,
+                            provisioning: Provisioning, school_year: int) -> Desired:
+    """The run's school year's terms that provisioned classes use, as LMS grading periods: one per
+    IC term (``term-<sourcedId>``), one per alike group with ``share_alike``, or one for the year
+    with ``consolidate_year``. ``terms`` says which period each term is in (``period_key``, or the
+    ``lms_id`` of an existing period the map names) for the steps after this one and the grades."""
+    used = provisioned_class_terms(classes, provisioning)
+    only_school = used.groupby("term")["school"].agg(lambda values: values.iloc[0] if values.nunique() == 1 else None)
+    known = sessions[isin(sessions["sourced_id"].astype(object), list(only_school.index)).to_numpy()].copy()
+    known["key"] = known["sourced_id"].map(term_key)
+    known["school"] = known["sourced_id"].map(only_school)
+    active = known["status"] == "active"
+    this_year = active & (known["school_year"].astype(int) == int(school_year))
+    skipped = [_skip(known[~active], "key", "school", INACTIVE_IN_IC),
+               _skip(known[active & ~this_year], "key", "school", OTHER_SCHOOL_YEAR)]
+    terms = known[this_year].copy()
+    terms["ic_title"] = terms["title"]
     terms["start"] = terms["start_date"]
     terms["end"] = terms["end_date"]
-    skipped = terms[targets.map(lambda target: target == "skip")]
-    return _desired(
-        "grading_period",
-        terms[targets.map(lambda target: target == "create")],
-        [_skip(skipped, "key", "school", UNMAPPED_TERM)],
-    )
+    if provisioning.terms.consolidate_year:
+        year_titles = sessions.loc[(sessions["type"] == "schoolYear")
+                                   & (sessions["school_year"].astype(int) == int(school_year)), "title"]
+        periods = pd.DataFrame({
+            "key": [year_key(school_year)], "school": [None],
+            "title": [year_titles.iloc[0] if len(year_titles) else f"School year {school_year}"],
+            "start": [terms["start"].min()], "end": [terms["end"].max()],
+        }) if len(terms) else pd.DataFrame(columns=["key", "school", "title", "start", "end"])
+        in_period = pd.DataFrame({"term": terms["sourced_id"].to_numpy(dtype=object), "period_key": year_key(school_year),
+                                  "lms_id": None})
+        return _desired("grading_period", periods, skipped, terms=in_period)
+    targets = _term_targets(terms, provisioning)
+    create = targets.map(lambda target: target == "create").to_numpy(dtype=bool)
+    existing = targets.map(lambda target: isinstance(target, ExistingGradingPeriod)).to_numpy(dtype=bool)
+    skipped.append(_skip(terms[~create & ~existing], "key", "school", UNMAPPED_TERM))
+    created = terms[create].copy()
+    if provisioning.terms.share_alike:
+        created["key"] = [alike_key(school_year, title, start, end) for title, start, end in
+                          zip(created["ic_title"], created["start"], created["end"], strict=True)]
+        created["school"] = created["key"].map(created.groupby("key")["school"].agg(
+            lambda values: values.iloc[0] if values.nunique(dropna=False) == 1 else None))
+    created["school_year"] = school_year
+    created["code"] = created["school"].map(school_codes(orgs)).astype(object)
+    created["code"] = created["code"].where(created["code"].notna(), None)
+    periods = created.drop_duplicates("key").copy()
+    periods["title"] = _titled(periods, provisioning.terms.title_template)
+    in_period = pd.concat([
+        pd.DataFrame({"term": created["sourced_id"].to_numpy(dtype=object),
+                      "period_key": created["key"].to_numpy(dtype=object), "lms_id": None}),
+        pd.DataFrame({"term": terms.loc[existing, "sourced_id"].to_numpy(dtype=object), "period_key": None,
+                      "lms_id": [target.grading_period_id for target in targets[existing]]}),
+    ], ignore_index=True)
+    return _desired("grading_period", periods, skipped, terms=in_period)
 
 
-def term_grading_periods(
-    sessions: pd.DataFrame, provisioning: Provisioning, created: Mapping[str, str]
-) -> dict[str, str]:
-    """IC academicSession sourcedId -> LMS grading period id, for mapped or created terms."""
-    periods: dict[str, str] = {}
-    for session, year, target in zip(
-        sessions["sourced_id"], sessions["school_year"], _term_targets(sessions, provisioning), strict=True
-    ):
-        if provisioning.terms.consolidate_year:
-            lms_id = created.get(year_key(year))
-        elif isinstance(target, ExistingGradingPeriod):
-            lms_id = target.grading_period_id
-        else:
-            lms_id = created.get(term_key(session)) if target == "create" else None
-        if lms_id:
-            periods[session] = lms_id
-    return periods
+def with_term_rows(periods: pd.DataFrame, terms: pd.DataFrame | None, titles: Mapping[str, str]) -> pd.DataFrame:
+    """The grading periods' result table plus a ``term-<sourcedId>`` row for every term in a period
+    not keyed by that term (an alike group's, the year's, or an existing one the map names, titled
+    as the LMS titles it: ``titles``), so the sections and the grade plan find any term's period
+    one way. A term whose period the LMS does not hold (refused) gets no row."""
+    if terms is None or terms.empty:
+        return periods
+    own = set(periods["key"].astype(str))
+    terms = terms[~terms["term"].map(term_key).isin(own)]
+    by_key = periods.drop_duplicates("key").set_index(periods["key"].drop_duplicates().astype(str))
+    created = terms["period_key"].notna()
+    lms_id = terms["lms_id"].where(~created, terms["period_key"].map(by_key["lms_id"]))
+    title = terms["lms_id"].map(titles).where(~created, terms["period_key"].map(by_key["title"]))
+    rows = pd.DataFrame({"key": terms["term"].map(term_key), "lms_id": lms_id, "title": title})
+    rows = rows[rows["lms_id"].notna()]
+    return pd.concat([periods, rows], ignore_index=True).sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def term_grading_periods(periods: pd.DataFrame) -> dict[str, str]:
+    """IC academicSession sourcedId -> LMS grading period id, from the grading periods' result table
+    (see :func:`with_term_rows`): every term of the run's year whose period the LMS holds."""
+    prefix = term_key("")
+    keys = periods["key"].astype(str)
+    is_term = keys.str.startswith(prefix) & periods["lms_id"].notna()
+    return dict(zip(keys[is_term].str.removeprefix(prefix), periods.loc[is_term, "lms_id"].astype(str), strict=True))
 
 
 # -- users ------------------------------------------------------------------------------------
@@ -389,8 +324,8 @@ def _user_roles(users: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
         {
             "user": parents,
             "code": codes[parents],
-            "org": _pandas(_field(roles, "org_sourced_id")).array,
-            "primary": (_pandas(_field(roles, "role_type")) == "primary").to_numpy(dtype=bool),
+            "org": as_series(struct_field(roles, "org_sourced_id")).array,
+            "primary": (as_series(struct_field(roles, "role_type")) == "primary").to_numpy(dtype=bool),
         }
     )
     return frame.iloc[np.lexsort((~frame["primary"].to_numpy(), frame["code"].to_numpy()))]
@@ -422,7 +357,7 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
             "family_name": users["family_name"],
             "preferred_first_name": users["preferred_first_name"],
             "email": users["email"],
-            "username": users["username"],
+            "username": users["username"].str.strip(),  # IC keeps what was typed: " jdoe" is jdoe
         }
     ).reset_index(drop=True)
     codes = pd.factorize(frame["sourced_id"])[0]
@@ -459,7 +394,8 @@ def desired_users(users: pd.DataFrame, provisioning: Provisioning, buildings: Ma
         kept,
         [
             _skip(frame[inactive], "key", "school", INACTIVE_IN_IC),
-            _skip(frame[unmapped], "key", "school", UNMAPPED_SCHOOL),
+            _skip(frame[unmapped], "key", "school", _no_building(frame.loc[unmapped, "school"],
+                                                                 schools_to_create(provisioning))),
             _skip(frame[unknown_role], "key", "school", UNKNOWN_ROLE),
             _skip(frame[do_not_sync], "key", "school", DO_NOT_SYNC_ROLE),
             _skip(frame[spaces], "key", "school", USERNAME_WITH_SPACES),
@@ -477,7 +413,7 @@ def desired_guardian_links(users: pd.DataFrame, provisioned_users: pd.DataFrame)
     frame = pd.DataFrame(
         {
             "guardian_key": keys.loc[guardians.index].to_numpy()[parents],
-            "student_key": lookup(_pandas(students), users["sourced_id"], keys).to_numpy(),
+            "student_key": lookup(as_series(students), users["sourced_id"], keys).to_numpy(),
         }
     ).dropna()
     provisioned = provisioned_users["key"]
@@ -492,24 +428,93 @@ def desired_guardian_links(users: pd.DataFrame, provisioned_users: pd.DataFrame)
 # -- courses, sections, enrollments ----------------------------------------------------------------
 
 
-def desired_courses(courses: pd.DataFrame, buildings: Mapping[str, str]) -> Desired:
+def placed_course_key(course_id: str, school_id: str) -> str:
+    """The LMS course (Schoology: course_code) of a course owned by the district org, in one school's building."""
+    return f"{course_id}@{school_id}"
+
+
+def desired_courses(
+    courses: pd.DataFrame,
+    buildings: Mapping[str, str],
+    *,
+    classes: pd.DataFrame | None = None,
+    orgs: pd.DataFrame | None = None,
+    to_create: Iterable[str] = (),
+) -> Desired:
+    """Courses in the building of their school. A course whose org is not a school (OneRoster 1.2
+    lets the district own it) is placed where its classes are taught: one LMS course per school
+    of its active classes that has a building, keyed ``<course>@<school>``, so each school's
+    sections hang off a course in their own building and the key stays the same night after night.
+
+    ``classes`` and ``orgs`` (IC's extracts) are needed to place district-owned courses;
+    ``to_create``: the schools the district file maps to ``create`` (see :func:`_no_building`)."""
     frame = courses.copy()
     frame["key"] = frame["sourced_id"].astype(str)
     frame["school"] = frame["org_sourced_id"]
     frame["building_id"] = frame["school"].map(buildings)
     inactive = frame["status"] != "active"
     trial = ~inactive & frame["trial_schedule"].astype(bool)
-    unmapped = ~inactive & ~trial & frame["building_id"].isna()
-    keep = ~(inactive | trial | unmapped)
+    owners = orgs.loc[orgs["type"] != "school", "sourced_id"] if orgs is not None else pd.Series([], dtype=object)
+    district = ~inactive & ~trial & isin(frame["school"].astype(object).fillna(""), owners.astype(object))
+    unmapped = ~inactive & ~trial & ~district & frame["building_id"].isna()
+    keep = ~(inactive | trial | unmapped | district)
+    placed, unplaced = _placed_courses(frame[district], classes, buildings)
     return _desired(
         "course",
-        frame[keep],
+        pd.concat([frame[keep], placed], ignore_index=True) if len(placed) else frame[keep],
         [
             _skip(frame[inactive], "key", "school", INACTIVE_IN_IC),
             _skip(frame[trial], "key", "school", TRIAL_SCHEDULE),
-            _skip(frame[unmapped], "key", "school", UNMAPPED_SCHOOL),
+            _skip(frame[unmapped], "key", "school", _no_building(frame.loc[unmapped, "school"], to_create)),
+            _skip(unplaced, "key", "school", _no_building(unplaced["used_in"], to_create)
+                  .where(unplaced["used_in"].notna(), NO_CLASS_IN_A_SCHOOL)),
         ],
     )
+
+
+def _placed_courses(
+    owned: pd.DataFrame, classes: pd.DataFrame | None, buildings: Mapping[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """District-owned courses as one row per school of their active, non-trial classes that has a
+    building; and those placed nowhere, with ``used_in`` a school their classes are in (none: no class)."""
+    if classes is None or owned.empty:
+        return owned.iloc[0:0].assign(used_in=None), owned.assign(used_in=None)
+    active = classes[(classes["status"] == "active") & ~classes["trial_schedule"].astype(bool)]
+    uses = pd.DataFrame({"course": active["course_sourced_id"].astype(str).to_numpy(),
+                         "used_in": active["school_sourced_id"].astype(object).to_numpy()})
+    uses = uses[isin(uses["course"], owned["key"])].drop_duplicates().sort_values(["course", "used_in"])
+    uses["building_id"] = uses["used_in"].map(buildings)
+    housed = uses[uses["building_id"].notna()]
+    placed = owned.drop(columns=["building_id"]).merge(housed, left_on="key", right_on="course")
+    placed["key"] = [placed_course_key(course, school) for course, school in zip(placed["course"], placed["used_in"],
+                                                                                  strict=True)]
+    placed["school"] = placed["used_in"]
+    first_use = uses.drop_duplicates("course").set_index("course")["used_in"]
+    unplaced = owned[~isin(owned["key"], housed["course"])].copy()
+    unplaced["used_in"] = unplaced["key"].map(first_use)
+    return placed, unplaced
+
+
+def why_no_period(sessions: pd.DataFrame, provisioning: Provisioning, school_year: int) -> dict[str, str]:
+    """Why a class's term would have no grading period: the map skips it (``unmapped term``); it
+    is inactive or of another school year (``NO_CURRENT_TERM``); or the map provisions it and the
+    period is not in the LMS (``GRADING_PERIOD_NOT_CREATED``: refused or not created, a skip that
+    needs a person). A term IC does not serve is not current either."""
+    targets = _term_targets(sessions, provisioning)
+    current = ((sessions["status"] == "active") & (sessions["school_year"].astype(int) == int(school_year))).to_numpy()
+    skipped = targets.map(lambda target: target == "skip").to_numpy(dtype=bool)
+    reasons = np.where(skipped, UNMAPPED_TERM, np.where(current, GRADING_PERIOD_NOT_CREATED, NO_CURRENT_TERM))
+    return dict(zip(sessions["sourced_id"].astype(str), reasons.tolist(), strict=True))
+
+
+def _no_period(parents: np.ndarray, terms: pa.Array, rows: pd.Series, missing: Mapping[str, str]) -> list[str]:
+    """The reason each of ``rows`` (classes with no term in a period) is skipped, from its terms'."""
+    why = pd.DataFrame({"row": parents, "reason": as_series(terms).astype(object).map(missing).fillna(NO_CURRENT_TERM)})
+    why = why[rows.to_numpy()[parents]]
+    per_row = why.groupby("row")["reason"].agg(set)
+    chosen = per_row.map(lambda reasons: GRADING_PERIOD_NOT_CREATED if GRADING_PERIOD_NOT_CREATED in reasons
+                         else UNMAPPED_TERM if reasons == {UNMAPPED_TERM} else NO_CURRENT_TERM)
+    return chosen.reindex(np.flatnonzero(rows.to_numpy())).tolist()
 
 
 def desired_sections(
@@ -517,17 +522,29 @@ def desired_sections(
     buildings: Mapping[str, str],
     course_ids: Mapping[str, str],
     grading_periods: Mapping[str, str],
+    *,
+    to_create: Iterable[str] = (),
+    missing_periods: Mapping[str, str] | None = None,
 ) -> Desired:
-    """Classes of provisioned courses with at least one mapped term; cross-listed classes stay
-    separate sections (their group is kept in the plan for the report)."""
+    """Classes of provisioned courses with at least one term in a grading period; cross-listed
+    classes stay separate sections (their group is kept in the plan for the report). A class
+    with none is skipped for the reason its terms give (``missing_periods``, see
+    :func:`why_no_period`): a term the map provisions outweighs one it skips."""
     frame = classes.copy()
     frame["key"] = frame["sourced_id"].astype(str)
     frame["school"] = frame["school_sourced_id"]
     frame["course_key"] = frame["course_sourced_id"].astype(str)
-    frame["course_id"] = lookup(frame["course_key"], pd.Series(list(course_ids), dtype=object),
-                                pd.Series(list(course_ids.values()), dtype=object))
+    course_keys = pd.Series(list(course_ids), dtype=object)
+    course_lms_ids = pd.Series(list(course_ids.values()), dtype=object)
+    frame["course_id"] = lookup(frame["course_key"], course_keys, course_lms_ids)
+    if frame["course_id"].isna().any():  # a district-owned course: its LMS course in this class's school
+        placed = frame["course_key"] + "@" + frame["school"].astype(object).fillna("").astype(str)
+        placed_id = lookup(placed, course_keys, course_lms_ids)
+        in_school = frame["course_id"].isna() & placed_id.notna()
+        frame["course_key"] = frame["course_key"].where(~in_school, placed)
+        frame["course_id"] = frame["course_id"].where(~in_school, placed_id)
     parents, terms = flatten(frame["term_sourced_ids"])
-    periods = lookup(_pandas(terms), pd.Series(list(grading_periods), dtype=object),
+    periods = lookup(as_series(terms), pd.Series(list(grading_periods), dtype=object),
                      pd.Series(list(grading_periods.values()), dtype=object))
     frame["grading_period_ids"] = _grouped_lists(parents, periods, len(frame))
     inactive = frame["status"] != "active"
@@ -546,18 +563,29 @@ def desired_sections(
         [
             _skip(frame[inactive], "key", "school", INACTIVE_IN_IC),
             _skip(frame[trial], "key", "school", TRIAL_SCHEDULE),
-            _skip(frame[unmapped], "key", "school", UNMAPPED_SCHOOL),
+            _skip(frame[unmapped], "key", "school", _no_building(frame.loc[unmapped, "school"], to_create)),
             _skip(frame[no_course], "key", "school", COURSE_NOT_PROVISIONED),
-            _skip(frame[no_term], "key", "school", UNMAPPED_TERM),
+            _skip(frame[no_term], "key", "school", _no_period(parents, terms, no_term, missing_periods or {})),
             _skip(frame[no_term_in_ic], "key", "school", NO_TERM_IN_IC),
         ],
     )
 
 
 def desired_enrollments(
-    enrollments: pd.DataFrame, users: pd.DataFrame, provisioned_users: pd.DataFrame, sections: pd.DataFrame
+    enrollments: pd.DataFrame,
+    users: pd.DataFrame,
+    provisioned_users: pd.DataFrame,
+    sections: pd.DataFrame,
+    *,
+    provisioning: Provisioning | None = None,
+    on: date | None = None,
 ) -> Desired:
-    """Teachers (and administrators) as section admins, students as members, of provisioned sections.
+    """Enrollments of provisioned users in provisioned sections, as section admins or members by
+    the district file's ``enrollment_roles`` (default: teachers, aides, proctors and administrators
+    admins, students members, the rest skipped); on the run's date ``on`` (none: dates not read)
+    one that ended is left out, one that begins later is held if ``enrollment_dates.future`` says
+    so. One user in one class twice (two IC records) is one enrollment: an admin one before a
+    member one, then the lowest sourcedId; the others are skipped as duplicates.
 
     ``sections`` holds the provisioned sections with their LMS ids (key, course_key, lms_id).
     Millions of rows: sections and users are matched as integer codes, and the kept rows are
@@ -565,15 +593,31 @@ def desired_enrollments(
     joined key, made by arrow.
     """
     section_codes, section_keys = pd.factorize(sections["key"])
-    section_at = positions(_as_str(enrollments["class_sourced_id"]), sections["key"])
+    section_at = positions(as_str(enrollments["class_sourced_id"]), sections["key"])
     user_codes, user_keys = pd.factorize(user_key(users))
-    user_code = _per_row(user_codes, positions(enrollments["user_sourced_id"], users["sourced_id"]), -1)
+    user_code = per_row(user_codes, positions(enrollments["user_sourced_id"], users["sourced_id"]), -1)
     provisioned = isin(pd.Series(user_keys), provisioned_users["key"]).to_numpy()
 
+    roles = provisioning.enrollment_roles if provisioning is not None else ENROLLMENT_ROLES
+    place = lookup(enrollments["role"], pd.Series(list(roles), dtype=object),
+                   pd.Series(list(roles.values()), dtype=object)).to_numpy(dtype=object)
+    admin = place == "admin"
+    future = provisioning.enrollment_dates.future if provisioning is not None else "enrol"
     inactive = ~isin(enrollments["status"], ["active"]).to_numpy()
     no_section = ~inactive & (section_at < 0)
-    no_user = ~inactive & ~no_section & ~_per_row(provisioned, user_code, False)
-    keep = np.flatnonzero(~(inactive | no_section | no_user))
+    no_user = ~inactive & ~no_section & ~per_row(provisioned, user_code, False)
+    listed = ~(inactive | no_section | no_user)
+    role_skipped = listed & ~(admin | (place == "member"))
+    listed &= ~role_skipped
+    ended = listed & _before(enrollments["end_date"], on) if on is not None else np.zeros(len(listed), bool)
+    listed &= ~ended
+    held = (listed & _after(enrollments["begin_date"], on) if on is not None and future == "hold"
+            else np.zeros(len(listed), bool))
+    listed &= ~held
+    keep = np.flatnonzero(listed)
+    duplicate = _duplicates(keep, section_codes[section_at[keep]], user_code[keep], len(user_keys), admin,
+                            enrollments["sourced_id"])
+    keep = keep[~np.isin(keep, duplicate, assume_unique=True)] if len(duplicate) else keep
     section_texts, user_texts = (text_array(keys, pa.large_string()) for keys in (section_keys, user_keys))
     order = _in_key_order(section_codes[section_at[keep]], section_texts, user_code[keep], user_texts)
     keep = keep[order]
@@ -583,16 +627,16 @@ def desired_enrollments(
     section_code = section_codes[kept_at]
     course_codes, course_keys = pd.factorize(sections["course_key"])
     lms_codes, lms_ids = pd.factorize(sections["lms_id"])
-    school = _categories(enrollments["school_sourced_id"])
+    school = as_categorical(enrollments["school_sourced_id"])
     kept = pd.DataFrame(
         {
-            "school": _subset(school, keep),
-            "key": _pandas(_joined_key(section_texts, section_code, user_texts, user_code)).array,
-            "course_key": _categorical(course_codes[kept_at], course_keys),
-            "section_key": _categorical(section_code, section_keys),
-            "section_id": _categorical(lms_codes[kept_at], lms_ids),
-            "user_key": _categorical(user_code, user_keys),
-            "admin": isin(enrollments["role"], ["teacher", "administrator"]).to_numpy()[keep],
+            "school": subset(school, keep),
+            "key": as_series(_joined_key(section_texts, section_code, user_texts, user_code)).array,
+            "course_key": categorical(course_codes[kept_at], course_keys),
+            "section_key": categorical(section_code, section_keys),
+            "section_id": categorical(lms_codes[kept_at], lms_ids),
+            "user_key": categorical(user_code, user_keys),
+            "admin": admin[keep],
         },
         copy=False,
     )
@@ -604,8 +648,55 @@ def desired_enrollments(
             _skip(left_out[inactive], "sourced_id", "school", INACTIVE_IN_IC),
             _skip(left_out[no_section], "sourced_id", "school", SECTION_NOT_PROVISIONED),
             _skip(left_out[no_user], "sourced_id", "school", USER_NOT_PROVISIONED),
+            _skip(left_out[role_skipped], "sourced_id", "school", ENROLLMENT_ROLE_SKIPPED),
+            _skip(left_out[ended], "sourced_id", "school", _dated(ENDED, enrollments["end_date"], ended)),
+            _skip(left_out[held], "sourced_id", "school", _dated(BEGINS, enrollments["begin_date"], held)),
+            _skip(left_out.iloc[duplicate], "sourced_id", "school", DUPLICATE_ENROLLMENT),
         ],
     )
+
+
+def _day_per_row(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A date column as (codes, the distinct days as ``datetime64[D]``, NaT for none): work per day."""
+    coded = as_categorical(values)
+    days = pd.to_datetime(pd.Series(coded.cat.categories.astype(object)), errors="coerce").to_numpy("datetime64[D]")
+    return coded.cat.codes.to_numpy(), days
+
+
+def _before(values: pd.Series, on: date) -> np.ndarray:
+    """Rows whose day is before ``on`` (no day: never)."""
+    codes, days = _day_per_row(values)
+    return per_row(~np.isnat(days) & (days < np.datetime64(on, "D")), codes, False)
+
+
+def _after(values: pd.Series, on: date) -> np.ndarray:
+    """Rows whose day is after ``on`` (no day: never)."""
+    codes, days = _day_per_row(values)
+    return per_row(~np.isnat(days) & (days > np.datetime64(on, "D")), codes, False)
+
+
+def _dated(prefix: str, values: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``<prefix> <YYYY-MM-DD>`` for the ``rows`` (a mask) of a date column."""
+    codes, days = _day_per_row(values)
+    texts = np.array([f"{prefix} {day}" for day in days.astype(str)], dtype=object)
+    return per_row(texts, codes[rows], prefix)
+
+
+def _duplicates(rows: np.ndarray, section: np.ndarray, user: np.ndarray, users: int, admin: np.ndarray,
+                sourced_ids: pd.Series) -> np.ndarray:
+    """Of the ``rows`` (with their section and user codes), those another row of the same user
+    and section is kept before: an admin one first, then the lowest sourcedId. Pairs are integers
+    and sorted once; only the (rare) repeated pairs are looked at row by row."""
+    pair = section.astype(np.int64) * max(users, 1) + user.astype(np.int64)
+    ordered = np.sort(pair)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return np.empty(0, dtype=np.int64)
+    twice = np.isin(pair, repeated)
+    candidates = pd.DataFrame({"row": rows[twice], "pair": pair[twice], "member": ~admin[rows[twice]],
+                               "sourced_id": sourced_ids.iloc[rows[twice]].astype(str).to_numpy()})
+    candidates = candidates.sort_values(["pair", "member", "sourced_id"], kind="stable")
+    return np.sort(candidates.loc[candidates.duplicated("pair"), "row"].to_numpy(dtype=np.int64))
 
 
 def _in_key_order(section: np.ndarray, sections: pa.Array, user: np.ndarray, users: pa.Array) -> np.ndarray:
@@ -650,43 +741,6 @@ def _joined_key(sections: pa.Array, section: np.ndarray, users: pa.Array, user: 
 
 def _lengths(texts: pa.Array) -> np.ndarray:
     return np.asarray(pc.binary_length(texts).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _subset(values: pd.Series, at: np.ndarray) -> pd.Categorical:
-    """A categorical column's rows ``at``, as a categorical of the same categories."""
-    return pd.Categorical.from_codes(values.cat.codes.to_numpy()[at], dtype=values.dtype, validate=False)
-
-
-def _categorical(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
-    """``pd.Categorical.from_codes`` for categories that are distinct (``pd.factorize``'s) without
-    pandas checking it again: the check keeps a Python object per category for as long as the
-    column lives (a hundred MB for the users of a million-student district)."""
-    dtype = pd.CategoricalDtype._from_fastpath(pd.Index(categories), ordered=False)
-    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
-
-
-def _as_str(values: pd.Series) -> pd.Series:
-    """``values.astype(str)``, a categorical's categories only (a dictionary-encoded arrow column
-    of text is text already)."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.rename_categories(values.cat.categories.astype(str))
-    if _dictionary_encoded(values):
-        value_type = values.dtype.pyarrow_dtype.value_type
-        if pa.types.is_string(value_type) or pa.types.is_large_string(value_type):
-            return values
-    return values.astype(str)
-
-
-def _categories(values: pd.Series) -> pd.Series:
-    """``values`` as a categorical: the distinct values once, a code per row."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values
-    coded = _codes(values)
-    if coded is not None:
-        codes, uniques = pd.factorize(coded[1])
-        return pd.Series(_categorical(_per_row(codes, coded[0], -1), uniques), index=values.index)
-    codes, uniques = pd.factorize(values)
-    return pd.Series(_categorical(codes, uniques), index=values.index)
 
 
 def unknown_references(provisioning: Provisioning, kind: ObjectKind, catalog: Mapping[str, str]) -> list[str]:

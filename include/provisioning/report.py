@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from include.frames import isin
 from include.provisioning.diff import Changes
-from include.provisioning.plan import isin
+from include.provisioning.plan import BUILDING_NOT_CREATED, GRADING_PERIOD_NOT_CREATED
 from include.staging import Manifest
 
 REPORT_COLUMNS = ["kind", "school", "outcome", "reason", "count"]
@@ -18,6 +19,9 @@ SERVED_TWICE = "served twice"
 COUNT_MISMATCH = "count unlike the server's total"
 # Outcomes a person must look at: the run sends the district's notification email when any is reported.
 NEEDS_A_PERSON = ("failed", QUARANTINED, SERVED_TWICE, COUNT_MISMATCH)
+# Skips a person must look at too: the district file says to provision them and the run could not
+# (a building or grading period the map says to create is not in the LMS: what goes in it waits).
+SKIPS_NEEDING_A_PERSON = (BUILDING_NOT_CREATED, GRADING_PERIOD_NOT_CREATED)
 
 
 def _counted(frame: pd.DataFrame, outcome: str, reason: str | pd.Series) -> pd.DataFrame:
@@ -73,8 +77,11 @@ def extract_rows(manifests: list[Manifest]) -> pd.DataFrame:
 
 
 def needing_a_person(report: pd.DataFrame) -> pd.DataFrame:
-    """The report's rows whose outcome a person must look at, counted per kind and outcome."""
-    rows = report[report["outcome"].isin(NEEDS_A_PERSON)]
+    """The report's rows whose outcome a person must look at, counted per kind and outcome (a skip
+    that needs one as ``skipped: <reason>``)."""
+    skips = (report["outcome"] == "skipped") & report["reason"].isin(SKIPS_NEEDING_A_PERSON)
+    rows = report[report["outcome"].isin(NEEDS_A_PERSON) | skips].copy()
+    rows["outcome"] = rows["outcome"].where(rows["outcome"] != "skipped", "skipped: " + rows["reason"].astype(str))
     return rows.groupby(["kind", "outcome"], as_index=False, sort=True)["count"].sum()
 
 

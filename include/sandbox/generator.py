@@ -74,6 +74,9 @@ class DistrictSpec:
     students: int
     school_year: int  # the ending year, e.g. 2027 for 2026-27
     schools: int | None = None  # default: one school per 1,000 students, at least 3
+    # IC's habit in most districts: every school has its own semesters and quarters, titled alike
+    # ("Semester 1 2026-27", "Q1"...); False: one set of terms for the whole district
+    terms_per_school: bool = False
 
     def __post_init__(self) -> None:
         if self.students < 1:
@@ -162,7 +165,7 @@ class SyntheticDistrict:
         self.year_start = date(year - 1, 8, 15)
         self.year_end = date(year, 6, 5)
         self._base_modified = datetime(year - 1, 7, 1, tzinfo=timezone.utc)
-        self.sessions = self._session_table(year)
+        self.sessions = self._session_table(year, spec.school_count if spec.terms_per_school else 0)
         schools: list[_School] = []
         first_class = first_teacher = first_enrollment = 0
         count = spec.school_count
@@ -270,26 +273,37 @@ class SyntheticDistrict:
     def _org_id(self, school: int) -> str:
         return str(100 + school)
 
-    def _session_table(self, year: int) -> list[dict]:
-        """IC exposes only the active school year: the year, two semesters, four grading periods."""
-        def row(number, title, kind, start, end, parent=None):
-            return {"id": f"{year}{number:02d}", "title": title, "type": kind, "start": start, "end": end,
-                    "parent": f"{year}{parent:02d}" if parent is not None else None}
-
+    def _session_table(self, year: int, schools: int) -> list[dict]:
+        """IC exposes only the active school year: the year, two semesters, four grading periods,
+        for the district (``schools`` 0) or for each of ``schools`` schools, titled alike."""
         first, second = year - 1, year
-        return [
-            row(0, f"{first}-{second % 100:02d}", "schoolYear", date(first, 8, 15), date(second, 6, 5)),
-            row(1, f"Semester 1 {first}-{second % 100:02d}", "semester", date(first, 8, 15), date(first, 12, 20), 0),
-            row(2, f"Semester 2 {first}-{second % 100:02d}", "semester", date(second, 1, 5), date(second, 6, 5), 0),
-            row(11, "Q1", "gradingPeriod", date(first, 8, 15), date(first, 10, 17), 1),
-            row(12, "Q2", "gradingPeriod", date(first, 10, 20), date(first, 12, 20), 1),
-            row(13, "Q3", "gradingPeriod", date(second, 1, 5), date(second, 3, 13), 2),
-            row(14, "Q4", "gradingPeriod", date(second, 3, 16), date(second, 6, 5), 2),
-        ]
 
-    def _term_rows(self, period: int) -> list[dict]:
+        def terms(prefix: str) -> list[dict]:
+            def row(number, title, kind, start, end, parent=0):
+                return {"id": f"{prefix}{number:02d}", "title": title, "type": kind, "start": start, "end": end,
+                        "parent": f"{prefix}{parent:02d}" if parent else f"{year}00"}
+
+            return [
+                row(1, f"Semester 1 {first}-{second % 100:02d}", "semester", date(first, 8, 15), date(first, 12, 20)),
+                row(2, f"Semester 2 {first}-{second % 100:02d}", "semester", date(second, 1, 5), date(second, 6, 5)),
+                row(11, "Q1", "gradingPeriod", date(first, 8, 15), date(first, 10, 17), 1),
+                row(12, "Q2", "gradingPeriod", date(first, 10, 20), date(first, 12, 20), 1),
+                row(13, "Q3", "gradingPeriod", date(second, 1, 5), date(second, 3, 13), 2),
+                row(14, "Q4", "gradingPeriod", date(second, 3, 16), date(second, 6, 5), 2),
+            ]
+
+        school_year = {"id": f"{year}00", "title": f"{first}-{second % 100:02d}", "type": "schoolYear",
+                       "start": date(first, 8, 15), "end": date(second, 6, 5), "parent": None}
+        if not schools:
+            return [school_year, *terms(str(year))]
+        return [school_year, *(row for school in range(schools) for row in terms(f"{year}{school + 1:02d}"))]
+
+    def _term_rows(self, period: int, school: int) -> list[dict]:
+        """The semesters a class of ``period`` in ``school`` is scheduled in."""
+        first = 1 + (6 * school if self.spec.terms_per_school else 0)
         semester = SEMESTER_PERIODS.get(period)
-        return [self.sessions[semester]] if semester else [self.sessions[1], self.sessions[2]]
+        return ([self.sessions[first + semester - 1]] if semester
+                else [self.sessions[first], self.sessions[first + 1]])
 
     # -- orgs and sessions ----------------------------------------------------------
 
@@ -489,7 +503,7 @@ class SyntheticDistrict:
         trial = local == school.classes - 1
         period, section = (0, 0) if trial else divmod(local, school.sections)
         subject = len(SUBJECTS) if trial else period
-        terms = [self.sessions[0]] if trial else self._term_rows(period)
+        terms = [self.sessions[0]] if trial else self._term_rows(period, school.index)
         metadata: dict[str, str] = {}
         if trial:
             metadata["ic.trialSchedule"] = "true"
@@ -529,7 +543,7 @@ class SyntheticDistrict:
             user = self._user_id("s", school.students[0] + student_local, version)
             status = "tobedeleted" if _mix(self.spec.seed, "drop", index) % 97 == 0 else "active"
         trial = class_local == school.classes - 1
-        terms = [self.sessions[0]] if trial else self._term_rows(class_local // school.sections)
+        terms = [self.sessions[0]] if trial else self._term_rows(class_local // school.sections, school.index)
         flag = "true" if role == "teacher" else "false"
         return {
             "sourcedId": str(20_000_000 + index),

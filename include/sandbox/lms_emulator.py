@@ -16,12 +16,16 @@ It speaks the subset of Schoology's API that provisioning needs, under ``/v1`` a
 - ``GET roles`` (Schoology's example ids: 1212 School Admin, 1213 Teacher, 1214 Student,
   1215 Parent, plus any given to the constructor);
 - ``GET users`` (``building_id``, ``role_ids``, ``school_uids`` ≤ 50), bulk ``POST users``
-  with ``update_existing=1`` matched by ``school_uid`` (usernames and emails unique),
-  bulk ``DELETE users?uids=`` (users become inactive);
+  with ``update_existing=1`` matched by ``school_uid`` among active users (usernames and emails
+  unique; an optional field left out keeps its value, ``""`` clears it), bulk ``DELETE
+  users?uids=`` (users become inactive: listed by ``GET users/inactive`` only, brought back by
+  ``PUT users/reactivate`` with ``{"user": [{"uid", "option_reenroll"}]}``);
 - ``GET courses`` (``building_id``), bulk ``POST courses`` with ``update_existing=1``,
   bulk ``DELETE courses?course_ids=``;
-- ``GET|POST courses/{id}/sections`` (bulk, ``update_existing=1``), ``GET
-  sections?section_school_codes=`` (≤ 50), bulk ``DELETE sections?section_ids=``;
+- ``GET|POST courses/{id}/sections`` (bulk, ``update_existing=1`` matched by ``section_code``
+  + ``grading_periods`` as the bulk docs say, by ``section_school_code`` when no section_code
+  is sent), ``GET sections?section_school_codes=`` (≤ 50), bulk ``DELETE sections?section_ids=``;
+  both lists leave out sections whose grading periods have all ended unless ``include_past=1``;
 - ``POST enrollments/import/course`` by ``section_school_code`` + ``school_uid`` (+
   ``course_code`` checked when given), ``admin`` 0/1, ``delete`` 1 to drop;
 - ``POST users/import/associations/parents`` by ``student_school_uid`` /
@@ -39,14 +43,14 @@ Where Schoology's documentation is silent the emulator chooses, and the hook fol
 single creates answer 201 with the object, PUT and bulk DELETE answer 204, whole-call
 errors carry ``{"error": message}``, enrollment import entries also carry the
 enrollment ``id``, courses are keyed by ``course_code`` within a building (the docs say
-the code is unique in the whole school), sections by ``section_school_code`` across the
-LMS (the docs match ``update_existing`` on ``section_code`` + grading periods), and 429
-answers carry ``Retry-After``.
+the code is unique in the whole school), a user created with the school_uid of an inactive
+one is a new account (the docs do not say), and 429 answers carry ``Retry-After`` unless told
+otherwise (the docs document neither 429 nor Retry-After).
 
 A token bucket of ``rate_limit`` requests per second (burst of one second's worth)
 answers 429 when exceeded (counted in :attr:`rate_limited`); ``latency`` adds the LMS's
 own time to every answer. Faults are switched on with :meth:`SchoologyEmulator.inject`
-(``429``, ``500``, ``503``, ``reject_items``, ``timeout_after_apply``). What was
+(``401`` as a reused nonce, ``429``, ``500``, ``503``, ``reject_items``, ``timeout_after_apply``). What was
 provisioned stays inspectable (:attr:`buildings`, :attr:`users`, ... keyed by LMS id) and
 every request, its body included, is kept in :attr:`requests`.
 """
@@ -72,11 +76,15 @@ from oauthlib.oauth1.rfc5849 import signature
 
 from include.sandbox.loopback import Fault, FaultQueue, LoopbackHandler, LoopbackService, Reply
 
-FAULTS = ("429", "500", "503", "reject_items", "timeout_after_apply")
+FAULTS = ("401", "429", "500", "503", "reject_items", "timeout_after_apply")
+DEFAULT = "default"  # inject's retry_after when not given: 429 carries Retry-After: 1, 503 none
+REPLAY = "Duplicate timestamp/nonce combination, possible replay attack. Request rejected."
 BULK_LIMIT = 50
 TIMESTAMP_SKEW = 300  # seconds an oauth_timestamp may be off this server's clock, either way
 NONCE_WINDOW = 600.0  # seconds a (timestamp, nonce) pair is remembered: a replay's timestamp is stale by then
 DEFAULT_PAGE, MAX_PAGE = 20, 200
+API_USER_UID = "5000000"  # the system administrator whose consumer key signs the calls (GET /v1/users/me)
+OPTIONAL_USER_FIELDS = ("name_first_preferred", "username", "primary_email")  # kept when left out
 SEED_ROLES = {"1212": "School Admin", "1213": "Teacher", "1214": "Student", "1215": "Parent"}
 WRITES = frozenset({"POST", "PUT", "DELETE"})
 SIGNATURE_METHOD = "HMAC-SHA1"
@@ -120,6 +128,10 @@ def _ids(value: Any) -> list[str]:
     return [str(part).strip() for part in parts if str(part).strip()]
 
 
+def _retry_after_header(seconds: float | None) -> dict[str, str]:
+    return {} if seconds is None else {"Retry-After": f"{seconds:g}"}
+
+
 def _required(item: dict, *names: str) -> None:
     for name in names:
         if not str(item.get(name) or "").strip():
@@ -137,7 +149,7 @@ class SchoologyEmulator(LoopbackService):
         school_id: str = "344232",
         roles: dict[str, str] | None = None,
         rate_limit: float | None = None,
-        retry_after: float = 1.0,
+        retry_after: float | None = 1.0,
         latency: float = 0.0,
         port: int = 0,
         max_recorded: int = 100_000,
@@ -185,12 +197,16 @@ class SchoologyEmulator(LoopbackService):
         times: int = 1,
         path_contains: str | None = None,
         after: int = 0,
-        retry_after: float = 1,
+        retry_after: float | None | str = DEFAULT,
         seconds: float = 0,
         keys: tuple[str, ...] | list[str] = (),
         message: str = "rejected by the LMS",
     ) -> None:
         """Answer ``times`` matching requests with ``fault`` after letting ``after`` through.
+
+        ``401`` answers as Schoology does a reused nonce (the request is not applied). ``429``
+        carries ``Retry-After: retry_after`` (1 when not given; None: no header), ``503`` carries
+        one only when ``retry_after`` is given: Schoology documents neither.
 
         ``timeout_after_apply`` matches writes only: the call is applied, then the
         connection stalls ``seconds`` and is dropped. ``reject_items`` fails the objects
@@ -200,6 +216,8 @@ class SchoologyEmulator(LoopbackService):
         with ``message`` until :meth:`clear_faults`.
         """
         self._faults.check(fault)
+        if retry_after == DEFAULT:
+            retry_after = 1 if fault == "429" else None
         if fault != "reject_items":
             self._faults.add(Fault(fault, times, path_contains, after, retry_after, seconds))
             return
@@ -234,6 +252,14 @@ class SchoologyEmulator(LoopbackService):
     @property
     def grading_periods(self) -> dict[str, dict]:
         return self._snapshot(self._grading_periods)
+
+    def add_grading_period(self, title: str, start: str, end: str) -> str:
+        """A grading period the school made itself (what a district file maps terms to); its id."""
+        with self._lock:
+            period = {"id": self._new_id(), **self._grading_period_fields(
+                {"title": title, "start": start, "end": end}, None)}
+            self._grading_periods[period["id"]] = period
+            return period["id"]
 
     @property
     def users(self) -> dict[str, dict]:
@@ -275,7 +301,7 @@ class SchoologyEmulator(LoopbackService):
                 if self._tokens < 1:
                     self.rate_limited += 1
                     raise SchoologyError(429, "Too many requests: rate limit exceeded",
-                                         {"Retry-After": f"{self.retry_after:g}"})
+                                         _retry_after_header(self.retry_after))
                 self._tokens -= 1
         # timeout_after_apply is met by writes only
         return self._faults.take(path, lambda fault: fault.kind != "timeout_after_apply" or method in WRITES)
@@ -349,9 +375,12 @@ class SchoologyEmulator(LoopbackService):
             ("PUT", r"/v1/gradingperiods/(?P<id>\d+)", self._update_grading_period),
             ("DELETE", r"/v1/gradingperiods/(?P<id>\d+)", self._delete_grading_period),
             ("GET", r"/v1/roles", self._list_roles),
+            ("GET", r"/v1/users/me", self._me),
             ("GET", r"/v1/users", self._list_users),
             ("POST", r"/v1/users", self._bulk_users),
             ("DELETE", r"/v1/users", self._delete_users),
+            ("GET", r"/v1/users/inactive", self._list_inactive_users),
+            ("PUT", r"/v1/users/reactivate", self._reactivate_users),
             ("POST", r"/v1/users/import/associations/parents", self._import_parent_associations),
             ("GET", r"/v1/courses", self._list_courses),
             ("POST", r"/v1/courses", self._bulk_courses),
@@ -461,6 +490,12 @@ class SchoologyEmulator(LoopbackService):
 
     # users
 
+    def _me(self, match, query, payload, url):
+        """The API user the consumer key belongs to (Schoology answers with a 303 to its user object;
+        the emulator answers with the object itself)."""
+        return 200, {"uid": API_USER_UID, "school_id": self.school_id, "role_id": "1212",
+                     "name_display": "API Administrator"}
+
     def _list_users(self, match, query, payload, url):
         if "school_uids" in query:
             wanted = _ids(query["school_uids"])
@@ -481,7 +516,11 @@ class SchoologyEmulator(LoopbackService):
 
         def one(item: dict) -> dict:
             _required(item, "school_uid", "name_first", "name_last", "role_id")
-            if not (item.get("username") or item.get("primary_email")):
+            existing = self._user_by_school_uid(item["school_uid"])
+            # an optional field left out keeps what the account has; "" clears it
+            kept = {field: (str(item[field] or "") if field in item else (existing or {}).get(field, ""))
+                    for field in OPTIONAL_USER_FIELDS}
+            if not (kept["username"] or kept["primary_email"]):
                 raise _ItemError(400, "a username or a primary_email is required")
             if str(item["role_id"]) not in self._roles:
                 raise _ItemError(400, f"Invalid role_id {item['role_id']}")
@@ -490,21 +529,18 @@ class SchoologyEmulator(LoopbackService):
             for building_id in (building, *additional):
                 if building_id != self.school_id and building_id not in self._buildings:
                     raise _ItemError(400, f"Invalid building_id {building_id}")
-            existing = self._user_by_school_uid(item["school_uid"])
             if existing and not update:
                 raise _ItemError(400, f"a user with school_uid {item['school_uid']!r} already exists")
             own = existing["uid"] if existing else None
             for field in ("username", "primary_email"):
-                value = str(item.get(field) or "").lower()
+                value = kept[field].lower()
                 if value and self._uid_by_login.get((field, value), own) != own:
                     raise _ItemError(400, f"{field} is already in use by another account")
             user = existing or {"uid": self._new_id(), "school_id": self.school_id}
             self._unindex_logins(user)
             user.update({
                 "school_uid": item["school_uid"], "name_first": item["name_first"], "name_last": item["name_last"],
-                "name_first_preferred": item.get("name_first_preferred") or "",
-                "username": item.get("username") or "", "primary_email": item.get("primary_email") or "",
-                "role_id": str(item["role_id"]), "building_id": building,
+                **kept, "role_id": str(item["role_id"]), "building_id": building,
                 "additional_buildings": ",".join(additional), "synced": int(_flag(item.get("synced"))),
             })
             self._users[user["uid"]] = user
@@ -521,10 +557,59 @@ class SchoologyEmulator(LoopbackService):
         for uid in uids:
             user = self._users.pop(uid, None)
             if user:
+                user["inactive_timestamp"] = int(time.time())
                 self._inactive_users[uid] = user
                 self._uid_by_school_uid.pop(user["school_uid"], None)
                 self._unindex_logins(user)
         return 204, None
+
+    def _list_inactive_users(self, match, query, payload, url):
+        """``GET users/inactive``: the inactive users, in the fields Schoology documents for them."""
+        records = [{"uid": user["uid"], "name": f"{user['name_first']} {user['name_last']}",
+                    "school_uid": user["school_uid"], "synced": user.get("synced", 0),
+                    "inactive_timestamp": user.get("inactive_timestamp"), "modified_by_uid": None}
+                   for user in self._inactive_users.values()]
+        return 200, self._page("user", records, query, url)
+
+    def _reactivate_users(self, match, query, payload, url):
+        """``PUT users/reactivate``: ``{"user": [{"uid": ..., "option_reenroll": 0|1}]}``, an entry
+        each. Without ``option_reenroll=1`` the user is not placed back into their sections."""
+        items = payload.get("user") if isinstance(payload, dict) else None
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list) or not items:
+            raise SchoologyError(400, 'the body must list the users as {"user": [{"uid": ...}]}')
+        if len(items) > BULK_LIMIT:
+            raise SchoologyError(400, f"at most {BULK_LIMIT} users per call, got {len(items)}")
+        answers = []
+        for item in items:
+            uid = str(item.get("uid") or "") if isinstance(item, dict) else ""
+            user = self._inactive_users.get(uid)
+            if user is None:
+                answers.append({"response_code": 404, "message": f"no inactive user {uid}"})
+                continue
+            if self._user_by_school_uid(user["school_uid"]) is not None:
+                answers.append({"response_code": 409, "message": "an active user already has this school_uid"})
+                continue
+            logins = [field for field in ("username", "primary_email")
+                      if user.get(field) and (field, str(user[field]).lower()) in self._uid_by_login]
+            if logins:
+                answers.append({"response_code": 409,
+                                "message": f"{logins[0]} is already in use by another account"})
+                continue
+            del self._inactive_users[uid]
+            user.pop("inactive_timestamp", None)
+            self._users[uid] = user
+            self._uid_by_school_uid[user["school_uid"]] = uid
+            self._index_logins(user)
+            if not _flag(item.get("option_reenroll")):
+                for enrollment_id in [e["id"] for e in self._enrollments.values() if e["uid"] == uid]:
+                    enrollment = self._enrollments.pop(enrollment_id)
+                    del self._enrollment_by_pair[(enrollment["section_id"], uid)]
+                    self._enrollments_by_section.get(enrollment["section_id"], set()).discard(enrollment_id)
+            answers.append({"response_code": 200, "location": f"{self._api(url)}/users/{uid}",
+                            "message": "You have successfully re-actived this user."})
+        return 207, {"user": answers}
 
     def _user_by_school_uid(self, school_uid: str) -> dict | None:
         uid = self._uid_by_school_uid.get(school_uid)
@@ -582,8 +667,8 @@ class SchoologyEmulator(LoopbackService):
 
     def _list_course_sections(self, match, query, payload, url):
         course = self._course(match["course"])
-        return 200, self._page("section", [s for s in self._sections.values() if s["course_id"] == course["id"]],
-                               query, url)
+        found = [s for s in self._sections.values() if s["course_id"] == course["id"]]
+        return 200, self._page("section", self._current(found, query), query, url)
 
     def _list_sections(self, match, query, payload, url):
         codes = _ids(query.get("section_school_codes"))
@@ -591,7 +676,31 @@ class SchoologyEmulator(LoopbackService):
             raise SchoologyError(400, f"section_school_codes takes 1 to {BULK_LIMIT} values")
         found = [self._sections[self._section_by_code[code]] for code in dict.fromkeys(codes)
                  if code in self._section_by_code]
-        return 200, self._page("section", found, query, url)
+        return 200, self._page("section", self._current(found, query), query, url)
+
+    def _current(self, sections: list[dict], query: dict[str, str]) -> list[dict]:
+        """``sections`` as Schoology lists them: without ``include_past=1``, not those whose grading
+        periods have all ended ("include sections from expired/past grading periods")."""
+        if _flag(query.get("include_past")):
+            return sections
+        today = date.today().isoformat()
+        return [section for section in sections
+                if any(self._grading_periods.get(period, {}).get("end", today) >= today
+                       for period in section["grading_periods"])]
+
+    def _section_by_section_code(self, course_id: str, code: str, periods: list[str],
+                                 other_than: dict | None) -> tuple[dict | None, bool]:
+        """The course's section ``update_existing`` matches (same ``section_code``, same grading
+        periods), and whether a section other than ``other_than`` shares the code in one of ``periods``
+        ("unique across the course and grading period")."""
+        wanted, clash = set(periods), False
+        for section in self._sections.values():
+            if section["course_id"] != course_id or section["section_code"] != code:
+                continue
+            if set(section["grading_periods"]) == wanted:
+                return section, False
+            clash = clash or (section is not other_than and bool(wanted & set(section["grading_periods"])))
+        return None, clash
 
     def _bulk_sections(self, match, query, payload, url):
         course = self._course(match["course"])
@@ -601,26 +710,44 @@ class SchoologyEmulator(LoopbackService):
             title = item.get("title") or item.get("section_title")
             if not title:
                 raise _ItemError(400, "title is required")
-            _required(item, "section_school_code")
+            section_code = str(item.get("section_code") or "")
+            code = str(item.get("section_school_code") or "")
+            if not (section_code or code):
+                raise _ItemError(400, "section_code or section_school_code is required")
             periods = [str(period) for period in item.get("grading_periods") or []]
             if not periods:
                 raise _ItemError(400, "grading_periods is required")
             unknown = [period for period in periods if period not in self._grading_periods]
             if unknown:
                 raise _ItemError(400, f"Invalid grading period id(s): {', '.join(unknown)}")
-            code = item["section_school_code"]
-            existing = self._sections.get(self._section_by_code.get(code, ""))
+            # update_existing: "matched by the section_code and grading_periods fields" (the bulk docs);
+            # a section sent without a section_code is matched by its section_school_code
+            by_school_code = self._sections.get(self._section_by_code.get(code, "")) if code else None
+            existing, clash = (self._section_by_section_code(course["id"], section_code, periods, by_school_code)
+                               if section_code else (None, False))
+            if existing is None and clash:
+                raise _ItemError(400, f"section_code {section_code!r} is already used in this course in one of "
+                                      "these grading periods")
+            if existing is None:
+                existing = by_school_code
+            if by_school_code and by_school_code is not existing:
+                raise _ItemError(400, f"section_school_code {code!r} is already used by another section")
             if existing and existing["course_id"] != course["id"]:
                 raise _ItemError(400, f"section_school_code {code!r} is already used by a section of another course")
             if existing and not update:
-                raise _ItemError(400, f"a section with section_school_code {code!r} already exists")
-            section = existing or {"id": self._new_id(), "course_id": course["id"], "section_school_code": code}
-            section.update({"section_title": title, "section_code": item.get("section_code") or "",
+                raise _ItemError(400, "a section with this section_code and grading periods, or this "
+                                      "section_school_code, already exists")
+            section = existing or {"id": self._new_id(), "course_id": course["id"], "section_school_code": ""}
+            if code and section["section_school_code"] != code:
+                self._section_by_code.pop(section["section_school_code"], None)
+                section["section_school_code"] = code
+            section.update({"section_title": title, "section_code": section_code,
                             "grading_periods": periods, "synced": int(_flag(item.get("synced")))})
             self._sections[section["id"]] = section
-            self._section_by_code[code] = section["id"]
+            if section["section_school_code"]:
+                self._section_by_code[section["section_school_code"]] = section["id"]
             return {"id": section["id"], "location": f"{self._api(url)}/sections/{section['id']}",
-                    "section_code": section["section_code"], "section_school_code": code,
+                    "section_code": section["section_code"], "section_school_code": section["section_school_code"],
                     "grading_periods": [int(period) for period in periods]}
 
         return 207, {"section": self._bulk(payload, "sections", "section",
@@ -634,7 +761,7 @@ class SchoologyEmulator(LoopbackService):
 
     def _drop_section(self, section_id: str) -> None:
         if section := self._sections.pop(section_id, None):
-            del self._section_by_code[section["section_school_code"]]
+            self._section_by_code.pop(section["section_school_code"], None)
             for enrollment_id in self._enrollments_by_section.pop(section_id, set()):
                 enrollment = self._enrollments.pop(enrollment_id)
                 del self._enrollment_by_pair[(section_id, enrollment["uid"])]
@@ -800,10 +927,13 @@ class _Handler(LoopbackHandler):
         try:
             fault = emulator._admit(method, path)
             emulator._authenticate(method, self.path, self.headers, body)
+            if fault and fault.kind == "401":
+                raise SchoologyError(401, REPLAY)
             if fault and fault.kind == "429":
-                raise SchoologyError(429, "Too many requests", {"Retry-After": f"{fault.retry_after:g}"})
+                raise SchoologyError(429, "Too many requests", _retry_after_header(fault.retry_after))
             if fault and fault.kind in ("500", "503"):
-                raise SchoologyError(int(fault.kind), "the service is temporarily unavailable")
+                raise SchoologyError(int(fault.kind), "the service is temporarily unavailable",
+                                     _retry_after_header(fault.retry_after if fault.kind == "503" else None))
             url = f"{emulator.link_origin or emulator.base_url}{path}"
             try:
                 status, payload = emulator.handle(method, path, query, body, url)

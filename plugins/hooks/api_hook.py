@@ -18,6 +18,7 @@ policy; a server's message is read from the JSON fields its API puts it in, and 
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -81,6 +82,7 @@ class ApiHook(BaseHook):
             max_retry_after=max_retry_after,
             unavailable=unavailable,
             log=self.log,
+            hold=lambda seconds: self._bucket.hold(seconds),
         )
         self._bucket = TokenBucket(requests_per_second)
 
@@ -120,10 +122,10 @@ class ApiHook(BaseHook):
 
     @cached_property
     def base_url(self) -> str:
-        """The connection's server: its host as a URL (the schema field, else http, when the host
-        names no scheme), with the port field if set."""
+        """The connection's server: its host as a URL (the schema field, else https, when the host
+        names no scheme: a bare host name never sends a secret in clear), with the port field if set."""
         host = self.connection.host or ""
-        url = host if "://" in host else f"{self.connection.schema or 'http'}://{host}"
+        url = host if "://" in host else f"{self.connection.schema or 'https'}://{host}"
         if self.connection.port:
             url += f":{self.connection.port}"
         if not urlsplit(url).hostname:
@@ -148,15 +150,18 @@ class ApiHook(BaseHook):
     # -- answers ----------------------------------------------------------------------
 
     def raise_for_transient(self, response: requests.Response, what: str) -> None:
-        """A 429 holds every call of this hook for its Retry-After; a 429 or a 5xx is raised as
-        ``Transient``, for the retry policy to try again."""
-        if response.status_code == 429:
+        """A 429 or a 5xx is raised as ``Transient``, for the retry policy to try again. A throttle
+        (429, and 503 Service Unavailable) holds every call of this hook: for its Retry-After when
+        it has one (RFC 9110 §10.2.3 gives 503 one too), else for the policy's backoff."""
+        status = response.status_code
+        if status in (429, 503):
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if retry_after:
-                self._bucket.hold(retry_after)
-            raise Transient(f"{what} answered 429 (too many requests)", retry_after=retry_after)
-        if response.status_code >= 500:
-            raise Transient(f"{what} answered {response.status_code}: {self.redacted_message(response)}")
+                self._bucket.hold(min(retry_after, self._retries.max_retry_after))
+            said = "429 (too many requests)" if status == 429 else f"503: {self.redacted_message(response)}"
+            raise Transient(f"{what} answered {said}", retry_after=retry_after, throttled=True)
+        if status >= 500:
+            raise Transient(f"{what} answered {status}: {self.redacted_message(response)}")
 
     def message_of(self, response: requests.Response) -> str:
         """What the server said, as it said it (for the staged reports): the first of
@@ -175,6 +180,33 @@ class ApiHook(BaseHook):
         """:meth:`message_of`, fit for an exception or a log line: ``identifiers`` (the people the
         call was about) and anything that looks like a person's identifier masked."""
         return redacted(self.message_of(response), identifiers)
+
+    # -- the connection form's Test button --------------------------------------------
+
+    SECRET_EXTRAS: frozenset[str] = frozenset()  # extras whose values never go into a message
+
+    def prepare_for_test(self) -> None:
+        """The hook set for one interactive test, which the Test button waits on: the extras checked
+        (raising what a task would), two attempts a call with a short backoff, and at most 10 s to
+        connect and 30 s for an answer, whatever the connection's read_timeout."""
+        self.extras  # noqa: B018 -- checked (and read_timeout applied) before the timeout is capped
+        self.timeout = (min(self.timeout[0], 10.0), min(self.timeout[1], 30.0))
+        quick = copy.copy(self._retries)  # the same policy (its errors, its hold), shorter
+        quick.max_attempts, quick.backoff_base, quick.backoff_max, quick.max_retry_after = 2, 0.5, 2.0, 5.0
+        self._retries = quick
+
+    def test_result(self, ok: bool, message: str) -> tuple[bool, str]:
+        """``(ok, message)`` for the connection form, with the connection's login, password and
+        secret extras masked wherever the message (a server's words, an exception) repeats them."""
+        try:
+            connection = self.connection
+            secrets = [connection.login, connection.password,
+                       *(connection.extra_dejson.get(name) for name in self.SECRET_EXTRAS)]
+        except Exception:
+            secrets = []
+        for secret in sorted({str(s) for s in secrets if s and len(str(s)) >= 3}, key=len, reverse=True):
+            message = message.replace(secret, "***")
+        return ok, message
 
 
 def same_origin(url: str, base: str) -> bool:

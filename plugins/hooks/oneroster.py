@@ -55,6 +55,9 @@ _NOT_YET_OPEN = re.compile(r"\bnot (?:yet )?open(?:ed)?\b|\b(?:opens|will open)\
 _OPENS_ON = re.compile(r"\b(?:opens?|from)\s+(?:on\s+)?(\d{4}-\d{2}-\d{2})\b", re.IGNORECASE)
 
 
+TAKEN_STATUSES = ("created", "updated")  # the gradebook answers that mean IC stored the record
+
+
 @dataclass(frozen=True)
 class GradebookAnswer:
     """IC's answer to one gradebook PUT: created / updated / window closed (refused for its grading
@@ -68,7 +71,7 @@ class GradebookAnswer:
     @property
     def taken(self) -> bool:
         """IC stored the record."""
-        return self.status in ("created", "updated")
+        return self.status in TAKEN_STATUSES
 
 
 def _window_reason(response: requests.Response, description: str) -> str | None:
@@ -187,9 +190,10 @@ class OneRosterHook(ApiHook):
 
     conn_name_attr = "oneroster_conn_id"
     default_conn_name = "oneroster_default"
-    conn_type = "http"
+    conn_type = "infinite_campus_oneroster"  # its form: plugins/hooks/provider_info.py; any stored type works
     hook_name = "Infinite Campus OneRoster"
     OWN_EXTRAS = frozenset({"app_name", "oneroster_version", "token_url", "scope", "vendor_key", "vendor_secret"})
+    SECRET_EXTRAS = frozenset({"vendor_key", "vendor_secret"})
     MESSAGE_FIELDS = ("imsx_description", "error_description", "error")
 
     def __init__(
@@ -224,7 +228,7 @@ class OneRosterHook(ApiHook):
     @cached_property
     def _settings(self) -> dict[str, Any]:
         connection, extras = self.connection, self.extras
-        version = str(extras.get("oneroster_version", "1.2"))
+        version = str(extras.get("oneroster_version") or "1.2")  # a form may store an empty field as null
         if version not in ("1.1", "1.2"):
             raise ConnectionSettingsError(
                 f"Connection '{self.oneroster_conn_id}': extra oneroster_version must be '1.1' or '1.2', got {version!r}"
@@ -258,6 +262,22 @@ class OneRosterHook(ApiHook):
     @property
     def rostering_url(self) -> str:
         return self._settings["rostering_url"]
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The connection form's Test button: a token from the token endpoint and one page of orgs
+        (``orgs?limit=1``) with it, in at most two attempts each. ``(True, what was read)`` or
+        ``(False, why not)``; no key or secret of the connection is in the message."""
+        try:
+            self.prepare_for_test()
+            orgs, _ = self.get_page(f"{self.rostering_url}/orgs", {"limit": 1},
+                                    lambda body: raw_records("orgs", body))
+        except Exception as error:  # the Test button shows the message; a task would have failed with it
+            return self.test_result(False, f"{type(error).__name__}: {error}")
+        settings = self._settings
+        return self.test_result(True, (
+            f"IC granted a token and answered GET orgs?limit=1 with {len(orgs)} org(s): OneRoster "
+            f"{settings['version']} at {settings['rostering_url']}"
+        ))
 
     def _session(self) -> requests.Session:
         """This thread's session: no auth of its own (API calls carry the bearer token, the token

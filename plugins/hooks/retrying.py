@@ -1,6 +1,8 @@
-"""The retry policy both hooks share: 429 waits the server's Retry-After, 5xx answers and
-dropped connections are retried with capped exponential backoff, anything else is raised
-at once. After the last attempt the hook's own "unavailable" error says what kept failing."""
+"""The retry policy both hooks share: a throttle answer (429, 503) waits the server's Retry-After
+and, without one (or with one that cannot be read), capped exponential backoff; other 5xx answers
+and dropped connections are retried with capped exponential backoff; anything else is raised at
+once. A throttle's wait holds every call of the hook (``hold``), not only the one throttled. After
+the last attempt the hook's own "unavailable" error says what kept failing."""
 
 from __future__ import annotations
 
@@ -21,22 +23,31 @@ T = TypeVar("T")
 
 
 class Transient(Exception):
-    """A failure that another attempt may not have; ``retry_after`` is the server's wish, if any."""
+    """A failure that another attempt may not have; ``retry_after`` is the server's wish, if any;
+    ``throttled``: the server said it is overloaded (429, 503), so every call should wait."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, *, throttled: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) as seconds from now."""
+    """A Retry-After header (seconds or an HTTP date) as seconds from now; None when there is none
+    or it cannot be read (the caller then backs off on its own)."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        moment = email.utils.parsedate_to_datetime(value)
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
         return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
 
 
 class RetryPolicy:
@@ -49,6 +60,7 @@ class RetryPolicy:
         max_retry_after: float,
         unavailable: Callable[[str], Exception],
         log: logging.Logger,
+        hold: Callable[[float], None] | None = None,
     ) -> None:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -56,6 +68,7 @@ class RetryPolicy:
         self.max_retry_after = max_retry_after
         self.unavailable = unavailable
         self.log = log
+        self.hold = hold  # pauses every call of the hook (a throttle's wait)
         self.retry_count = 0
         self._lock = threading.Lock()
 
@@ -68,6 +81,9 @@ class RetryPolicy:
     def _before_sleep(self, state: RetryCallState) -> None:
         with self._lock:
             self.retry_count += 1
+        error = state.outcome.exception() if state.outcome else None
+        if self.hold and isinstance(error, Transient) and error.throttled and state.next_action:
+            self.hold(state.next_action.sleep)
         self.log.warning(
             "Request failed (%s); retry %d of %d in %.1fs",
             state.outcome.exception() if state.outcome else None,

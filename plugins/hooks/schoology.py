@@ -20,19 +20,29 @@ connection's own scheme, host and port.
 Objects go in bulk calls of at most 50 and Schoology answers 207 Multi-Status with one
 entry per object; each entry becomes an :class:`ItemResult`, in the order given. Sending
 an item twice never duplicates it: users, courses and sections go with
-``update_existing=1`` (matched by school_uid, course_code in its building and
-section_school_code), enrollments and parent links through the import endpoints (which
+``update_existing=1`` (matched by school_uid, course_code in its building, and for sections
+``section_code`` + ``grading_periods`` as Schoology documents it: both codes carry the
+section's key, never IC's class code, which two classes of a course and term may share),
+enrollments and parent links through the import endpoints (which
 create or update), buildings and grading periods are looked up by building_code / title
 before every attempt. So a call that timed out after Schoology applied it is simply sent
-again.
+again. A user IC has again after Schoology made them inactive is brought back with
+``PUT users/reactivate`` (found in ``GET users/inactive``; ``update_existing`` sees active users
+only), the same account; a user's email, username and preferred name are sent only when IC has
+them (a key left out keeps what a school set, ``""`` may clear it). Section lookups send
+``include_past=1``: without it Schoology does not list sections whose grading periods ended.
 
 Bulk calls are pipelined, never more than ``max_in_flight`` requests at once, and every
 request is paced by a token bucket (``requests_per_second``, never faster), so a load runs at
 the LMS's rate limit however slow each call is. :meth:`SchoologyHook.apply_batches` keeps the
 next batch's calls under way while the caller records the last batch's answers, so the LMS
-never waits on the caller between batches. 429 waits its ``Retry-After``; 5xx and dropped
-connections are retried with capped exponential backoff. Refused credentials fail the
-task at once. Log lines carry counts, never names or ids of people.
+never waits on the caller between batches. Schoology documents no rate limit, 429 or
+Retry-After: the defaults (5 a second, 2 in flight) are ours. A throttle (429, 503) waits its
+``Retry-After`` if it has one, else capped exponential backoff, and holds every call of the
+hook meanwhile; other 5xx and dropped connections are retried with capped exponential
+backoff. A 401 is signed afresh once (Schoology also answers 401 to a reused nonce or a
+timestamp out of sequence); a second fails the task with what to do. Log lines carry counts,
+never names or ids of people.
 
 What each item becomes on the wire, and what Schoology's answers become, is not here:
 :mod:`include.lms.schoology` (pure functions) maps them; this hook sends and receives.
@@ -76,6 +86,14 @@ LIST_PAGE = 200  # records asked for per page of a list (Schoology's default is 
 # pages smaller still links the next page, which is followed)
 ITEM_FAILURES = frozenset({400, 404, 409, 422})  # a single-object call that failed for that object only
 REALM = "Schoology API"
+# Schoology documents no rate limit, no 429 and no Retry-After: these defaults are ours, kept low.
+# Two calls in flight, not more: Schoology answers 401 to a timestamp "out of sequence" ("you cannot
+# use a past timestamp after using a future one"), which calls signed on several threads can be.
+DEFAULT_REQUESTS_PER_SECOND = 5.0
+DEFAULT_MAX_IN_FLIGHT = 2
+# Sections of grading periods that have all ended are listed only with this (Schoology's Course
+# Sections docs): a lookup without it takes them for gone.
+INCLUDE_PAST = {"include_past": 1}
 
 
 class SchoologyCredentialsError(AirflowFailException):
@@ -95,7 +113,7 @@ class SchoologyHook(ApiHook):
 
     conn_name_attr = "schoology_conn_id"
     default_conn_name = "schoology_default"
-    conn_type = "http"
+    conn_type = "schoology"  # its form: plugins/hooks/provider_info.py; any stored type works
     hook_name = "Schoology"
     OWN_EXTRAS = frozenset({"school_id"})
     MESSAGE_FIELDS = ("error", "message")
@@ -104,13 +122,13 @@ class SchoologyHook(ApiHook):
         self,
         schoology_conn_id: str = default_conn_name,
         *,
-        requests_per_second: float = 10.0,
+        requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND,
         max_attempts: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         max_retry_after: float = 300.0,
         timeout: tuple[float, float] = (10.0, 120.0),
-        max_in_flight: int = 4,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
@@ -124,6 +142,9 @@ class SchoologyHook(ApiHook):
         self.max_in_flight = max_in_flight
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
         self._calls: ThreadPoolExecutor | None = None  # the call threads, while apply_batches runs
+        # inactive users by school_uid, listed once an apply_batches run (None: not yet listed)
+        self._inactive: dict[str, str] | None = None
+        self._inactive_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------
 
@@ -152,6 +173,53 @@ class SchoologyHook(ApiHook):
     def school_id(self) -> str:
         return self._settings["school_id"]
 
+    def test_connection(self) -> tuple[bool, str]:
+        """The connection form's Test button: ``GET /v1/users/me``, signed like every call, in at most
+        two attempts (a 401 signed once more). Schoology answers with the API user, or a 303 to it,
+        which is not followed (a redirect would resend the signature made for users/me).
+        ``(True, the API user's id)`` or ``(False, why not)``; no key or secret is in the message."""
+        what = "GET /v1/users/me"
+
+        def attempt() -> requests.Response:
+            for _signing in (1, 2):
+                try:
+                    response = self._session.get(self._url("users/me"), timeout=self.timeout,
+                                                 allow_redirects=False)
+                except DROPPED as error:
+                    raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
+                if response.status_code != 401:
+                    break
+            self.raise_for_transient(response, what)
+            return response
+
+        try:
+            self.prepare_for_test()
+            response = self._retries.call(attempt, what)
+        except Exception as error:  # the Test button shows the message; a task would have failed with it
+            return self.test_result(False, f"{type(error).__name__}: {error}")
+        status = response.status_code
+        if status == 401:
+            return self.test_result(False, (
+                f"Schoology refused the consumer key/secret ({what} answered 401: "
+                f"{self.redacted_message(response)}). "
+                "Check the login and password: a system administrator's API credentials (Integration > API)."
+            ))
+        if status in (301, 302, 303, 307, 308):
+            user = urlsplit(response.headers.get("Location") or "").path.rstrip("/").rsplit("/", 1)[-1]
+        elif status == 200:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {}
+            user = str(payload.get("uid") or payload.get("id") or "") if isinstance(payload, dict) else ""
+        else:
+            said = self.redacted_message(response)
+            return self.test_result(False, f"Schoology answered {status} to {what}: {said}")
+        return self.test_result(True, (
+            f"Schoology accepted the signed call: {what} answered {status} (API user {user or 'unnamed'}) at "
+            f"{self.api_url}; school_id {self.school_id}"
+        ))
+
     @cached_property
     def _session(self) -> requests.Session:
         """The session every call goes through, each signed with two-legged OAuth 1.0a, HMAC-SHA1:
@@ -167,21 +235,31 @@ class SchoologyHook(ApiHook):
     # -- requests -----------------------------------------------------------------
 
     def _send(self, method: str, url: str, *, params: dict | None = None, body: Any = None) -> requests.Response:
-        """One request, paced by the token bucket; transient failures raise ``Transient``."""
+        """One request, paced by the token bucket; transient failures raise ``Transient``.
+
+        A 401 is sent once more, signed again (a fresh nonce and timestamp): Schoology also refuses
+        a nonce used before and a timestamp out of sequence, which another signing mends. A second
+        401 is the credentials, and fails the task."""
         what = f"{method} {urlsplit(url).path}"
-        self._bucket.take()
-        self.count_request()
-        try:
-            with self._in_flight:
-                response = self._session.request(method, url, params=params, json=body, timeout=self.timeout)
-        except DROPPED as error:
-            raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
-        if response.status_code == 401:
+        for signing in (1, 2):
+            self._bucket.take()
+            self.count_request()
+            try:
+                with self._in_flight:
+                    response = self._session.request(method, url, params=params, json=body, timeout=self.timeout)
+            except DROPPED as error:
+                raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
+            if response.status_code != 401:
+                break
+            if signing == 1:
+                self.log.warning("Schoology answered 401 to %s; signing it again with a fresh nonce and timestamp",
+                                 what)
+                continue
             raise SchoologyCredentialsError(
-                f"Schoology refused the consumer key/secret of connection '{self.schoology_conn_id}' "
-                f"({self.redacted_message(response)}). Generate new API credentials in Schoology (a system "
-                "administrator with the 'Access Schoology API' permission, Integration > API) and update the "
-                "Airflow connection's login and password."
+                f"Schoology refused the consumer key/secret of connection '{self.schoology_conn_id}' twice, "
+                f"each signed afresh ({self.redacted_message(response)}). Generate new API credentials in "
+                "Schoology (a system administrator with the 'Access Schoology API' permission, Integration > "
+                "API) and update the Airflow connection's login and password."
             )
         self.raise_for_transient(response, what)
         return response
@@ -248,6 +326,8 @@ class SchoologyHook(ApiHook):
         so the LMS never waits on the caller between batches; the calls of both share
         ``max_in_flight``. ``batches`` is read one batch ahead of the results yielded."""
         self._settings, self._session  # looked up here: the threads have no task context to ask
+        with self._inactive_lock:
+            self._inactive = None  # inactive users are listed afresh for every run that sends users
         with (ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="schoology") as calls,
               ThreadPoolExecutor(max_workers=2, thread_name_prefix="schoology-batch") as sending):
             self._calls = calls
@@ -360,17 +440,25 @@ class SchoologyHook(ApiHook):
     def _bulk(self, path: str, outer: str, inner: str, payloads: list[dict], *,
               params: dict | None = None, answer_path: tuple[str, ...] = ()) -> list[dict]:
         """One bulk POST (≤ 50 objects) with retries; Schoology's entry for each object, in order."""
-        people = wire.people_in(payloads)
+        return self._bulk_call("POST", path, {outer: {inner: payloads}}, answer_path or (inner,), params=params,
+                               identifiers=wire.people_in(payloads), count=len(payloads))
+
+    def _bulk_call(self, method: str, path: str, body: dict, answer_path: tuple[str, ...], *,
+                   params: dict | None = None, identifiers: Iterable[object] = (),
+                   count: int | None = None) -> list[dict]:
+        """One bulk call with retries; Schoology's entry for each of its ``count`` objects, in order
+        (``count``: the length of the list under ``answer_path`` in ``body``, if not given)."""
+        if count is None:
+            count = len(wire.bulk_entries(body, answer_path))
+        people = list(identifiers)
 
         def attempt() -> list[dict]:
-            response = self._expect(
-                self._send("POST", self._url(path), params=params, body={outer: {inner: payloads}}), 200, 207,
-                identifiers=people,
-            )
-            entries = wire.bulk_entries(response.json(), answer_path or (inner,))
-            if not isinstance(entries, list) or len(entries) != len(payloads):
+            response = self._expect(self._send(method, self._url(path), params=params, body=body), 200, 207,
+                                    identifiers=people)
+            entries = wire.bulk_entries(response.json(), answer_path)
+            if not isinstance(entries, list) or len(entries) != count:
                 raise SchoologyRequestError(
-                    f"Schoology answered POST {path} with {len(entries or [])} entries for {len(payloads)} objects"
+                    f"Schoology answered {method} {path} with {len(entries or [])} entries for {count} objects"
                 )
             return entries
 
@@ -383,11 +471,46 @@ class SchoologyHook(ApiHook):
                 {"option_keep_enrollments": 1, "email_notification": 0},
             )
         def send(batch: list[User]) -> list[ItemResult]:
-            payloads = [wire.user_payload(user) for user in batch]
-            entries = self._bulk("users", "users", "user", payloads, params={"update_existing": 1})
-            return [wire.created_result(user.key, entry) for user, entry in zip(batch, entries)]
+            refused = self._reactivate(batch)
+            sent = [user for user in batch if user.key not in refused]
+            results = dict(refused)
+            if sent:
+                payloads = [wire.user_payload(user) for user in sent]
+                entries = self._bulk("users", "users", "user", payloads, params={"update_existing": 1})
+                results.update((user.key, wire.created_result(user.key, entry)) for user, entry in zip(sent, entries))
+            return [results[user.key] for user in batch]
 
         return self._in_batches(items, send)
+
+    def _inactive_users(self) -> dict[str, str]:
+        """Schoology's inactive users (``GET users/inactive``): uid by school_uid, listed once a run."""
+        with self._inactive_lock:
+            if self._inactive is None:
+                records = self._list("users/inactive", "user")
+                self._inactive = {str(r["school_uid"]): str(r["uid"]) for r in records if r.get("school_uid")}
+            return self._inactive
+
+    def _reactivate(self, batch: list[User]) -> dict[str, ItemResult]:
+        """Bring back, with Schoology's ``PUT users/reactivate``, the users of ``batch`` that are
+        inactive in Schoology (deactivated earlier, active in IC again): the same account, not a new
+        one. ``update_existing`` finds active users only. What Schoology refuses to reactivate is
+        returned as a failed result by key, and is not sent on (it would be created anew)."""
+        inactive = self._inactive_users()
+        wanted = [(user, inactive[user.key]) for user in batch if user.key in inactive]
+        if not wanted:
+            return {}
+        entries = self._bulk_call("PUT", "users/reactivate", wire.reactivation_payload([uid for _, uid in wanted]),
+                                  ("user",), identifiers=[user.key for user, _ in wanted])
+        refused: dict[str, ItemResult] = {}
+        with self._inactive_lock:
+            for (user, uid), entry in zip(wanted, entries):
+                result = wire.result_of_entry(user.key, entry, uid)
+                if result.ok:
+                    inactive.pop(user.key, None)
+                else:
+                    refused[user.key] = result
+        self.log.info("Schoology reactivated %d user(s), %d refused", len(wanted) - len(refused), len(refused))
+        return refused
 
     def _courses(self, action: Action, items: list[Course]) -> list[ItemResult]:
         if action == "deactivate":
@@ -422,7 +545,8 @@ class SchoologyHook(ApiHook):
     def _sections(self, action: Action, items: list[Section]) -> list[ItemResult]:
         if action == "deactivate":
             return self._deactivate_by_lookup(
-                items, "sections", "section", "section_school_codes", "section_school_code", "id", "section_ids", {}
+                items, "sections", "section", "section_school_codes", "section_school_code", "id", "section_ids", {},
+                lookup_options=INCLUDE_PAST,
             )
         by_course: dict[str, list[int]] = {}
         for position, section in enumerate(items):
@@ -465,11 +589,13 @@ class SchoologyHook(ApiHook):
 
     def _deactivate_by_lookup(self, items: list[LmsItem], path: str, key: str, lookup_param: str,
                               external_field: str, id_field: str, delete_param: str,
-                              delete_options: dict) -> list[ItemResult]:
-        """Find the LMS ids of up to 50 external keys, then delete those still there; gone is done."""
+                              delete_options: dict, *, lookup_options: dict | None = None) -> list[ItemResult]:
+        """Find the LMS ids of up to 50 external keys, then delete those still there; gone is done.
+        ``lookup_options`` widen the lookup (sections: ``include_past``), so "not listed" means gone."""
         def send(batch: list[LmsItem]) -> list[ItemResult]:
             def attempt() -> list[ItemResult]:
-                records = self._list_once(path, key, {lookup_param: ",".join(item.key for item in batch)})
+                records = self._list_once(path, key, {lookup_param: ",".join(item.key for item in batch),
+                                                      **(lookup_options or {})})
                 ids = wire.ids_by(records, external_field, id_field)
                 present = [ids[item.key] for item in batch if item.key in ids]
                 if present:

@@ -26,16 +26,14 @@ from airflow.sdk import BaseOperator, Context, ObjectStoragePath, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
+from include.frames import isin
 from include.grades.export import DUPLICATE, ExportFormatError, read_export
 from include.grades.opt_in import OptInVariableError, opt_in_variable, opted_in_sections
-from include.grades.processed import mark_processed
-from include.grades.transform import (
+from include.grades.plan import (
     BAD_SCORE,
     CLASS_COLUMNS,
     GRADING_PERIOD_COLUMNS,
     LETTER_ONLY,
-    LOGGED_STUDENT,
-    MALFORMED,
     POSTED_COLUMNS,
     SECTION_COLUMNS,
     SESSION_COLUMNS,
@@ -43,8 +41,13 @@ from include.grades.transform import (
     UNMAPPED_TERM,
     USER_COLUMNS,
     GradeContext,
-    format_reconciliation,
     plan_postings,
+)
+from include.grades.processed import mark_processed
+from include.grades.reconciliation import (
+    LOGGED_STUDENT,
+    MALFORMED,
+    format_reconciliation,
     reconcile,
     refusals,
     withheld,
@@ -53,9 +56,9 @@ from include.grades.transform import (
 from include.journal import Journal, versioned
 from include.oneroster.models import PERSON_FIELDS
 from include.privacy import redacted
-from include.provisioning.plan import isin
+from include.provisioning.steps import TERM_PERIODS
 from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
-from plugins.hooks.oneroster import WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
+from plugins.hooks.oneroster import TAKEN_STATUSES, WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
 from plugins.operators.run_params import resolve_active_year, skip_unless_running
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
@@ -192,7 +195,7 @@ class PlanGradesOperator(_GradesOperator):
                              "IC files each percent under the task's score group itself", self.district)
         grade_context = GradeContext(
             sections=self._provisioned(context, "section", SECTION_COLUMNS),
-            grading_periods=self._provisioned(context, "grading_period", GRADING_PERIOD_COLUMNS),
+            grading_periods=self._provisioned(context, TERM_PERIODS, GRADING_PERIOD_COLUMNS),
             users=self._columns(users, USER_COLUMNS),
             classes=self._columns(self._extracted(context, "classes"), CLASS_COLUMNS),
             sessions=self._columns(self._extracted(context, "academicSessions"), SESSION_COLUMNS),
@@ -277,12 +280,13 @@ class PostGradesOperator(_GradesOperator):
                     "result_id": [answer.sourced_id for answer in answers],
                     "fingerprint": batch["fingerprint"].to_list(),
                     "status": [answer.status for answer in answers],
-                    "message": self._without_people(context, answers, batch["student"].astype(str).tolist()),
+                    "message": [answer.message for answer in answers],
                 })
                 journal.append(part)
                 answered.append(part)
         done = pd.concat(answered, ignore_index=True) if len(answered) > 1 else done
         outcomes = done[isin(done["result_id"], to_post["result_id"]).to_numpy()].drop_duplicates("result_id", keep="last")
+        outcomes = self._without_people(context, outcomes, to_post)
         self._remember_posted(context, outcomes)
         staged = stage_frame(self._path(context, "outcomes"), outcomes)
         counts = outcomes["status"].value_counts().to_dict()
@@ -293,23 +297,30 @@ class PostGradesOperator(_GradesOperator):
                               content_sha256=staged.sha256, counts=counts)
 
     @staticmethod
-    def _without_people(context: Context, answers: list[GradebookAnswer], students: list[str]) -> list:
-        """IC's messages, each refusal's cleared of the student it is about (ids, username, email,
-        names from the users extract, only the refused students' rows read): what the journal,
-        the outcomes, the reconciliation and so every log line and email carry. The staged
-        reconciliation keeps the row and the student's id, so a person can still act on it."""
-        refused = {student for answer, student in zip(answers, students, strict=True)
-                   if answer.message and not answer.taken}
-        if not refused:
-            return [answer.message for answer in answers]
+    def _without_people(context: Context, outcomes: pd.DataFrame, to_post: pd.DataFrame) -> pd.DataFrame:
+        """The outcomes with each refusal's IC message cleared of the student it is about (ids,
+        username, email, names from the users extract, one read of the refused students' rows for
+        the whole run): what the staged outcomes, the reconciliation and so every log line and email
+        carry. The journal keeps IC's words as they came (staged with the run, under its retention);
+        the staged reconciliation keeps the row and the student's id, so a person can still act on it."""
+        messages = outcomes["message"]
+        refusal = (messages.notna() & (messages.astype(str) != "")
+                   & ~outcomes["status"].isin(TAKEN_STATUSES)).to_numpy()
+        if not refusal.any():
+            return outcomes
+        student_of = to_post.drop_duplicates("result_id").set_index("result_id")["student"].astype(str)
+        students = outcomes.loc[refusal, "result_id"].map(student_of)
         uri = context["ti"].xcom_pull(task_ids="extract.users")["uri"]
         with ObjectStoragePath(uri).open("rb") as handle:
             users = pq.read_table(handle, columns=list(PERSON_FIELDS),
-                                  filters=[("sourced_id", "in", sorted(refused))]).to_pylist()
+                                  filters=[("sourced_id", "in", sorted(set(students.dropna())))]).to_pylist()
         people = {user["sourced_id"]: [value for value in user.values() if value] for user in users}
-        return [redacted(answer.message, people.get(student, [student]), reference=LOGGED_STUDENT, limit=None,
-                         unknown_people=False) if answer.message and not answer.taken else answer.message
-                for answer, student in zip(answers, students, strict=True)]
+        cleared = [redacted(message, people.get(student, [student]), reference=LOGGED_STUDENT, limit=None,
+                            unknown_people=False)
+                   for message, student in zip(messages[refusal], students, strict=True)]
+        outcomes = outcomes.copy()
+        outcomes.loc[refusal, "message"] = cleared
+        return outcomes
 
     def _log_refusals(self, lines: pd.DataFrame) -> None:
         """A line per lineItem and IC message, the largest first: a closed window as information, any

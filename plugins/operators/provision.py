@@ -22,6 +22,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Notifications, Provisioning
+from include.frames import isin
 from include.journal import Journal, versioned
 from include.lms.target import ITEM_TYPES, without_identifiers
 from include.provisioning import plan
@@ -37,7 +38,7 @@ from include.provisioning.diff import (
     result_table,
 )
 from include.provisioning.report import extract_rows, format_report, needing_a_person, report_rows
-from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS
+from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS, TERM_PERIODS, RunScope
 from include.staging import (
     Manifest,
     ProvisionManifest,
@@ -48,7 +49,7 @@ from include.staging import (
     utc_now,
 )
 from plugins.hooks.lms import lms_target
-from plugins.operators.run_params import resolve_active_year, skip_unless_running
+from plugins.operators.run_params import resolve_active_year, run_date, skip_unless_running
 
 JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50
 LOGGED_ERRORS = 5
@@ -145,8 +146,9 @@ class ProvisionOperator(BaseOperator):
             for kind in step.needs
         }
         target = lms_target(self.lms)
-        self._check_references(target, orgs=extracts.get("orgs"))
-        desired = step.build(extracts, results, self.provisioning)
+        catalogs = self._check_references(target, orgs=extracts.get("orgs"))
+        desired = step.desired(extracts, results, self.provisioning, RunScope(run_date(context), active_year))
+        terms = desired.terms  # grading periods: the period each term of the year is in
         del extracts, results  # a million-student district's extracts are not needed past the plan
         hashes = fingerprint_hashes(desired.rows, self.kind)  # made before the state is read
         state_file = state_path(self.staging_root, self.district, active_year, f"provisioned/{self.kind}")
@@ -159,27 +161,32 @@ class ProvisionOperator(BaseOperator):
         if not dry_run:
             stage_frame(state_file, next_state(state, changes, outcomes))
         state = state[["key", "lms_id"]]  # all the result table needs of it: the rest is let go
-        return self._record(changes, outcomes, state, run_id, active_year, dry_run)
+        return self._record(changes, outcomes, state, run_id, active_year, dry_run,
+                            terms=terms, titles=catalogs.get("grading_period", {}))
 
-    def _check_references(self, target, orgs: pd.DataFrame | None = None) -> None:
+    def _check_references(self, target, orgs: pd.DataFrame | None = None) -> dict[str, dict[str, str]]:
         """Fail, naming the district file and the fields, when the maps point at what does not exist.
 
         The first step (buildings) checks every map before anything is written, so a bad map
         never leaves the LMS half provisioned: the LMS ids of all kinds (buildings, grading
         periods, role ids) and, from the orgs extract, the IC schools the school maps name.
-        Later steps re-check their own kind against the LMS as it is then.
+        Later steps re-check their own kind against the LMS as it is then. Returns the catalogs
+        read (LMS id -> title, per catalog kind).
         """
         first = self.kind == STEPS[0].kind
         kinds = list(CHECKED_REFERENCES) if first else [self.kind]
         problems = []
         if first and orgs is not None:
             problems += unknown_ic_schools(self.provisioning, orgs)
+        catalogs: dict[str, dict[str, str]] = {}
         for kind in kinds:
             catalog_kind = CHECKED_REFERENCES.get(kind)
             if catalog_kind is not None:
-                problems += plan.unknown_references(self.provisioning, kind, target.catalog(catalog_kind))
+                catalogs[catalog_kind] = target.catalog(catalog_kind)
+                problems += plan.unknown_references(self.provisioning, kind, catalogs[catalog_kind])
         if problems:
             raise AirflowFailException(f"{self.config_file}: " + "; ".join(problems))
+        return catalogs
 
     def _apply(self, target, changes: Changes, run_id: str) -> dict[str, pd.DataFrame]:
         """Send creates, updates and deactivations in batches, each batch's answers staged as one
@@ -199,8 +206,8 @@ class ProvisionOperator(BaseOperator):
             done = journal.read()
             taken = done[done["ok"].to_numpy(dtype=bool)]
             planned, sent = versioned(frame["key"], frame["fingerprint"]), versioned(taken["key"], taken["fingerprint"])
-            answers = [taken.loc[plan.isin(sent, planned).to_numpy(), OUTCOME_COLUMNS].astype({"key": frame["key"].dtype})]
-            pending = frame[~plan.isin(planned, sent).to_numpy()]
+            answers = [taken.loc[isin(sent, planned).to_numpy(), OUTCOME_COLUMNS].astype({"key": frame["key"].dtype})]
+            pending = frame[~isin(planned, sent).to_numpy()]
             del done, taken, planned, sent
             in_flight: deque[tuple[pd.DataFrame, list]] = deque()
 
@@ -233,6 +240,9 @@ class ProvisionOperator(BaseOperator):
         run_id: str,
         active_year: int,
         dry_run: bool,
+        *,
+        terms: pd.DataFrame | None = None,
+        titles: dict[str, str] | None = None,
     ) -> dict:
         refused = [
             answers.loc[~answers["ok"].to_numpy(dtype=bool), ["key", "error"]].assign(action=action)
@@ -241,12 +251,16 @@ class ProvisionOperator(BaseOperator):
         failed = pd.concat(refused, ignore_index=True).astype(object)[["key", "action", "error"]] if refused else (
             pd.DataFrame(columns=["key", "action", "error"], dtype=object))
         schools = pd.concat([
-            frame.loc[plan.isin(frame["key"], failed["key"]).to_numpy(), ["key", "school"]]
+            frame.loc[isin(frame["key"], failed["key"]).to_numpy(), ["key", "school"]]
             for frame in (changes.create, changes.update, changes.deactivate)
         ])
         failed = failed.merge(schools.drop_duplicates("key"), on="key", how="left")
-        result_file = (stage_frame(self._path(run_id, f"{self.kind}.result"),
-                                   result_table(changes, outcomes, state, dry_run))
+        result = result_table(changes, outcomes, state, dry_run, terms, titles)
+        if terms is not None:  # grading periods: every term's period, for the grades too
+            if not dry_run:
+                stage_frame(state_path(self.staging_root, self.district, active_year, f"provisioned/{TERM_PERIODS}"),
+                            result[["key", "lms_id", "title"]])
+        result_file = (stage_frame(self._path(run_id, f"{self.kind}.result"), result)
                        if self.kind in READ_BY_LATER_STEPS else None)  # 8 M enrollments: 3 s a night
         errors_file = stage_frame(self._path(run_id, f"{self.kind}.errors"), failed)
         skipped_file = stage_frame(self._path(run_id, f"{self.kind}.skipped"), changes.skipped)
@@ -356,6 +370,8 @@ class SyncReportOperator(BaseOperator):
                 f"<p>District <b>{escape(self.district)}</b>{' (dry run)' if dry_run else ''}: the night's "
                 f"provisioning did not reach the LMS whole.</p><ul>{items}</ul>"
                 "<p>failed: the LMS refused them (its messages are in the report; they are sent again next run); "
+                "skipped: building not created yet: the district file maps their school to create and its "
+                "building is not in the LMS (see the buildings' failures; they follow it once it is); "
                 "quarantined: IC served them in a shape that cannot be provisioned (fix them in IC); "
                 "served twice / count unlike the server's total: IC's collection changed while it was read, "
                 "read again and still not settled (the next run reads it again).</p>"

@@ -6,6 +6,8 @@ passback and the export sensor.
 
 from __future__ import annotations
 
+from datetime import date, timezone
+
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -20,6 +22,13 @@ def resolve_active_year(context: Context, rule: ActiveYearRule) -> int:
         return int(override)
     moment = context.get("logical_date") or context["dag_run"].run_after
     return rule.school_year_of(moment)
+
+
+def run_date(context: Context) -> date:
+    """The day a run provisions for (what is current in IC's dates, e.g. an enrollment's end): the
+    day of its logical date (a backfilled night sees its own day), UTC like the schedule."""
+    moment = context.get("logical_date") or context["dag_run"].run_after
+    return moment.astimezone(timezone.utc).date() if moment.tzinfo else moment.date()
 
 
 def skip_unless_running(context: Context, half: str) -> None:
