@@ -178,6 +178,8 @@ class SchoologyEmulator(LoopbackService):
         self._uid_by_login: dict[tuple[str, str], str] = {}  # (username|primary_email, lower-cased) -> uid
         self._course_by_code: dict[tuple[str, str], str] = {}  # (course_code, building_id) -> id
         self._section_by_code: dict[str, str] = {}
+        # (course id, section_code) -> the ids of its sections: update_existing's match, looked up not scanned
+        self._sections_by_section_code: dict[tuple[str, str], set[str]] = {}
         self._enrollment_by_pair: dict[tuple[str, str], str] = {}  # (section_id, uid) -> id
         self._enrollments_by_section: dict[str, set[str]] = {}
         self._faults = FaultQueue(FAULTS)
@@ -694,9 +696,8 @@ class SchoologyEmulator(LoopbackService):
         periods), and whether a section other than ``other_than`` shares the code in one of ``periods``
         ("unique across the course and grading period")."""
         wanted, clash = set(periods), False
-        for section in self._sections.values():
-            if section["course_id"] != course_id or section["section_code"] != code:
-                continue
+        for section_id in sorted(self._sections_by_section_code.get((course_id, code), ()), key=int):
+            section = self._sections[section_id]
             if set(section["grading_periods"]) == wanted:
                 return section, False
             clash = clash or (section is not other_than and bool(wanted & set(section["grading_periods"])))
@@ -741,8 +742,12 @@ class SchoologyEmulator(LoopbackService):
             if code and section["section_school_code"] != code:
                 self._section_by_code.pop(section["section_school_code"], None)
                 section["section_school_code"] = code
+            self._sections_by_section_code.get((section["course_id"], section.get("section_code", "")),
+                                               set()).discard(section["id"])
             section.update({"section_title": title, "section_code": section_code,
                             "grading_periods": periods, "synced": int(_flag(item.get("synced")))})
+            if section_code:
+                self._sections_by_section_code.setdefault((section["course_id"], section_code), set()).add(section["id"])
             self._sections[section["id"]] = section
             if section["section_school_code"]:
                 self._section_by_code[section["section_school_code"]] = section["id"]
@@ -762,6 +767,7 @@ class SchoologyEmulator(LoopbackService):
     def _drop_section(self, section_id: str) -> None:
         if section := self._sections.pop(section_id, None):
             self._section_by_code.pop(section["section_school_code"], None)
+            self._sections_by_section_code.get((section["course_id"], section["section_code"]), set()).discard(section_id)
             for enrollment_id in self._enrollments_by_section.pop(section_id, set()):
                 enrollment = self._enrollments.pop(enrollment_id)
                 del self._enrollment_by_pair[(section_id, enrollment["uid"])]
