@@ -253,8 +253,8 @@ def test_lms_test_connection_takes_schoologys_303_to_the_user_without_following_
     import requests
 
     class Session:
-        def get(self, url, **kwargs):
-            assert url.endswith("/v1/users/me") and kwargs["allow_redirects"] is False
+        def request(self, method, url, **kwargs):
+            assert method == "GET" and url.endswith("/v1/users/me") and kwargs["allow_redirects"] is False
             response = requests.Response()
             response.status_code, response.url = 303, url
             response.headers["Location"] = "https://api.schoology.com/v1/users/12345"

@@ -179,31 +179,15 @@ class SchoologyHook(ApiHook):
         which is not followed (a redirect would resend the signature made for users/me).
         ``(True, the API user's id)`` or ``(False, why not)``; no key or secret is in the message."""
         what = "GET /v1/users/me"
-
-        def attempt() -> requests.Response:
-            for _signing in (1, 2):
-                try:
-                    response = self._session.get(self._url("users/me"), timeout=self.timeout,
-                                                 allow_redirects=False)
-                except DROPPED as error:
-                    raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
-                if response.status_code != 401:
-                    break
-            self.raise_for_transient(response, what)
-            return response
-
         try:
             self.prepare_for_test()
-            response = self._retries.call(attempt, what)
+            response = self._retries.call(
+                lambda: self._send("GET", self._url("users/me"), allow_redirects=False), what)
+        except SchoologyCredentialsError as error:
+            return self.test_result(False, str(error))
         except Exception as error:  # the Test button shows the message; a task would have failed with it
             return self.test_result(False, f"{type(error).__name__}: {error}")
         status = response.status_code
-        if status == 401:
-            return self.test_result(False, (
-                f"Schoology refused the consumer key/secret ({what} answered 401: "
-                f"{self.redacted_message(response)}). "
-                "Check the login and password: a system administrator's API credentials (Integration > API)."
-            ))
         if status in (301, 302, 303, 307, 308):
             user = urlsplit(response.headers.get("Location") or "").path.rstrip("/").rsplit("/", 1)[-1]
         elif status == 200:
@@ -234,7 +218,8 @@ class SchoologyHook(ApiHook):
 
     # -- requests -----------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, params: dict | None = None, body: Any = None) -> requests.Response:
+    def _send(self, method: str, url: str, *, params: dict | None = None, body: Any = None,
+              allow_redirects: bool = True) -> requests.Response:
         """One request, paced by the token bucket; transient failures raise ``Transient``.
 
         A 401 is sent once more, signed again (a fresh nonce and timestamp): Schoology also refuses
@@ -246,7 +231,8 @@ class SchoologyHook(ApiHook):
             self.count_request()
             try:
                 with self._in_flight:
-                    response = self._session.request(method, url, params=params, json=body, timeout=self.timeout)
+                    response = self._session.request(method, url, params=params, json=body, timeout=self.timeout,
+                                                     allow_redirects=allow_redirects)
             except DROPPED as error:
                 raise Transient(f"{what}: connection failed ({type(error).__name__})") from None
             if response.status_code != 401:
