@@ -8,6 +8,12 @@ extract against two bounds (the same pages read and thrown away at the same
 concurrency; requests needed ÷ the rate limit), the LMS load against the LMS's rate
 limit, a plain sequential client, a delta night against the full night, end to end, and
 the grade posts to IC's gradebook against IC's rate limit, with what IC stored.
+With ``--object-store`` it also runs the full night again staged on a local S3 server
+instead of local disk, against an LMS of its own as empty as the first, and prints the
+ratio of the two nights.
+
+``python -m bench --districts N`` measures instead the DAG file at N district files: the
+dag-processor's parse and a task's start-up (see :mod:`bench.parse`).
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ from bench.extract import (
 )
 from bench.load import LmsProcess, LmsSettings, provision_night
 from bench.measure import PhaseResult, run_isolated
+from bench.parse import ERRORS_FILE, dag_file_parse, write_districts
 from bench.post import post_grades
 from include.config import DISTRICTS_DIR
 from include.oneroster.models import COLLECTIONS
 from include.sandbox.environment import use_project_airflow
+from include.sandbox.object_store import ObjectStore
 
 DEMO = DISTRICTS_DIR / "demo.yaml"
+S3_CONN_ID, S3_BUCKET = "staging_s3_bench", "oneroster-bench"  # --object-store's connection and bucket
 
 GOALS = {
     "extract ÷ raw-transfer bound": 1.5,
@@ -43,9 +52,12 @@ GOALS = {
     "LMS load ÷ rate-limit bound": 1.2,
     "grade posts ÷ rate-limit bound": 1.2,
     "delta night ÷ full night": 0.05,
+    "S3 staging night ÷ disk staging night": 1.15,
     "sequential client ÷ our extract (at least)": 10.0,
     "grade transform seconds": 10.0,
     "peak RSS of any task (MiB)": 2048.0,
+    "DAG file parse seconds (dag-processor)": 2.0,
+    "district files a task's start-up reads": 1.0,
 }
 
 
@@ -69,6 +81,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grade-posts", type=int, default=20_000,
                         help="results the post task PUTs to IC's gradebook (each one request)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/oneroster-bench"))
+    parser.add_argument("--districts", type=int, default=None,
+                        help="measure only the DAG file's parse at this many district files (e.g. 500)")
+    parser.add_argument("--object-store", action="store_true",
+                        help="run the full night a second time staged on a local S3 server, against disk")
     parser.add_argument("--in-process", action="store_true",
                         help="run the phases in this process (quick smoke runs; peak RSS is then the whole run's)")
     return parser.parse_args(argv)
@@ -98,6 +114,23 @@ def _uris(extracts: list[PhaseResult]) -> dict[str, str]:
     return dict(zip(COLLECTIONS, (result.extra["uri"] for result in extracts), strict=True))
 
 
+def full_night_on_object_store(emulator: EmulatorProcess, args: argparse.Namespace, lms_settings: LmsSettings,
+                               manifests_file: Path) -> tuple[list[PhaseResult], list[PhaseResult], list[str]]:
+    """The full night again, staged on a local S3 server (moto in a thread of this process, which
+    only waits while a phase's process runs) and provisioning an LMS of its own, as empty as the
+    disk night's was: its extracts, its provisioning steps and the keys it staged."""
+    with ObjectStore(conn_id=S3_CONN_ID, bucket=S3_BUCKET) as store:
+        os.environ.update(store.connection_env())  # every phase's process inherits the connection
+        staging = store.staging_root()
+        with LmsProcess(lms_settings) as lms:
+            extracts = extract_night(emulator, args, staging, "full_night", full=True)
+            load = provision_night(lms, _uris(extracts), str(DEMO), staging, "full_night", manifests_file,
+                                   partial(run_phase, args))
+        for result in [*extracts, *load]:
+            result.phase = f"S3 {result.phase}"
+        return extracts, load, store.keys()
+
+
 def total(phase: str, results: list[PhaseResult]) -> PhaseResult:
     return PhaseResult(phase, records=sum(r.records for r in results), requests=sum(r.requests for r in results),
                        bytes=sum(r.bytes for r in results), seconds=sum(r.seconds for r in results),
@@ -105,10 +138,10 @@ def total(phase: str, results: list[PhaseResult]) -> PhaseResult:
 
 
 def table(results: list[PhaseResult]) -> str:
-    header = f"{'phase':<34}{'records':>12}{'requests':>10}{'MB':>9}{'seconds':>10}{'records/s':>12}{'peak RSS MiB':>14}"
+    header = f"{'phase':<36}{'records':>12}{'requests':>10}{'MB':>9}{'seconds':>10}{'records/s':>12}{'peak RSS MiB':>14}"
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(f"{r.phase:<34}{r.records:>12,}{r.requests:>10,}{r.bytes / 1e6:>9.1f}{r.seconds:>10.2f}"
+        lines.append(f"{r.phase:<36}{r.records:>12,}{r.requests:>10,}{r.bytes / 1e6:>9.1f}{r.seconds:>10.2f}"
                      f"{r.records_per_second:>12,.0f}{r.peak_rss_mib:>14.0f}")
     return "\n".join(lines)
 
@@ -119,11 +152,49 @@ def verdict(name: str, value: float) -> str:
     return f"  {name:<44}{value:>10.2f}   goal {'≥' if 'at least' in name else '≤'} {goal:g}: {'met' if met else 'NOT met'}"
 
 
+def districts_main(args: argparse.Namespace) -> dict:
+    """The DAG file at ``args.districts`` district files: each parse in a fresh process, whatever
+    ``--in-process`` says (a parse in a process that already imported it would measure nothing)."""
+    work = args.work_dir / f"districts-{args.districts}"
+    if "AIRFLOW_HOME" not in os.environ:
+        use_project_airflow(work / "airflow-home")
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    dag_ids = write_districts(work / "districts", args.districts)
+    task_dag = dag_ids[len(dag_ids) // 2]
+    print(f"{args.districts:,} district files (the demo's settings) in {work / 'districts'}; the task's DAG "
+          f"{task_dag}", flush=True)
+    parse = run_isolated(dag_file_parse, str(work / "districts"))
+    task = run_isolated(dag_file_parse, str(work / "districts"), task_dag)
+    errors = run_isolated(dag_file_parse, str(work / "districts"), None, ERRORS_FILE)
+    print()
+    header = f"{'phase':<44}{'DAGs':>6}{'tasks':>8}{'files read':>12}{'seconds':>10}{'peak RSS MiB':>14}"
+    print(header)
+    print("-" * len(header))
+    for result in (parse, task, errors):
+        print(f"{result.phase:<44}{result.records:>6,}{result.extra['tasks']:>8,}{result.requests:>12,}"
+              f"{result.seconds:>10.2f}{result.peak_rss_mib:>14.0f}")
+    print()
+    for result in (parse, task, errors):
+        print(f"{result.phase}: heavy modules imported: {', '.join(result.extra['heavy_modules']) or 'none'}")
+    figures = {
+        "DAG file parse seconds (dag-processor)": parse.seconds,
+        "district files a task's start-up reads": float(task.requests),
+    }
+    print("Figures against the goals:")
+    for name, value in figures.items():
+        print(verdict(name, value))
+    return {"figures": figures, "results": [parse, task, errors], "task_dag": task_dag}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = arguments(argv)
+    if args.districts is not None:
+        return districts_main(args)
     work = args.work_dir / f"{args.students}"
     shutil.rmtree(work / "staging", ignore_errors=True)
-    staging = (work / "staging").as_uri()
+    shutil.rmtree(work / "manifests", ignore_errors=True)
+    staging, manifests = (work / "staging").as_uri(), work / "manifests"
+    manifests.mkdir(parents=True)
     if "AIRFLOW_HOME" not in os.environ:
         use_project_airflow(work / "airflow-home")  # every phase's process inherits it
         os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
@@ -142,7 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
             raw = run_phase(args, raw_transfer_phase, emulator.base_url, emulator.counts, args.page_size,
                             args.concurrency, args.rate_limit)
             full = extract_night(emulator, args, staging, "full_night", full=True)
-            full_load = provision_night(lms, _uris(full), str(DEMO), staging, "full_night", partial(run_phase, args))
+            full_load = provision_night(lms, _uris(full), str(DEMO), staging, "full_night",
+                                        manifests / "full_night.json", partial(run_phase, args))
+            s3_full, s3_load, s3_keys = [], [], []
+            if args.object_store:
+                s3_full, s3_load, s3_keys = full_night_on_object_store(emulator, args, lms_settings,
+                                                                       manifests / "s3_full_night.json")
             sequential = run_phase(args, sequential_phase, emulator.base_url, emulator.counts,
                                    args.sequential_seconds)
             changes_at = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -150,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                 emulator.modify(collection, int(emulator.counts[collection] * args.change_percent / 100), changes_at)
             delta = extract_night(emulator, args, staging, "delta_night", full=False)
             delta_load = provision_night(lms, _uris(delta), str(DEMO), staging, "delta_night",
-                                         partial(run_phase, args))
+                                         manifests / "delta_night.json", partial(run_phase, args))
             stats, lms_stats = emulator.stats(), lms.stats()
         from bench.transform import grade_transform_phase
 
@@ -161,9 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
     full_extract, delta_extract = total("full night: extract", full), total("delta night: extract", delta)
     full_provision = total("full night: provision", full_load)
     delta_provision = total("delta night: provision", delta_load)
-    results = [raw, *full, full_extract, *full_load, full_provision, *delta, delta_extract, *delta_load,
-               delta_provision, sequential, grades, grade_plan, grade_post]
-    tasks = [*full, *delta, *full_load, *delta_load, grades, grade_plan, grade_post]
+    s3_night_rows = []
+    if args.object_store:
+        s3_extract, s3_provision = total("S3 full night: extract", s3_full), total("S3 full night: provision", s3_load)
+        s3_night_rows = [*s3_full, s3_extract, *s3_load, s3_provision]
+    results = [raw, *full, full_extract, *full_load, full_provision, *s3_night_rows, *delta, delta_extract,
+               *delta_load, delta_provision, sequential, grades, grade_plan, grade_post]
+    tasks = [*full, *delta, *full_load, *delta_load, *s3_full, *s3_load, grades, grade_plan, grade_post]
     print()
     print(table(results))
     print()
@@ -179,6 +259,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"Full night {full_night:,.1f} s (extract {full_extract.seconds:,.1f} s, provision "
           f"{full_provision.seconds:,.1f} s); delta night {delta_night:,.1f} s (extract {delta_extract.seconds:,.1f} s, "
           f"provision {delta_provision.seconds:,.1f} s)")
+    if args.object_store:
+        s3_night = s3_extract.seconds + s3_provision.seconds
+        figures["S3 staging night ÷ disk staging night"] = s3_night / full_night
+        print(f"Full night staged on the local S3 server {s3_night:,.1f} s (extract {s3_extract.seconds:,.1f} s, "
+              f"provision {s3_provision.seconds:,.1f} s), {len(s3_keys):,} objects staged; on local disk "
+              f"{full_night:,.1f} s")
     print(f"Raw-transfer bound: {raw.seconds:.2f} s for {raw.requests:,} requests, {raw.bytes / 1e6:,.0f} MB")
     if args.rate_limit:
         bound = requests_needed(emulator.counts, args.page_size) / args.rate_limit
@@ -210,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value in figures.items():
         print(verdict(name, value))
     return {"figures": figures, "results": results, "counts": emulator.counts, "lms": lms_stats, "gradebook": gradebook,
-            "delta fetched": dict(zip(COLLECTIONS, (r.extra["fetched"] for r in delta), strict=True))}
+            "delta fetched": dict(zip(COLLECTIONS, (r.extra["fetched"] for r in delta), strict=True)),
+            "object store keys": s3_keys}
 
 
 if __name__ == "__main__":

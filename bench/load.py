@@ -15,8 +15,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.measure import PhaseResult, ServerProcess, UpstreamManifests, prepared_as_a_task
+
+if TYPE_CHECKING:
+    from include.config import Provisioning
 
 LMS_KEY = "bench-consumer"
 LMS_SECRET = "bench-local-only-consumer-secret"
@@ -53,24 +57,23 @@ class LmsProcess(ServerProcess):
         super().__init__(_serve, settings, "lms-emulator")
 
 
-def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: str, staging_root: str,
-                         run_id: str, lms: dict, settings: LmsSettings) -> PhaseResult:
-    """One provisioning step through the real operator; its manifest is kept beside the run's
-    staging for the steps after it."""
+def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: str, provisioning: Provisioning,
+                         staging_root: str, run_id: str, manifests_file: str, lms: dict,
+                         settings: LmsSettings) -> PhaseResult:
+    """One provisioning step through the real operator; its manifest is kept in ``manifests_file``
+    (the bench's own bookkeeping, on local disk whatever the staging root) for the steps after it."""
     os.environ[f"AIRFLOW_CONN_{LMS_CONN_ID.upper()}"] = json.dumps({
         "conn_type": "schoology", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
         "extra": {"school_id": lms["school_id"]},
     })
-    from bench.transform import bench_provisioning
     from include.config import ActiveYearRule, Lms
     from include.provisioning.steps import STEP_BY_KIND
     from plugins.operators.provision import ProvisionOperator
 
     step = STEP_BY_KIND[kind]
-    kept = _manifests_file(staging_root, run_id)
+    kept = Path(manifests_file)
     manifests = json.loads(kept.read_text()) if kept.exists() else {}
     manifests.update({f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()})
-    provisioning = bench_provisioning(config_path, Path(extract_uris["orgs"].removeprefix("file://")))
     operator = ProvisionOperator(
         task_id=step.task_id, kind=kind, district="bench", config_file=config_path, provisioning=provisioning,
         lms=Lms(conn_id=LMS_CONN_ID, requests_per_second=settings.rate_limit or UNLIMITED,
@@ -91,21 +94,23 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
                        extra={"counts": counts, "objects": manifest["row_count"]})
 
 
-def _manifests_file(staging_root: str, run_id: str) -> Path:
-    return Path(staging_root.removeprefix("file://")) / f"{run_id}.bench-manifests.json"
-
-
 def provision_night(lms: LmsProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
-                    run_id: str, run_phase) -> list[PhaseResult]:
+                    run_id: str, manifests_file: Path, run_phase) -> list[PhaseResult]:
     """Every provisioning step in order, each through ``run_phase`` (a fresh process), with the
-    LMS requests it carried out (the rate-limit bound's count) and the 429s it was answered."""
+    LMS requests it carried out (the rate-limit bound's count) and the 429s it was answered. The
+    steps hand their manifests on through ``manifests_file``, which must not exist yet. The bench's
+    maps (:func:`bench_provisioning`) are made once here, outside the steps' processes: a step's clock
+    then counts only what its task does, on an object store the S3 client's set-up included, as a real
+    task's would."""
+    from bench.transform import bench_provisioning
     from include.provisioning.steps import STEPS
 
+    provisioning = bench_provisioning(config_path, extract_uris["orgs"])
     results = []
     for step in STEPS:
         before = lms.stats()
-        result = run_phase(provision_step_phase, step.kind, extract_uris, config_path, staging_root, run_id,
-                           lms.info, lms.settings)
+        result = run_phase(provision_step_phase, step.kind, extract_uris, config_path, provisioning, staging_root,
+                           run_id, str(manifests_file), lms.info, lms.settings)
         after = lms.stats()
         result.extra["rate_limited"] = after["rate_limited"] - before["rate_limited"]
         result.requests = after["requests"] - before["requests"] - result.extra["rate_limited"]  # a 429 is not one

@@ -98,13 +98,15 @@ def write_extract_cache(students: int, seed: int, directory: str, workers: int =
 # -- provisioning: plan and diff per step ------------------------------------------------------
 
 
-def bench_provisioning(config_path: str, orgs_file: Path):
-    """The district file's maps, with every school of the extract mapped to ``create``: the
-    demo file names the demo's three schools, a synthetic district has one per 1,000 students."""
+def bench_provisioning(config_path: str, orgs_uri: str):
+    """The district file's maps, with every school of the extract (staged at ``orgs_uri``, on disk
+    or in an object store) mapped to ``create``: the demo file names the demo's three schools, a
+    synthetic district has one per 1,000 students."""
     from include.config import load_district
+    from include.staging import read_frame
 
     provisioning = load_district(Path(config_path)).provisioning
-    orgs = pq.read_table(orgs_file, columns=["sourced_id", "type"]).to_pydict()
+    orgs = read_frame(orgs_uri, ["sourced_id", "type"])
     schools = {org: "create" for org, kind in zip(orgs["sourced_id"], orgs["type"], strict=True)
                if kind == "school"}
     return provisioning.model_copy(update={"schools": {**schools, **provisioning.schools}})
@@ -149,7 +151,7 @@ def plan_step_phase(
 
     step = STEP_BY_KIND[kind]
     extracts_path, work = Path(extract_dir), Path(work_dir)
-    provisioning = bench_provisioning(config_path, extracts_path / "orgs.parquet")
+    provisioning = bench_provisioning(config_path, str(extracts_path / "orgs.parquet"))
     state_file = work / "state" / f"{kind}.parquet"
     if night not in ("full", "delta"):
         raise ValueError(f"night is 'full' or 'delta', not {night!r}")

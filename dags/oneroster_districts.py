@@ -74,14 +74,14 @@ def _nightly(dag_id: str, schedule: str, first_night: date, retries: TaskRetries
     }
 
 
-def _doc(config: DistrictConfig, params: dict[str, Param]) -> str:
+def _doc(config: DistrictConfig, params: dict[str, Param], file: str) -> str:
     """The DAG's docs in the UI: what a night does, the params, a safe dry run, a broken file."""
     ic = config.infinite_campus
     night = [f"""
 ### {config.name} (`{config.district}`)
 
 Nightly Infinite Campus ⇄ LMS sync for this district, built from
-`{district_file(config.district)}`. Schedule `{config.schedule}` (UTC); runs never overlap.
+`{file}`. Schedule `{config.schedule}` (UTC); runs never overlap.
 The school year comes from the run's logical date (years start on {config.active_year.starts})
 unless the `active_year` param is set; a past year can be asked for either way, or backfilled.
 
@@ -146,10 +146,10 @@ def _state_folder(district: str) -> str:
     return f"<staging root>/{district}/state/<school year>/"
 
 
-def _first_night_doc(config: DistrictConfig) -> str:
+def _first_night_doc(config: DistrictConfig, file: str) -> str:
     return f"""
 **first_night**: lets a scheduled run through only from the district's first night,
-{config.start_date.isoformat()} (`start_date` in `{district_file(config.district)}`). A scheduled run
+{config.start_date.isoformat()} (`start_date` in `{file}`). A scheduled run
 dated before it is skipped whole, every task with it, and the log says when the nights begin.
 Manual runs and backfills of any date always go through.
 
@@ -397,16 +397,17 @@ def _params(config: DistrictConfig) -> dict[str, Param]:
 def build_district_dag(config: DistrictConfig) -> DAG:
     ic = config.infinite_campus
     params = _params(config)
+    file = district_file(config.district)
     with DAG(
         **_nightly(config.dag_id, config.schedule, config.start_date, config.task_retries, config.notifications),
         description=f"Infinite Campus OneRoster sync for {config.name}",
         deadline=deadline_alert(config),
         tags=sorted({"oneroster", "infinite-campus", f"district:{config.district}", *config.tags}),
-        doc_md=_doc(config, params),
+        doc_md=_doc(config, params, file),
         params=params,
     ) as dag:
         first_night = FirstNightGate(task_id="first_night", first_night=config.start_date,
-                                     doc_md=_first_night_doc(config))
+                                     doc_md=_first_night_doc(config, file))
         with TaskGroup("extract", tooltip="OneRoster rostering collections -> staging") as extract:
             for collection in COLLECTIONS:
                 OneRosterExtractOperator(
@@ -429,7 +430,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                         task_id=step.task_id,
                         kind=step.kind,
                         district=config.district,
-                        config_file=district_file(config.district),
+                        config_file=file,
                         provisioning=config.provisioning,
                         lms=config.lms,
                         active_year_rule=config.active_year,
@@ -530,12 +531,14 @@ Fix the file; the dag-processor picks it up and the district's usual DAG returns
 
 
 def _register() -> None:
-    configs, errors = load_districts()
+    """Every district's DAG for the dag-processor; for a task, only its own DAG, from its own file
+    (Airflow names the DAG it runs a task of in the parsing context)."""
     parsing_for = get_parsing_context().dag_id
+    configs, errors = load_districts(dag_id=parsing_for)
     built = [(config.dag_id, build_district_dag, config) for config in configs]
     built += [(invalid.dag_id, build_invalid_district_dag, invalid) for invalid in map(invalid_district, errors)]
     for dag_id, build, settings in built:
-        if (parsing_for is None or parsing_for == dag_id) and dag_id not in globals():
+        if dag_id not in globals():  # a valid file before an invalid one whose name gives the same id
             globals()[dag_id] = build(settings)
 
 

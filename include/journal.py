@@ -3,10 +3,14 @@
 Each batch's answers are staged as one more part before the next batch is sent, so a
 task retried after a crash (or cleared and re-run) skips what was taken and resends at
 most the batch that was in flight; nothing is rewritten, so the cost stays linear in the
-items however many millions a night sends.
+items however many millions a night sends. A part's name is its place and a name of its
+own: two tries of a task that overlap on two workers (one still running on a worker the
+scheduler gave up on) never overwrite each other's parts, whatever the storage.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import pandas as pd
 import pyarrow.compute as pc
@@ -23,7 +27,7 @@ class Journal:
         self._parts = (
             sorted((part for part in directory.iterdir() if not part.name.startswith(".")), key=lambda p: p.name)
             if directory.exists() else []
-        )  # a part still being written is a hidden temporary file
+        )  # a part still being written is a hidden temporary file (on an object store: not there yet)
 
     def read(self) -> pd.DataFrame:
         """Every answer journaled so far, in the order they came."""
@@ -31,7 +35,7 @@ class Journal:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else self._empty)
 
     def append(self, answers: pd.DataFrame) -> None:
-        part = self.directory / f"{len(self._parts):06d}.parquet"
+        part = self.directory / f"{len(self._parts):06d}-{uuid.uuid4().hex[:12]}.parquet"
         stage_frame(part, answers)
         self._parts.append(part)
 

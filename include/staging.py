@@ -3,9 +3,9 @@
 Tasks hand data to each other only through the staging root (``file://`` locally,
 ``s3://``/``gs://`` in a multi-machine deployment) and hand over only a
 :class:`Manifest` through XCom: where the data is, how many rows, its checksum; never
-the data itself. A dataset's location is a function of (district, run, dataset), and
-files are written under a temporary name and renamed, so a retried task overwrites
-its own output and a reader never sees half a file.
+the data itself. A dataset's location is a function of (district, run, dataset), so a
+retried task overwrites its own output, and a file is written so that a reader sees it
+whole or not at all (:class:`AtomicUpload`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
+from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
 ROW_GROUP_SIZE = 50_000
@@ -177,12 +180,61 @@ class _HashingFile:
         return self._digest.hexdigest()
 
 
-def _temporary_beside(target: ObjectStoragePath) -> ObjectStoragePath:
-    return target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+class AtomicUpload:
+    """Bytes written to ``target`` that a reader sees whole or not at all, also when the writer fails
+    or dies half-way.
+
+    On a local (or shared) file system they are written under a hidden temporary name beside the
+    target and renamed, which POSIX makes atomic. On an object store a rename is a copy and a delete
+    (a reader could see the copy half made, and a crash between the two leaves both), but an upload
+    is atomic itself: the object appears only when its one PUT, or its multipart upload's
+    completion, succeeds. So there the bytes go straight to the target's key and a failed upload is
+    aborted, never completed with what was sent so far (fsspec completes a file it closes, even on
+    garbage collection)."""
+
+    def __init__(self, target: ObjectStoragePath | Path):
+        self.target = target
+        self._by_rename = not isinstance(target, ObjectStoragePath) or isinstance(target.fs, LocalFileSystem)
+        self._temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp" if self._by_rename else None
+
+    def open(self):
+        """The file to write to (binary)."""
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self._temporary.open("wb") if self._temporary else self.target.fs.open(self.target.path, "wb")
+        return self._file
+
+    def commit(self) -> None:
+        """The bytes written, at the target."""
+        self._file.close()
+        if self._temporary is not None:
+            self._temporary.rename(self.target)
+
+    def abandon(self) -> None:
+        """Nothing at the target, nothing left beside it."""
+        if self._temporary is not None:
+            self._file.close()
+            self._temporary.unlink(missing_ok=True)
+        else:
+            self._file.discard()  # aborts a multipart upload begun
+            self._file.closed = True  # so that nothing completes the upload with what was sent
+
+
+@contextmanager
+def atomic_file(target: ObjectStoragePath) -> Iterator[BinaryIO]:
+    """A binary file whose bytes (a mark, a CSV copy of a report, a downloaded file) a reader of
+    ``target`` sees whole or not at all (:class:`AtomicUpload`): none if the block fails."""
+    upload = AtomicUpload(target)
+    file = upload.open()
+    try:
+        yield file
+    except BaseException:
+        upload.abandon()
+        raise
+    upload.commit()
 
 
 class StagedParquetWriter:
-    """Streams rows into one Parquet file under the staging root, atomically.
+    """Streams rows into one Parquet file under the staging root, atomically (:class:`AtomicUpload`).
 
     Memory is bounded by the rows of one write call (a page) plus one row group.
     """
@@ -192,12 +244,10 @@ class StagedParquetWriter:
         self.schema = schema
         self.row_count = 0
         self.sha256 = ""
-        self._temporary = _temporary_beside(target)
+        self._upload = AtomicUpload(target)
 
     def __enter__(self) -> StagedParquetWriter:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._raw = self._temporary.open("wb")
-        self._hashing = _HashingFile(self._raw)
+        self._hashing = _HashingFile(self._upload.open())
         self._writer: pq.ParquetWriter | None = None
         return self
 
@@ -230,13 +280,14 @@ class StagedParquetWriter:
                 self._writer = self._open()
             if self._writer is not None:
                 self._writer.close()
-        finally:
-            self._raw.close()
+        except BaseException:
+            self._upload.abandon()
+            raise
         if exc_type is not None:
-            self._temporary.unlink(missing_ok=True)
+            self._upload.abandon()
             return
+        self._upload.commit()
         self.sha256 = self._hashing.hexdigest()
-        self._temporary.rename(self.target)
 
 
 @dataclass(frozen=True)
@@ -249,18 +300,11 @@ class StagedCopy:
 def copy_atomically(source: ObjectStoragePath, target: ObjectStoragePath, digest=None) -> None:
     """``source``'s bytes at ``target``, which a reader sees whole or not at all; ``digest`` (a
     hashlib object), if given, is fed the bytes on the way."""
-    temporary = _temporary_beside(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with source.open("rb") as reading, temporary.open("wb") as writing:
-            while chunk := reading.read(8 << 20):
-                if digest is not None:
-                    digest.update(chunk)
-                writing.write(chunk)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    temporary.rename(target)
+    with source.open("rb") as reading, atomic_file(target) as writing:
+        while chunk := reading.read(8 << 20):
+            if digest is not None:
+                digest.update(chunk)
+            writing.write(chunk)
 
 
 def stage_copy(source: ObjectStoragePath, target: ObjectStoragePath) -> StagedCopy:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -92,3 +93,17 @@ def smtp() -> Iterator:
 
     with SMTPSink() as sink:
         yield sink
+
+
+@pytest.fixture
+def object_store(monkeypatch) -> Iterator:
+    """An S3 API server on 127.0.0.1 with an empty bucket, and its Airflow connection. Both are named
+    anew each time: moto keeps every server's objects in one store per process, and Airflow a file
+    system per connection id."""
+    from include.sandbox.object_store import ObjectStore
+
+    name = uuid.uuid4().hex[:8]
+    with ObjectStore(conn_id=f"staging_s3_{name}", bucket=f"staging-{name}") as store:
+        for name, value in store.connection_env().items():
+            monkeypatch.setenv(name, value)
+        yield store

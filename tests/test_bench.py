@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.__main__ import main
+from bench.__main__ import S3_BUCKET, S3_CONN_ID, main
+from include.oneroster.models import COLLECTIONS
+from include.provisioning.steps import STEPS
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     return main(["--students", "1500", "--grade-rows", "20000", "--sequential-seconds", "2", "--latency", "0.01",
                  "--page-size", "2000", "--rate-limit", "200", "--lms-latency", "0.005", "--lms-rate-limit", "300",
-                 "--grade-posts", "400", "--in-process", "--work-dir", str(work)])
+                 "--grade-posts", "400", "--object-store", "--in-process", "--work-dir", str(work)])
 
 
 def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_changes(figures):
@@ -69,3 +71,31 @@ def test_bounds_and_ratios_come_from_the_measured_phases(figures):
     assert 0 < ratios["delta night ÷ full night"] < 1
     assert ratios["sequential client ÷ our extract (at least)"] > 1
     assert 0 < ratios["peak RSS of any task (MiB)"] < 2048
+
+
+def test_the_districts_benchmark_parses_every_district_and_a_task_reads_only_its_own(tmp_path):
+    figures = main(["--districts", "3", "--work-dir", str(tmp_path)])
+    parse, task, errors = figures["results"]
+    assert (parse.records, parse.requests, parse.extra["tasks"]) == (3, 3, 63), "21 tasks a demo district"
+    assert (task.records, task.requests) == (1, 1)
+    assert task.extra["dag_ids"] == [figures["task_dag"]]
+    assert (errors.records, errors.requests) == (0, 3), "the import errors' file builds no DAG, reads every file"
+    assert parse.extra["heavy_modules"] == task.extra["heavy_modules"] == errors.extra["heavy_modules"] == []
+    assert figures["figures"]["district files a task's start-up reads"] == 1
+    assert 0 < figures["figures"]["DAG file parse seconds (dag-processor)"] == parse.seconds
+
+
+def test_the_object_store_night_stages_on_s3_and_provisions_what_the_disk_night_did(figures):
+    results = {result.phase: result for result in figures["results"]}
+    extracts = [results[f"S3 full: extract {collection}"] for collection in COLLECTIONS]
+    provisioning = [result for phase, result in results.items() if phase.startswith("S3 full_night: provision")]
+    staged = {f"s3://{S3_CONN_ID}@{S3_BUCKET}/{key}" for key in figures["object store keys"]}
+    assert {extract.extra["uri"] for extract in extracts} <= staged, "every extract is an object in the bucket"
+    assert any("/state/" in key for key in figures["object store keys"]), "and so is the provisioned state"
+    assert results["S3 full night: extract"].records == results["full night: extract"].records
+    assert len(provisioning) == len(STEPS)
+    for step in provisioning:
+        disk_step = results[step.phase.removeprefix("S3 ")]
+        assert step.extra["counts"] == disk_step.extra["counts"], f"{step.phase} did the disk night's work"
+    assert sum(step.extra["counts"].get("create", 0) for step in provisioning) > 0, "into an LMS of its own, empty"
+    assert figures["figures"]["S3 staging night ÷ disk staging night"] > 0

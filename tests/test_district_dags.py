@@ -207,6 +207,65 @@ def test_a_bad_district_file_keeps_a_failing_dag_and_an_import_error_of_its_own_
     assert [task.task_id for task in bag.dags["oneroster_unreadable"].tasks] == ["district_file_invalid"]
 
 
+@pytest.mark.parametrize("parsing_for, built, read", [
+    ("oneroster_demo", ["oneroster_demo"], ["demo.yaml"]),
+    ("oneroster_broken", ["oneroster_broken"], ["broken.yaml"]),
+    ("oneroster_odd_name", ["oneroster_odd_name"], ["odd name.yaml"]),  # an invalid file's id: its name's
+    ("oneroster_nobody", [], []),
+    ("some_other_dag", [], []),
+])
+def test_a_task_builds_its_own_dag_from_its_own_district_file_only(tmp_path, monkeypatch, parsing_for, built,
+                                                                    read):
+    """A task's start-up parses the DAG file with Airflow's parsing context naming its DAG: the other
+    district files are listed, never opened (here they would not even validate)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    shutil.copy(DISTRICTS_DIR / "demo.yaml", tmp_path / "demo.yaml")
+    (tmp_path / "broken.yaml").write_text("district: broken\nname: Broken\n"
+                                          "infinite_campus: {max_concurrency: 9}\n")
+    (tmp_path / "odd name.yaml").write_text("district: [\n")
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", parsing_for)  # what Airflow's task runner sets
+    opened = []
+    read_text = Path.read_text
+
+    def recorded(path: Path, *args, **kwargs) -> str:
+        if path.parent == tmp_path:
+            opened.append(path.name)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", recorded)
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "oneroster_districts.py"))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == built
+    assert opened == read
+    if parsing_for == "oneroster_broken":
+        assert [task.task_id for task in bag.dags[parsing_for].tasks] == ["district_file_invalid"]
+        assert "infinite_campus.max_concurrency" in bag.dags[parsing_for].doc_md
+
+
+def test_importing_the_dag_file_imports_no_dataframe_arrow_or_ssh_library():
+    """The dag-processor imports the DAG file for every parse: pandas, pyarrow, numpy and paramiko (with
+    the SFTP and SSH hooks) are imported inside the tasks that use them, not by the operators' modules."""
+    import json
+    import subprocess
+    import sys
+
+    heavy = ["pandas", "pyarrow", "numpy", "paramiko", "airflow.providers.sftp.hooks.sftp",
+             "airflow.providers.ssh.hooks.ssh"]
+    dag_file = str(ROOT / "dags" / "oneroster_districts.py")
+    script = (f"import json, runpy, sys; built = runpy.run_path({dag_file!r}); "
+              "print(json.dumps({'dags': sorted(name for name in built if name.startswith('oneroster_')), "
+              "'modules': sorted(sys.modules)}))")
+    loaded = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                            cwd=ROOT)
+    parsed = json.loads(loaded.stdout.splitlines()[-1])
+    modules = set(parsed["modules"])
+    assert set(DEMO_DAGS) <= set(parsed["dags"])
+    assert [module for module in heavy if module in modules] == []
+    assert {"plugins.operators.extract", "plugins.operators.grades", "plugins.sensors.export"} <= modules
+
+
 def test_a_dags_docs_name_the_district_file_it_was_built_from(tmp_path, monkeypatch):
     shutil.copy(DISTRICTS_DIR / "demo.yaml", tmp_path / "demo.yaml")
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))

@@ -1,4 +1,4 @@
-"""The export sensor's wait in the triggerer (:class:`plugins.sensors.export.ExportTrigger`), run
+"""The export sensor's wait in the triggerer (:class:`plugins.sensors.export_trigger.ExportTrigger`), run
 in this process against the SFTP server emulator over real SSH: asyncssh keeps its per-connection
 INFO chatter to itself, the trigger says at most once per look what it waits for, and it fires
 on the same file the provider's trigger does."""
@@ -22,7 +22,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from include.config import DISTRICTS_DIR, load_district
 from include.grades.processed import mark_processed
 from include.sandbox.sftp_server import SFTPServer
-from plugins.sensors.export import TRIGGER_WAITING, ExportFileSensor, ExportTrigger
+from plugins.sensors.export import TRIGGER_WAITING, ExportFileSensor
+from plugins.sensors.export_trigger import ExportTrigger
 
 CONFIG = load_district(DISTRICTS_DIR / "demo.yaml")
 EXPORT_DIR = CONFIG.grade_passback.remote_dir
@@ -142,7 +143,7 @@ def test_the_trigger_is_the_providers_under_its_own_importable_path():
     trigger = ExportTrigger(path=EXPORT_DIR, file_pattern="final-grades*", sftp_conn_id="sftp_demo",
                             newer_than="20261201060001", poke_interval=2)
     classpath, kwargs = trigger.serialize()
-    assert classpath == "plugins.sensors.export.ExportTrigger"
+    assert classpath == "plugins.sensors.export_trigger.ExportTrigger"
     assert kwargs == SFTPTrigger(**kwargs).serialize()[1]
 
 

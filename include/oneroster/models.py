@@ -24,10 +24,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timezone
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+if TYPE_CHECKING:  # pyarrow is imported where a schema is built: the DAG file reads these models too
+    import pyarrow as pa
 
 OneRosterVersion = Literal["1.1", "1.2"]
 # 1.1 user roles spelled the 1.2 way, so role maps need one vocabulary (1.2 has no plain "administrator").
@@ -370,6 +372,8 @@ def normalise_page(
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:
+    import pyarrow as pa
+
     args = [arg for arg in get_args(annotation) if arg is not type(None)]
     origin = get_origin(annotation)
     if origin is list:
@@ -391,6 +395,8 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 
 def model_arrow_schema(model: type[BaseModel]) -> pa.Schema:
     """The Parquet schema of a model's rows, derived from the model so the two cannot drift."""
+    import pyarrow as pa
+
     return pa.schema(
         [
             pa.field(name, _arrow_type(field.annotation), nullable=type(None) in get_args(field.annotation))

@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-
-import pandas as pd
-from airflow.sdk import ObjectStoragePath
+from typing import TYPE_CHECKING
 
 from include.config import Provisioning
 from include.lms.target import ObjectKind
-from include.provisioning import plan
-from include.provisioning.diff import current_fingerprints
-from include.staging import read_frame
+
+if TYPE_CHECKING:  # the DAG file reads the steps' order; pandas and the plans are imported where a step runs
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    from include.provisioning import plan
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,20 @@ class Step:
         return self.build(extracts, results, provisioning, run)
 
     def read_extract(self, collection: str, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        from include.staging import read_frame
+
         return read_frame(uri, columns=self.columns.get(collection), arrow_lists=True,
                           categories=self.categories.get(collection), arrow=collection in self.arrow)
 
     def read_result(self, kind: ObjectKind, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        from include.staging import read_frame
+
         return read_frame(uri, columns=self.columns.get(kind))
 
     def read_state(self, uri: str | ObjectStoragePath) -> pd.DataFrame:
+        from include.provisioning.diff import current_fingerprints
+        from include.staging import read_frame
+
         return current_fingerprints(read_frame(uri, categories=self.categories.get("state")), self.kind)
 
 
@@ -63,33 +71,47 @@ def _lms_ids(result: pd.DataFrame) -> dict[str, str]:
 
 
 def _buildings(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_buildings(extracts["orgs"], provisioning)
 
 
 def _grading_periods(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_grading_periods(extracts["academicSessions"], extracts["classes"], extracts["orgs"],
                                         provisioning, run.school_year)
 
 
 def _school_buildings(results, provisioning) -> dict[str, str]:
+    from include.provisioning import plan
+
     return plan.school_buildings(provisioning, _lms_ids(results["building"]))
 
 
 def _users(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_users(extracts["users"], provisioning, _school_buildings(results, provisioning))
 
 
 def _guardian_links(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_guardian_links(extracts["users"], results["user"])
 
 
 def _courses(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_courses(extracts["courses"], _school_buildings(results, provisioning),
                                 classes=extracts["classes"], orgs=extracts["orgs"],
                                 to_create=plan.schools_to_create(provisioning))
 
 
 def _sections(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_sections(
         extracts["classes"], _school_buildings(results, provisioning), _lms_ids(results["course"]),
         plan.term_grading_periods(results["grading_period"]),
@@ -99,6 +121,8 @@ def _sections(extracts, results, provisioning, run):
 
 
 def _enrollments(extracts, results, provisioning, run):
+    from include.provisioning import plan
+
     return plan.desired_enrollments(extracts["enrollments"], extracts["users"], results["user"], results["section"],
                                     provisioning=provisioning, on=run.on)
 

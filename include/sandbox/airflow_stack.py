@@ -2,12 +2,14 @@
 end-to-end tests that need what ``dag.test()`` cannot give: the scheduler loop (retries,
 ``max_active_runs``, backfills) and the triggerer (deadline callbacks).
 
-Each component is its own ``airflow <component>`` process against one Airflow home with a
-SQLite metadata database and the LocalExecutor (the executor ``airflow standalone`` uses;
-Airflow 3.3 sets no SQLite restriction on it). Everything listens on 127.0.0.1: the
-api-server on a free port, and the scheduler's and triggerer's log servers are not started
-(the api-server reads task logs from the shared home). Component output goes to
-``<home>/components/<name>.log``; :meth:`AirflowStack.tails` shows its end, and every failed
+Each component is its own ``airflow <component>`` process against one Airflow home. By default
+the metadata database is SQLite and the executor the LocalExecutor (the executor ``airflow
+standalone`` uses; Airflow 3.3 sets no SQLite restriction on it). Given a
+:class:`~include.sandbox.distributed.CeleryEngine`, it is PostgreSQL and the CeleryExecutor with
+Celery workers, each in a working directory, ``TMPDIR`` and log folder of its own, as on machines
+of their own. Everything listens on 127.0.0.1: the api-server on a free port, and no component's
+log server is started (the api-server reads the local executor's task logs from the shared
+home). Component output goes to ``<home>/components/<name>.log``; :meth:`AirflowStack.tails` shows its end, and every failed
 wait carries it.
 
     with AirflowStack(home, env={"AIRFLOW_CONN_...": ...}) as stack:
@@ -37,6 +39,9 @@ from typing import Any, Self, TypeVar
 from unittest import mock
 from urllib.parse import quote
 
+import psutil
+
+from include.sandbox.distributed import CeleryEngine
 from include.sandbox.environment import use_project_airflow
 
 COMPONENTS = {
@@ -63,22 +68,33 @@ def free_port() -> int:
 
 
 class AirflowStack:
-    """Starts the four components on ``__enter__`` once they report healthy; stops them (each
-    process group, so task processes too) on ``__exit__``, also after a failure."""
+    """Starts the four components (and an engine's Celery workers) on ``__enter__``, returning once
+    the four report healthy; stops them and every task process they started on ``__exit__``, also
+    after a failure."""
 
     def __init__(self, home: Path, *, env: dict[str, str] | None = None,
-                 startup_timeout: float = 120) -> None:
+                 startup_timeout: float = 120, engine: CeleryEngine | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.startup_timeout = startup_timeout
         self.logs = home / "components"
-        self.env = self._environment(env or {})
+        self.engine = engine
+        self.env = self._environment({**(engine.settings() if engine else {}), **(env or {})})
+        self.components = dict(COMPONENTS)
+        for number in range(1, 1 + (engine.workers if engine else 0)):
+            self.components[f"worker-{number}"] = ["celery", "worker", "--skip-serve-logs",
+                                                   "--celery-hostname", f"worker-{number}@%h"]
         self._processes: dict[str, subprocess.Popen] = {}
 
     @property
     def database(self) -> Path:
-        """The SQLite metadata database, for reads the REST API does not offer."""
+        """The SQLite metadata database (without an engine), for reads the REST API does not offer."""
         return self.home / "airflow.db"
+
+    @property
+    def workers(self) -> list[str]:
+        """The Celery workers' component names."""
+        return [name for name in self.components if name.startswith("worker-")]
 
     @property
     def api_url(self) -> str:
@@ -123,25 +139,56 @@ class AirflowStack:
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.airflow("db", "migrate", timeout=120)
-        with closing(sqlite3.connect(self.database)) as db:
-            # Write-ahead logging: readers (the api-server, the tests) no longer block writers.
-            db.execute("PRAGMA journal_mode=WAL")
-        for name, command in COMPONENTS.items():
-            with open(self.logs / f"{name}.log", "wb") as log:
-                self._processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", *command],
-                    env={**self.env, **COMPONENT_ENV.get(name, {})},
-                    cwd=self.home,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        self.airflow("db", "migrate", timeout=180)
+        if self.engine is None:
+            with closing(sqlite3.connect(self.database)) as db:
+                # Write-ahead logging: readers (the api-server, the tests) no longer block writers.
+                db.execute("PRAGMA journal_mode=WAL")
+        for name, command in self.components.items():
+            self._start(name, command)
         self.wait_for(self._healthy, timeout=self.startup_timeout, what="all four components healthy")
 
+    def _start(self, name: str, command: list[str]) -> None:
+        env, cwd = {**self.env, **COMPONENT_ENV.get(name, {})}, self.home
+        if name in self.workers:  # a machine of its own: nothing on local disk is shared
+            cwd = self.home / name
+            (cwd / "tmp").mkdir(parents=True, exist_ok=True)
+            env.update(TMPDIR=str(cwd / "tmp"), AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(cwd / "logs"))
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self._processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *command],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self, name: str) -> None:
+        """Kill component ``name`` and every process it started (its tasks too) at once, as a machine
+        that loses power; waits no longer tolerate its absence as a failure."""
+        process = self._processes.pop(name)
+        descendants = _descendants(process)
+        _signal_group(process, signal.SIGKILL)
+        _kill(descendants)
+        process.wait()
+
+    def component_running(self, pid: int) -> str | None:
+        """The component that started process ``pid`` (a task's, say) or is it, or None. Found
+        through the process's ancestors: a task's supervisor gives it a process group of its own."""
+        components = {process.pid: name for name, process in self._processes.items()}
+        try:
+            process = psutil.Process(pid)
+            lineage = [process, *process.parents()]
+        except psutil.NoSuchProcess:
+            return None
+        return next((components[ancestor.pid] for ancestor in lineage if ancestor.pid in components), None)
+
     def stop(self) -> None:
-        """SIGTERM every component's process group, SIGKILL what is left after 15 s."""
+        """SIGTERM every component's process group, SIGKILL what is left of them and of the tasks
+        they started after 15 s."""
+        descendants = [child for process in self._processes.values() for child in _descendants(process)]
         for process in self._processes.values():
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + 15
@@ -152,6 +199,7 @@ class AirflowStack:
                 pass
             _signal_group(process, signal.SIGKILL)
             process.wait()
+        _kill(descendants)
         self._processes.clear()
 
     def _healthy(self) -> bool:
@@ -258,7 +306,7 @@ class AirflowStack:
     def tails(self, lines: int = 40) -> str:
         """The last ``lines`` lines of each component's log."""
         parts = []
-        for name in COMPONENTS:
+        for name in self.components:
             path = self.logs / f"{name}.log"
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
             parts.append(f"----- {name} ({path}) -----\n" + "\n".join(text))
@@ -281,3 +329,20 @@ def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _descendants(process: subprocess.Popen) -> list[psutil.Process]:
+    """Every process ``process`` started, and they started: a task's supervisor puts the task in a
+    process group of its own, out of reach of a signal to the component's group."""
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from airflow.sdk import BaseOperator, Context, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ActiveYearRule, InfiniteCampus
 from include.oneroster.models import SCHEMA_VERSION, Rejection, arrow_schema, model_arrow_schema
-from include.oneroster.reads import READS_PER_EXTRACT, check_read, superseded
-from include.oneroster.snapshot import ExtractMark, carried_quarantine, holds_already, merge_changes, plan_extract
 from include.privacy import redacted
-from include.staging import (
-    Manifest,
-    StagedCopy,
-    StagedParquetWriter,
-    copy_atomically,
-    read_frame,
-    stage_copy,
-    staging_path,
-    state_path,
-    utc_now,
-)
-from plugins.hooks.oneroster import PagingTally, district_ic
 from plugins.operators.run_params import resolve_active_year
+
+if TYPE_CHECKING:  # pyarrow, staging and the IC hook are imported where the task runs, not by the DAG file
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+
+    from include.staging import StagedCopy, StagedParquetWriter
 
 LOGGED_REJECTIONS = 5
 
@@ -66,6 +56,30 @@ class OneRosterExtractOperator(BaseOperator):
         self.filter = filter
 
     def execute(self, context: Context) -> dict:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from include.oneroster.reads import READS_PER_EXTRACT, check_read
+        from include.oneroster.snapshot import (
+            ExtractMark,
+            carried_quarantine,
+            holds_already,
+            merge_changes,
+            plan_extract,
+        )
+        from include.staging import (
+            Manifest,
+            StagedParquetWriter,
+            atomic_file,
+            copy_atomically,
+            read_frame,
+            stage_copy,
+            staging_path,
+            state_path,
+            utc_now,
+        )
+        from plugins.hooks.oneroster import PagingTally, district_ic
+
         active_year = resolve_active_year(context, self.active_year_rule)
         run_id = context["run_id"]
         ic = self.infinite_campus
@@ -137,10 +151,11 @@ class OneRosterExtractOperator(BaseOperator):
         if not held:  # the extract becomes the next delta's base
             copy_atomically(target, snapshot)
         copy_atomically(quarantine, kept_quarantine)
-        mark_path.write_text(ExtractMark(
-            high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
-            schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
-        ).model_dump_json())
+        with atomic_file(mark_path) as marked:
+            marked.write(ExtractMark(
+                high_water=high_water or started, full_at=started if plan.mode == "full" else mark.full_at,
+                schema_version=SCHEMA_VERSION, oneroster_version=hook.version,
+            ).model_dump_json().encode())
 
         manifest = Manifest(
             dataset=self.collection,
@@ -200,6 +215,8 @@ class OneRosterExtractOperator(BaseOperator):
 
 def _table(path: ObjectStoragePath, columns: list[str] | None = None) -> pa.Table:
     """A staged Parquet file (or some of its columns) as it was written."""
+    import pyarrow.parquet as pq
+
     with path.open("rb") as staged:
         return pq.read_table(staged, columns=columns)
 
@@ -211,6 +228,12 @@ def _column(path: ObjectStoragePath, name: str) -> pa.ChunkedArray:
 def _stage_newest_once(path: ObjectStoragePath, collection: str) -> StagedParquetWriter:
     """Stage ``path`` again with each sourcedId once, its newest version (a read that moved under
     the reader served some twice), a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.oneroster.reads import superseded
+    from include.staging import StagedParquetWriter, copy_atomically
+
     keys = _table(path, ["sourced_id", "date_last_modified"])
     kept = ~superseded(keys.column("sourced_id"), keys.column("date_last_modified"))
     as_read = path.parent / f"{path.stem}.as-read.parquet"

@@ -17,49 +17,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow.parquet as pq
-from airflow.providers.sftp.hooks.sftp import SFTPHook
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
-from include.frames import isin
-from include.grades.export import DUPLICATE, ExportFormatError, read_export
 from include.grades.opt_in import OptInVariableError, opt_in_variable, opted_in_sections
-from include.grades.plan import (
-    BAD_SCORE,
-    CLASS_COLUMNS,
-    GRADING_PERIOD_COLUMNS,
-    LETTER_ONLY,
-    POSTED_COLUMNS,
-    SECTION_COLUMNS,
-    SESSION_COLUMNS,
-    UNKNOWN_STUDENT,
-    UNMAPPED_TERM,
-    USER_COLUMNS,
-    GradeContext,
-    plan_postings,
-)
-from include.grades.processed import mark_processed
-from include.grades.reconciliation import (
-    LOGGED_STUDENT,
-    MALFORMED,
-    format_reconciliation,
-    reconcile,
-    refusals,
-    withheld,
-    without_students,
-)
-from include.journal import Journal, versioned
 from include.oneroster.models import PERSON_FIELDS
 from include.privacy import redacted
-from include.provisioning.steps import TERM_PERIODS
-from include.staging import read_frame, stage_frame, staging_path, state_path, utc_now
-from plugins.hooks.oneroster import TAKEN_STATUSES, WINDOW_CLOSED, GradebookAnswer, OneRosterHook, district_ic
 from plugins.operators.run_params import resolve_active_year, skip_unless_running
+
+if TYPE_CHECKING:  # pandas, pyarrow, SFTP and the IC hook are imported where a task runs, not by the DAG file
+    import pandas as pd
+
+    from plugins.hooks.oneroster import GradebookAnswer, OneRosterHook
 
 CATEGORY_ID = "oneroster-airflow-grading-tasks"
 POSTED_OVER = "posted_over"  # the year's postings went over this OneRoster version
@@ -70,6 +42,8 @@ LOGGED_ROWS = 10  # export rows named in a log line
 
 
 def _stamp() -> str:
+    from include.staging import utc_now
+
     return utc_now().strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -93,13 +67,19 @@ class _GradesOperator(BaseOperator):
         self.staging_root = staging_root
 
     def _path(self, context: Context, name: str):
+        from include.staging import staging_path
+
         return staging_path(self.staging_root, self.district, context["run_id"], f"grades/{name}")
 
     def _state(self, context: Context, name: str):
+        from include.staging import state_path
+
         return state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"grades/{name}")
 
     def _manifest(self, context: Context, dataset: str, **fields) -> dict:
+        from include.staging import utc_now
+
         return {
             "dataset": dataset,
             "district": self.district,
@@ -119,6 +99,11 @@ class FetchExportOperator(_GradesOperator):
         self.sensor_task_id = sensor_task_id
 
     def execute(self, context: Context) -> dict:
+        from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+        from include.grades.export import ExportFormatError, read_export
+        from include.staging import atomic_file, stage_frame
+
         skip_unless_running(context, "grades")
         found = context["ti"].xcom_pull(task_ids=self.sensor_task_id)
         hook = SFTPHook(ssh_conn_id=self.passback.sftp_conn_id)
@@ -127,8 +112,8 @@ class FetchExportOperator(_GradesOperator):
         if len(data) != found["size"]:
             raise ValueError(f"{found['path']}: read {len(data)} bytes, the server reported {found['size']}")
         raw = self._path(context, "export.raw")
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        raw.write_bytes(data)
+        with atomic_file(raw) as downloaded:
+            downloaded.write(data)
         try:
             parsed = read_export(data, self.passback.columns)
         except ExportFormatError as error:
@@ -166,6 +151,10 @@ class PlanGradesOperator(_GradesOperator):
             raise AirflowFailException(str(error)) from None
 
     def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
+        import pandas as pd
+
+        from include.staging import read_frame, state_path
+
         path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"provisioned/{kind}")
         return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
@@ -178,9 +167,26 @@ class PlanGradesOperator(_GradesOperator):
     def _columns(manifest: dict, columns: list[str]) -> pd.DataFrame:
         """Only the columns planning reads: a million users' names and roles would be most of the
         task's memory."""
+        from include.staging import read_frame
+
         return read_frame(manifest["uri"], columns)
 
     def execute(self, context: Context) -> dict:
+        import pandas as pd
+
+        from include.grades.plan import (
+            CLASS_COLUMNS,
+            GRADING_PERIOD_COLUMNS,
+            POSTED_COLUMNS,
+            SECTION_COLUMNS,
+            SESSION_COLUMNS,
+            USER_COLUMNS,
+            GradeContext,
+            plan_postings,
+        )
+        from include.provisioning.steps import TERM_PERIODS
+        from include.staging import read_frame, stage_frame
+
         skip_unless_running(context, "grades")
         export = context["ti"].xcom_pull(task_ids=self.export_task_id)
         mapping = None
@@ -222,6 +228,8 @@ class PlanGradesOperator(_GradesOperator):
         """A result's sourcedId names its student by IC's id, which 1.1 spells with a role prefix
         and 1.2 without: posting a school year's grades over the other version would give IC a
         second result for each grade posted before, so a person decides first."""
+        from include.staging import read_frame
+
         marker = self._state(context, POSTED_OVER)
         if not marker.exists():
             return
@@ -248,6 +256,14 @@ class PostGradesOperator(_GradesOperator):
         self.infinite_campus = infinite_campus
 
     def execute(self, context: Context) -> dict:
+        import pandas as pd
+
+        from include.frames import isin
+        from include.grades.reconciliation import refusals, withheld
+        from include.journal import Journal, versioned
+        from include.staging import read_frame, stage_frame
+        from plugins.hooks.oneroster import district_ic
+
         skip_unless_running(context, "grades")
         postings = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["uri"])
         to_post = postings[postings["action"] == "post"]
@@ -303,6 +319,11 @@ class PostGradesOperator(_GradesOperator):
         the whole run): what the staged outcomes, the reconciliation and so every log line and email
         carry. The journal keeps IC's words as they came (staged with the run, under its retention);
         the staged reconciliation keeps the row and the student's id, so a person can still act on it."""
+        import pyarrow.parquet as pq
+
+        from include.grades.reconciliation import LOGGED_STUDENT
+        from plugins.hooks.oneroster import TAKEN_STATUSES
+
         messages = outcomes["message"]
         refusal = (messages.notna() & (messages.astype(str) != "")
                    & ~outcomes["status"].isin(TAKEN_STATUSES)).to_numpy()
@@ -325,6 +346,8 @@ class PostGradesOperator(_GradesOperator):
     def _log_refusals(self, lines: pd.DataFrame) -> None:
         """A line per lineItem and IC message, the largest first: a closed window as information, any
         other refusal as a warning; the export rows are named, the students are not."""
+        from plugins.hooks.oneroster import WINDOW_CLOSED
+
         for line in lines.head(LOGGED_FAILURES).itertuples():
             rows = ", ".join(map(str, line.rows[:LOGGED_ROWS]))
             more = f" and {len(line.rows) - LOGGED_ROWS} more" if len(line.rows) > LOGGED_ROWS else ""
@@ -343,6 +366,10 @@ class PostGradesOperator(_GradesOperator):
         does not hold (line_item_id, status, message): refused, or not sent because IC refused their
         category or score scale. OneRoster 1.1 has no score scales (IC files a percent under the
         task's score group itself) and no school on a lineItem."""
+        import pandas as pd
+
+        from include.staging import read_frame
+
         roster, gradebook = hook.rostering_url, hook.gradebook_url  # 1.2 keeps gradebook objects apart
         modern = hook.version == "1.2"
 
@@ -403,6 +430,10 @@ class PostGradesOperator(_GradesOperator):
     @staticmethod
     def _put_result(hook: OneRosterHook, row: dict) -> GradebookAnswer:
         """The plan sends no letter grade under OneRoster 1.1, whose results have no textScore."""
+        import pandas as pd
+
+        from include.staging import utc_now
+
         base = hook.rostering_url
         record = {
             "sourcedId": row["result_id"], "status": "active", "dateLastModified": _stamp(),
@@ -419,6 +450,10 @@ class PostGradesOperator(_GradesOperator):
 
     def _remember_posted(self, context: Context, outcomes: pd.DataFrame) -> None:
         """What IC took, with its value, so the next run sends only grades that changed."""
+        import pandas as pd
+
+        from include.staging import read_frame, stage_frame
+
         path = self._state(context, "posted")
         posted = read_frame(path) if path.exists() else pd.DataFrame(columns=["result_id", "fingerprint"])
         taken = outcomes[outcomes["status"].isin(["created", "updated"])][["result_id", "fingerprint"]]
@@ -440,6 +475,10 @@ class ReconcileGradesOperator(_GradesOperator):
         self.notifications = notifications
 
     def execute(self, context: Context) -> dict:
+        from include.grades.processed import mark_processed
+        from include.grades.reconciliation import format_reconciliation, reconcile
+        from include.staging import atomic_file, read_frame, stage_frame
+
         skip_unless_running(context, "grades")
         ti = context["ti"]
         export = ti.xcom_pull(task_ids=self.export_task_id)
@@ -451,7 +490,7 @@ class ReconcileGradesOperator(_GradesOperator):
         )
         report = stage_frame(self._path(context, "reconciliation"), result.rows)
         csv_target = report.target.parent / "reconciliation.csv"
-        with csv_target.open("w") as handle:
+        with atomic_file(csv_target) as handle:
             result.rows.to_csv(handle, index=False)
         self.log.info("District %s, grade passback of %s:\n%s\nReport staged at %s", self.district,
                       export["source"]["name"], format_reconciliation(result), csv_target)
@@ -470,6 +509,10 @@ class ReconcileGradesOperator(_GradesOperator):
                          counts: dict, report: str) -> None:
         """One email for what a person must look at: rows IC refused, rows kept aside that only a
         fix in the LMS export or in IC brings through, an export without a single grade row."""
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        from include.grades.reconciliation import without_students
+
 
         def listed(rows: pd.DataFrame) -> str:
             shown = rows.head(LISTED_ROWS)
@@ -507,6 +550,8 @@ class ReconcileGradesOperator(_GradesOperator):
 def _passed_on(kind: str, answer: GradebookAnswer) -> tuple[str, str]:
     """The status and message a refused ``kind`` passes on to the records that need it: a grading
     window's as it is (a skip), any other naming what IC refused (a failure)."""
+    from plugins.hooks.oneroster import WINDOW_CLOSED
+
     if answer.status == WINDOW_CLOSED:
         return answer.status, answer.message
     return answer.status, f"IC refused {kind} {answer.sourced_id}: {answer.message}"
@@ -517,6 +562,10 @@ def needs_a_person(rows: pd.DataFrame) -> pd.Series:
     (an exact duplicate of another row is not one), unknown students, terms that map to nothing,
     scores outside the score group, letter-only grades under OneRoster 1.1. A closed window, an
     unmapped section or an opted-out teacher are the district's settings, not errors."""
+    from include.grades.export import DUPLICATE
+    from include.grades.plan import BAD_SCORE, LETTER_ONLY, UNKNOWN_STUDENT, UNMAPPED_TERM
+    from include.grades.reconciliation import MALFORMED
+
     reason = rows["reason"].fillna("").astype(str)
     malformed = reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
     held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE, LETTER_ONLY])

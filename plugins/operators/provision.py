@@ -15,41 +15,20 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from html import escape
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Notifications, Provisioning
-from include.frames import isin
-from include.journal import Journal, versioned
 from include.lms.target import ITEM_TYPES, without_identifiers
-from include.provisioning import plan
-from include.provisioning.diff import (
-    OUTCOME_COLUMNS,
-    Changes,
-    empty_state,
-    existing_count,
-    fingerprint_hashes,
-    next_state,
-    outcome_frame,
-    plan_changes,
-    result_table,
-)
-from include.provisioning.report import extract_rows, format_report, needing_a_person, report_rows
 from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS, TERM_PERIODS, RunScope
-from include.staging import (
-    Manifest,
-    ProvisionManifest,
-    read_frame,
-    stage_frame,
-    staging_path,
-    state_path,
-    utc_now,
-)
-from plugins.hooks.lms import lms_target
 from plugins.operators.run_params import resolve_active_year, run_date, skip_unless_running
+
+if TYPE_CHECKING:  # pandas, staging and the LMS hook are imported where a task runs, not by the DAG file
+    import pandas as pd
+
+    from include.provisioning.diff import Changes
 
 JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50
 LOGGED_ERRORS = 5
@@ -72,6 +51,8 @@ def unknown_ic_schools(provisioning: Provisioning, orgs: pd.DataFrame) -> list[s
 
 def python_values(values: pd.Series) -> list:
     """A column's values as the item models take them: missing ones as None, lists as lists."""
+    import pandas as pd
+
     if isinstance(values.dtype, pd.ArrowDtype):
         return values.tolist()
     return values.to_numpy(dtype=object, na_value=None).tolist()
@@ -123,9 +104,15 @@ class ProvisionOperator(BaseOperator):
         self.extract_group = extract_group
 
     def _path(self, run_id: str, name: str):
+        from include.staging import staging_path
+
         return staging_path(self.staging_root, self.district, run_id, f"provision/{name}")
 
     def execute(self, context: Context) -> dict:
+        from include.provisioning.diff import empty_state, fingerprint_hashes, next_state, plan_changes
+        from include.staging import stage_frame, state_path
+        from plugins.hooks.lms import lms_target
+
         skip_unless_running(context, "provisioning")
         step = STEP_BY_KIND[self.kind]
         ti = context["ti"]
@@ -173,6 +160,8 @@ class ProvisionOperator(BaseOperator):
         Later steps re-check their own kind against the LMS as it is then. Returns the catalogs
         read (LMS id -> title, per catalog kind).
         """
+        from include.provisioning import plan
+
         first = self.kind == STEPS[0].kind
         kinds = list(CHECKED_REFERENCES) if first else [self.kind]
         problems = []
@@ -197,6 +186,12 @@ class ProvisionOperator(BaseOperator):
             return self._send_and_journal(target, changes, run_id)
 
     def _send_and_journal(self, target, changes: Changes, run_id: str) -> dict[str, pd.DataFrame]:
+        import pandas as pd
+
+        from include.frames import isin
+        from include.journal import Journal, versioned
+        from include.provisioning.diff import OUTCOME_COLUMNS, outcome_frame
+
         item_type = ITEM_TYPES[self.kind]
         fields = list(item_type.model_fields)
         outcomes: dict[str, pd.DataFrame] = {}
@@ -244,6 +239,13 @@ class ProvisionOperator(BaseOperator):
         terms: pd.DataFrame | None = None,
         titles: dict[str, str] | None = None,
     ) -> dict:
+        import pandas as pd
+
+        from include.frames import isin
+        from include.provisioning.diff import existing_count, result_table
+        from include.provisioning.report import report_rows
+        from include.staging import ProvisionManifest, stage_frame, state_path, utc_now
+
         refused = [
             answers.loc[~answers["ok"].to_numpy(dtype=bool), ["key", "error"]].assign(action=action)
             for action, answers in outcomes.items()
@@ -318,6 +320,11 @@ class SyncReportOperator(BaseOperator):
         self.staging_root = staging_root
 
     def execute(self, context: Context) -> dict:
+        import pandas as pd
+
+        from include.provisioning.report import extract_rows, format_report, needing_a_person
+        from include.staging import Manifest, ProvisionManifest, atomic_file, read_frame, stage_frame, staging_path
+
         ti = context["ti"]
         manifests = [ProvisionManifest.model_validate(ti.xcom_pull(task_ids=task_id)) for task_id in self.step_task_ids]
         extracts = [Manifest.model_validate(ti.xcom_pull(task_ids=task_id)) for task_id in self.extract_task_ids]
@@ -326,7 +333,7 @@ class SyncReportOperator(BaseOperator):
         target = staging_path(self.staging_root, self.district, context["run_id"], "provision/sync_report")
         staged = stage_frame(target, report)
         csv_target = target.parent / "sync_report.csv"
-        with csv_target.open("w") as handle:
+        with atomic_file(csv_target) as handle:
             report.to_csv(handle, index=False)
         dry_run = any(manifest.dry_run for manifest in manifests)
         self.log.info(
@@ -360,6 +367,8 @@ class SyncReportOperator(BaseOperator):
 
     def _email_attention(self, context: Context, attention: pd.DataFrame, report: str, dry_run: bool) -> None:
         """Counts per kind and outcome, never a record: the messages and ids are in the staged report."""
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
         items = "".join(f"<li>{escape(row.kind)}: {row.count} {escape(row.outcome)}</li>"
                         for row in attention.itertuples())
         SmtpNotifier(

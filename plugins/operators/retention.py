@@ -14,9 +14,6 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
-from include.retention import RetentionManifest, folders_in, plan_retention
-from include.staging import folder_name, run_folder, utc_now
-
 
 class StagingRetentionOperator(BaseOperator):
     """Removes the district's finished runs' folders last written more than ``retention_days`` ago,
@@ -32,6 +29,9 @@ class StagingRetentionOperator(BaseOperator):
         self.staging_root = staging_root
 
     def execute(self, context: Context) -> dict:
+        from include.retention import RetentionManifest, folders_in, plan_retention
+        from include.staging import run_folder, utc_now
+
         run_id = context["run_id"]
         # the run's own folder first: a run id naming the state folder fails here, before any listing
         district = run_folder(self.staging_root, self.district, run_id).parent
@@ -62,6 +62,8 @@ class StagingRetentionOperator(BaseOperator):
     def _run_states(context: Context, folders: set[str]) -> dict[str, str]:
         """The state of each of the DAG's runs (those Airflow holds task instances of) whose folder is
         among ``folders``, by run id."""
+        from include.staging import folder_name
+
         ti = context["ti"]
         run_ids = ti.get_task_states(dag_id=ti.dag_id)
         return {run_id: ti.get_dagrun_state(dag_id=ti.dag_id, run_id=run_id)

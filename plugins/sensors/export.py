@@ -15,7 +15,8 @@ connection is waited out (it cannot deliver the export meanwhile); a refused log
 fails at once. A cleared run takes the export it processed the first time (the processed
 exports are recorded with their run), not only a newer one.
 
-The wait in the triggerer is :class:`ExportTrigger`: the provider's trigger, firing on the same
+The wait in the triggerer is :class:`~plugins.sensors.export_trigger.ExportTrigger` (a module of its
+own, imported by the triggerer and this task only): the provider's trigger, firing on the same
 files, that keeps asyncssh's connection chatter (some eighteen INFO lines per look) out of the
 task's trigger log and says there at most once per poke interval what it is still waiting for.
 """
@@ -26,14 +27,10 @@ import fnmatch
 import logging
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pandas as pd
-import paramiko
-from airflow.providers.sftp.hooks.sftp import SFTPHook, SFTPHookAsync
-from airflow.providers.sftp.triggers.sftp import SFTPTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import (
@@ -42,11 +39,8 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
     TaskDeferralTimeout,
 )
-from airflow.triggers.base import TriggerEvent
 
 from include.config import GradePassback
-from include.grades.processed import processed_exports
-from include.staging import read_frame, stage_frame, staging_path
 from plugins.operators.run_params import skip_unless_running
 
 SLEPT_IN_THE_WORKER_SECONDS = 10.0
@@ -78,66 +72,6 @@ def quiet_asyncssh() -> None:
         logger.setLevel(logging.WARNING)
 
 
-class _ReportingHookAsync(SFTPHookAsync):
-    """The provider's async hook, calling ``nothing_yet`` after each look that found no file."""
-
-    def __init__(self, *, nothing_yet: Callable[[str], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._nothing_yet = nothing_yet
-
-    async def sense_files_by_pattern(self, path: str, fnmatch_pattern: str,
-                                     newer_than: datetime | None = None) -> list[str]:
-        try:
-            found = await super().sense_files_by_pattern(path, fnmatch_pattern, newer_than)
-        except (AirflowException, FileNotFoundError) as error:  # SFTPTrigger looks again after these
-            self._nothing_yet(f"the directory could not be read: {error}")
-            raise
-        if not found:
-            self._nothing_yet("no such file yet")
-        return found
-
-
-class ExportTrigger(SFTPTrigger):
-    """:class:`SFTPTrigger` (same arguments, same events) with asyncssh quieted (see
-    :func:`quiet_asyncssh`) and one line per poke interval at most saying what is awaited: the
-    pattern, the directory, the connection and the moment a file must be modified at or after.
-    Never a file's contents."""
-
-    CLASSPATH = "plugins.sensors.export.ExportTrigger"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._looks = 0
-        self._said_at: float | None = None
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The provider's arguments under this class's path, which the triggerer imports (the
-        project's root is on its ``PYTHONPATH``)."""
-        _, kwargs = super().serialize()
-        return self.CLASSPATH, kwargs
-
-    def _get_async_hook(self) -> SFTPHookAsync:
-        return _ReportingHookAsync(sftp_conn_id=self.sftp_conn_id, host=self.remote_host,
-                                   no_host_key_check=self.no_host_key_check, nothing_yet=self._nothing_yet)
-
-    def _nothing_yet(self, why: str) -> None:
-        self._looks += 1
-        now = time.monotonic()
-        if self._said_at is not None and now - self._said_at < self.poke_interval:
-            return
-        self._said_at = now
-        newer_than = self.newer_than_utc
-        since = f", modified at or after {newer_than.isoformat()}" if newer_than else ""
-        self.log.info("%s %s in %s on %s%s (%s; %d look(s) so far); looking again in %gs", TRIGGER_WAITING,
-                      self.file_pattern, self.path, self.sftp_conn_id, since, why, self._looks,
-                      self.poke_interval)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        quiet_asyncssh()
-        async for event in super().run():
-            yield event
-
-
 def _connection_refused_by_policy(message: str) -> bool:
     """Wrong password or an untrusted host key: waiting cannot help, a person must fix the connection."""
     lowered = message.casefold()
@@ -161,6 +95,8 @@ class ExportFileSensor(BaseOperator):
     def _last(self, context: Context | None = None) -> dict[str, Any] | None:
         """The export processed last before this run: a cleared run sees the state it first saw,
         so it takes its own export again instead of waiting for a newer one."""
+        from include.grades.processed import processed_exports
+
         history = processed_exports(self.staging_root, self.district)
         if context is not None:
             own = (history["run_id"] == context["run_id"]).to_numpy().nonzero()[0]
@@ -173,6 +109,8 @@ class ExportFileSensor(BaseOperator):
 
     def _newest(self, last: dict[str, Any] | None) -> dict[str, Any] | None:
         """The newest matching file by name among those modified after the last one processed."""
+        from airflow.providers.sftp.hooks.sftp import SFTPHook
+
         hook = SFTPHook(ssh_conn_id=self.passback.sftp_conn_id)
         with hook.get_managed_conn() as sftp:
             entries = sftp.listdir_attr(self.passback.remote_dir)
@@ -189,10 +127,14 @@ class ExportFileSensor(BaseOperator):
     # -- the wait's deadline: timeout_hours from the start of the try, across every pause ---------
 
     def _deadline_path(self, context: Context):
+        from include.staging import staging_path
+
         return staging_path(self.staging_root, self.district, context["run_id"], "grades/export_deadline")
 
     def _left(self, context: Context) -> float:
         """Seconds left before the wait gives up (no deadline recorded: a wait not started by execute)."""
+        from include.staging import read_frame
+
         path = self._deadline_path(context)
         if not path.exists():
             return float("inf")
@@ -218,6 +160,10 @@ class ExportFileSensor(BaseOperator):
     def _start_the_clock(self, context: Context) -> None:
         """The deadline is set by the task's first try and kept by its retries; clearing the task
         (which Airflow counts in the run's ``clear_number``) starts a new wait."""
+        import pandas as pd
+
+        from include.staging import read_frame, stage_frame
+
         path = self._deadline_path(context)
         cleared = int(getattr(context["dag_run"], "clear_number", 0) or 0)
         if path.exists():
@@ -247,6 +193,8 @@ class ExportFileSensor(BaseOperator):
                 return taken
 
     def _defer_until_a_file_arrives(self, context: Context) -> None:
+        from plugins.sensors.export_trigger import ExportTrigger
+
         last = self._last(context)
         newer_than = trigger_newer_than(last["mtime"]) if last else None
         self.log.info(
@@ -286,6 +234,8 @@ class ExportFileSensor(BaseOperator):
 
     def _look(self, context: Context) -> dict[str, Any] | None:
         """The newest candidate, looking again after each pause while the server fails."""
+        import paramiko
+
         while True:
             try:
                 return self._newest(self._last(context))
@@ -308,11 +258,17 @@ class ExportFileSensor(BaseOperator):
 
     def _candidate_path(self, context: Context):
         """The file seen before the last pause, kept in staging: a resumed task has no memory."""
+        from include.staging import staging_path
+
         return staging_path(self.staging_root, self.district, context["run_id"], "grades/export_candidate")
 
     def _settle(self, context: Context, candidate: dict[str, Any] | None) -> dict[str, Any] | None:
         """The candidate once its size stayed the same for ``stable_seconds``; None when it is gone
         or no longer the newest (the wait goes on)."""
+        import pandas as pd
+
+        from include.staging import stage_frame
+
         while candidate is not None:
             stage_frame(self._candidate_path(context), pd.DataFrame([candidate]))
             self._hold(self.passback.stable_seconds, "settled")
@@ -328,6 +284,8 @@ class ExportFileSensor(BaseOperator):
     def _compare(self, context: Context) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(the export, None) when the file seen last is unchanged and not empty; else (None, the
         newest file now, to be watched again)."""
+        from include.staging import read_frame
+
         seen = read_frame(self._candidate_path(context)).iloc[0].to_dict()
         now = self._look(context)
         if now and now["name"] == seen["name"] and now["size"] == int(seen["size"]) and now["size"]:
