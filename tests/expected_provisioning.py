@@ -474,3 +474,25 @@ def held_by_lms(lms, district, expected: Expected) -> dict[str, Counter]:
             f"{section_code[e['section_id']]}:{uid[e['uid']]}" for e in lms.enrollments.values()
         ),
     }
+
+
+def assert_lms_holds_what_the_rules_say(lms, district, provisioning: Provisioning, on: date) -> tuple[Expected, dict]:
+    """The Schoology emulator ``lms`` holds exactly what the district file's rules put there, once
+    each; every section is on the grading periods of its own class's terms, as the rules title (or
+    map) them. Returns what the rules expect and what the LMS holds (per kind, its keys counted)."""
+    expected = expected_provisioning(district, provisioning, on=on)
+    held = held_by_lms(lms, district, expected)
+    for period in set(expected.mapped_terms.values()):  # the school's own, not the run's to create
+        del held["grading_period"][lms.grading_periods[period]["title"]]
+    for kind in KINDS:
+        assert set(held[kind]) == expected.present[kind], kind
+        assert all(count == 1 for count in held[kind].values()), f"{kind} stored twice"
+    periods = lms.grading_periods
+    titles = {**expected.period_titles, **{term: periods[period]["title"]
+                                           for term, period in expected.mapped_terms.items()}}
+    classes = {klass["sourcedId"]: klass for klass in district.records("classes", "1.2")}
+    for section in lms.sections.values():
+        own_terms = [term["sourcedId"] for term in classes[section["section_school_code"]]["terms"]]
+        assert sorted(periods[period]["title"] for period in section["grading_periods"]) == sorted(
+            titles[term] for term in own_terms if term in titles), section["section_school_code"]
+    return expected, held

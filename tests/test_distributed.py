@@ -35,7 +35,7 @@ from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.settings import read_settings
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
-from tests.expected_provisioning import KINDS, expected_provisioning, held_by_lms
+from tests.expected_provisioning import assert_lms_holds_what_the_rules_say
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import ROOT, CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, connection_uri_env, lms_connection_env
 
@@ -125,17 +125,6 @@ def run_night(stack: AirflowStack, dag_id: str, run_id: str, logical_date: datet
     return states
 
 
-def assert_lms_holds_what_the_rules_say(deployment, on) -> tuple[set[str], dict]:
-    """Every object the rules put in the LMS is there once; nothing else is. Returns the enrollments
-    the rules put there and what the LMS holds."""
-    expected = expected_provisioning(deployment["district"], deployment["config"].provisioning, on=on)
-    held = held_by_lms(deployment["lms"], deployment["district"], expected)
-    for kind in KINDS:
-        assert set(held[kind]) == expected.present[kind], kind
-        assert all(count == 1 for count in held[kind].values()), f"{kind} stored twice"
-    return expected.present["enrollment"], held
-
-
 def assert_staged_on_the_object_store(deployment, run_id: str) -> None:
     """The run's datasets are objects in the bucket, every manifest names one, and no temporary
     object was left anywhere."""
@@ -182,7 +171,8 @@ def test_three_nights_and_a_grade_passback_on_postgres_celery_and_s3(deployment)
         run_night(stack, DEMO, "night_1", NIGHTS[0], PROVISIONING_ONLY, while_running=kill_the_enrollments_worker)
         tries = stack.task_instances(DEMO, "night_1")["provision.enrollments"]
         assert tries["try_number"] >= 2, tries
-        enrollments, held = assert_lms_holds_what_the_rules_say(deployment, NIGHTS[0].date())
+        rules, held = assert_lms_holds_what_the_rules_say(lms, district, config.provisioning, NIGHTS[0].date())
+        enrollments = rules.present["enrollment"]
         assert 0 < killed["enrollments"] < len(lms.enrollments)
         report = stack.returned(DEMO, "night_1", "provision.sync_report")
         assert not report["totals"].get("failed"), report
@@ -219,7 +209,7 @@ def test_three_nights_and_a_grade_passback_on_postgres_celery_and_s3(deployment)
         totals = stack.returned(DEMO, "night_3", "provision.sync_report")["totals"]
         assert totals.get("created", 0) == 0, totals
         assert 0 < totals.get("updated", 0) <= 2 and 0 < totals.get("deactivated", 0) <= 3, totals
-        assert_lms_holds_what_the_rules_say(deployment, NIGHTS[2].date())
+        assert_lms_holds_what_the_rules_say(lms, district, config.provisioning, NIGHTS[2].date())
 
         expected = expected_grades(export, district, config, NIGHTS[2].date())
         held, grades = held_by_ic(ic.gradebook), expected.grades()

@@ -25,7 +25,7 @@ from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.staging import read_frame
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
-from tests.expected_provisioning import KINDS, expected_provisioning, held_by_lms
+from tests.expected_provisioning import assert_lms_holds_what_the_rules_say, expected_provisioning
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env, lms_connection_env
 
@@ -291,27 +291,6 @@ def wrong_rows(report, expected) -> list[str]:
     return wrong
 
 
-def assert_provisioned_as_the_rules_say(stack, on: date) -> None:
-    """The LMS holds exactly what the district file's rules put there, once each; every section is
-    on the grading periods of its own class's terms, as the rules title (or map) them."""
-    district, config, lms = stack["district"], stack["config"], stack["lms"]
-    expected = expected_provisioning(district, config.provisioning, on=on)
-    held = held_by_lms(lms, district, expected)
-    for period in set(expected.mapped_terms.values()):  # the school's own, not the run's to create
-        del held["grading_period"][lms.grading_periods[period]["title"]]
-    for kind in KINDS:
-        assert set(held[kind]) == expected.present[kind], kind
-        assert all(count == 1 for count in held[kind].values()), f"{kind} stored twice"
-    periods = lms.grading_periods
-    titles = {**expected.period_titles, **{term: periods[period]["title"]
-                                           for term, period in expected.mapped_terms.items()}}
-    classes = {klass["sourcedId"]: klass for klass in district.records("classes", "1.2")}
-    for section in lms.sections.values():
-        own_terms = [term["sourcedId"] for term in classes[section["section_school_code"]]["terms"]]
-        assert sorted(periods[period]["title"] for period in section["grading_periods"]) == sorted(
-            titles[term] for term in own_terms if term in titles), section["section_school_code"]
-
-
 def assert_graded_as_the_rules_say(stack, outcome, data: bytes, **rules) -> None:
     """Every postable row reached IC on its term's lineItem, once; every other row is reported with
     a reason the rules give."""
@@ -335,7 +314,8 @@ def test_three_schools_titling_their_terms_alike_get_their_own_periods_sections_
     provisioned = run(NIGHT - timedelta(days=1), halves="provisioning")
     assert provisioned.state == "success", provisioned.task_states
     assert len(stack["lms"].grading_periods) == 6
-    assert_provisioned_as_the_rules_say(stack, (NIGHT - timedelta(days=1)).date())
+    assert_lms_holds_what_the_rules_say(stack["lms"], stack["district"], stack["config"].provisioning,
+                                        (NIGHT - timedelta(days=1)).date())
     assert not stack["smtp"].messages, "nothing was left for a person"
     data = drop_export(stack, "final-grades-20261201.csv")
     outcome = run(NIGHT, halves="grades")
@@ -344,7 +324,7 @@ def test_three_schools_titling_their_terms_alike_get_their_own_periods_sections_
     assert_graded_as_the_rules_say(stack, outcome, data)
     again = run(NIGHT + timedelta(days=1), halves="provisioning")  # the next night matches, merges nothing
     assert again.state == "success" and len(stack["lms"].grading_periods) == 6
-    assert_provisioned_as_the_rules_say(stack, NIGHT.date())
+    assert_lms_holds_what_the_rules_say(stack["lms"], stack["district"], stack["config"].provisioning, NIGHT.date())
 
 
 @pytest.mark.parametrize("provisioning_settings", ["mapped"], indirect=True)
@@ -354,7 +334,8 @@ def test_terms_mapped_to_existing_grading_periods_pass_their_grades_back(stack):
     provisioned = run(NIGHT - timedelta(days=1), halves="provisioning")
     assert provisioned.state == "success", provisioned.task_states
     assert stack["lms"].grading_periods == before, "no period is created for a mapped term"
-    assert_provisioned_as_the_rules_say(stack, (NIGHT - timedelta(days=1)).date())
+    assert_lms_holds_what_the_rules_say(stack["lms"], stack["district"], stack["config"].provisioning,
+                                        (NIGHT - timedelta(days=1)).date())
     data = drop_export(stack, "final-grades-20261201.csv")
     outcome = run(NIGHT, halves="grades")
     assert outcome.state == "success", outcome.task_states

@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import psutil
 
 from include.sandbox.distributed import CeleryEngine
 from include.sandbox.environment import use_project_airflow
+from include.sandbox.loopback import free_port
 
 COMPONENTS = {
     "scheduler": ["scheduler", "--skip-serve-logs"],
@@ -59,12 +59,6 @@ T = TypeVar("T")
 class StackError(RuntimeError):
     """The stack did not start, a component died, or a wait ran out; the message ends with
     the tail of every component's log."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class AirflowStack:

@@ -21,17 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from include.sandbox.loopback import LocalServer
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from include.sandbox.loopback import LocalServer, free_port
 
 
 def _postgres_binary(name: str) -> str:
-    """``initdb``/``pg_ctl``: on the PATH, or where Debian's ``postgresql`` package puts them."""
+    """``initdb``/``pg_ctl``/``createdb``: on the PATH, or where Debian's ``postgresql`` package puts them."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if found is None:
         raise RuntimeError(f"PostgreSQL's {name} is not installed (Debian: apt-get install postgresql)")
@@ -45,7 +39,7 @@ class PostgresCluster(LocalServer):
     package creates."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._directory: Path | None = None
         self._as: list[str] = []
 
@@ -66,8 +60,7 @@ class PostgresCluster(LocalServer):
                    "-c max_connections=200")
         self._run(_postgres_binary("pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
                   "start")
-        self._run("createdb" if shutil.which("createdb") else _postgres_binary("createdb"),
-                  "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow")
+        self._run(_postgres_binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow")
         return self
 
     def stop(self) -> None:
@@ -92,7 +85,7 @@ class RedisServer(LocalServer):
     """``redis-server`` on 127.0.0.1 with nothing saved to disk."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen | None = None
         self._directory: Path | None = None
 

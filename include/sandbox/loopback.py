@@ -23,6 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 JSON = "application/json; charset=utf-8"
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on now, for a server started as a process of its own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class LocalServer:
     """A server on 127.0.0.1 as a context manager: ``with Server(...) as server:`` starts and stops it."""
 
