@@ -36,7 +36,7 @@ from bench.extract import (
 )
 from bench.load import LmsProcess, LmsSettings, provision_night
 from bench.measure import PhaseResult, run_isolated
-from bench.parse import ERRORS_FILE, dag_file_parse, write_districts
+from bench.parse import DAG_FILES, ERRORS_FILE, dag_file_of, dag_file_parse, slowest_of, write_districts
 from bench.post import post_grades
 from include.config import DISTRICTS_DIR
 from include.oneroster.models import COLLECTIONS
@@ -56,7 +56,7 @@ GOALS = {
     "sequential client ÷ our extract (at least)": 10.0,
     "grade transform seconds": 10.0,
     "peak RSS of any task (MiB)": 2048.0,
-    "DAG file parse seconds (dag-processor)": 2.0,
+    "DAG file parse seconds (dag-processor, slowest file)": 2.0,
     "district files a task's start-up reads": 1.0,
 }
 
@@ -149,7 +149,7 @@ def table(results: list[PhaseResult]) -> str:
 def verdict(name: str, value: float) -> str:
     goal = GOALS[name]
     met = value >= goal if "at least" in name else value <= goal
-    return f"  {name:<44}{value:>10.2f}   goal {'≥' if 'at least' in name else '≤'} {goal:g}: {'met' if met else 'NOT met'}"
+    return f"  {name:<52}{value:>10.2f}   goal {'≥' if 'at least' in name else '≤'} {goal:g}: {'met' if met else 'NOT met'}"
 
 
 def districts_main(args: argparse.Namespace) -> dict:
@@ -163,21 +163,22 @@ def districts_main(args: argparse.Namespace) -> dict:
     task_dag = dag_ids[len(dag_ids) // 2]
     print(f"{args.districts:,} district files (the demo's settings) in {work / 'districts'}; the task's DAG "
           f"{task_dag}", flush=True)
-    parse = run_isolated(dag_file_parse, str(work / "districts"))
-    task = run_isolated(dag_file_parse, str(work / "districts"), task_dag)
-    errors = run_isolated(dag_file_parse, str(work / "districts"), None, ERRORS_FILE)
+    parse = slowest_of([run_isolated(dag_file_parse, str(work / "districts"), dag_file) for dag_file in DAG_FILES])
+    task = run_isolated(dag_file_parse, str(work / "districts"), dag_file_of(task_dag), task_dag)
+    errors = run_isolated(dag_file_parse, str(work / "districts"), ERRORS_FILE)
     print()
-    header = f"{'phase':<44}{'DAGs':>6}{'tasks':>8}{'files read':>12}{'seconds':>10}{'peak RSS MiB':>14}"
+    header = f"{'phase':<50}{'DAGs':>6}{'tasks':>8}{'files read':>12}{'seconds':>10}{'peak RSS MiB':>14}"
     print(header)
     print("-" * len(header))
     for result in (parse, task, errors):
-        print(f"{result.phase:<44}{result.records:>6,}{result.extra['tasks']:>8,}{result.requests:>12,}"
+        print(f"{result.phase:<50}{result.records:>6,}{result.extra['tasks']:>8,}{result.requests:>12,}"
               f"{result.seconds:>10.2f}{result.peak_rss_mib:>14.0f}")
-    print()
+    print(f"\nThe {len(DAG_FILES)} DAG files' parses add up to {parse.extra['seconds_total']:.2f} s; the slowest, "
+          f"{parse.extra['slowest_file']}, takes {parse.seconds:.2f} s.")
     for result in (parse, task, errors):
         print(f"{result.phase}: heavy modules imported: {', '.join(result.extra['heavy_modules']) or 'none'}")
     figures = {
-        "DAG file parse seconds (dag-processor)": parse.seconds,
+        "DAG file parse seconds (dag-processor, slowest file)": parse.seconds,
         "district files a task's start-up reads": float(task.requests),
     }
     print("Figures against the goals:")

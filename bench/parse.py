@@ -1,12 +1,13 @@
-"""``python -m bench --districts N``: the DAG file at N districts, as the dag-processor and a task see it.
+"""``python -m bench --districts N``: the DAG files at N districts, as the dag-processor and a task see them.
 
 N copies of the demo district's file (each its own ``district``) in a directory of their own; then, each
-in a fresh process as Airflow's are, ``dags/oneroster_districts.py`` parsed through Airflow's
-``DagBag`` (the dag-processor's parse, timed as ``airflow dags report`` times a file), once for every
-district and once with the parsing context a task's start-up sets (one district's DAG), and
-``dags/oneroster_district_errors.py``, the dag-processor's other file that reads every district file.
-Each phase counts the district files it opened and says which heavy modules (pandas, pyarrow, numpy,
-paramiko, the SFTP/SSH hooks) the parse imported.
+in a fresh process as Airflow's are, parsed through Airflow's ``DagBag`` (timed as ``airflow dags
+report`` times a file): each of the 16 DAG files ``dags/oneroster_districts_NN_of_16.py`` as the
+dag-processor parses them (each in a process of its own, in parallel), the task's DAG file with the
+parsing context a task's start-up sets (one district's DAG), and ``dags/oneroster_district_errors.py``,
+the dag-processor's other file that reads every district file. Each phase counts the district files
+it opened and says which heavy modules (pandas, pyarrow, numpy, paramiko, the SFTP/SSH hooks) the
+parse imported.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ import sys
 from pathlib import Path
 
 from bench.measure import PhaseResult
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, dag_id_for
+from include.config import (
+    DAG_FILE_SHARDS,
+    DISTRICTS_DIR,
+    DISTRICTS_DIR_ENV,
+    dag_id_for,
+    shard_file_name,
+    shard_of,
+)
 
-DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "oneroster_districts.py"
-ERRORS_FILE = DAG_FILE.with_name("oneroster_district_errors.py")
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+DAG_FILES = [DAGS / shard_file_name(shard) for shard in range(DAG_FILE_SHARDS)]
+ERRORS_FILE = DAGS / "oneroster_district_errors.py"
 HEAVY_MODULES = ("pandas", "pyarrow", "numpy", "paramiko", "airflow.providers.sftp.hooks.sftp",
                  "airflow.providers.ssh.hooks.ssh")
 # what Airflow's task runner sets before it parses the DAG file (read by airflow.sdk.get_parsing_context)
@@ -42,7 +51,12 @@ def write_districts(directory: Path, count: int) -> list[str]:
     return [dag_id_for(name) for name in names]
 
 
-def dag_file_parse(districts: str, dag_id: str | None = None, dag_file: Path = DAG_FILE) -> PhaseResult:
+def dag_file_of(dag_id: str) -> Path:
+    """The DAG file that builds a district's DAG (the DAG's fileloc, which a task's start-up parses)."""
+    return DAGS / shard_file_name(shard_of(dag_id.removeprefix(dag_id_for(""))))
+
+
+def dag_file_parse(districts: str, dag_file: Path, dag_id: str | None = None) -> PhaseResult:
     """Parse ``dag_file`` with ``DagBag`` in this (fresh) process, as the dag-processor does, or with
     ``dag_id`` as a task's start-up does; its records are the DAGs built, its requests the district
     files opened, its seconds the file's parse as ``DagBag`` times it."""
@@ -65,7 +79,25 @@ def dag_file_parse(districts: str, dag_id: str | None = None, dag_file: Path = D
     (stat,) = bag.dagbag_stats
     heavy = [module for module in HEAVY_MODULES if module in sys.modules]
     return PhaseResult(
-        f"{'task start-up' if dag_id else 'dag-processor'}: {dag_file.stem}",
+        f"{'task start-up' if dag_id else 'dag-processor'}: {dag_file.name}",
         records=stat.dag_num, requests=len(opened), seconds=stat.duration.total_seconds(),
         extra={"tasks": stat.task_num, "heavy_modules": heavy, "dag_ids": sorted(bag.dag_ids)},
+    )
+
+
+def slowest_of(parses: list[PhaseResult]) -> PhaseResult:
+    """The dag-processor's parse of every DAG file, one fresh process each, as one result: the DAGs,
+    tasks and district files of them all, the slowest file's seconds (the files are parsed in
+    parallel, each under its own timeout) and, in ``extra``, every file's seconds and their sum."""
+    slowest = max(parses, key=lambda parse: parse.seconds)
+    return PhaseResult(
+        f"dag-processor: {len(parses)} DAG files (slowest)",
+        records=sum(parse.records for parse in parses), requests=sum(parse.requests for parse in parses),
+        seconds=slowest.seconds, peak_rss_mib=max(parse.peak_rss_mib for parse in parses),
+        extra={"tasks": sum(parse.extra["tasks"] for parse in parses),
+               "heavy_modules": sorted({module for parse in parses for module in parse.extra["heavy_modules"]}),
+               "dag_ids": sorted(dag_id for parse in parses for dag_id in parse.extra["dag_ids"]),
+               "slowest_file": slowest.phase.split(": ", 1)[1],
+               "seconds_per_file": {parse.phase.split(": ", 1)[1]: parse.seconds for parse in parses},
+               "seconds_total": sum(parse.seconds for parse in parses)},
     )

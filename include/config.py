@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import zlib
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -507,6 +508,35 @@ def district_of_file(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
 
 
+DAG_FILE_SHARDS = 16
+"""How many DAG files the districts' DAGs are spread over (``dags/oneroster_districts_NN_of_16.py``):
+the dag-processor parses each file in a process of its own, in parallel, under its own timeout, so a
+file's parse time is that of its share of the districts, not of all of them."""
+SHARD_FILE = re.compile(r"^oneroster_districts_(\d{2})_of_(\d{2})\.py$")
+
+
+def shard_file_name(shard: int) -> str:
+    """The name of the DAG file that builds the DAGs of shard ``shard``."""
+    return f"oneroster_districts_{shard:02d}_of_{DAG_FILE_SHARDS}.py"
+
+
+def shard_of_file(dag_file: str | Path) -> int:
+    """The shard a DAG file builds, read from its name; a name of another shard count is an error
+    (its districts would be built twice, or not at all)."""
+    name = Path(dag_file).name
+    matched = SHARD_FILE.match(name)
+    if matched is None or int(matched.group(2)) != DAG_FILE_SHARDS or int(matched.group(1)) >= DAG_FILE_SHARDS:
+        raise ValueError(f"{name} is not one of the {DAG_FILE_SHARDS} district DAG files "
+                         f"{shard_file_name(0)} ... {shard_file_name(DAG_FILE_SHARDS - 1)}: remove it")
+    return int(matched.group(1))
+
+
+def shard_of(district: str) -> int:
+    """Which DAG file builds a district's DAG: a hash of the district (as :func:`district_of_file`
+    gives it), the same in every process and on every machine."""
+    return zlib.crc32(district.encode("utf-8")) % DAG_FILE_SHARDS
+
+
 def districts_dir() -> Path:
     """``include/districts`` unless a deployment mounts district files elsewhere."""
     return Path(os.environ.get(DISTRICTS_DIR_ENV) or DISTRICTS_DIR)
@@ -518,20 +548,23 @@ def district_file(district: str) -> str:
 
 
 def load_districts(
-    directory: Path | None = None, dag_id: str | None = None
+    directory: Path | None = None, dag_id: str | None = None, shard: int | None = None
 ) -> tuple[list[DistrictConfig], list[DistrictConfigError]]:
     """Every district file in name order; bad files are returned as errors, not raised,
     so that one district's typo does not take the other districts' DAGs down.
 
     With ``dag_id`` only the file(s) whose DAG that is are read (a task runs in its own DAG: it
-    reads its own district's file, not the hundreds of others); the other files' names are listed,
-    never opened. An id no file gives returns nothing."""
+    reads its own district's file, not the hundreds of others); with ``shard`` only the files of
+    that DAG file's districts (:func:`shard_of`). The other files' names are listed, never opened.
+    An id no file gives returns nothing."""
     directory = directory or districts_dir()
     configs: list[DistrictConfig] = []
     errors: list[DistrictConfigError] = []
     paths = sorted(directory.glob("*.yaml"))
     if dag_id is not None:
         paths = [path for path in paths if dag_id_for(district_of_file(path)) == dag_id]
+    if shard is not None:
+        paths = [path for path in paths if shard_of(district_of_file(path)) == shard]
     for path in paths:
         try:
             configs.append(load_district(path))

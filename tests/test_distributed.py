@@ -10,6 +10,10 @@ holds (tests/expected_grades.py), the LMS's writes on the unchanged night (none)
 objects in the bucket. On the first night a Celery worker is killed while it provisions the
 enrollments: the scheduler gives the task up, the other worker runs its retry, and nothing reaches
 the LMS twice.
+
+Two more districts, east and west, each with its own IC, provision into one shared Schoology whose
+rate limit both district files give: their nights run together, and the LMS never counts a request
+over its rate, because the LMS's pool lets one district's provisioning task at a time talk to it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from include.sandbox.sftp_server import SFTPServer
 from include.sandbox.smtp_sink import SMTPSink
 from include.settings import read_settings
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
-from tests.expected_provisioning import assert_lms_holds_what_the_rules_say
+from tests.expected_provisioning import KINDS, assert_lms_holds_what_the_rules_say, expected_provisioning, held_by_lms
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import ROOT, CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, connection_uri_env, lms_connection_env
 
@@ -51,6 +55,11 @@ HEARTBEAT_TIMEOUT = 30
 OUTAGE_SECONDS = 30
 WRITES = ("POST", "PUT", "DELETE")
 SEED = 2027
+# two districts provisioning into one Schoology: its rate limit (requests a second), which both
+# district files give as theirs, and the pool of one slot both name
+NEIGHBOURS = ("east", "west")
+SHARED_RATE = 4.0
+SHARED_LMS_POOL = "lms_shared"
 
 
 def write_districts(directory: Path) -> None:
@@ -61,11 +70,30 @@ def write_districts(directory: Path) -> None:
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(config))
 
 
+def write_neighbour(directory: Path, name: str, district: SyntheticDistrict) -> None:
+    """A district with its own IC that provisions into the shared Schoology: the demo's settings,
+    the shared LMS's connection, pool and rate, its own schools mapped and its own grading period
+    titles (one Schoology wants them unique across the account)."""
+    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    del config["grade_passback"]
+    config.update(district=name, name=f"{name.title()} School District", schedule=NOT_DUE, task_retries=RETRIES)
+    config["infinite_campus"].update(conn_id=f"ic_{name}", pool=f"ic_{name}")
+    config["lms"].update(conn_id="lms_shared", pool=SHARED_LMS_POOL, requests_per_second=SHARED_RATE)
+    config["provisioning"]["schools"] = {org["sourcedId"]: "create" for org in district.records("orgs")
+                                         if org["type"] == "school"}
+    config["provisioning"]["terms"]["title_template"] = f"{name.title()} {{school_year}} {{school}} {{title}}"
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(config))
+
+
 def pools_file(path: Path) -> Path:
-    """airflow_settings.yaml's pools, as ``airflow pools import`` reads them."""
-    pools = read_settings(ROOT / "airflow_settings.yaml").airflow.pools
-    path.write_text(json.dumps({pool.pool_name: {"slots": pool.pool_slot, "description": pool.pool_description}
-                                for pool in pools}))
+    """airflow_settings.yaml's pools, as ``airflow pools import`` reads them, and the neighbours':
+    an IC pool each, and the shared LMS's pool of one slot."""
+    pools = {pool.pool_name: {"slots": pool.pool_slot, "description": pool.pool_description}
+             for pool in read_settings(ROOT / "airflow_settings.yaml").airflow.pools}
+    for name in NEIGHBOURS:
+        pools[f"ic_{name}"] = {"slots": 5, "description": f"Concurrent OneRoster calls to {name}'s IC"}
+    pools[SHARED_LMS_POOL] = {"slots": 1, "description": "Provisioning tasks writing to the shared Schoology"}
+    path.write_text(json.dumps(pools))
     return path
 
 
@@ -80,6 +108,10 @@ def deployment(tmp_path_factory):
     export_dir.mkdir(parents=True)
     school_year = config.active_year.school_year_of(NOW)
     district = SyntheticDistrict(DistrictSpec(seed=SEED, students=120, school_year=school_year))
+    neighbours = {name: SyntheticDistrict(DistrictSpec(seed=SEED, students=120, school_year=school_year,
+                                                       namespace=name)) for name in NEIGHBOURS}
+    for name, neighbour in neighbours.items():
+        write_neighbour(districts, name, neighbour)
     vendor = {"vendor_key": "test-vendor", "vendor_secret": "test-vendor-secret"}
     with (
         PostgresCluster() as postgres,
@@ -87,6 +119,11 @@ def deployment(tmp_path_factory):
         ObjectStore(conn_id="staging_s3") as store,
         ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **vendor) as ic,
         SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET) as lms,
+        ICEmulator(neighbours["east"], client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="east",
+                   **vendor) as ic_east,
+        ICEmulator(neighbours["west"], client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="west",
+                   **vendor) as ic_west,
+        SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET, rate_limit=SHARED_RATE) as shared_lms,
         SMTPSink() as smtp,
         SFTPServer(root / "sftp", username="exporter", password="sftp-test-secret") as sftp,
     ):
@@ -97,6 +134,9 @@ def deployment(tmp_path_factory):
             **connection_uri_env("ic_demo", ic, "1.2", **vendor),
             **connection_uri_env("ic_demo_v11", ic, "1.1", **vendor),
             **lms_connection_env("lms_demo", lms),
+            **connection_uri_env("ic_east", ic_east, "1.2", app_name="east", **vendor),
+            **connection_uri_env("ic_west", ic_west, "1.2", app_name="west", **vendor),
+            **lms_connection_env("lms_shared", shared_lms),
             "AIRFLOW_CONN_SMTP_DEMO": json.dumps(smtp.connection("oneroster@localhost")),
             "AIRFLOW_CONN_SFTP_DEMO": json.dumps(sftp.connection()),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
@@ -105,13 +145,16 @@ def deployment(tmp_path_factory):
         with AirflowStack(root / "airflow", env=env, engine=engine, startup_timeout=240) as stack:
             with stack.logs_on_failure():
                 stack.airflow("pools", "import", str(pools_file(root / "pools.json")))
-                stack.wait_for_dags([DEMO, LEGACY], timeout=180)
-                stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_demo")
-                stack.wait_for(lambda: all(run["state"] in FINISHED for dag in (DEMO, LEGACY)
+                every_dag = [DEMO, LEGACY, *(f"oneroster_{name}" for name in NEIGHBOURS)]
+                stack.wait_for_dags(every_dag, timeout=180)
+                stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^oneroster_")
+                stack.wait_for(lambda: all(run["state"] in FINISHED for dag in every_dag
                                            for run in stack.dag_runs(dag)),
                                timeout=240, what="the runs unpausing made to finish")
                 yield {"stack": stack, "ic": ic, "lms": lms, "smtp": smtp, "store": store, "district": district,
-                       "config": config, "export_dir": export_dir}
+                       "config": config, "export_dir": export_dir, "neighbours": neighbours,
+                       "neighbour_configs": {name: load_district(districts / f"{name}.yaml") for name in NEIGHBOURS},
+                       "shared_lms": shared_lms}
 
 
 def run_night(stack: AirflowStack, dag_id: str, run_id: str, logical_date: datetime, conf: dict | None = None,
@@ -219,3 +262,42 @@ def test_three_nights_and_a_grade_passback_on_postgres_celery_and_s3(deployment)
         counts = stack.returned(DEMO, "night_3", "grades.reconcile")["counts"]
         assert sum(counts.values()) == export.count(b"\n") - 1 and not counts.get("failed"), counts
         assert_staged_on_the_object_store(deployment, "night_3")
+
+
+def test_two_districts_on_one_lms_never_exceed_its_rate_together(deployment):
+    """East and west provision into one Schoology at once; it answers 429 to any request over its
+    rate (the rate both district files give). The LMS's pool of one slot lets one district's
+    provisioning task at a time talk to it, each paced at that rate: none is ever refused, though both
+    districts had provisioning to do at the same time; and the LMS holds each district's objects once."""
+    stack, lms = deployment["stack"], deployment["shared_lms"]
+    dags = {name: f"oneroster_{name}" for name in NEIGHBOURS}
+    with stack.logs_on_failure():
+        for dag_id in dags.values():
+            stack.trigger(dag_id, "together", NIGHTS[2])
+        for dag_id in dags.values():
+            run = stack.wait_for_run(dag_id, "together", timeout=600)
+            states = {task: ti["state"] for task, ti in stack.task_instances(dag_id, "together").items()}
+            assert run["state"] == "success", states
+        assert lms.rate_limited == 0, f"the shared LMS refused {lms.rate_limited} request(s) over its rate"
+
+        talking = {name: sorted((datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]))
+                                for task, ti in stack.task_instances(dag_id, "together").items()
+                                if task.startswith("provision.") and task != "provision.sync_report")
+                   for name, dag_id in dags.items()}
+        east, west = (talking[name] for name in NEIGHBOURS)
+        assert len(east) == len(west) == len(KINDS)
+        assert all(a_end <= b_start or b_end <= a_start for a_start, a_end in east for b_start, b_end in west), \
+            "two districts' provisioning tasks talked to the shared LMS at the same time"
+        assert east[0][0] < west[-1][1] and west[0][0] < east[-1][1], \
+            "the districts' provisioning did not overlap: nothing was shared, nothing proven"
+
+        objects = {kind: 0 for kind in KINDS}
+        for name, neighbour in deployment["neighbours"].items():
+            expected = expected_provisioning(neighbour, deployment["neighbour_configs"][name].provisioning,
+                                             on=NIGHTS[2].date())
+            held = held_by_lms(lms, neighbour, expected)
+            for kind in KINDS:
+                assert expected.present[kind] <= set(held[kind]), (name, kind)
+                assert all(held[kind][key] == 1 for key in expected.present[kind]), f"{name}: {kind} stored twice"
+                objects[kind] += len(expected.present[kind])
+        assert {kind: sum(held[kind].values()) for kind in KINDS} == objects, "the LMS holds more than the two"

@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, load_district
+from include.config import (
+    DAG_FILE_SHARDS,
+    DISTRICTS_DIR,
+    DISTRICTS_DIR_ENV,
+    load_district,
+    shard_file_name,
+    shard_of,
+)
 from include.oneroster.models import COLLECTIONS
 from include.staging import Manifest
 from tests.support import ROOT, connection_uri_env, lms_connection_env
@@ -24,6 +31,21 @@ def dag_bag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def files_read_from(directory: Path, monkeypatch) -> list[Path]:
+    """The files of ``directory`` read from now on, in order, as a list filled as they are read (the
+    district files are read with ``Path.read_text``)."""
+    opened: list[Path] = []
+    read_text = Path.read_text
+
+    def recorded(path: Path, *args, **kwargs) -> str:
+        if path.parent == directory:
+            opened.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", recorded)
+    return opened
 
 
 def demo_dag_with(tmp_path, monkeypatch, groups: set[str], **settings):
@@ -226,26 +248,19 @@ def test_a_task_builds_its_own_dag_from_its_own_district_file_only(tmp_path, mon
     (tmp_path / "odd name.yaml").write_text("district: [\n")
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", parsing_for)  # what Airflow's task runner sets
-    opened = []
-    read_text = Path.read_text
-
-    def recorded(path: Path, *args, **kwargs) -> str:
-        if path.parent == tmp_path:
-            opened.append(path.name)
-        return read_text(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", recorded)
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "oneroster_districts.py"))
+    opened = files_read_from(tmp_path, monkeypatch)
+    own_file = shard_file_name(shard_of(parsing_for.removeprefix("oneroster_")))  # the DAG's fileloc
+    bag = DagBag(dag_folder=str(ROOT / "dags" / own_file))
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == built
-    assert opened == read
+    assert [path.name for path in opened] == read
     if parsing_for == "oneroster_broken":
         assert [task.task_id for task in bag.dags[parsing_for].tasks] == ["district_file_invalid"]
         assert "infinite_campus.max_concurrency" in bag.dags[parsing_for].doc_md
 
 
-def test_importing_the_dag_file_imports_no_dataframe_arrow_or_ssh_library():
-    """The dag-processor imports the DAG file for every parse: pandas, pyarrow, numpy and paramiko (with
+def test_importing_the_dag_files_imports_no_dataframe_arrow_or_ssh_library():
+    """The dag-processor imports the DAG files for every parse: pandas, pyarrow, numpy and paramiko (with
     the SFTP and SSH hooks) are imported inside the tasks that use them, not by the operators' modules."""
     import json
     import subprocess
@@ -253,8 +268,8 @@ def test_importing_the_dag_file_imports_no_dataframe_arrow_or_ssh_library():
 
     heavy = ["pandas", "pyarrow", "numpy", "paramiko", "airflow.providers.sftp.hooks.sftp",
              "airflow.providers.ssh.hooks.ssh"]
-    dag_file = str(ROOT / "dags" / "oneroster_districts.py")
-    script = (f"import json, runpy, sys; built = runpy.run_path({dag_file!r}); "
+    dag_files = [str(ROOT / "dags" / shard_file_name(shard)) for shard in range(DAG_FILE_SHARDS)]
+    script = (f"import json, runpy, sys; built = [name for file in {dag_files!r} for name in runpy.run_path(file)]; "
               "print(json.dumps({'dags': sorted(name for name in built if name.startswith('oneroster_')), "
               "'modules': sorted(sys.modules)}))")
     loaded = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
@@ -264,6 +279,65 @@ def test_importing_the_dag_file_imports_no_dataframe_arrow_or_ssh_library():
     assert set(DEMO_DAGS) <= set(parsed["dags"])
     assert [module for module in heavy if module in modules] == []
     assert {"plugins.operators.extract", "plugins.operators.grades", "plugins.sensors.export"} <= modules
+
+
+def test_each_district_dag_is_built_by_one_dag_file_which_reads_only_its_own_districts(tmp_path, monkeypatch):
+    """The dag-processor parses each of the DAG files in a process of its own: the districts are spread
+    over them by a hash of their names, each DAG built by exactly one file, which opens only the
+    district files of its own DAGs (a file's parse does not grow with every district)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    demo = (DISTRICTS_DIR / "demo.yaml").read_text()
+    names = [f"district_{number:03d}" for number in range(64)]
+    for name in names:
+        (tmp_path / f"{name}.yaml").write_text(demo.replace("\ndistrict: demo\n", f"\ndistrict: {name}\n", 1))
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(tmp_path))
+    opened = files_read_from(tmp_path, monkeypatch)
+    built_by: dict[str, list[str]] = {}
+    for shard in range(DAG_FILE_SHARDS):
+        opened.clear()
+        bag = DagBag(dag_folder=str(ROOT / "dags" / shard_file_name(shard)))
+        assert bag.import_errors == {}
+        for dag_id, dag in bag.dags.items():
+            built_by.setdefault(dag_id, []).append(Path(dag.fileloc).name)
+        assert sorted(path.stem for path in opened) == sorted(dag_id.removeprefix("oneroster_") for dag_id in bag.dag_ids)
+        assert len(bag.dag_ids) < len(names) / 4, "the districts are spread over the files"
+    assert built_by == {f"oneroster_{name}": [shard_file_name(shard_of(name))] for name in names}
+    assert {path.read_text() for path in (ROOT / "dags").glob("oneroster_districts_*.py")} == {
+        (ROOT / "dags" / shard_file_name(0)).read_text()}, "the DAG files are alike but for their names"
+    assert sorted(path.name for path in (ROOT / "dags").glob("oneroster_districts_*.py")) == [
+        shard_file_name(shard) for shard in range(DAG_FILE_SHARDS)]
+
+
+def test_a_dag_file_missing_is_an_import_error_naming_the_districts_left_without_a_dag(tmp_path, monkeypatch):
+    """A deployment that copied only some of the DAG files: the districts of a missing one would
+    have no DAG and no error; the import errors' file names the file and those districts."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    shutil.copytree(ROOT / "dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
+    (dags / shard_file_name(shard_of("demo"))).unlink()
+    bag = DagBag(dag_folder=str(dags))
+    (errors_file, error), = bag.import_errors.items()
+    assert errors_file.endswith("oneroster_district_errors.py")
+    assert f"dags/{shard_file_name(shard_of('demo'))} is missing, so these districts have no DAG: demo" in error
+    assert "oneroster_demo" not in bag.dag_ids
+    assert ("oneroster_demo_v11" in bag.dag_ids) == (shard_of("demo_v11") != shard_of("demo"))
+
+
+def test_a_dag_file_of_another_shard_count_fails_alone_naming_itself(tmp_path):
+    """A folder that kept an old DAG file beside the 16 (say, of an upgrade that changed their number)
+    would build some districts twice: that file fails to import, saying to remove it; the 16 still
+    build every district once."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    shutil.copytree(ROOT / "dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(dags / shard_file_name(0), dags / "oneroster_districts_00_of_08.py")
+    bag = DagBag(dag_folder=str(dags))
+    (stale, error), = bag.import_errors.items()
+    assert stale.endswith("oneroster_districts_00_of_08.py") and "remove it" in error
+    assert set(DEMO_DAGS) <= set(bag.dag_ids)
 
 
 def test_a_dags_docs_name_the_district_file_it_was_built_from(tmp_path, monkeypatch):

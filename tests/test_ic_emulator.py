@@ -214,6 +214,32 @@ def test_references_resolve_in_both_versions(demo_district):
             assert {term["sourcedId"] for term in cls["terms"]} <= ids["academicSessions"]
 
 
+def test_two_namespaced_districts_share_no_id_username_email_or_identifier():
+    """What two districts provisioned into one LMS must not share: every key the LMS keeps (ids,
+    usernames, emails, identifiers, building codes); the references still resolve within each."""
+    def keys(district: SyntheticDistrict, version: str) -> set[str]:
+        found = set()
+        for name in COLLECTIONS:
+            for record in district.records(name, version):
+                found.add(record["sourcedId"])
+                found.update(str(record[field]) for field in ("username", "email", "identifier")
+                             if record.get(field) and " " not in str(record[field]))
+        return found
+
+    east, west = (SyntheticDistrict(DistrictSpec(seed=2027, students=60, schools=3, school_year=2027,
+                                                 namespace=namespace)) for namespace in ("east", "west"))
+    for version in ("1.1", "1.2"):
+        assert keys(east, version) & keys(west, version) == set()
+        ids = {name: {record["sourcedId"] for record in east.records(name, version)} for name in COLLECTIONS}
+        for enrollment in east.records("enrollments", version):
+            assert enrollment["user"]["sourcedId"] in ids["users"]
+            assert enrollment["class"]["sourcedId"] in ids["classes"]
+        for cls in east.records("classes", version):
+            assert {term["sourcedId"] for term in cls["terms"]} <= ids["academicSessions"]
+    with pytest.raises(ValueError, match="namespace"):
+        DistrictSpec(seed=1, students=10, school_year=2027, namespace="East-1")
+
+
 def test_the_generator_is_seeded_and_reaches_a_million_students_without_materialising():
     spec = DistrictSpec(seed=7, students=60, schools=3, school_year=2027)
     assert list(SyntheticDistrict(spec).records("users")) == list(SyntheticDistrict(spec).records("users"))

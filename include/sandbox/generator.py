@@ -20,6 +20,7 @@ awkward cases real districts have:
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -77,8 +78,13 @@ class DistrictSpec:
     # IC's habit in most districts: every school has its own semesters and quarters, titled alike
     # ("Semester 1 2026-27", "Q1"...); False: one set of terms for the whole district
     terms_per_school: bool = False
+    # Prefixes every sourcedId, identifier, username and email, so that two synthetic districts can
+    # share one LMS as two real ones do (their ids otherwise depend on the indexes only, not the seed)
+    namespace: str = ""
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z]{0,8}", self.namespace):
+            raise ValueError("a namespace is up to 8 lowercase letters")
         if self.students < 1:
             raise ValueError("a district needs at least one student")
         if self.school_count < 1 or self.school_count > self.students:
@@ -165,7 +171,8 @@ class SyntheticDistrict:
         self.year_start = date(year - 1, 8, 15)
         self.year_end = date(year, 6, 5)
         self._base_modified = datetime(year - 1, 7, 1, tzinfo=timezone.utc)
-        self.sessions = self._session_table(year, spec.school_count if spec.terms_per_school else 0)
+        self.sessions = self._session_table(f"{spec.namespace}{year}", year,
+                                            spec.school_count if spec.terms_per_school else 0)
         schools: list[_School] = []
         first_class = first_teacher = first_enrollment = 0
         count = spec.school_count
@@ -271,17 +278,18 @@ class SyntheticDistrict:
         return self.schools[bisect.bisect_right(self._student_ends, student)]
 
     def _org_id(self, school: int) -> str:
-        return str(100 + school)
+        return f"{self.spec.namespace}{100 + school}"
 
-    def _session_table(self, year: int, schools: int) -> list[dict]:
+    def _session_table(self, ids: str, year: int, schools: int) -> list[dict]:
         """IC exposes only the active school year: the year, two semesters, four grading periods,
-        for the district (``schools`` 0) or for each of ``schools`` schools, titled alike."""
+        for the district (``schools`` 0) or for each of ``schools`` schools, titled alike; their
+        sourcedIds start with ``ids``."""
         first, second = year - 1, year
 
         def terms(prefix: str) -> list[dict]:
             def row(number, title, kind, start, end, parent=0):
                 return {"id": f"{prefix}{number:02d}", "title": title, "type": kind, "start": start, "end": end,
-                        "parent": f"{prefix}{parent:02d}" if parent else f"{year}00"}
+                        "parent": f"{prefix}{parent:02d}" if parent else f"{ids}00"}
 
             return [
                 row(1, f"Semester 1 {first}-{second % 100:02d}", "semester", date(first, 8, 15), date(first, 12, 20)),
@@ -292,11 +300,11 @@ class SyntheticDistrict:
                 row(14, "Q4", "gradingPeriod", date(second, 3, 16), date(second, 6, 5), 2),
             ]
 
-        school_year = {"id": f"{year}00", "title": f"{first}-{second % 100:02d}", "type": "schoolYear",
+        school_year = {"id": f"{ids}00", "title": f"{first}-{second % 100:02d}", "type": "schoolYear",
                        "start": date(first, 8, 15), "end": date(second, 6, 5), "parent": None}
         if not schools:
-            return [school_year, *terms(str(year))]
-        return [school_year, *(row for school in range(schools) for row in terms(f"{year}{school + 1:02d}"))]
+            return [school_year, *terms(ids)]
+        return [school_year, *(row for school in range(schools) for row in terms(f"{ids}{school + 1:02d}"))]
 
     def _term_rows(self, period: int, school: int) -> list[dict]:
         """The semesters a class of ``period`` in ``school`` is scheduled in."""
@@ -308,17 +316,17 @@ class SyntheticDistrict:
     # -- orgs and sessions ----------------------------------------------------------
 
     def _orgs(self, index: int, version: str, href_base: str) -> dict:
-        district_id = "1"
+        district_id = f"{self.spec.namespace}1"
         if index == 0:
             record = {"name": f"Synthetic Unified School District {self.spec.seed}", "type": "district",
-                      "identifier": f"D{self.spec.seed}", "sourcedId": district_id,
+                      "identifier": f"{self.spec.namespace}D{self.spec.seed}", "sourcedId": district_id,
                       "children": [self._ref(href_base, "orgs", "org", self._org_id(s.index)) for s in self.schools]
                       if len(self.schools) <= 50 else []}
         else:
             school = index - 1
             level = ("Elementary", "Middle", "High")[school % 3]
             record = {"name": f"{FAMILY_NAMES[school % len(FAMILY_NAMES)]} {level} School {school + 1}",
-                      "type": "school", "identifier": f"{1000 + school}", "sourcedId": self._org_id(school),
+                      "type": "school", "identifier": f"{self.spec.namespace}{1000 + school}", "sourcedId": self._org_id(school),
                       "parent": self._ref(href_base, "orgs", "org", district_id)}
         return {"sourcedId": record.pop("sourcedId"), "status": "active",
                 "dateLastModified": self._stamp("orgs", index), **record}
@@ -348,7 +356,7 @@ class SyntheticDistrict:
     def _person(self, kind: str, number: int) -> tuple[str, str]:
         """(1.2 sourcedId, 1.1 sourcedId) of a person: IC prefixes 1.1 ids by role."""
         base = {"s": 1_000_000, "t": 3_000_000, "a": 4_000_000, "p": 5_000_000}[kind]
-        person = str(base + number)
+        person = f"{self.spec.namespace}{base + number}"
         return person, f"{kind}{person}"
 
     def _user_id(self, kind: str, number: int, version: str) -> str:
@@ -414,7 +422,7 @@ class SyntheticDistrict:
         if student == school.students[0] and len(self.schools) > 1:  # attends a second school too
             orgs.append(self._org_id((school.index + 1) % len(self.schools)))
         given, family = self._names("s", student)
-        username = f"{given} {family}".lower() if student % 97 == 13 else f"stu{1_000_000 + student}"
+        username = f"{given} {family}".lower() if student % 97 == 13 else f"{self.spec.namespace}stu{1_000_000 + student}"
         agents = [self._user_id("p", student // 4, version)] if student % 4 < 2 and student // 4 < self.guardian_count else []
         preferred = None
         if student % 13 == 5:
@@ -422,9 +430,9 @@ class SyntheticDistrict:
         grade = f"{9 + (student % 4):02d}"
         return self._user_record(
             "s", student, version, href_base, role="student", roles_v12=["student"] * len(orgs), orgs=orgs,
-            username=username, email=f"stu{1_000_000 + student}@students.example.org",
+            username=username, email=f"{self.spec.namespace}stu{1_000_000 + student}@students.example.org",
             status="tobedeleted" if student % 53 == 52 else "active", agents=agents, grades=[grade],
-            identifier=str(1_000_000 + student), preferred=preferred, user_index=student,
+            identifier=f"{self.spec.namespace}{1_000_000 + student}", preferred=preferred, user_index=student,
         )
 
     def _teacher(self, teacher: int, version: str, href_base: str) -> dict:
@@ -434,18 +442,18 @@ class SyntheticDistrict:
             orgs.append(self._org_id((school.index + 1) % len(self.schools)))
         return self._user_record(
             "t", teacher, version, href_base, role="teacher", roles_v12=["teacher"] * len(orgs), orgs=orgs,
-            username=f"tch{3_000_000 + teacher}", email=f"tch{3_000_000 + teacher}@staff.example.org",
+            username=f"{self.spec.namespace}tch{3_000_000 + teacher}", email=f"{self.spec.namespace}tch{3_000_000 + teacher}@staff.example.org",
             status="tobedeleted" if teacher % 41 == 40 else "active", agents=[], grades=[],
-            identifier=f"T{3_000_000 + teacher}", preferred=None, user_index=self.spec.students + teacher,
+            identifier=f"{self.spec.namespace}T{3_000_000 + teacher}", preferred=None, user_index=self.spec.students + teacher,
         )
 
     def _admin(self, admin: int, version: str, href_base: str) -> dict:
         school = admin // ADMINS_PER_SCHOOL
         return self._user_record(
             "a", admin, version, href_base, role="administrator", roles_v12=["siteAdministrator"],
-            orgs=[self._org_id(school)], username=f"adm{4_000_000 + admin}",
-            email=f"adm{4_000_000 + admin}@staff.example.org", status="active", agents=[], grades=[],
-            identifier=f"A{4_000_000 + admin}", preferred=None,
+            orgs=[self._org_id(school)], username=f"{self.spec.namespace}adm{4_000_000 + admin}",
+            email=f"{self.spec.namespace}adm{4_000_000 + admin}@staff.example.org", status="active", agents=[], grades=[],
+            identifier=f"{self.spec.namespace}A{4_000_000 + admin}", preferred=None,
             user_index=self.spec.students + self.teacher_count + admin,
         )
 
@@ -454,18 +462,18 @@ class SyntheticDistrict:
         school = self._school_of_student(children[0])
         return self._user_record(
             "p", guardian, version, href_base, role="guardian", roles_v12=["guardian"],
-            orgs=[self._org_id(school.index)], username=f"par{5_000_000 + guardian}",
-            email=f"par{5_000_000 + guardian}@family.example.org",
+            orgs=[self._org_id(school.index)], username=f"{self.spec.namespace}par{5_000_000 + guardian}",
+            email=f"{self.spec.namespace}par{5_000_000 + guardian}@family.example.org",
             status="tobedeleted" if guardian % 47 == 46 else "active",
             agents=[self._user_id("s", child, version) for child in children], grades=[],
-            identifier=f"P{5_000_000 + guardian}", preferred=None,
+            identifier=f"{self.spec.namespace}P{5_000_000 + guardian}", preferred=None,
             user_index=self.spec.students + self.teacher_count + self.admin_count + guardian,
         )
 
     # -- courses, classes, enrollments ------------------------------------------------------
 
     def _course_id(self, school: int, subject: int) -> str:
-        return str(50_000 + school * (len(SUBJECTS) + 1) + subject)
+        return f"{self.spec.namespace}{50_000 + school * (len(SUBJECTS) + 1) + subject}"
 
     def _courses(self, index: int, version: str, href_base: str) -> dict:
         school, subject = divmod(index, len(SUBJECTS) + 1)
@@ -491,7 +499,7 @@ class SyntheticDistrict:
         return school, index - school.first_class
 
     def _class_id(self, index: int) -> str:
-        return str(600_000 + index)
+        return f"{self.spec.namespace}{600_000 + index}"
 
     def _teacher_of_class(self, school: _School, local: int) -> int:
         if local == school.classes - 1 and len(self.schools) > 1:  # trial class: the previous school's teacher
@@ -546,7 +554,7 @@ class SyntheticDistrict:
         terms = [self.sessions[0]] if trial else self._term_rows(class_local // school.sections, school.index)
         flag = "true" if role == "teacher" else "false"
         return {
-            "sourcedId": str(20_000_000 + index),
+            "sourcedId": f"{self.spec.namespace}{20_000_000 + index}",
             "status": status,
             "dateLastModified": self._stamp("enrollments", index),
             "user": self._ref(href_base, "users", "user", user),

@@ -1,16 +1,20 @@
-"""One DAG per district file in include/districts/: Infinite Campus OneRoster -> staging.
+"""Builds the DAG of each district file in include/districts/: Infinite Campus OneRoster -> LMS.
 
-This file only wires DAGs from configuration; hooks and operators live in plugins/,
-the logic in include/. A district file that does not validate still gets its DAG, on the
-schedule the file gives if that much can be read, whose one task fails every run naming the
-file and fields (and emails ``notifications.emails`` where those can be read); the error is
-also listed among the UI's import errors, by ``oneroster_district_errors.py``. Never raised
-here: Airflow marks every DAG of a file with an import error stale, so one district's typo
-would switch off all districts.
+Not a DAG file itself (``dags/.airflowignore``): the 16 files ``oneroster_districts_NN_of_16.py``
+each call :func:`register_shard`, which builds the DAGs of its share of the districts
+(``include.config.shard_of``), so the dag-processor parses 16 small files in parallel rather than one
+that grows with every district. This module only wires DAGs from configuration; hooks and operators
+live in plugins/, the logic in include/. A district file that does not validate still gets its DAG,
+on the schedule the file gives if that much can be read, whose one task fails every run naming the
+file and fields (and emails ``notifications.emails`` where those can be read); the error is also
+listed among the UI's import errors, by ``oneroster_district_errors.py``. Never raised here:
+Airflow marks every DAG of a file with an import error stale, so one district's typo would switch
+off all the districts of its file.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from datetime import date, datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
@@ -24,6 +28,7 @@ from include.config import (
     districts_dir,
     invalid_district,
     load_districts,
+    shard_of_file,
 )
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEP_BY_KIND, STEPS
@@ -530,16 +535,13 @@ Fix the file; the dag-processor picks it up and the district's usual DAG returns
     return dag
 
 
-def _register() -> None:
-    """Every district's DAG for the dag-processor; for a task, only its own DAG, from its own file
-    (Airflow names the DAG it runs a task of in the parsing context)."""
-    parsing_for = get_parsing_context().dag_id
-    configs, errors = load_districts(dag_id=parsing_for)
+def register_shard(dag_file: str, namespace: MutableMapping[str, object]) -> None:
+    """Into ``namespace`` (the globals of ``dag_file``, one of the shard files): for the dag-processor,
+    the DAG of every district of that file's shard; for a task, only its own DAG, from its own
+    district file (Airflow names the DAG it runs a task of in the parsing context)."""
+    configs, errors = load_districts(dag_id=get_parsing_context().dag_id, shard=shard_of_file(dag_file))
     built = [(config.dag_id, build_district_dag, config) for config in configs]
     built += [(invalid.dag_id, build_invalid_district_dag, invalid) for invalid in map(invalid_district, errors)]
     for dag_id, build, settings in built:
-        if dag_id not in globals():  # a valid file before an invalid one whose name gives the same id
-            globals()[dag_id] = build(settings)
-
-
-_register()
+        if dag_id not in namespace:  # a valid file before an invalid one whose name gives the same id
+            namespace[dag_id] = build(settings)
