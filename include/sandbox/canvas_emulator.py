@@ -1,0 +1,1074 @@
+"""A Canvas LMS server on 127.0.0.1 that takes SIS imports, for the tests of a future Canvas adapter.
+
+It speaks the part of Canvas's REST API a roster sync through SIS imports needs, under
+``/api/v1`` (a ``.json`` suffix on a path is accepted, as Canvas accepts it), and follows what
+Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas source behind them:
+``sis_imports_api_controller.rb``, ``sis_batch.rb``, ``lib/sis/csv/*``, ``lib/sis/*_importer.rb``):
+
+- ``POST accounts/:id/sis_imports`` on the root account only (a sub-account answers 400
+  ``{"errors": ["SIS imports can only be executed on root accounts"]}``). The data comes either as a
+  multipart form whose ``attachment`` field is the file (its name's extension says zip or csv; a
+  multipart form without one answers 400 ``Missing attachment``), or as the raw body, whose kind is
+  the ``extension`` parameter, else the Content-Type (``application/zip`` zip, ``text/csv`` and
+  ``text/plain`` csv), else zip; a charset other than UTF-8 answers 400. ``import_type`` defaults to
+  ``instructure_csv``; ``batch_mode`` needs ``batch_mode_term_id`` (a Canvas id or
+  ``sis_term_id:X``) of an active term, else 400; batch mode and diffing exclude each other (batch
+  mode wins); ``diffing_drop_status`` is deleted|completed|inactive and
+  ``diffing_user_remove_status`` deleted|suspended, else 400; ``override_sis_stickiness``,
+  ``add_sis_stickiness``, ``clear_sis_stickiness`` and ``skip_deletes`` are accepted and echoed.
+  The answer is the SisImport object, ``workflow_state`` ``created``.
+- The import runs later, one at a time per account, as Canvas's job does: ``created``, then
+  ``importing`` with ``progress`` 0-100, then ``imported`` (clean), ``imported_with_messages``
+  (rows skipped, messages) or ``failed_with_messages`` (an error that fails the import), or
+  ``aborted`` (the batch-mode change threshold). ``processing_warnings`` and
+  ``processing_errors`` are lists of ``[file, message]``, present once the import is complete and
+  non-empty, at most 24 of each plus an ``and N more ...`` entry; ``data`` carries
+  ``import_type``, ``supplied_batches`` and ``counts`` (rows processed per file kind,
+  ``error_count``, ``warning_count``, and ``batch_*_deleted`` in batch mode).
+- Files are recognised by their header row (case-insensitive), in Canvas's import order:
+  accounts.csv (account_id + parent_account_id), terms.csv (term_id + name), courses.csv
+  (course_id + short_name), sections.csv (section_id + name), users.csv (user_id + login_id),
+  enrollments.csv (course_id or section_id, + user_id). A file with another header row is skipped
+  with the error ``Couldn't find Canvas CSV import headers``, which fails the import (the other
+  files are still applied); bytes that are not UTF-8: ``Invalid UTF-8``; a file in the zip that is
+  not .csv: the warning ``Skipping unknown file type``; an upload that is not a zip: ``Error while
+  importing CSV. Please contact support. (Error report N)``, failed.
+- Each row is checked as Canvas's importers check it and, when wrong, skipped with Canvas's
+  warning: ``No login_id given for user U``, ``Improper status for user U`` (active|suspended|
+  deleted), ``No short_name given for course C``, ``Improper status "x" for course C``
+  (active|deleted|completed|unpublished|published), ``Section S references course C which
+  doesn't exist``, ``User not found for enrollment (User ID: ..., Course ID: ..., Section ID:
+  ...)``, ``Neither course nor section existed for user enrollment (...)``, ``An enrollment
+  referenced a non-existent section S`` / ``course C``, ``Improper role "r" for an enrollment``
+  (student|teacher|ta|observer|designer), ``Improper status "x" for an enrollment``
+  (active|deleted|completed|inactive), ``An enrollment referenced a non-existent associated user
+  U`` (observers), ``user U has already claimed V's requested login information, skipping``.
+  A row applies as Canvas applies it: ``active`` creates or updates, ``deleted`` marks the object
+  deleted (nothing is ever removed), a deleted user's enrollments are deleted too.
+- Diffing (``diffing_data_set_identifier``): the import is compared, file kind by file kind, with
+  the data set of the previous successful import of the same identifier (the latest one that was
+  diffed or remastered, else the first), and only new and changed rows are applied; a row of the
+  previous data set missing now is applied with status ``deleted`` (enrollments:
+  ``diffing_drop_status``; users: ``diffing_user_remove_status``). ``diffing_remaster_data_set``
+  applies the whole import and still joins the data set. With ``change_threshold``, diffing is
+  not performed when the files' size differs from the previous data set's by more than that
+  percentage (``|1 - size / previous size| * 100``): the whole import is applied with the warning
+  ``Diffing not performed because file size difference exceeded threshold`` and
+  ``diffing_threshold_exceeded`` true. An import whose diff is empty ends ``imported``.
+- Batch mode: after the rows, courses, sections and enrollments of the batch term that this import
+  did not name are deleted, each kind only when its file was supplied (state ``cleanup_batch``).
+  With ``change_threshold``, when the deletions of any kind would exceed that percentage of the
+  kind's objects in the term, nothing is deleted and the import ends ``aborted`` with ``N courses
+  would be deleted and exceeds the set threshold of T%``.
+- ``GET accounts/:id/sis_imports/:id`` and ``GET accounts/:id/sis_imports`` (newest first,
+  ``{"sis_imports": [...]}``, ``workflow_state``), ``GET accounts/:id/courses`` (the account's
+  and its sub-accounts' courses that are not deleted), ``GET courses/:id`` and
+  ``GET courses/:id/sections``. Ids may be SIS ids: ``sis_account_id:X``, ``sis_course_id:X``.
+  Lists are paged by ``page`` and ``per_page`` (10 by default) with a ``Link`` header naming the
+  ``current``, ``next``, ``prev``, ``first`` and ``last`` pages when relevant; the SIS import list
+  leaves ``last`` out, as Canvas does for lists it does not count (``total_entries: nil``).
+- ``Authorization: Bearer <token>`` (or ``access_token`` in the query, which the links leave out):
+  none answers 401 ``{"status": "unauthenticated", "errors": [{"message": "user authorization
+  required"}]}``. Every authenticated answer carries ``X-Request-Cost``; with a rate limit, also
+  ``X-Rate-Limit-Remaining``, and a token whose quota is spent gets ``403 Forbidden (Rate Limit
+  Exceeded)`` (a leaky bucket per token: each request adds its cost, the bucket drains at a steady
+  rate).
+
+Where Canvas's documentation is silent, or its pages disagree, the emulator chooses: a wrong token
+answers 401 ``{"errors": [{"message": "Invalid access token."}]}``; a missing object 404
+``{"errors": [{"message": "The specified resource does not exist."}]}``; another ``import_type`` 400;
+the throttle status is 403 (one docs page says 429: ``throttle_status`` switches); ``per_page`` is
+capped at 100 (the docs say "an unspecified limit"); a duplicate id within one import skips the later
+row with ``Duplicate <kind> id X``; a course naming an unknown account or term goes to the root
+account or the default term; a sub-account whose parent is unknown is skipped with ``Parent account
+didn't exist for A``; an ``active`` course keeps ``available`` if it was published, else shows
+``unpublished`` (``published``: ``available``); enrollments are keyed
+``course_id:section_id:user_id:role`` (``:associated_user_id`` added for an observer of a student),
+section_id empty for the course's default section, which the emulator does not list; an upload
+with no CSV file at all fails with ``No CSV files were found in the import``; a file kind present in
+the previous data set but absent now is left as it is by diffing.
+
+Knobs: ``upload_seconds`` (an import stays ``created`` that long) and ``seconds_per_row``; the rate
+limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by default). Faults are
+switched on with :meth:`CanvasEmulator.inject`: ``throttle``, ``500``, ``refuse_zip`` (the upload
+answers 400), ``import_fails`` (the next import ends ``failed_with_messages`` having applied nothing),
+``stuck`` (the next import stays ``importing`` and, as in Canvas, holds the imports queued after it in
+``created``). What was imported stays inspectable as copies keyed by SIS id (:attr:`accounts`,
+:attr:`terms`, :attr:`users`, :attr:`courses`, :attr:`sections`, :attr:`enrollments`), the imports
+by id (:attr:`imports`), and every request, its body included, in :attr:`requests`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import json
+import math
+import queue
+import re
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.message import Message
+from email.parser import BytesHeaderParser
+from functools import cached_property
+from itertools import count
+from typing import Any, Self
+from urllib.parse import unquote, urlencode
+
+from include.sandbox.loopback import Fault, FaultQueue, LoopbackHandler, LoopbackService, Reply
+
+FAULTS = ("throttle", "500", "refuse_zip", "import_fails", "stuck")
+IMPORT_FAULTS = ("import_fails", "stuck")  # met by the next import, not by a request
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100
+DEFAULT_TERM_ID = 1  # the root account's default term, for courses that name none
+MESSAGES_SHOWN = 24  # processing_warnings / processing_errors entries before "and N more"
+KINDS = ("account", "term", "course", "section", "user", "enrollment")  # Canvas's import order
+IDENTIFYING_FIELDS = {
+    "account": ("account_id",), "term": ("term_id",), "course": ("course_id",), "section": ("section_id",),
+    "user": ("user_id",),
+    "enrollment": ("course_id", "section_id", "user_id", "role", "role_id", "associated_user_id"),
+}
+BATCH_KINDS = ("course", "section", "enrollment")
+ENROLLMENT_DROP_STATUSES = ("deleted", "completed", "inactive")
+USER_REMOVE_STATUSES = ("deleted", "suspended")
+RAW_EXTENSIONS = {"application/zip": "zip", "text/xml": "xml", "text/plain": "csv", "text/csv": "csv"}
+IGNORED_FILES = re.compile(r"__macosx|desktop d[bf]|\A\.", re.IGNORECASE)
+COUNT_NAMES = ("accounts", "terms", "abstract_courses", "courses", "sections", "xlists", "users",
+               "enrollments", "groups", "group_memberships", "grade_publishing_results")
+FINAL_STATES = frozenset({"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages"})
+SUCCEEDED = frozenset({"imported", "imported_with_messages"})
+ECHOED_OPTIONS = ("override_sis_stickiness", "add_sis_stickiness", "clear_sis_stickiness", "skip_deletes",
+                  "diffing_data_set_identifier", "diffing_drop_status", "diffing_user_remove_status",
+                  "change_threshold")
+TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+SIS_IMPORTS = re.compile(r"^/api/v1/accounts/(?P<account>[^/]+)/sis_imports(?:\.json)?/?$")
+NOT_FOUND = {"errors": [{"message": "The specified resource does not exist."}]}
+SUPPORT_ERROR = "Error while importing CSV. Please contact support. (Error report {number})"
+DIFF_THRESHOLD_EXCEEDED = "Diffing not performed because file size difference exceeded threshold"
+
+
+class CanvasError(Exception):
+    """An answer other than success: the reply the client gets."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(reply.status)
+        self.reply = reply
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> CanvasError:
+        return cls(Reply.json(status, _encode(payload), headers))
+
+
+def _encode(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _flag(value: Any) -> bool:
+    return str(value or "").strip().lower() in TRUE
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(value: str, allowed: str) -> str | None:
+    """The status a CSV value names, matched at its start and case-insensitively as Canvas's
+    importers match it (``/\\A(active|deleted)/i``); None when it names none."""
+    match = re.match(f"({allowed})", value, re.IGNORECASE)
+    return match.group(1).lower() if match else None
+
+
+@dataclass
+class CsvFile:
+    """One recognised CSV file of an import: its name, its kind and its rows (lower-cased headers,
+    stripped values)."""
+
+    name: str
+    kind: str
+    rows: list[dict[str, str]]
+
+
+@dataclass
+class Upload:
+    """What an import's attachment holds: the recognised files, the file-level messages
+    (``(file, message, fails)``) and the uncompressed size Canvas's diffing threshold compares."""
+
+    files: list[CsvFile] = field(default_factory=list)
+    messages: list[tuple[str, str, bool]] = field(default_factory=list)
+    size: int = 0
+
+
+def _kind_of(header: set[str]) -> str | None:
+    """The file kind a header row names, tried in Canvas's import order."""
+    if {"account_id", "parent_account_id"} <= header:
+        return "account"
+    if {"term_id", "name"} <= header:
+        return "term"
+    if {"course_id", "short_name"} <= header:
+        return "course"
+    if {"section_id", "name"} <= header:
+        return "section"
+    if {"user_id", "login_id"} <= header:
+        return "user"
+    if header & {"course_id", "section_id"} and header & {"user_id", "user_integration_id"}:
+        return "enrollment"
+    return None
+
+
+def read_upload(payload: bytes, extension: str, file_name: str) -> Upload:
+    """The files of an attachment (a zip, or one CSV); raises :class:`zipfile.BadZipFile` for a zip
+    that is not one."""
+    if extension == "csv":
+        entries = [(file_name, payload)]
+    else:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            entries = [(info.filename, archive.read(info)) for info in archive.infolist()
+                       if not info.is_dir() and not IGNORED_FILES.search(info.filename)]
+    upload = Upload(size=sum(len(content) for _, content in entries))
+    for name, content in entries:
+        if not name.lower().endswith(".csv"):
+            upload.messages.append((name, "Skipping unknown file type", False))
+            continue
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            upload.messages.append((name, "Invalid UTF-8", True))
+            continue
+        try:
+            lines = [line for line in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in line)]
+        except csv.Error:
+            upload.messages.append((name, "Malformed CSV", True))
+            continue
+        if not lines:
+            continue
+        header = [cell.strip().lower() for cell in lines[0]]
+        kind = _kind_of(set(header))
+        if kind is None:
+            upload.messages.append((name, "Couldn't find Canvas CSV import headers", True))
+            continue
+        rows = [{column: (line[i].strip() if i < len(line) else "") for i, column in enumerate(header)}
+                for line in lines[1:]]
+        upload.files.append(CsvFile(name, kind, rows))
+    return upload
+
+
+def _row_key(kind: str, row: dict[str, str]) -> tuple[str, ...]:
+    return tuple(row.get(name, "") for name in IDENTIFYING_FIELDS[kind])
+
+
+@dataclass
+class SisImport:
+    """One SIS import (Canvas's SisBatch): its options, its progress and its outcome."""
+
+    id: int
+    payload: bytes
+    extension: str
+    file_name: str
+    options: dict[str, Any]
+    fault: str | None
+    created_at: str = field(default_factory=_now)
+    started_at: str | None = None
+    ended_at: str | None = None
+    updated_at: str = field(default_factory=_now)
+    workflow_state: str = "created"
+    progress: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_NAMES, 0))
+    supplied_batches: list[str] = field(default_factory=list)
+    warnings: list[list[Any]] = field(default_factory=list)
+    errors: list[list[Any]] = field(default_factory=list)
+    data_set: dict[str, CsvFile] = field(default_factory=dict)  # the whole import by kind, for later diffs
+    data_size: int = 0
+    diffed_against: int | None = None
+    diffing_threshold_exceeded: bool | None = None
+
+    def touch(self, state: str | None = None) -> None:
+        if state:
+            self.workflow_state = state
+        self.updated_at = _now()
+
+    def as_json(self, batch_term_id: int | None) -> dict[str, Any]:
+        options = self.options
+        answer: dict[str, Any] = {
+            "id": self.id, "created_at": self.created_at, "started_at": self.started_at,
+            "ended_at": self.ended_at, "updated_at": self.updated_at, "progress": self.progress,
+            "workflow_state": self.workflow_state,
+            "data": {"import_type": options["import_type"], "supplied_batches": list(self.supplied_batches),
+                     "counts": dict(self.counts)},
+            "batch_mode": options["batch_mode"] or None, "batch_mode_term_id": batch_term_id,
+            "multi_term_batch_mode": None,
+            **{name: options[name] for name in ECHOED_OPTIONS},
+            "diffing_remaster": options["diffing_remaster"] if options["diffing_data_set_identifier"]
+            else None,
+            "diffed_against_import_id": self.diffed_against, "diff_row_count_threshold": None,
+        }
+        if self.workflow_state in FINAL_STATES:
+            for name, messages, noun in (("processing_errors", self.errors, "errors"),
+                                         ("processing_warnings", self.warnings, "warnings")):
+                if messages:
+                    shown = [list(message) for message in messages[:MESSAGES_SHOWN]]
+                    if len(messages) > MESSAGES_SHOWN:
+                        left_out = len(messages) - MESSAGES_SHOWN
+                        shown.append([f"and {left_out} more {noun} that were not included",
+                                      f"Download the error file to see all {noun}."])
+                    answer[name] = shown
+        if options["diffing_data_set_identifier"]:
+            answer["diffing_threshold_exceeded"] = self.diffing_threshold_exceeded
+        return answer
+
+
+class CanvasEmulator(LoopbackService):
+    """The Canvas emulator as a context manager: ``with CanvasEmulator(token=...) as canvas:``."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        account_id: str = "1",
+        upload_seconds: float = 0.0,
+        seconds_per_row: float = 0.0,
+        rate_limit_quota: float | None = None,
+        rate_limit_drain: float = 10.0,
+        request_cost: float = 1.0,
+        throttle_status: int = 403,
+        port: int = 0,
+        max_recorded: int = 100_000,
+    ) -> None:
+        super().__init__(port=port, max_recorded=max_recorded)
+        self.token = token
+        self.account_id = str(account_id)
+        self.upload_seconds = upload_seconds
+        self.seconds_per_row = seconds_per_row
+        self.rate_limit_quota = rate_limit_quota
+        self.rate_limit_drain = rate_limit_drain
+        self.request_cost = request_cost
+        self.throttle_status = throttle_status
+        self.imports_received = 0
+        self.rows_applied = 0
+        self.rate_limited = 0
+        self._lock = threading.Lock()
+        self._ids = count(101)  # Canvas ids of what imports create
+        self._import_ids = count(1)
+        self._error_reports = count(1)
+        self._faults = FaultQueue(FAULTS)
+        self._buckets: dict[str, tuple[float, float]] = {}  # token -> (bucket level, when)
+        self._accounts: dict[str, dict] = {}
+        self._terms: dict[str, dict] = {}
+        self._users: dict[str, dict] = {}
+        self._courses: dict[str, dict] = {}
+        self._sections: dict[str, dict] = {}
+        self._enrollments: dict[str, dict] = {}
+        self._imports: dict[int, SisImport] = {}
+        self._queue: queue.Queue[SisImport | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- running ----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        super().start()
+        self._stopping.clear()
+        self._worker = threading.Thread(target=self._work, name="CanvasSisImports", daemon=True)
+        self._worker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._queue.put(None)
+        if self._worker:
+            self._worker.join(timeout=5)
+            self._worker = None
+        super().stop()
+
+    # -- controls ---------------------------------------------------------------------
+
+    def inject(self, fault: str, *, times: int = 1, path_contains: str | None = None, after: int = 0) -> None:
+        """Meet ``times`` requests (or imports, for ``import_fails`` and ``stuck``) with ``fault``
+        after letting ``after`` through. ``throttle`` answers as a spent rate limit, ``500`` as a
+        server error, ``refuse_zip`` meets uploads only and answers 400."""
+        self._faults.add(Fault(fault, times, path_contains, after))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    # -- what was imported (copies, keyed by SIS id) ----------------------------------
+
+    def _snapshot(self, store: dict[str, dict]) -> dict[str, dict]:
+        with self._lock:
+            return {key: dict(value) for key, value in store.items()}
+
+    @property
+    def accounts(self) -> dict[str, dict]:
+        """Sub-accounts of the root account (``parent_account_id`` empty: the root's children)."""
+        return self._snapshot(self._accounts)
+
+    @property
+    def terms(self) -> dict[str, dict]:
+        return self._snapshot(self._terms)
+
+    @property
+    def users(self) -> dict[str, dict]:
+        return self._snapshot(self._users)
+
+    @property
+    def courses(self) -> dict[str, dict]:
+        return self._snapshot(self._courses)
+
+    @property
+    def sections(self) -> dict[str, dict]:
+        return self._snapshot(self._sections)
+
+    @property
+    def enrollments(self) -> dict[str, dict]:
+        """Keyed ``course_id:section_id:user_id:role`` (plus ``:associated_user_id`` for an observer
+        of a student)."""
+        return self._snapshot(self._enrollments)
+
+    @property
+    def imports(self) -> dict[int, dict]:
+        """Each SIS import as ``GET sis_imports/:id`` answers it."""
+        with self._lock:
+            return {number: self._import_json(job) for number, job in self._imports.items()}
+
+    # -- gatekeeping (handler threads) ------------------------------------------------
+
+    def _authenticate(self, headers, query: dict[str, str]) -> str:
+        authorization = headers.get("Authorization") or ""
+        scheme, _, credential = authorization.partition(" ")
+        token = credential.strip() if scheme.lower() == "bearer" else query.get("access_token", "")
+        if not token:
+            raise CanvasError.json(401, {"status": "unauthenticated",
+                                         "errors": [{"message": "user authorization required"}]})
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise CanvasError.json(401, {"errors": [{"message": "Invalid access token."}]})
+        return token
+
+    def _meter(self, token: str) -> dict[str, str]:
+        """Charge the request to the token's bucket: the headers every answer carries; raises the
+        throttled answer when the quota is spent."""
+        if self.rate_limit_quota is None:
+            return {"X-Request-Cost": f"{self.request_cost:g}"}
+        with self._lock:
+            now = time.monotonic()
+            level, since = self._buckets.get(token, (0.0, now))
+            level = max(0.0, level - (now - since) * self.rate_limit_drain)
+            throttled = level + self.request_cost > self.rate_limit_quota
+            if not throttled:
+                level += self.request_cost
+            self._buckets[token] = (level, now)
+            if throttled:
+                self.rate_limited += 1
+        remaining = self.rate_limit_quota - level
+        if throttled:
+            raise self._throttled(remaining)
+        return {"X-Request-Cost": f"{self.request_cost:g}", "X-Rate-Limit-Remaining": f"{remaining:g}"}
+
+    def _throttled(self, remaining: float) -> CanvasError:
+        body = f"{self.throttle_status} Forbidden (Rate Limit Exceeded)\n".encode()
+        return CanvasError(Reply(self.throttle_status, {"Content-Type": "text/plain; charset=utf-8",
+                                                        "X-Request-Cost": "0",
+                                                        "X-Rate-Limit-Remaining": f"{remaining:g}"}, body))
+
+    def _request_fault(self, method: str, path: str) -> None:
+        """Answer as the request's fault, if it meets one."""
+        upload = method == "POST" and bool(SIS_IMPORTS.match(path))
+        fault = self._faults.take(path, lambda fault: fault.kind not in IMPORT_FAULTS
+                                  and (fault.kind != "refuse_zip" or upload))
+        if fault is None:
+            return
+        if fault.kind == "throttle":
+            with self._lock:
+                self.rate_limited += 1
+            raise self._throttled(0.0)
+        if fault.kind == "500":
+            raise CanvasError.json(500, {"errors": [{"message": "An error occurred."}]})
+        raise CanvasError.json(400, {"errors": [{"message": "The uploaded file could not be accepted"}]})
+
+    # -- the API ----------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, headers,
+               url: str) -> tuple[int, Any, dict[str, str]]:
+        """Route one authenticated call: the status, the JSON payload and extra headers (Link)."""
+        for route_method, pattern, action in self._routes:
+            match = pattern.match(path)
+            if match and route_method == method:
+                return action({key: unquote(value) for key, value in match.groupdict().items()},
+                              query, body, headers, url)
+        raise CanvasError.json(404, NOT_FOUND)
+
+    @cached_property
+    def _routes(self) -> list[tuple[str, re.Pattern, Callable]]:
+        table = [
+            ("POST", SIS_IMPORTS.pattern, self._create_import),
+            ("GET", SIS_IMPORTS.pattern, self._list_imports),
+            ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/sis_imports/(?P<id>\d+)(?:\.json)?/?$",
+             self._get_import),
+            ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/courses(?:\.json)?/?$", self._list_courses),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+?)(?:\.json)?/?$", self._get_course),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/sections(?:\.json)?/?$", self._list_sections),
+        ]
+        return [(method, re.compile(pattern), action) for method, pattern, action in table]
+
+    def _root_account(self, reference: str) -> None:
+        """SIS imports are the root account's: ``:id`` or ``self``."""
+        if reference in (self.account_id, "self"):
+            return
+        with self._lock:
+            self._account(reference)
+        raise CanvasError.json(400, {"errors": ["SIS imports can only be executed on root accounts"]})
+
+    def _account(self, reference: str) -> str:
+        """The SIS id of the account ``reference`` names ("" for the root account), under the lock."""
+        if reference in (self.account_id, "self"):
+            return ""
+        if reference.startswith("sis_account_id:"):
+            account = self._accounts.get(reference.removeprefix("sis_account_id:"))
+        else:
+            account = next((a for a in self._accounts.values() if str(a["id"]) == reference), None)
+        if account is None or account["status"] == "deleted":
+            raise CanvasError.json(404, NOT_FOUND)
+        return account["account_id"]
+
+    def _create_import(self, match, query, body, headers, url):
+        self._root_account(match["account"])
+        params, payload, extension, file_name = self._attachment(query, body, headers)
+        options = self._import_options(params)
+        with self._lock:
+            job = SisImport(next(self._import_ids), payload, extension, file_name, options,
+                            fault=self._take_import_fault(url))
+            self._imports[job.id] = job
+            self.imports_received += 1
+            answer = self._import_json(job)
+        self._queue.put(job)
+        return 200, answer, {}
+
+    def _take_import_fault(self, url: str) -> str | None:
+        fault = self._faults.take(url, lambda fault: fault.kind in IMPORT_FAULTS)
+        return fault.kind if fault else None
+
+    @staticmethod
+    def _attachment(query: dict[str, str], body: bytes, headers) -> tuple[dict[str, str], bytes, str, str]:
+        """The parameters (query and form fields), the data, its extension and its file name."""
+        params = dict(query)
+        content_type = Message()
+        content_type["Content-Type"] = headers.get("Content-Type") or ""
+        media = content_type.get_content_type() if headers.get("Content-Type") else ""
+        if media == "multipart/form-data":
+            fields, files = _multipart(body, content_type.get_param("boundary") or "")
+            params.update(fields)
+            if "attachment" not in files:
+                raise CanvasError.json(400, {"error": True, "error_message": "Missing attachment"})
+            file_name, payload = files["attachment"]
+            extension = "csv" if file_name.lower().endswith(".csv") else "zip"
+            return params, payload, extension, file_name
+        charset = content_type.get_content_charset()
+        if charset and charset.lower() != "utf-8":
+            raise CanvasError.json(400, {"error": "Invalid content type, UTF-8 required"})
+        extension = params.get("extension") or RAW_EXTENSIONS.get(media, "zip")
+        return params, body, extension, f"sis_import.{extension}"
+
+    def _import_options(self, params: dict[str, str]) -> dict[str, Any]:
+        import_type = params.get("import_type") or "instructure_csv"
+        if import_type != "instructure_csv":
+            raise CanvasError.json(400, {"errors": [{"message": "invalid import type parameter"}]})
+        batch_mode = _flag(params.get("batch_mode"))
+        batch_term = self._batch_term(params.get("batch_mode_term_id", "")) if batch_mode else None
+        identifier = None if batch_mode else (params.get("diffing_data_set_identifier") or None)
+        override = _flag(params.get("override_sis_stickiness"))
+        threshold = str(params.get("change_threshold", ""))
+        options = {
+            "import_type": import_type, "batch_mode": batch_mode, "batch_term": batch_term,
+            "diffing_data_set_identifier": identifier,
+            "diffing_remaster": _flag(params.get("diffing_remaster_data_set")),
+            "override_sis_stickiness": override or None,
+            "add_sis_stickiness": (override and _flag(params.get("add_sis_stickiness"))) or None,
+            "clear_sis_stickiness": (override and _flag(params.get("clear_sis_stickiness"))) or None,
+            "skip_deletes": _flag(params.get("skip_deletes")),
+            "change_threshold": int(threshold) if threshold.isdigit() else None,
+        }
+        for name, allowed in (("diffing_drop_status", ENROLLMENT_DROP_STATUSES),
+                              ("diffing_user_remove_status", USER_REMOVE_STATUSES)):
+            value = params.get(name) or None
+            if value is not None and value not in allowed:
+                raise CanvasError.json(400, {"message": f"Invalid {name}"})
+            options[name] = value
+        return options
+
+    def _batch_term(self, reference: str) -> str:
+        """The SIS id of the active term ``batch_mode_term_id`` names (a Canvas id or ``sis_term_id:X``)."""
+        with self._lock:
+            if reference.startswith("sis_term_id:"):
+                term = self._terms.get(reference.removeprefix("sis_term_id:"))
+            else:
+                term = next((t for t in self._terms.values() if str(t["id"]) == reference), None)
+        if term is None or term["status"] != "active":
+            raise CanvasError.json(400, {"message": "Batch mode specified, but the given batch_mode_term_id "
+                                                    "cannot be found."})
+        return term["term_id"]
+
+    def _import_json(self, job: SisImport) -> dict[str, Any]:
+        term = self._terms.get(job.options["batch_term"] or "")
+        return job.as_json(term["id"] if term else None)
+
+    def _get_import(self, match, query, body, headers, url):
+        self._root_account(match["account"])
+        with self._lock:
+            job = self._imports.get(int(match["id"]))
+            if job is None:
+                raise CanvasError.json(404, NOT_FOUND)
+            return 200, self._import_json(job), {}
+
+    def _list_imports(self, match, query, body, headers, url):
+        self._root_account(match["account"])
+        wanted = query.get("workflow_state[]") or query.get("workflow_state")
+        with self._lock:
+            jobs = sorted(self._imports.values(), key=lambda job: job.id, reverse=True)
+            records = [self._import_json(job) for job in jobs if not wanted or job.workflow_state == wanted]
+        page, link = _page(records, query, url, counted=False)
+        return 200, {"sis_imports": page}, link
+
+    def _list_courses(self, match, query, body, headers, url):
+        with self._lock:
+            account = self._account(match["account"])
+            under = self._accounts_under(account)
+            records = [self._course_json(course) for course in self._courses.values()
+                       if course["account_id"] in under and course["status"] != "deleted"]
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _get_course(self, match, query, body, headers, url):
+        with self._lock:
+            return 200, self._course_json(self._course(match["course"])), {}
+
+    def _list_sections(self, match, query, body, headers, url):
+        with self._lock:
+            course = self._course(match["course"])
+            records = [self._section_json(section) for section in self._sections.values()
+                       if section["course_id"] == course["course_id"] and section["status"] != "deleted"]
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _accounts_under(self, account: str) -> set[str]:
+        """``account`` and the SIS ids of the accounts below it ("" is the root account)."""
+        found, frontier = {account}, [account]
+        while frontier:
+            parent = frontier.pop()
+            for child in self._accounts.values():
+                if child["parent_account_id"] == parent and child["account_id"] not in found:
+                    found.add(child["account_id"])
+                    frontier.append(child["account_id"])
+        return found
+
+    def _course(self, reference: str) -> dict:
+        if reference.startswith("sis_course_id:"):
+            course = self._courses.get(reference.removeprefix("sis_course_id:"))
+        else:
+            course = next((c for c in self._courses.values() if str(c["id"]) == reference), None)
+        if course is None or course["status"] == "deleted":
+            raise CanvasError.json(404, NOT_FOUND)
+        return course
+
+    def _course_json(self, course: dict) -> dict:
+        account = self._accounts.get(course["account_id"])
+        term = self._terms.get(course["term_id"])
+        return {"id": course["id"], "sis_course_id": course["course_id"], "name": course["long_name"],
+                "course_code": course["short_name"], "workflow_state": course["workflow_state"],
+                "account_id": account["id"] if account else int(self.account_id),
+                "root_account_id": int(self.account_id),
+                "enrollment_term_id": term["id"] if term else DEFAULT_TERM_ID,
+                "sis_import_id": course["sis_import_id"]}
+
+    def _section_json(self, section: dict) -> dict:
+        course = self._courses[section["course_id"]]
+        return {"id": section["id"], "name": section["name"], "sis_section_id": section["section_id"],
+                "course_id": course["id"], "sis_course_id": course["course_id"],
+                "start_at": section["start_date"] or None, "end_at": section["end_date"] or None,
+                "integration_id": None, "sis_import_id": section["sis_import_id"]}
+
+    # -- the import job (worker thread) -----------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            job = self._queue.get()
+            if job is None:
+                return
+            self._run(job)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when the emulator is stopping."""
+        return not (seconds and self._stopping.wait(seconds))
+
+    def _run(self, job: SisImport) -> None:
+        if not self._pause(self.upload_seconds):
+            return
+        with self._lock:
+            job.started_at = _now()
+            job.touch("importing")
+        if job.fault == "stuck":
+            self._stopping.wait()
+            return
+        if job.fault == "import_fails":
+            self._fail(job, SUPPORT_ERROR.format(number=next(self._error_reports)))
+            return
+        try:
+            upload = read_upload(job.payload, job.extension, job.file_name)
+        except zipfile.BadZipFile:
+            self._fail(job, SUPPORT_ERROR.format(number=next(self._error_reports)))
+            return
+        with self._lock:
+            for name, message, fails in upload.messages:
+                (job.errors if fails else job.warnings).append([name, message])
+            if not upload.files and not job.errors:
+                job.errors.append([None, "No CSV files were found in the import"])
+            job.data_set = {file.kind: file for file in upload.files}
+            job.data_size = upload.size
+            job.supplied_batches = [kind for kind in KINDS if kind in job.data_set]
+            files = self._diffed(job, upload)
+        if files is not None and self._apply_files(job, files) and job.options["batch_mode"]:
+            self._clean_up_batch(job)
+        with self._lock:
+            self._finish(job)
+
+    def _fail(self, job: SisImport, message: str) -> None:
+        with self._lock:
+            job.errors.append([None, message])
+            self._finish(job)
+
+    def _finish(self, job: SisImport) -> None:
+        """Canvas's end of a batch: an error that fails the import makes it failed_with_messages,
+        any other message imported_with_messages; an aborted import stays aborted."""
+        if job.workflow_state != "aborted":
+            job.workflow_state = ("failed_with_messages" if job.errors
+                                  else "imported_with_messages" if job.warnings else "imported")
+        if job.workflow_state in SUCCEEDED:
+            job.progress = 100
+        job.counts["error_count"], job.counts["warning_count"] = len(job.errors), len(job.warnings)
+        job.ended_at = _now()
+        job.touch()
+
+    def _diffed(self, job: SisImport, upload: Upload) -> list[CsvFile] | None:
+        """The files to apply: the upload's, or only their difference from the previous data set of
+        the import's diffing identifier; None when the difference is empty (nothing to apply)."""
+        identifier = job.options["diffing_data_set_identifier"]
+        if not identifier or job.options["diffing_remaster"] or not upload.files:
+            return upload.files
+        previous = self._previous_data_set(identifier, job.id)
+        if previous is None:
+            return upload.files
+        threshold = job.options["change_threshold"]
+        if threshold is not None and previous.data_size and \
+                abs(1 - upload.size / previous.data_size) * 100 > threshold:
+            job.diffing_threshold_exceeded = True
+            job.warnings.append([None, DIFF_THRESHOLD_EXCEEDED])
+            return upload.files
+        job.diffing_threshold_exceeded = False
+        job.diffed_against = previous.id
+        drop = {"enrollment": job.options["diffing_drop_status"] or "deleted",
+                "user": job.options["diffing_user_remove_status"] or "deleted"}
+        files = []
+        for file in upload.files:
+            before = previous.data_set.get(file.kind)
+            if before is None:
+                files.append(file)
+                continue
+            old = {_row_key(file.kind, row): row for row in before.rows}
+            new_keys = {_row_key(file.kind, row) for row in file.rows}
+            rows = [row for row in file.rows if old.get(_row_key(file.kind, row)) != row]
+            rows += [{**row, "status": drop.get(file.kind, "deleted")} for key, row in old.items()
+                     if key not in new_keys]
+            if rows:
+                files.append(CsvFile(file.name, file.kind, rows))
+        return files or None
+
+    def _previous_data_set(self, identifier: str, before: int) -> SisImport | None:
+        """Canvas's choice: the latest successful import of the identifier that was diffed or
+        remastered, else the first successful one."""
+        earlier = [job for number, job in sorted(self._imports.items())
+                   if number < before and job.workflow_state in SUCCEEDED
+                   and job.options["diffing_data_set_identifier"] == identifier]
+        chained = [job for job in earlier
+                   if job.diffed_against is not None or job.options["diffing_remaster"]]
+        return chained[-1] if chained else (earlier[0] if earlier else None)
+
+    def _apply_files(self, job: SisImport, files: list[CsvFile]) -> bool:
+        """Apply the rows in Canvas's file order, one at a time; False when the emulator stops."""
+        rows = [(file, row) for kind in KINDS for file in files if file.kind == kind for row in file.rows]
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        for done, (file, row) in enumerate(rows, 1):
+            with self._lock:
+                key = (file.kind, _row_key(file.kind, row))
+                if file.kind != "enrollment" and key in seen and key[1][0]:
+                    message = f"Duplicate {file.kind} id {key[1][0]}"
+                else:
+                    seen.add(key)
+                    message = getattr(self, f"_apply_{file.kind}")(row, job.id)
+                if message:
+                    job.warnings.append([file.name, message])
+                else:
+                    job.counts[f"{file.kind}s"] += 1
+                    self.rows_applied += 1
+                job.progress = min(99, done * 100 // len(rows))
+                job.touch()
+            if not self._pause(self.seconds_per_row):
+                return False
+        return True
+
+    def _new_id(self) -> int:
+        return next(self._ids)
+
+    def _apply_account(self, row: dict[str, str], import_id: int) -> str | None:
+        account_id, parent = row.get("account_id", ""), row.get("parent_account_id", "")
+        if not account_id:
+            return "No account_id given for an account"
+        if not row.get("name"):
+            return f"No name given for account {account_id}, skipping"
+        status = _status(row.get("status", ""), "active|deleted")
+        if status is None:
+            return f'Improper status "{row.get("status", "")}" for account {account_id}, skipping'
+        if parent and (parent == account_id or parent not in self._accounts):
+            return f"Parent account didn't exist for {account_id}"
+        account = self._accounts.setdefault(account_id, {"id": self._new_id(), "account_id": account_id})
+        account.update(parent_account_id=parent, name=row["name"], status=status, sis_import_id=import_id)
+        return None
+
+    def _apply_term(self, row: dict[str, str], import_id: int) -> str | None:
+        term_id = row.get("term_id", "")
+        if not term_id:
+            return "No term_id given for a term"
+        if not row.get("name"):
+            return f"No name given for term {term_id}"
+        status = _status(row.get("status", ""), "active|deleted")
+        if status is None:
+            return f'Improper status "{row.get("status", "")}" for term {term_id}'
+        term = self._terms.setdefault(term_id, {"id": self._new_id(), "term_id": term_id})
+        term.update(name=row["name"], status=status, start_date=row.get("start_date", ""),
+                    end_date=row.get("end_date", ""), sis_import_id=import_id)
+        return None
+
+    def _apply_course(self, row: dict[str, str], import_id: int) -> str | None:
+        course_id = row.get("course_id", "")
+        if not course_id:
+            return "No course_id given for a course"
+        if not row.get("short_name"):
+            return f"No short_name given for course {course_id}"
+        if not row.get("long_name"):
+            return f"No long_name given for course {course_id}"
+        status = _status(row.get("status", ""), "active|deleted|completed|unpublished|published")
+        if status is None:
+            return f'Improper status "{row.get("status", "")}" for course {course_id}'
+        existing = self._courses.get(course_id)
+        workflow = {"deleted": "deleted", "completed": "completed", "published": "available",
+                    "unpublished": "unpublished"}.get(status)
+        if workflow is None:  # active: a published course stays published
+            published = existing is not None and existing["workflow_state"] == "available"
+            workflow = "available" if published else "unpublished"
+        account, term = row.get("account_id", ""), row.get("term_id", "")
+        course = self._courses.setdefault(course_id, {"id": self._new_id(), "course_id": course_id})
+        course.update(short_name=row["short_name"], long_name=row["long_name"],
+                      account_id=account if account in self._accounts else "",
+                      term_id=term if term in self._terms else "", status=status, workflow_state=workflow,
+                      sis_import_id=import_id)
+        return None
+
+    def _apply_section(self, row: dict[str, str], import_id: int) -> str | None:
+        section_id, course_id = row.get("section_id", ""), row.get("course_id", "")
+        if not section_id:
+            return f"No section_id given for a section in course {course_id}"
+        if not course_id:
+            return f"No course_id given for a section {section_id}"
+        raw_status = row.get("status", "")
+        status = _status(raw_status, "active|deleted")
+        if not row.get("name") and status == "active":
+            return f"No name given for section {section_id} in course {course_id}"
+        if status is None:
+            return f'Improper status "{raw_status}" for section {section_id} in course {course_id}'
+        if course_id not in self._courses:
+            return f"Section {section_id} references course {course_id} which doesn't exist"
+        section = self._sections.setdefault(section_id, {"id": self._new_id(), "section_id": section_id})
+        section.update(course_id=course_id, name=row.get("name") or section.get("name", ""), status=status,
+                       start_date=row.get("start_date", ""), end_date=row.get("end_date", ""),
+                       sis_import_id=import_id)
+        return None
+
+    def _apply_user(self, row: dict[str, str], import_id: int) -> str | None:
+        user_id, login_id = row.get("user_id", ""), row.get("login_id", "")
+        if not user_id:
+            return "No user_id given for a user"
+        if not login_id:
+            return f"No login_id given for user {user_id}"
+        if not row.get("status"):
+            return f"No status given for user {user_id}"
+        status = _status(row["status"], "active|suspended|deleted")
+        if status is None:
+            return f"Improper status for user {user_id}"
+        holder = next((u for u in self._users.values()
+                       if u["login_id"].lower() == login_id.lower() and u["user_id"] != user_id), None)
+        if holder is not None:
+            return (f"user {holder['user_id']} has already claimed {user_id}'s requested login information, "
+                    "skipping")
+        first, last = row.get("first_name", ""), row.get("last_name", "")
+        user = self._users.setdefault(user_id, {"id": self._new_id(), "user_id": user_id})
+        user.update(login_id=login_id, first_name=first, last_name=last,
+                    full_name=row.get("full_name") or " ".join(filter(None, (first, last))),
+                    email=row.get("email", ""), status=status, sis_import_id=import_id)
+        if status == "deleted":  # "When a student is 'deleted' all of its enrollments will also be deleted"
+            for enrollment in self._enrollments.values():
+                if enrollment["user_id"] == user_id:
+                    enrollment["status"] = "deleted"
+        return None
+
+    def _apply_enrollment(self, row: dict[str, str], import_id: int) -> str | None:
+        course_id, section_id = row.get("course_id", ""), row.get("section_id", "")
+        user_id = row.get("user_id", "")
+        if not (course_id or section_id):
+            return "No course_id or section_id given for an enrollment"
+        if not user_id:
+            return "No user_id given for an enrollment"
+        raw_status = row.get("status", "")
+        status = _status(raw_status, "active|deleted|completed|inactive")
+        if status is None:
+            return f'Improper status "{raw_status}" for an enrollment'
+        if user_id not in self._users:
+            return (f"User not found for enrollment (User ID: {user_id}, Course ID: {course_id}, "
+                    f"Section ID: {section_id})")
+        course, section = self._courses.get(course_id), self._sections.get(section_id)
+        if course is None and section is None:
+            return (f"Neither course nor section existed for user enrollment (Course ID: {course_id}, "
+                    f"Section ID: {section_id}, User ID: {user_id})")
+        if section_id and section is None:
+            return f"An enrollment referenced a non-existent section {section_id}"
+        if course_id and course is None:
+            return f"An enrollment referenced a non-existent course {course_id}"
+        if section is not None and course_id and section["course_id"] != course_id:
+            return (f"An enrollment listed a section ({section_id}) and a course ({course_id}) that are "
+                    f"unrelated for user ({user_id})")
+        raw_role = row.get("role", "")
+        role = _status(raw_role, "teacher$|student|ta$|observer$|designer$")  # /\Ateacher\z/i, /\Astudent/i
+        if role is None:
+            return f'Improper role "{raw_role}" for an enrollment'
+        associated = row.get("associated_user_id", "") if role == "observer" else ""
+        if associated and associated not in self._users:
+            return f"An enrollment referenced a non-existent associated user {associated}"
+        course_id = course_id or section["course_id"]
+        key = f"{course_id}:{section_id}:{user_id}:{role}" + (f":{associated}" if associated else "")
+        enrollment = self._enrollments.setdefault(key, {"id": self._new_id()})
+        enrollment.update(course_id=course_id, section_id=section_id, user_id=user_id, role=role,
+                          associated_user_id=associated, status=status, sis_import_id=import_id)
+        return None
+
+    def _clean_up_batch(self, job: SisImport) -> None:
+        """Batch mode's end: delete the batch term's courses, sections and enrollments this import
+        did not name (each kind when its file was supplied), unless a kind would lose more than
+        ``change_threshold`` percent of its objects in the term: then abort."""
+        with self._lock:
+            job.touch("cleanup_batch")
+            term = job.options["batch_term"]
+            in_term = {course_id for course_id, course in self._courses.items() if course["term_id"] == term}
+            scopes = {
+                "course": [c for c in self._courses.values() if c["course_id"] in in_term],
+                "section": [s for s in self._sections.values() if s["course_id"] in in_term],
+                "enrollment": [e for e in self._enrollments.values() if e["course_id"] in in_term],
+            }
+            stale = {}
+            for kind in BATCH_KINDS:
+                if kind not in job.supplied_batches:
+                    continue
+                active = [item for item in scopes[kind] if item["status"] != "deleted"]
+                stale[kind] = [item for item in active if item["sis_import_id"] != job.id]
+                threshold = job.options["change_threshold"]
+                if threshold is not None and active and len(stale[kind]) * 100 / len(active) > threshold:
+                    job.errors.append([None, f"{len(stale[kind])} {kind}s would be deleted and exceeds the "
+                                             f"set threshold of {threshold}%"])
+                    job.touch("aborted")
+                    return
+            for kind in ("enrollment", "section", "course"):
+                if kind in stale:
+                    for item in stale[kind]:
+                        item["status"] = "deleted"
+                        if kind == "course":
+                            item["workflow_state"] = "deleted"
+                    job.counts[f"batch_{kind}s_deleted"] = len(stale[kind])
+            job.touch("importing")
+
+
+def _multipart(body: bytes, boundary: str) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """The form fields and the files (name -> (file name, bytes)) of a multipart/form-data body."""
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    if not boundary:
+        return fields, files
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        content = content.removesuffix(b"\r\n")
+        headers = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
+        name = headers.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        file_name = headers.get_filename()
+        if file_name is None:
+            fields[str(name)] = content.decode("utf-8", "replace")
+        else:
+            files[str(name)] = (file_name, content)
+    return fields, files
+
+
+def _page(records: list, query: dict[str, str], url: str,
+          counted: bool = True) -> tuple[list, dict[str, str]]:
+    """One page of ``records`` and its ``Link`` header, as Canvas pages lists (``page``,
+    ``per_page`` ≤ 100); ``counted`` False leaves out ``last``, as for lists Canvas does not count."""
+    try:
+        per_page = int(query.get("per_page") or DEFAULT_PER_PAGE)
+        page = max(1, int(query.get("page") or 1))
+    except ValueError:
+        per_page, page = DEFAULT_PER_PAGE, 1
+    per_page = min(MAX_PER_PAGE, per_page if per_page > 0 else DEFAULT_PER_PAGE)
+    last = max(1, math.ceil(len(records) / per_page))
+    kept = {key: value for key, value in query.items() if key not in ("page", "per_page", "access_token")}
+
+    def link(number: int, rel: str) -> str:
+        return f'<{url}?{urlencode({**kept, "page": number, "per_page": per_page})}>; rel="{rel}"'
+
+    links = [link(page, "current")]
+    if page < last:
+        links.append(link(page + 1, "next"))
+    if page > 1:
+        links.append(link(page - 1, "prev"))
+    links.append(link(1, "first"))
+    if counted:
+        links.append(link(last, "last"))
+    start = (page - 1) * per_page
+    return records[start:start + per_page], {"Link": ",".join(links)}
+
+
+class _Handler(LoopbackHandler):
+    server_version = "CanvasEmulator/1.0"
+    emulator: CanvasEmulator
+
+    def serve(self, method: str) -> None:
+        started = time.monotonic()
+        path, query, body = self.read_request()
+        reply = self._respond(method, path, query, body)
+        self.record(method, path, query, body, reply, started)
+        self.answer(reply)
+
+    def _respond(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
+        emulator = self.emulator
+        metered: dict[str, str] = {}
+        try:
+            token = emulator._authenticate(self.headers, query)
+            metered = emulator._meter(token)
+            emulator._request_fault(method, path)
+            status, payload, extra = emulator.handle(method, path, query, body, self.headers,
+                                                     f"{emulator.base_url}{path}")
+            return Reply.json(status, _encode(payload), {**metered, **extra})
+        except CanvasError as error:
+            return Reply(error.reply.status, {**metered, **error.reply.headers}, error.reply.body)
+
+
+CanvasEmulator.handler_class = _Handler  # defined after the emulator it serves

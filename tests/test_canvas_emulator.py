@@ -1,0 +1,552 @@
+"""The Canvas SIS Import emulator over real HTTP on 127.0.0.1, driven the way Canvas's docs describe.
+
+Expected values are read from the CSV each test sends, not from the emulator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import zipfile
+
+import pytest
+import requests
+
+from include.sandbox.canvas_emulator import CanvasEmulator
+
+TOKEN = "canvas-test-token"
+FINAL = {"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages"}
+IMPORTS = "accounts/1/sis_imports"
+ZIP = {"Content-Type": "application/zip"}
+CSV = {"Content-Type": "text/csv"}
+
+ACCOUNTS = """account_id,parent_account_id,name,status
+A1,,North High,active
+A2,A1,Math Department,active
+"""
+TERMS = """term_id,name,status,start_date,end_date
+T1,Fall 2026,active,2026-08-20T00:00:00Z,2026-12-20T00:00:00Z
+T2,Spring 2027,active,,
+"""
+COURSES = """course_id,short_name,long_name,account_id,term_id,status
+C1,ALG1,Algebra I,A2,T1,active
+C2,BIO,"Biology, Honors",A1,T1,active
+C3,ART,Art,A1,T2,active
+"""
+SECTIONS = """section_id,course_id,name,status,start_date,end_date
+S1,C1,Algebra P1,active,,
+S2,C2,Biology P2,active,,
+S3,C3,Art P3,active,,
+"""
+USERS = """user_id,login_id,first_name,last_name,email,status
+u1,ada,Ada,Lovelace,ada@example.test,active
+u2,alan,Alan,Turing,alan@example.test,active
+t1,grace,Grace,Hopper,grace@example.test,active
+p1,parent1,Pat,Lovelace,pat@example.test,active
+"""
+ENROLLMENTS = """course_id,section_id,user_id,role,status,associated_user_id
+C1,S1,u1,student,active,
+C1,S1,t1,teacher,active,
+C2,S2,u2,student,active,
+C3,S3,u1,student,active,
+C1,S1,p1,observer,active,u1
+"""
+DISTRICT = {"accounts.csv": ACCOUNTS, "terms.csv": TERMS, "courses.csv": COURSES, "sections.csv": SECTIONS,
+            "users.csv": USERS, "enrollments.csv": ENROLLMENTS}
+
+
+def rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def enrollment_key(row: dict[str, str]) -> str:
+    """The emulator's documented key: course_id:section_id:user_id:role[:associated_user_id]."""
+    key = f"{row['course_id']}:{row['section_id']}:{row['user_id']}:{row['role']}"
+    observed = row["role"] == "observer" and row.get("associated_user_id")
+    return key + (f":{row['associated_user_id']}" if observed else "")
+
+
+def zipped(files: dict[str, str | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def api(canvas: CanvasEmulator, method: str, path: str, *, token: str | None = TOKEN,
+        **kwargs) -> requests.Response:
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
+    url = path if path.startswith("http") else f"{canvas.base_url}/api/v1/{path}"
+    return requests.request(method, url, headers=headers, timeout=10, **kwargs)
+
+
+def upload(canvas: CanvasEmulator, files: dict[str, str | bytes], **params) -> dict:
+    """POST a zip of ``files`` as a multipart ``attachment``; the SisImport answered."""
+    response = api(canvas, "POST", IMPORTS, params={"import_type": "instructure_csv"}, data=params,
+                   files={"attachment": ("sis_upload.zip", zipped(files), "application/zip")})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_final(canvas: CanvasEmulator, import_id: int, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api(canvas, "GET", f"{IMPORTS}/{import_id}").json()
+        if status["workflow_state"] in FINAL:
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"import {import_id} did not finish: {status}")
+
+
+def imported(canvas: CanvasEmulator, files: dict[str, str | bytes], **params) -> dict:
+    return wait_final(canvas, upload(canvas, files, **params)["id"])
+
+
+def links(response: requests.Response) -> dict[str, str]:
+    found = re.findall(r'<([^>]+)>; rel="([^"]+)"', response.headers.get("Link", ""))
+    return {rel: url for url, rel in found}
+
+
+@pytest.fixture
+def canvas():
+    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
+        yield emulator
+
+
+def test_bearer_token_is_required(canvas):
+    assert canvas.base_url.startswith("http://127.0.0.1:")
+    missing = api(canvas, "GET", IMPORTS, token=None)
+    assert missing.status_code == 401
+    assert missing.json() == {"status": "unauthenticated",
+                              "errors": [{"message": "user authorization required"}]}
+    wrong = api(canvas, "GET", IMPORTS, token="not-the-token")
+    assert wrong.status_code == 401 and wrong.json()["errors"][0]["message"] == "Invalid access token."
+    assert api(canvas, "GET", IMPORTS).status_code == 200
+    assert api(canvas, "GET", IMPORTS, token=None, params={"access_token": TOKEN}).status_code == 200
+
+
+def test_a_zip_posted_as_multipart_attachment_is_imported_into_canvas_state(canvas):
+    answer = upload(canvas, DISTRICT)
+    assert answer["workflow_state"] == "created" and answer["data"]["import_type"] == "instructure_csv"
+    assert "processing_warnings" not in answer and "processing_errors" not in answer
+    final = wait_final(canvas, answer["id"])
+    assert final["workflow_state"] == "imported" and final["progress"] == 100
+    assert final["data"]["supplied_batches"] == ["account", "term", "course", "section", "user", "enrollment"]
+    counts = final["data"]["counts"]
+    for name, text in DISTRICT.items():
+        assert counts[name.removesuffix(".csv")] == len(rows(text)), name
+    assert counts["error_count"] == counts["warning_count"] == 0
+
+    assert {a: (v["parent_account_id"], v["name"]) for a, v in canvas.accounts.items()} == \
+        {r["account_id"]: (r["parent_account_id"], r["name"]) for r in rows(ACCOUNTS)}
+    assert {t: v["name"] for t, v in canvas.terms.items()} == {r["term_id"]: r["name"] for r in rows(TERMS)}
+    assert {u: (v["login_id"], v["email"], v["status"]) for u, v in canvas.users.items()} == \
+        {r["user_id"]: (r["login_id"], r["email"], r["status"]) for r in rows(USERS)}
+    course_fields = ("short_name", "long_name", "account_id", "term_id")
+    assert {c: tuple(v[f] for f in course_fields) for c, v in canvas.courses.items()} == \
+        {r["course_id"]: tuple(r[f] for f in course_fields) for r in rows(COURSES)}
+    assert {s: (v["course_id"], v["name"]) for s, v in canvas.sections.items()} == \
+        {r["section_id"]: (r["course_id"], r["name"]) for r in rows(SECTIONS)}
+    assert {k: (v["status"], v["associated_user_id"]) for k, v in canvas.enrollments.items()} == \
+        {enrollment_key(r): (r["status"], r["associated_user_id"]) for r in rows(ENROLLMENTS)}
+
+    course = rows(COURSES)[0]
+    shown = api(canvas, "GET", f"courses/sis_course_id:{course['course_id']}").json()
+    assert shown["name"] == course["long_name"] and shown["course_code"] == course["short_name"]
+    assert shown["account_id"] == canvas.accounts[course["account_id"]]["id"]
+    assert shown["enrollment_term_id"] == canvas.terms[course["term_id"]]["id"]
+    assert shown["workflow_state"] == "unpublished" and shown["sis_import_id"] == answer["id"]
+
+
+def test_raw_body_uploads_take_their_kind_from_content_type_or_extension(canvas):
+    as_zip = api(canvas, "POST", IMPORTS, params={"import_type": "instructure_csv"},
+                 data=zipped({"users.csv": USERS}), headers=ZIP)
+    assert as_zip.status_code == 200 and as_zip.json()["workflow_state"] == "created"
+    assert wait_final(canvas, as_zip.json()["id"])["workflow_state"] == "imported"
+    assert set(canvas.users) == {r["user_id"] for r in rows(USERS)}
+
+    as_csv = api(canvas, "POST", IMPORTS, data=COURSES.encode(), headers=CSV)
+    assert wait_final(canvas, as_csv.json()["id"])["data"]["counts"]["courses"] == len(rows(COURSES))
+    by_extension = api(canvas, "POST", IMPORTS, params={"extension": "csv"}, data=TERMS.encode(),
+                       headers={"Content-Type": "application/octet-stream"})
+    assert wait_final(canvas, by_extension.json()["id"])["workflow_state"] == "imported"
+    assert set(canvas.terms) == {r["term_id"] for r in rows(TERMS)}
+    one_csv = api(canvas, "POST", IMPORTS,
+                  files={"attachment": ("accounts.csv", ACCOUNTS.encode(), "text/csv")})
+    assert wait_final(canvas, one_csv.json()["id"])["data"]["supplied_batches"] == ["account"]
+
+    latin = api(canvas, "POST", IMPORTS, data=USERS.encode(),
+                headers={"Content-Type": "text/csv; charset=iso-8859-1"})
+    assert latin.status_code == 400 and "UTF-8" in latin.json()["error"]
+    no_attachment = api(canvas, "POST", IMPORTS, files={"file": ("users.csv", USERS.encode(), "text/csv")})
+    assert no_attachment.status_code == 400 and no_attachment.json()["error_message"] == "Missing attachment"
+    other_type = api(canvas, "POST", IMPORTS, params={"import_type": "ims_xml"}, data=b"<x/>",
+                     headers={"Content-Type": "text/xml"})
+    assert other_type.status_code == 400
+
+
+def test_an_import_waits_as_created_then_reports_progress_while_importing():
+    with CanvasEmulator(token=TOKEN, upload_seconds=0.3, seconds_per_row=0.05) as canvas:
+        answer = upload(canvas, DISTRICT)
+        seen = [(answer["workflow_state"], answer["progress"])]
+        while seen[-1][0] not in FINAL:
+            status = api(canvas, "GET", f"{IMPORTS}/{answer['id']}").json()
+            seen.append((status["workflow_state"], status["progress"]))
+            time.sleep(0.02)
+    states = [state for index, (state, _) in enumerate(seen) if index == 0 or seen[index - 1][0] != state]
+    assert states == ["created", "importing", "imported"]
+    progress = [value for state, value in seen if state == "importing"]
+    assert progress == sorted(progress) and any(0 < value < 100 for value in progress)
+    assert seen[-1] == ("imported", 100)
+
+
+def test_rows_canvas_would_refuse_are_skipped_with_its_warnings(canvas):
+    users = """user_id,login_id,first_name,last_name,status
+u1,ada,Ada,Lovelace,active
+u2,,Alan,Turing,active
+u3,bob,Bob,Stone,retired
+u1,ada,Ada,Lovelace,active
+u4,ADA,Copy,Cat,active
+"""
+    courses = """course_id,short_name,long_name,status
+C1,ALG,Algebra,active
+C2,BIO,,active
+C3,ART,Art,archived
+"""
+    courses_without_long_name = "course_id,short_name,status\nC4,GEO,active\n"
+    sections = "section_id,course_id,name,status\nS1,C1,P1,active\nS9,C9,P9,active\n"
+    enrollments = """course_id,section_id,user_id,role,status,associated_user_id
+C1,S1,u1,student,active,
+C1,S1,u9,student,active,
+C1,S8,u1,student,active,
+C7,S1,u1,student,active,
+C7,,u1,student,active,
+C1,S1,u1,principal,active,
+C1,S1,u1,teacher,pending,
+C1,S1,u1,observer,active,u77
+"""
+    final = imported(canvas, {"users.csv": users, "courses.csv": courses,
+                              "more_courses.csv": courses_without_long_name, "sections.csv": sections,
+                              "enrollments.csv": enrollments})
+    expected = [
+        ["users.csv", "No login_id given for user u2"],
+        ["users.csv", "Improper status for user u3"],
+        ["users.csv", "Duplicate user id u1"],
+        ["users.csv", "user u1 has already claimed u4's requested login information, skipping"],
+        ["courses.csv", "No long_name given for course C2"],
+        ["courses.csv", 'Improper status "archived" for course C3'],
+        ["more_courses.csv", "No long_name given for course C4"],
+        ["sections.csv", "Section S9 references course C9 which doesn't exist"],
+        ["enrollments.csv", "User not found for enrollment (User ID: u9, Course ID: C1, Section ID: S1)"],
+        ["enrollments.csv", "An enrollment referenced a non-existent section S8"],
+        ["enrollments.csv", "An enrollment referenced a non-existent course C7"],
+        ["enrollments.csv", "Neither course nor section existed for user enrollment "
+                            "(Course ID: C7, Section ID: , User ID: u1)"],
+        ["enrollments.csv", 'Improper role "principal" for an enrollment'],
+        ["enrollments.csv", 'Improper status "pending" for an enrollment'],
+        ["enrollments.csv", "An enrollment referenced a non-existent associated user u77"],
+    ]
+    assert final["workflow_state"] == "imported_with_messages"
+    assert sorted(final["processing_warnings"]) == sorted(expected)
+    assert "processing_errors" not in final
+    assert final["data"]["counts"]["warning_count"] == len(expected)
+    assert set(canvas.users) == {"u1"} and set(canvas.courses) == {"C1"} and set(canvas.sections) == {"S1"}
+    assert set(canvas.enrollments) == {"C1:S1:u1:student"}
+
+
+def test_a_file_with_unknown_headers_is_skipped_and_fails_the_import(canvas):
+    final = imported(canvas, {"users.csv": USERS, "grades.csv": "student,score\nu1,93\n"})
+    assert final["workflow_state"] == "failed_with_messages"
+    assert final["processing_errors"] == [["grades.csv", "Couldn't find Canvas CSV import headers"]]
+    assert set(canvas.users) == {r["user_id"] for r in rows(USERS)}, "the other files are still applied"
+
+
+def test_uploads_that_hold_nothing_canvas_can_import_fail(canvas):
+    not_a_zip = api(canvas, "POST", IMPORTS, data=b"this is not a zip archive", headers=ZIP)
+    final = wait_final(canvas, not_a_zip.json()["id"])
+    assert final["workflow_state"] == "failed_with_messages"
+    assert final["processing_errors"][0][1].startswith("Error while importing CSV. Please contact support.")
+
+    no_csv = imported(canvas, {"readme.txt": "nothing to see"})
+    assert no_csv["workflow_state"] == "failed_with_messages"
+    assert no_csv["processing_warnings"] == [["readme.txt", "Skipping unknown file type"]]
+    assert no_csv["processing_errors"]
+
+    latin = "user_id,login_id,status\nu1,jos\xe9,active\n".encode("latin-1")
+    assert imported(canvas, {"users.csv": latin})["processing_errors"] == [["users.csv", "Invalid UTF-8"]]
+    assert canvas.users == {}
+
+
+def test_a_deleted_row_marks_the_object_deleted_and_a_deleted_user_loses_enrollments(canvas):
+    imported(canvas, DISTRICT)
+    dropped_section, dropped_user = rows(SECTIONS)[1], rows(USERS)[0]
+    changes = {
+        "sections.csv": "section_id,course_id,name,status\n"
+                        f"{dropped_section['section_id']},{dropped_section['course_id']},x,deleted\n",
+        "users.csv": "user_id,login_id,first_name,last_name,status\n"
+                     f"{dropped_user['user_id']},{dropped_user['login_id']},A,L,deleted\n",
+    }
+    assert imported(canvas, changes)["workflow_state"] == "imported"
+    assert canvas.sections[dropped_section["section_id"]]["status"] == "deleted"
+    assert canvas.users[dropped_user["user_id"]]["status"] == "deleted", "users are never removed"
+    for row in rows(ENROLLMENTS):
+        expected = "deleted" if row["user_id"] == dropped_user["user_id"] else row["status"]
+        assert canvas.enrollments[enrollment_key(row)]["status"] == expected
+    listed = api(canvas, "GET", f"courses/sis_course_id:{dropped_section['course_id']}/sections").json()
+    assert dropped_section["section_id"] not in {section["sis_section_id"] for section in listed}
+
+
+def difference(before: str, after: str, key: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """The rows of ``after`` that are new or changed, and the rows of ``before`` missing from it."""
+    old = {tuple(r[k] for k in key): r for r in rows(before)}
+    new = {tuple(r[k] for k in key): r for r in rows(after)}
+    return [r for k, r in new.items() if old.get(k) != r], [r for k, r in old.items() if k not in new]
+
+
+def test_diffing_applies_only_the_difference_and_drops_missing_rows(canvas):
+    imported(canvas, {"courses.csv": COURSES, "sections.csv": SECTIONS})
+    user_header = "user_id,login_id,first_name,last_name,status\n"
+    enrollment_header = "course_id,section_id,user_id,role,status\n"
+    first_users = user_header + "u1,ada,Ada,L,active\nu2,alan,Alan,T,active\nu3,cleo,Cleo,P,active\n"
+    first_enrollments = enrollment_header + "C1,S1,u1,student,active\nC1,S1,u2,student,active\n"
+    second_users = user_header + "u1,ada,Ada,L,active\nu2,alan,Alan,Turing,active\nu4,dina,Dina,K,active\n"
+    second_enrollments = enrollment_header + "C1,S1,u1,student,active\nC2,S2,u4,student,active\n"
+    first = imported(canvas, {"users.csv": first_users, "enrollments.csv": first_enrollments},
+                     diffing_data_set_identifier="district:roster")
+    assert first["workflow_state"] == "imported" and first["diffed_against_import_id"] is None
+    second = imported(canvas, {"users.csv": second_users, "enrollments.csv": second_enrollments},
+                      diffing_data_set_identifier="district:roster", diffing_drop_status="completed")
+
+    changed_users, removed_users = difference(first_users, second_users, ("user_id",))
+    changed_enrollments, removed_enrollments = difference(first_enrollments, second_enrollments,
+                                                          ("course_id", "section_id", "user_id", "role"))
+    assert second["workflow_state"] == "imported" and second["diffed_against_import_id"] == first["id"]
+    assert second["diffing_threshold_exceeded"] is False
+    assert second["data"]["counts"]["users"] == len(changed_users) + len(removed_users)
+    assert second["data"]["counts"]["enrollments"] == len(changed_enrollments) + len(removed_enrollments)
+    users = canvas.users
+    for row in changed_users:
+        assert users[row["user_id"]]["last_name"] == row["last_name"]
+        assert users[row["user_id"]]["sis_import_id"] == second["id"]
+    for row in removed_users:
+        assert users[row["user_id"]]["status"] == "deleted"
+    unchanged = {r["user_id"] for r in rows(second_users)} - {r["user_id"] for r in changed_users}
+    assert unchanged and all(users[user]["sis_import_id"] == first["id"] for user in unchanged), \
+        "unchanged rows are not applied again"
+    for row in removed_enrollments:
+        assert canvas.enrollments[enrollment_key(row)]["status"] == "completed", "diffing_drop_status"
+
+    applied = canvas.rows_applied
+    same_again = imported(canvas, {"users.csv": second_users, "enrollments.csv": second_enrollments},
+                          diffing_data_set_identifier="district:roster")
+    assert same_again["workflow_state"] == "imported"
+    assert canvas.rows_applied == applied, "an empty diff applies nothing"
+
+
+def test_diffing_is_skipped_when_the_files_size_changes_beyond_change_threshold(canvas):
+    header = "user_id,login_id,first_name,last_name,status\n"
+    first_users = header + "".join(f"u{n},login{n},First{n},Last{n},active\n" for n in range(10))
+    second_users = header + "u0,login0,First0,Changed,active\nu1,login1,First1,Last1,active\n"
+    threshold = 20
+    assert abs(1 - len(second_users.encode()) / len(first_users.encode())) * 100 > threshold
+    imported(canvas, {"users.csv": first_users}, diffing_data_set_identifier="users")
+    second = imported(canvas, {"users.csv": second_users}, diffing_data_set_identifier="users",
+                      change_threshold=threshold)
+    assert second["workflow_state"] == "imported_with_messages"
+    assert second["processing_warnings"] == [
+        [None, "Diffing not performed because file size difference exceeded threshold"]]
+    assert second["diffing_threshold_exceeded"] is True and second["diffed_against_import_id"] is None
+    assert second["data"]["counts"]["users"] == len(rows(second_users)), "the whole import is applied"
+    assert all(user["status"] == "active" for user in canvas.users.values()), "no diff, nothing dropped"
+
+
+def batch_files() -> tuple[dict[str, str], set[str], set[str], set[str]]:
+    """A batch for term T1 naming only C1, its section and one enrollment; the courses, sections
+    and enrollments of T1 it leaves out, worked out from the CSV."""
+    def first_row_only(text: str) -> str:
+        return "\n".join(text.splitlines()[:2]) + "\n"
+
+    files = {"courses.csv": first_row_only(COURSES), "sections.csv": first_row_only(SECTIONS),
+             "enrollments.csv": first_row_only(ENROLLMENTS)}
+    in_term = {r["course_id"] for r in rows(COURSES) if r["term_id"] == "T1"}
+    gone_courses = in_term - {r["course_id"] for r in rows(files["courses.csv"])}
+    gone_sections = {r["section_id"] for r in rows(SECTIONS) if r["course_id"] in in_term} - \
+        {r["section_id"] for r in rows(files["sections.csv"])}
+    gone_enrollments = {enrollment_key(r) for r in rows(ENROLLMENTS) if r["course_id"] in in_term} - \
+        {enrollment_key(r) for r in rows(files["enrollments.csv"])}
+    return files, gone_courses, gone_sections, gone_enrollments
+
+
+def test_batch_mode_deletes_what_the_term_had_and_the_batch_left_out(canvas):
+    imported(canvas, DISTRICT)
+    files, gone_courses, gone_sections, gone_enrollments = batch_files()
+    final = imported(canvas, files, batch_mode="1", batch_mode_term_id="sis_term_id:T1")
+    assert final["workflow_state"] == "imported" and final["batch_mode"] is True
+    assert final["batch_mode_term_id"] == canvas.terms["T1"]["id"]
+    counts = final["data"]["counts"]
+    assert counts["batch_courses_deleted"] == len(gone_courses)
+    assert counts["batch_sections_deleted"] == len(gone_sections)
+    assert counts["batch_enrollments_deleted"] == len(gone_enrollments)
+    for course_id, course in canvas.courses.items():
+        assert course["status"] == ("deleted" if course_id in gone_courses else "active"), course_id
+    for section_id, section in canvas.sections.items():
+        assert section["status"] == ("deleted" if section_id in gone_sections else "active"), section_id
+    for key, enrollment in canvas.enrollments.items():
+        assert enrollment["status"] == ("deleted" if key in gone_enrollments else "active"), key
+    listed = {c["sis_course_id"] for c in api(canvas, "GET", "accounts/1/courses").json()}
+    assert listed == {r["course_id"] for r in rows(COURSES)} - gone_courses
+
+
+def test_batch_mode_aborts_when_deletions_exceed_change_threshold(canvas):
+    imported(canvas, DISTRICT)
+    files, gone_courses, _, _ = batch_files()
+    threshold = 10
+    assert len(gone_courses) * 100 / len([r for r in rows(COURSES) if r["term_id"] == "T1"]) > threshold
+    final = imported(canvas, files, batch_mode="1", batch_mode_term_id="sis_term_id:T1",
+                     change_threshold=threshold)
+    assert final["workflow_state"] == "aborted"
+    assert final["processing_errors"] == [
+        [None, f"{len(gone_courses)} courses would be deleted and exceeds the set threshold of {threshold}%"]]
+    assert all(course["status"] == "active" for course in canvas.courses.values())
+    assert all(enrollment["status"] == "active" for enrollment in canvas.enrollments.values())
+
+
+def test_batch_mode_needs_an_active_term_and_imports_need_the_root_account(canvas):
+    refused = api(canvas, "POST", IMPORTS, params={"batch_mode": "1", "batch_mode_term_id": "T9"},
+                  data=USERS.encode(), headers=CSV)
+    assert refused.status_code == 400 and "batch_mode_term_id cannot be found" in refused.json()["message"]
+    imported(canvas, {"accounts.csv": ACCOUNTS})
+    sub_account = rows(ACCOUNTS)[0]["account_id"]
+    on_sub_account = api(canvas, "POST", f"accounts/sis_account_id:{sub_account}/sis_imports",
+                         data=USERS.encode(), headers=CSV)
+    assert on_sub_account.status_code == 400
+    assert on_sub_account.json() == {"errors": ["SIS imports can only be executed on root accounts"]}
+    assert api(canvas, "GET", "accounts/999/sis_imports").status_code == 404
+    assert api(canvas, "GET", "accounts/self/sis_imports").status_code == 200
+    bad_drop_status = api(canvas, "POST", IMPORTS, params={"diffing_drop_status": "gone"},
+                          data=USERS.encode(), headers=CSV)
+    assert bad_drop_status.status_code == 400
+
+
+def test_lists_are_paged_by_link_headers_with_per_page_capped_at_100(canvas):
+    course_ids = [f"K{n:03}" for n in range(120)]
+    text = "course_id,short_name,long_name,status\n" + "".join(
+        f"{c},{c},Course {c},active\n" for c in course_ids)
+    imported(canvas, {"courses.csv": text})
+
+    first = api(canvas, "GET", "accounts/1/courses", params={"per_page": 10})
+    assert len(first.json()) == 10
+    assert set(links(first)) == {"current", "next", "first", "last"}
+    assert "page=12" in links(first)["last"] and "per_page=10" in links(first)["next"]
+    last = api(canvas, "GET", links(first)["last"])
+    assert set(links(last)) == {"current", "prev", "first", "last"} and len(last.json()) == 10
+
+    seen, response = [], api(canvas, "GET", "accounts/1/courses", params={"per_page": 50})
+    while True:
+        seen += [course["sis_course_id"] for course in response.json()]
+        if "next" not in links(response):
+            break
+        response = api(canvas, "GET", links(response)["next"])
+    assert sorted(seen) == course_ids
+    assert len(api(canvas, "GET", "accounts/1/courses", params={"per_page": 1000}).json()) == 100
+    assert len(api(canvas, "GET", "accounts/1/courses").json()) == 10, "10 by default"
+
+    for _ in range(2):
+        imported(canvas, {"users.csv": USERS})
+    listed = api(canvas, "GET", IMPORTS, params={"per_page": 2})
+    assert [i["id"] for i in listed.json()["sis_imports"]] == [3, 2], "newest first"
+    assert "last" not in links(listed) and "next" in links(listed), "Canvas does not count SIS imports"
+
+
+def test_courses_and_sections_are_listed_by_sis_ids(canvas):
+    imported(canvas, DISTRICT)
+    math = rows(ACCOUNTS)[1]["account_id"]
+    in_math = api(canvas, "GET", f"accounts/sis_account_id:{math}/courses").json()
+    assert {c["sis_course_id"] for c in in_math} == \
+        {r["course_id"] for r in rows(COURSES) if r["account_id"] == math}
+    course = rows(COURSES)[0]["course_id"]
+    sections = api(canvas, "GET", f"courses/sis_course_id:{course}/sections").json()
+    assert {s["sis_section_id"]: s["name"] for s in sections} == \
+        {r["section_id"]: r["name"] for r in rows(SECTIONS) if r["course_id"] == course}
+    assert all(s["sis_course_id"] == course for s in sections)
+    assert api(canvas, "GET", "courses/sis_course_id:NOPE/sections").status_code == 404
+
+
+def test_a_spent_rate_limit_answers_403_with_the_remaining_quota():
+    with CanvasEmulator(token=TOKEN, rate_limit_quota=3, rate_limit_drain=0.001) as canvas:
+        answers = [api(canvas, "GET", IMPORTS) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 403]
+        remaining = [float(a.headers["X-Rate-Limit-Remaining"]) for a in answers[:3]]
+        assert remaining == pytest.approx([2, 1, 0], abs=0.01)
+        assert all("X-Request-Cost" in a.headers for a in answers)
+        assert answers[3].text.strip() == "403 Forbidden (Rate Limit Exceeded)"
+        assert float(answers[3].headers["X-Rate-Limit-Remaining"]) < 1
+        assert canvas.rate_limited == 1
+    with CanvasEmulator(token=TOKEN, rate_limit_quota=2, rate_limit_drain=20) as canvas:
+        assert [api(canvas, "GET", IMPORTS).status_code for _ in range(3)][-1] == 403
+        time.sleep(0.2)  # 4 units drained
+        assert api(canvas, "GET", IMPORTS).status_code == 200
+    with CanvasEmulator(token=TOKEN, rate_limit_quota=1, rate_limit_drain=0.001,
+                        throttle_status=429) as canvas:
+        assert [api(canvas, "GET", IMPORTS).status_code for _ in range(2)] == [200, 429]
+
+
+def test_no_rate_limit_by_default_but_every_answer_has_a_request_cost(canvas):
+    answers = [api(canvas, "GET", IMPORTS) for _ in range(30)]
+    assert {a.status_code for a in answers} == {200}
+    assert all("X-Request-Cost" in a.headers and "X-Rate-Limit-Remaining" not in a.headers for a in answers)
+
+
+def test_request_faults_throttle_500_and_refuse_zip(canvas):
+    canvas.inject("throttle")
+    throttled = api(canvas, "GET", IMPORTS)
+    assert throttled.status_code == 403 and "Rate Limit Exceeded" in throttled.text
+    assert "X-Rate-Limit-Remaining" in throttled.headers
+    assert api(canvas, "GET", IMPORTS).status_code == 200
+
+    canvas.inject("500", path_contains="sis_imports")
+    assert api(canvas, "GET", "accounts/1/courses").status_code == 200, "another path"
+    assert api(canvas, "GET", IMPORTS).status_code == 500
+    assert api(canvas, "GET", IMPORTS).status_code == 200
+
+    canvas.inject("refuse_zip")
+    assert api(canvas, "GET", IMPORTS).status_code == 200, "uploads only"
+    refused = api(canvas, "POST", IMPORTS, data=zipped({"users.csv": USERS}), headers=ZIP)
+    assert refused.status_code == 400 and canvas.imports_received == 0
+    assert imported(canvas, {"users.csv": USERS})["workflow_state"] == "imported"
+    with pytest.raises(ValueError):
+        canvas.inject("meteor")
+
+
+def test_import_fails_fault_fails_the_next_import_only(canvas):
+    canvas.inject("import_fails")
+    failed = imported(canvas, {"users.csv": USERS})
+    assert failed["workflow_state"] == "failed_with_messages"
+    assert failed["processing_errors"][0][1].startswith("Error while importing CSV")
+    assert canvas.users == {}
+    assert imported(canvas, {"users.csv": USERS})["workflow_state"] == "imported"
+    assert set(canvas.users) == {r["user_id"] for r in rows(USERS)}
+
+
+def test_stuck_fault_keeps_the_import_importing_and_the_queue_behind_it(canvas):
+    canvas.inject("stuck")
+    stuck = upload(canvas, {"users.csv": USERS})
+    queued = upload(canvas, {"terms.csv": TERMS})
+    time.sleep(0.5)
+    assert api(canvas, "GET", f"{IMPORTS}/{stuck['id']}").json()["workflow_state"] == "importing"
+    assert api(canvas, "GET", f"{IMPORTS}/{queued['id']}").json()["workflow_state"] == "created"
+    assert canvas.users == {} and canvas.terms == {}
+
+
+def test_requests_are_recorded_and_counted(canvas):
+    data = zipped(DISTRICT)
+    response = api(canvas, "POST", IMPORTS, data=data, headers=ZIP)
+    wait_final(canvas, response.json()["id"])
+    posts = [r for r in canvas.requests if r.method == "POST"]
+    assert len(posts) == 1 and posts[0].body == data and posts[0].status == 200
+    assert posts[0].path == "/api/v1/accounts/1/sis_imports"
+    assert canvas.imports_received == 1
+    assert canvas.rows_applied == sum(len(rows(text)) for text in DISTRICT.values())
+    assert canvas.imports[response.json()["id"]]["workflow_state"] == "imported"
