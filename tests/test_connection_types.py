@@ -25,14 +25,16 @@ import pytest
 from include.sandbox.lms_emulator import SchoologyEmulator
 from plugins.hooks.api_hook import SHARED_EXTRAS, TRANSPORT_EXTRAS
 from plugins.hooks.oneroster import OneRosterHook
-from plugins.hooks.provider_info import IC_CONN_TYPE, LMS_CONN_TYPE, PACKAGE_NAME, get_provider_info
+from plugins.hooks.canvas import CanvasHook
+from plugins.hooks.provider_info import CANVAS_CONN_TYPE, IC_CONN_TYPE, LMS_CONN_TYPE, PACKAGE_NAME, get_provider_info
 from plugins.hooks.schoology import SchoologyHook
 from tests.support import CLIENT_ID, CLIENT_SECRET, LMS_KEY, LMS_SECRET, ROOT, connection_uri_env
 
 AIRFLOW = Path(jsonschema.__file__).parent.parent / "airflow"  # the installed Airflow package
 VENDOR_KEY, VENDOR_SECRET = "vendor-key-value", "vendor-secret-value"
 HOOK_CLASSES = {IC_CONN_TYPE: "plugins.hooks.oneroster.OneRosterHook",
-                LMS_CONN_TYPE: "plugins.hooks.schoology.SchoologyHook"}
+                LMS_CONN_TYPE: "plugins.hooks.schoology.SchoologyHook",
+                CANVAS_CONN_TYPE: "plugins.hooks.canvas.CanvasHook"}
 
 
 def fresh_airflow_env(home: Path, **extra: str) -> dict[str, str]:
@@ -83,7 +85,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("airflow-home")
-    return run_json(LIST_TYPES, fresh_airflow_env(home), json.dumps([IC_CONN_TYPE, LMS_CONN_TYPE]))
+    return run_json(LIST_TYPES, fresh_airflow_env(home), json.dumps([IC_CONN_TYPE, LMS_CONN_TYPE, CANVAS_CONN_TYPE]))
 
 
 def test_the_project_is_installed_with_its_provider_entry_point():
@@ -107,7 +109,8 @@ def test_the_provider_info_passes_airflows_schemas_and_names_only_extras_the_hoo
     jsonschema.validate(info, json.loads((AIRFLOW / "provider_info.schema.json").read_text()))
     yaml_schema = json.loads((AIRFLOW / "provider.yaml.schema.json").read_text())
     jsonschema.validate(info["connection-types"], yaml_schema["properties"]["connection-types"])
-    for entry, hook in zip(info["connection-types"], (OneRosterHook, SchoologyHook), strict=True):
+    for entry, hook in zip(info["connection-types"], (OneRosterHook, SchoologyHook, CanvasHook),
+                           strict=True):
         assert entry["hook-class-name"] == f"{hook.__module__}.{hook.__name__}"
         assert entry["connection-type"] == hook.conn_type
         fields = set(entry["conn-fields"])
@@ -117,13 +120,15 @@ def test_the_provider_info_passes_airflows_schemas_and_names_only_extras_the_hoo
         assert all(field.get("description") for field in entry["conn-fields"].values())
 
 
-def test_providers_manager_lists_both_types_with_our_hooks_and_testable(registered):
+def test_providers_manager_lists_every_type_with_our_hooks_and_testable(registered):
     assert PACKAGE_NAME in registered["providers"]
     hooks = registered["hooks"]
     assert hooks[IC_CONN_TYPE] == {"class": HOOK_CLASSES[IC_CONN_TYPE], "name": "Infinite Campus OneRoster",
                                    "conn_id_attr": "oneroster_conn_id", "testable": True}
     assert hooks[LMS_CONN_TYPE] == {"class": HOOK_CLASSES[LMS_CONN_TYPE], "name": "Schoology",
                                     "conn_id_attr": "schoology_conn_id", "testable": True}
+    assert hooks[CANVAS_CONN_TYPE] == {"class": HOOK_CLASSES[CANVAS_CONN_TYPE], "name": "Canvas",
+                                       "conn_id_attr": "canvas_conn_id", "testable": True}
     assert registered["deprecations"] == [], "the forms are declared in the provider info, not by the hooks"
 
 
@@ -160,6 +165,11 @@ def test_the_forms_hidden_and_relabelled_standard_fields(registered):
     assert standard["login"]["title"] == "Consumer key" and not standard["host"]["hidden"]
     ic_meta = registered["meta"][IC_CONN_TYPE]
     assert ic_meta["extra_fields"]["oneroster_version"]["schema"]["enum"] == ["1.2", "1.1"]
+    canvas = registered["meta"][CANVAS_CONN_TYPE]
+    assert canvas["hook_name"] == "Canvas"
+    assert set(canvas["extra_fields"]) == {"account_id", "poll_seconds", "import_timeout_seconds", "read_timeout"}
+    assert canvas["standard_fields"]["login"]["hidden"] and canvas["standard_fields"]["port"]["hidden"]
+    assert canvas["standard_fields"]["password"]["title"] == "Access token"
 
 
 # -- test_connection against the emulators --------------------------------------------------------

@@ -1,11 +1,12 @@
-"""The project's own Airflow provider: the connection types of its two API hooks, with their forms.
+"""The project's own Airflow provider: the connection types of its API hooks, with their forms.
 
 ``pyproject.toml`` names :func:`get_provider_info` as the project's ``apache_airflow_provider`` entry
 point; once the project is installed (``make`` does it, the Dockerfile too) Airflow's
 ProvidersManager reads it in every component, so the connection form offers
 
-- ``infinite_campus_oneroster`` (:class:`plugins.hooks.oneroster.OneRosterHook`) and
-- ``schoology`` (:class:`plugins.hooks.schoology.SchoologyHook`)
+- ``infinite_campus_oneroster`` (:class:`plugins.hooks.oneroster.OneRosterHook`),
+- ``schoology`` (:class:`plugins.hooks.schoology.SchoologyHook`) and
+- ``canvas`` (:class:`plugins.hooks.canvas.CanvasHook`)
 
 with their own fields, help texts and a working Test button (each hook's ``test_connection``;
 Airflow enables the button with ``AIRFLOW__CORE__TEST_CONNECTION=Enabled``).
@@ -29,6 +30,7 @@ from typing import Any
 PACKAGE_NAME = "oneroster-airflow"  # pyproject.toml's [project] name: Airflow checks they match
 IC_CONN_TYPE = "infinite_campus_oneroster"
 LMS_CONN_TYPE = "schoology"
+CANVAS_CONN_TYPE = "canvas"
 
 # The form's Extra field holds what has no field of its own: the transport settings.
 EXTRA_LABEL = "Extra (JSON): verify, cert, proxies, trust_env only"
@@ -134,6 +136,45 @@ SCHOOLOGY = {
     },
 }
 
+CANVAS = {
+    "connection-type": CANVAS_CONN_TYPE,
+    "hook-class-name": "plugins.hooks.canvas.CanvasHook",
+    "hook-name": "Canvas",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port", "login"],
+        "relabeling": {
+            "host": "Canvas URL",
+            "password": "Access token",
+            "extra": EXTRA_LABEL,
+        },
+        "placeholders": {
+            "host": "https://district.instructure.com",
+            "password": "an access token of a root-account admin allowed to import SIS data",
+            "extra": '{"verify": true}',
+        },
+    },
+    "conn-fields": {
+        "account_id": _text(
+            "Root account ID",
+            "Required; the Canvas root account SIS imports go to (its id, e.g. 1, or self).",
+            pattern="^(self|[0-9]+)$",
+        ),
+        "poll_seconds": _seconds(
+            "Poll interval (seconds)",
+            "Optional; seconds between two reads of a SIS import's status (default 10).",
+        ),
+        "import_timeout_seconds": _seconds(
+            "Import timeout (seconds)",
+            "Optional; how long a task waits for a SIS import to finish before failing with its id "
+            "(default 3600). A retry waits for the same import, it does not upload again.",
+        ),
+        "read_timeout": _seconds(
+            "Read timeout (seconds)",
+            "Optional; seconds to wait for an answer before retrying (default 300).",
+        ),
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow's ProvidersManager reads from the project's ``apache_airflow_provider`` entry point
@@ -147,5 +188,5 @@ def get_provider_info() -> dict[str, Any]:
             'default), "cert" (a client certificate), "proxies" and "trust_env"; any extra the hook does '
             "not read fails the task, naming it."
         ),
-        "connection-types": [INFINITE_CAMPUS, SCHOOLOGY],
+        "connection-types": [INFINITE_CAMPUS, SCHOOLOGY, CANVAS],
     }
