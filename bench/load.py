@@ -66,7 +66,7 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
         "conn_type": "schoology", "host": lms["base_url"], "login": LMS_KEY, "password": LMS_SECRET,
         "extra": {"school_id": lms["school_id"]},
     })
-    from include.config import ActiveYearRule, Lms
+    from include.config import ActiveYearRule, SchoologyLms
     from include.provisioning.steps import STEP_BY_KIND
     from plugins.operators.provision import ProvisionOperator
 
@@ -76,8 +76,8 @@ def provision_step_phase(kind: str, extract_uris: dict[str, str], config_path: s
     manifests.update({f"extract.{collection}": {"uri": uri} for collection, uri in extract_uris.items()})
     operator = ProvisionOperator(
         task_id=step.task_id, kind=kind, district="bench", config_file=config_path, provisioning=provisioning,
-        lms=Lms(conn_id=LMS_CONN_ID, requests_per_second=settings.rate_limit or UNLIMITED,
-                max_in_flight=settings.in_flight, backoff_seconds=0.5),
+        lms=SchoologyLms(conn_id=LMS_CONN_ID, requests_per_second=settings.rate_limit or UNLIMITED,
+                         max_in_flight=settings.in_flight, backoff_seconds=0.5),
         active_year_rule=ActiveYearRule(), staging_root=staging_root,
     )
     context = {"ti": UpstreamManifests(f"provision.{step.task_id}", manifests), "run_id": run_id,

@@ -31,7 +31,7 @@ from include.config import (
     shard_of_file,
 )
 from include.oneroster.models import COLLECTIONS
-from include.provisioning.steps import STEP_BY_KIND, STEPS
+from include.provisioning.steps import STEP_BY_KIND, STEPS, steps_for
 from plugins.notifications.alerts import deadline_alert, failure_notifier
 from plugins.operators.extract import OneRosterExtractOperator
 from plugins.operators.first_night import FirstNightGate
@@ -430,7 +430,8 @@ def build_district_dag(config: DistrictConfig) -> DAG:
         if config.provisioning is not None and config.lms is not None:
             with TaskGroup("provision", tooltip="map, plan and load the LMS, in dependency order"):
                 previous = extract
-                for step in STEPS:
+                steps = steps_for(config.lms.target)
+                for step in steps:
                     task = ProvisionOperator(
                         task_id=step.task_id,
                         kind=step.kind,
@@ -448,7 +449,7 @@ def build_district_dag(config: DistrictConfig) -> DAG:
                 provisioned = SyncReportOperator(
                     task_id="sync_report",
                     district=config.district,
-                    step_task_ids=[f"provision.{step.task_id}" for step in STEPS],
+                    step_task_ids=[f"provision.{step.task_id}" for step in steps],
                     extract_task_ids=[f"extract.{collection}" for collection in COLLECTIONS],
                     notifications=config.notifications,
                     active_year_rule=config.active_year,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 DISTRICTS_DIR = Path(__file__).parent / "districts"
 DISTRICTS_DIR_ENV = "ONEROSTER_DISTRICTS_DIR"
@@ -155,11 +155,19 @@ RoleTarget = Annotated[str, Field(min_length=1, pattern=r"^\S+$", description=f"
 
 
 class Lms(_Strict):
-    """Where provisioning writes; how it is reached (URL, keys) lives in the Airflow connection."""
+    """Where provisioning writes, whichever LMS it is; how it is reached (URL, keys, token) lives in
+    the Airflow connection."""
 
-    target: Literal["schoology"] = "schoology"
     conn_id: str = Field(min_length=1)
     pool: str = Field(default="lms", min_length=1, description="Airflow pool bounding concurrent LMS calls")
+    max_attempts: int = Field(default=6, ge=1, le=10, description="per LMS call, on 429/5xx/dropped connections")
+    backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")
+
+
+class SchoologyLms(Lms):
+    """Schoology, through its REST v1 API: objects created, updated and deactivated in bulk calls."""
+
+    target: Literal["schoology"] = "schoology"
     # Schoology documents no rate limit (nor 429, nor Retry-After): the defaults are ours, kept low;
     # raise them for a district whose Schoology is known to take more
     requests_per_second: float = Field(default=5.0, gt=0, le=1000,
@@ -168,8 +176,31 @@ class Lms(_Strict):
                                description="bulk calls under way at once: the rate limit × the LMS's answer time "
                                            "(2 by default: calls signed on several threads may reach Schoology "
                                            "with timestamps out of sequence, which it refuses)")
-    max_attempts: int = Field(default=6, ge=1, le=10, description="per LMS call, on 429/5xx/dropped connections")
-    backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubling")
+
+
+class CanvasLms(Lms):
+    """Canvas, through SIS imports: each batch of changes one CSV import into the root account."""
+
+    target: Literal["canvas"]
+    rows_per_import: int = Field(default=10_000, ge=1, le=1_000_000,
+                                 description="changes sent in one SIS import (its answers journaled as one part)")
+    dropped_enrollments: Literal["deleted", "completed"] = Field(
+        default="deleted", description="what an enrollment IC dropped becomes in Canvas (completed: its "
+                                       "grades stay readable in the course)")
+
+
+def _lms_target(settings: object) -> str:
+    if isinstance(settings, dict):
+        return settings.get("target", "schoology")
+    return getattr(settings, "target", "schoology")
+
+
+LMS_TARGETS = ("schoology", "canvas")
+LmsConfig = Annotated[
+    Annotated[SchoologyLms, Tag("schoology")] | Annotated[CanvasLms, Tag("canvas")],
+    Discriminator(_lms_target, custom_error_type="lms_target",
+                  custom_error_message=f"target must be one of {', '.join(LMS_TARGETS)}"),
+]
 
 
 class ExistingBuilding(_Strict):
@@ -379,7 +410,7 @@ class DistrictConfig(_Strict):
     active_year: ActiveYearRule = ActiveYearRule()
     task_retries: TaskRetries = TaskRetries()
     infinite_campus: InfiniteCampus
-    lms: Lms | None = None
+    lms: LmsConfig | None = None
     provisioning: Provisioning | None = None
     grade_passback: GradePassback | None = None
     notifications: Notifications = Notifications()
@@ -392,6 +423,9 @@ class DistrictConfig(_Strict):
     def _provisioning_needs_an_lms(self) -> DistrictConfig:
         if self.provisioning is not None and self.lms is None:
             raise ValueError("provisioning is configured but lms (target and conn_id) is missing")
+        if isinstance(self.lms, CanvasLms) and self.grade_passback is not None:
+            raise ValueError("grade_passback: grades cannot come back from Canvas yet (it has no export file; "
+                             "its API as a grade source is still to come): remove grade_passback")
         if self.notifications.deadline is not None:
             self.notifications.deadline.after_scheduled_time(self.schedule)
         return self
@@ -470,7 +504,10 @@ def _display(path: Path) -> str:
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(top level)"
+    """``lms.requests_per_second``: without the tag pydantic adds after ``lms`` (its target)."""
+    parts = [part for at, part in enumerate(location)
+             if not (at and location[at - 1] == "lms" and part in LMS_TARGETS)]
+    return ".".join(str(part) for part in parts) or "(top level)"
 
 
 def load_district(path: Path) -> DistrictConfig:

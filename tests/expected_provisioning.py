@@ -195,10 +195,11 @@ def term_key(session_id: str) -> str:
 
 
 def expected_provisioning(district, provisioning: Provisioning, on: date | None = None,
-                          school_year: int | None = None) -> Expected:
+                          school_year: int | None = None, courses_held: bool = True) -> Expected:
     """Apply the district file's rules to the raw records IC serves (OneRoster 1.2) on the run's
     date ``on`` (none: enrollments' dates are not looked at) for the run's ``school_year`` (none:
-    the generator's year)."""
+    the generator's year). ``courses_held`` False: an LMS with no object for an IC course (README
+    "Canvas": each IC class is a Canvas course), so no course rows and a class needs none."""
     if provisioning.terms.consolidate_year:
         raise NotImplementedError("consolidate_year: no scenario uses it yet; write its rule before one does")
     if provisioning.terms.share_alike:
@@ -336,7 +337,7 @@ def expected_provisioning(district, provisioning: Provisioning, on: date | None 
         if _active(klass) and not _trial(klass):
             taught_in.setdefault(_ref(klass.get("course")), set()).add(_ref(klass.get("school")))
     district_owned: set[str] = set()
-    for course in courses:
+    for course in courses if courses_held else ():
         owner = _ref(course.get("org"))
         reasons = set()
         if not _active(course):
@@ -374,7 +375,7 @@ def expected_provisioning(district, provisioning: Provisioning, on: date | None 
             reasons.add(TRIAL_SCHEDULE)
         if school not in has_building:
             reasons.add(no_building(school))
-        if course not in expected.present["course"]:
+        if courses_held and course not in expected.present["course"]:
             reasons.add(COURSE_NOT_PROVISIONED)
         if not terms:
             reasons.add(NO_TERM_IN_IC)
@@ -384,7 +385,8 @@ def expected_provisioning(district, provisioning: Provisioning, on: date | None 
             reasons.add(UNMAPPED_TERM if all(term_target.get(term) == "skip" for term in terms) else NO_CURRENT_TERM)
         periods = [("grading_period", term_key(term)) for term in terms if term in has_period
                    and not isinstance(term_target[term], ExistingGradingPeriod)]
-        expected.add("section", klass["sourcedId"], reasons, [("course", course), *building_of(school), *periods])
+        held_course = [("course", course)] if courses_held else []
+        expected.add("section", klass["sourcedId"], reasons, [*held_course, *building_of(school), *periods])
 
     # enrollments -- README provision step 1: "teachers become section admins, students members",
     # of the sections and users provisioned; dropped (tobedeleted) enrollments are inactive.
@@ -496,3 +498,54 @@ def assert_lms_holds_what_the_rules_say(lms, district, provisioning: Provisionin
         assert sorted(periods[period]["title"] for period in section["grading_periods"]) == sorted(
             titles[term] for term in own_terms if term in titles), section["section_school_code"]
     return expected, held
+
+
+def held_by_canvas(canvas) -> dict[str, Counter]:
+    """Per kind, the SIS ids of what the Canvas emulator holds active (README "Canvas": a building is
+    a sub-account, a grading period a term, a section a course with its one section, a guardian link
+    an observer link, an enrollment ``<course>:<user>`` as a teacher or a student)."""
+    courses, sections = canvas.courses, canvas.sections
+    return {
+        "building": Counter(key for key, account in canvas.accounts.items() if account["status"] == "active"),
+        "grading_period": Counter(key for key, term in canvas.terms.items() if term["status"] == "active"),
+        "user": Counter(key for key, user in canvas.users.items() if user["status"] == "active"),
+        "guardian_link": Counter(f"{link['observer_id']}:{link['student_id']}"
+                                 for link in canvas.user_observers.values() if link["workflow_state"] == "active"),
+        "course": Counter(),
+        "section": Counter(key for key, course in courses.items() if course["status"] == "active"
+                           and sections.get(key, {}).get("course_id") == key),
+        "enrollment": Counter(f"{e['section_id']}:{e['user_id']}" for e in canvas.enrollments.values()
+                              if e["status"] == "active" and e["role"] in ("teacher", "student")),
+    }
+
+
+def assert_canvas_holds_what_the_rules_say(canvas, district, provisioning: Provisioning, on: date,
+                                           made_in_canvas: frozenset[str] = frozenset()) -> Expected:
+    """The Canvas emulator holds exactly what the district file's rules put there (README "Canvas"),
+    besides the users ``made_in_canvas`` by hand: every class a course in its school's sub-account and
+    in its one term (none when it has several), every enrollment in its class's section with the role
+    its place gives. Returns what the rules expect."""
+    if provisioning.terms.map:
+        raise NotImplementedError("existing terms: write their rule here first")
+    expected = expected_provisioning(district, provisioning, on=on, courses_held=False)
+    held = held_by_canvas(canvas)
+    for user in made_in_canvas:
+        del held["user"][user]
+    for target in provisioning.schools.values():  # the district's own sub-accounts, not the run's to create
+        if isinstance(target, ExistingBuilding):
+            held["building"].pop(target.building_id, None)
+    for kind in KINDS:
+        assert set(held[kind]) == expected.present[kind], kind
+    school_of = {klass["sourcedId"]: _ref(klass.get("school")) for klass in district.records("classes", "1.2")}
+    courses = canvas.courses
+    for key in expected.present["section"]:
+        periods = [parent for kind, parent in expected.parents["section"][key] if kind == "grading_period"]
+        existing = provisioning.schools[school_of[key]]  # README "Canvas": a sub-account's SIS id
+        account = existing.building_id if isinstance(existing, ExistingBuilding) else school_key(school_of[key])
+        assert courses[key]["account_id"] == account, key
+        assert courses[key]["term_id"] == (periods[0] if len(periods) == 1 else ""), key
+    roles = {f"{e['section_id']}:{e['user_id']}": e["role"] for e in canvas.enrollments.values()
+             if e["status"] == "active" and e["role"] in ("teacher", "student")}
+    assert {key: role == "teacher" for key, role in roles.items()} == {
+        key: expected.admin[key] for key in expected.present["enrollment"]}
+    return expected

@@ -550,3 +550,223 @@ def test_requests_are_recorded_and_counted(canvas):
     assert canvas.imports_received == 1
     assert canvas.rows_applied == sum(len(rows(text)) for text in DISTRICT.values())
     assert canvas.imports[response.json()["id"]]["workflow_state"] == "imported"
+
+
+# -- user_observers.csv ---------------------------------------------------------------------------
+
+OBSERVERS = """observer_id,student_id,status
+p1,u1,active
+p1,u2,active
+"""
+
+
+def observer_key(enrollment: dict[str, str], observer: str) -> str:
+    """The key of the observer enrollment an observer link makes for a student enrollment."""
+    return f"{enrollment['course_id']}:{enrollment['section_id']}:{observer}:observer:{enrollment['user_id']}"
+
+
+def student_rows(student: str) -> list[dict[str, str]]:
+    return [r for r in rows(ENROLLMENTS) if r["role"] == "student" and r["user_id"] == student]
+
+
+def test_user_observers_csv_is_imported_last_and_enrolls_observers_in_their_students_courses(canvas):
+    # listed first in the zip: Canvas still imports it after users and enrollments
+    final = imported(canvas, {"user_observers.csv": OBSERVERS, **DISTRICT})
+    assert final["workflow_state"] == "imported", final
+    assert final["data"]["supplied_batches"][-2:] == ["enrollment", "user_observer"]
+    assert final["data"]["counts"]["user_observers"] == len(rows(OBSERVERS))
+    links_made = canvas.user_observers
+    assert set(links_made) == {f"{r['observer_id']}:{r['student_id']}" for r in rows(OBSERVERS)}
+    assert all(link["workflow_state"] == "active" and link["sis_import_id"] == final["id"]
+               for link in links_made.values())
+    enrollments = canvas.enrollments
+    for link in rows(OBSERVERS):
+        assert student_rows(link["student_id"])
+        for row in student_rows(link["student_id"]):
+            linked = enrollments[observer_key(row, link["observer_id"])]
+            assert linked["role"] == "observer" and linked["associated_user_id"] == link["student_id"]
+            assert linked["course_id"] == row["course_id"] and linked["status"] == "active"
+
+
+def test_a_students_later_enrollments_carry_their_observers_along(canvas):
+    imported(canvas, {**DISTRICT, "user_observers.csv": OBSERVERS})
+    header = "course_id,section_id,user_id,role,status\n"
+    new = {"course_id": "C3", "section_id": "S3", "user_id": "u2", "role": "student", "status": "active"}
+    old = student_rows("u2")[0]
+    imported(canvas, {"enrollments.csv": header + ",".join(new[k] for k in header.strip().split(",")) + "\n"})
+    assert canvas.enrollments[observer_key(new, "p1")]["status"] == "active", "after_create"
+    assert canvas.enrollments[observer_key(new, "p1")]["sis_import_id"] is None, "made by Canvas, not SIS"
+
+    for status in ("completed", "deleted", "active"):  # after_save: the state follows, a drop is restored
+        line = f"{old['course_id']},{old['section_id']},u2,student,{status}\n"
+        imported(canvas, {"enrollments.csv": header + line})
+        assert canvas.enrollments[observer_key(old, "p1")]["status"] == status
+
+    untied = {"course_id": "C2", "section_id": "S2", "user_id": "u9", "role": "student", "status": "active"}
+    imported(canvas, {"users.csv": "user_id,login_id,status\nu9,nine,active\n",
+                      "enrollments.csv": header + "C2,S2,u9,student,active\n"})
+    assert observer_key(untied, "p1") not in canvas.enrollments, "only linked observers follow"
+
+
+def test_user_observer_rows_canvas_would_refuse_are_skipped_with_its_warnings(canvas):
+    imported(canvas, DISTRICT)
+    text = """observer_id,student_id,status
+,u1,active
+p1,,active
+u1,u1,active
+p1,u1,pending
+p1,u1,activated
+p9,u1,active
+p1,u9,active
+p1,u2,deleted
+p1,u1,ACTIVE
+"""
+    final = imported(canvas, {"user_observers.csv": text})
+    expected = [
+        ["user_observers.csv", "No observer_id given for a user observer"],
+        ["user_observers.csv", "No user_id given for a user observer"],
+        ["user_observers.csv", "Can't observe yourself user u1"],
+        ["user_observers.csv", 'Improper status "pending" for a user_observer'],
+        ["user_observers.csv", 'Improper status "activated" for a user_observer'],
+        ["user_observers.csv", "An observer referenced a non-existent user p9"],
+        ["user_observers.csv", "A student referenced a non-existent user u9"],
+        ["user_observers.csv", "Can't delete a non-existent observer for observer: p1, student: u2"],
+    ]
+    assert final["workflow_state"] == "imported_with_messages"
+    assert final["processing_warnings"] == expected
+    assert final["data"]["counts"]["user_observers"] == 1 and set(canvas.user_observers) == {"p1:u1"}
+
+    dropped = rows(USERS)[3]
+    imported(canvas, {"users.csv": "user_id,login_id,status\n"
+                                   f"{dropped['user_id']},{dropped['login_id']},deleted\n"})
+    link = f"observer_id,student_id,status\n{dropped['user_id']},u2,active\n"
+    again = imported(canvas, {"user_observers.csv": link})
+    gone = f"An observer referenced a non-existent user {dropped['user_id']}"
+    assert again["processing_warnings"] == [["user_observers.csv", gone]], "a deleted user is not found"
+
+
+def test_a_deleted_user_observer_row_removes_the_link_and_its_observer_enrollments(canvas):
+    imported(canvas, {**DISTRICT, "user_observers.csv": OBSERVERS})
+    u1_courses = student_rows("u1")
+    delete = "observer_id,student_id,status\np1,u1,deleted\n"
+
+    skipped = imported(canvas, {"user_observers.csv": delete}, skip_deletes="true")
+    assert skipped["workflow_state"] == "imported" and skipped["data"]["counts"]["user_observers"] == 0
+    assert canvas.user_observers["p1:u1"]["workflow_state"] == "active", "skip_deletes skips the row"
+
+    assert imported(canvas, {"user_observers.csv": delete})["data"]["counts"]["user_observers"] == 1
+    assert canvas.user_observers["p1:u1"]["workflow_state"] == "deleted", "links are kept, deleted"
+    enrollments = canvas.enrollments
+    assert all(enrollments[observer_key(row, "p1")]["status"] == "deleted" for row in u1_courses)
+    from_csv = next(r for r in rows(ENROLLMENTS) if r["role"] == "observer")
+    assert enrollments[enrollment_key(from_csv)]["status"] == "deleted", "every observer enrollment of u1"
+    assert all(enrollments[observer_key(row, "p1")]["status"] == "active" for row in student_rows("u2"))
+
+    imported(canvas, {"user_observers.csv": "observer_id,student_id,status\np1,u1,active\n"})
+    assert canvas.user_observers["p1:u1"]["workflow_state"] == "active"
+    assert all(canvas.enrollments[observer_key(row, "p1")]["status"] == "active" for row in u1_courses)
+
+
+def test_diffing_deletes_a_user_observer_row_the_data_set_lost(canvas):
+    first = imported(canvas, {**DISTRICT, "user_observers.csv": OBSERVERS},
+                     diffing_data_set_identifier="district")
+    kept, lost = rows(OBSERVERS)
+    shorter = "observer_id,student_id,status\n" + ",".join(kept.values()) + "\n"
+    second = imported(canvas, {**DISTRICT, "user_observers.csv": shorter},
+                      diffing_data_set_identifier="district")
+    assert second["diffed_against_import_id"] == first["id"]
+    assert second["data"]["counts"]["user_observers"] == 1, "only the lost row is applied"
+    links_now = canvas.user_observers
+    assert links_now[f"{lost['observer_id']}:{lost['student_id']}"]["workflow_state"] == "deleted"
+    assert links_now[f"{kept['observer_id']}:{kept['student_id']}"]["sis_import_id"] == first["id"]
+
+
+# -- accounts, terms, roles -----------------------------------------------------------------------
+
+def test_sub_accounts_lists_children_or_with_recursive_every_descendant(canvas):
+    tree = ACCOUNTS + "A3,,South High,active\nA4,A2,Algebra Team,active\nA5,,Closed School,deleted\n"
+    imported(canvas, {"accounts.csv": tree})
+    ids = {sis: account["id"] for sis, account in canvas.accounts.items()}
+    direct = api(canvas, "GET", "accounts/1/sub_accounts")
+    assert direct.status_code == 200
+    assert [a["sis_account_id"] for a in direct.json()] == ["A1", "A3"], "by id, deleted left out"
+    first = direct.json()[0]
+    assert {k: first[k] for k in ("id", "name", "parent_account_id", "root_account_id", "sis_account_id",
+                                  "workflow_state")} == \
+        {"id": ids["A1"], "name": "North High", "parent_account_id": 1, "root_account_id": 1,
+         "sis_account_id": "A1", "workflow_state": "active"}
+    everything = api(canvas, "GET", "accounts/self/sub_accounts", params={"recursive": "true"}).json()
+    assert sorted(a["sis_account_id"] for a in everything) == ["A1", "A2", "A3", "A4"]
+    under_a1 = api(canvas, "GET", "accounts/sis_account_id:A1/sub_accounts").json()
+    assert [(a["sis_account_id"], a["parent_account_id"]) for a in under_a1] == [("A2", ids["A1"])]
+    deep = api(canvas, "GET", f"accounts/{ids['A1']}/sub_accounts", params={"recursive": "1"}).json()
+    assert {a["sis_account_id"] for a in deep} == {"A2", "A4"}
+
+    paged = api(canvas, "GET", "accounts/1/sub_accounts", params={"per_page": 1})
+    assert len(paged.json()) == 1 and {"next", "last"} <= set(links(paged))
+    recursive = api(canvas, "GET", "accounts/1/sub_accounts", params={"per_page": 1, "recursive": "true"})
+    assert "next" in links(recursive) and "last" not in links(recursive), "Canvas does not count it"
+    assert api(canvas, "GET", "accounts/sis_account_id:A5/sub_accounts").status_code == 404
+
+
+def test_terms_lists_the_root_accounts_terms_with_the_default_term(canvas):
+    imported(canvas, {"terms.csv": TERMS + "T3,Old Term,deleted,2020-01-01T00:00:00Z,\n"})
+    listed = api(canvas, "GET", "accounts/1/terms")
+    assert listed.status_code == 200 and set(listed.json()) == {"enrollment_terms"}
+    terms = listed.json()["enrollment_terms"]
+    assert [t["sis_term_id"] for t in terms] == [None, "T2", "T1"], "start_at DESC, NULLs first, then id"
+    assert {k: terms[0][k] for k in ("name", "start_at", "end_at", "workflow_state")} == \
+        {"name": "Default Term", "start_at": None, "end_at": None, "workflow_state": "active"}
+    fall = rows(TERMS)[0]
+    assert {k: terms[2][k] for k in ("id", "name", "start_at", "end_at")} == \
+        {"id": canvas.terms["T1"]["id"], "name": fall["name"], "start_at": fall["start_date"],
+         "end_at": fall["end_date"]}
+    deleted = api(canvas, "GET", "accounts/self/terms", params={"workflow_state[]": "deleted"}).json()
+    assert [(t["sis_term_id"], t["workflow_state"]) for t in deleted["enrollment_terms"]] == \
+        [("T3", "deleted")]
+    every = api(canvas, "GET", "accounts/1/terms", params={"workflow_state": "all", "per_page": 3})
+    assert len(every.json()["enrollment_terms"]) == 3 and "page=2" in links(every)["last"]
+
+    imported(canvas, {"accounts.csv": ACCOUNTS})
+    on_sub_account = api(canvas, "GET", "accounts/sis_account_id:A1/terms")
+    assert on_sub_account.status_code == 400
+    assert on_sub_account.json() == {"message": "Terms only belong to root_accounts."}
+
+
+BUILT_IN = [("AccountAdmin", "Account Admin", "AccountMembership"),
+            ("StudentEnrollment", "Student", "StudentEnrollment"),
+            ("TeacherEnrollment", "Teacher", "TeacherEnrollment"), ("TaEnrollment", "TA", "TaEnrollment"),
+            ("DesignerEnrollment", "Designer", "DesignerEnrollment"),
+            ("ObserverEnrollment", "Observer", "ObserverEnrollment")]
+
+
+def test_roles_lists_the_built_in_roles(canvas):
+    listed = api(canvas, "GET", "accounts/1/roles", params={"per_page": 100})
+    assert listed.status_code == 200
+    assert [(r["role"], r["label"], r["base_role_type"]) for r in listed.json()] == BUILT_IN
+    assert all(r["workflow_state"] == "built_in" and isinstance(r["id"], int) for r in listed.json())
+    paged = api(canvas, "GET", "accounts/self/roles", params={"per_page": 4})
+    assert len(paged.json()) == 4 and "page=2" in links(paged)["last"]
+    assert api(canvas, "GET", "accounts/1/roles", params={"state[]": "inactive"}).json() == []
+    assert api(canvas, "GET", "accounts/77/roles").status_code == 404
+
+
+def test_custom_course_roles_follow_the_built_in_ones():
+    with CanvasEmulator(token=TOKEN, custom_roles={"Parent Liaison": "ObserverEnrollment",
+                                                   "Co-Teacher": "TeacherEnrollment"}) as canvas:
+        listed = api(canvas, "GET", "accounts/1/roles").json()
+        assert [(r["role"], r["label"], r["base_role_type"]) for r in listed[:6]] == BUILT_IN
+        custom = listed[6:]
+        assert [(r["role"], r["label"], r["base_role_type"], r["workflow_state"]) for r in custom] == [
+            ("Parent Liaison", "Parent Liaison", "ObserverEnrollment", "active"),
+            ("Co-Teacher", "Co-Teacher", "TeacherEnrollment", "active")]
+        assert custom[0]["id"] < custom[1]["id"]
+        assert not {r["id"] for r in custom} & {r["id"] for r in listed[:6]}
+        imported(canvas, {"accounts.csv": ACCOUNTS})
+        on_sub_account = api(canvas, "GET", "accounts/sis_account_id:A1/roles").json()
+        assert len(on_sub_account) == 6, "a sub-account's own custom roles: none"
+        inherited = api(canvas, "GET", "accounts/sis_account_id:A1/roles", params={"show_inherited": "true"})
+        assert len(inherited.json()) == 8
+    for label, base in (("Teacher", "TeacherEnrollment"), ("Helper", "AccountAdmin")):
+        with pytest.raises(ValueError):
+            CanvasEmulator(token=TOKEN, custom_roles={label: base})

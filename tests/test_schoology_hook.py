@@ -69,7 +69,7 @@ def school(hook):
     hook.apply("create", [person("teach", building, role="1213"), person("kid1", building),
                           person("kid2", building), person("mum", building, role="1215")])
     course, = ids(hook.apply("create", [Course(key="ALG1", title="Algebra", building_id=building)]))
-    section, = ids(hook.apply("create", [Section(key="ALG1-P1", course_key="ALG1", course_id=course, title="P1",
+    section, = ids(hook.apply("create", [Section(building_id="b", key="ALG1-P1", course_key="ALG1", course_id=course, title="P1",
                                                  section_code="P1", grading_period_ids=terms)]))
     return {"building": building, "terms": terms, "course": course, "section": section}
 
@@ -161,7 +161,7 @@ def test_applying_everything_twice_updates_instead_of_duplicating(hook, lms, sch
                                             end=date(2027, 1, 15))]),
         hook.apply("create", [person("kid1", school["building"], given_name="Grace")]),
         hook.apply("create", [Course(key="ALG1", title="Algebra I", building_id=school["building"])]),
-        hook.apply("update", [Section(key="ALG1-P1", course_key="ALG1", course_id=school["course"],
+        hook.apply("update", [Section(building_id="b", key="ALG1-P1", course_key="ALG1", course_id=school["course"],
                                       title="Period 1", section_code="P1", grading_period_ids=school["terms"])]),
     ]
     kid1 = next(u["uid"] for u in lms.users.values() if u["school_uid"] == "kid1")
@@ -183,7 +183,7 @@ def _kinds(school):
         "grading_period": [GradingPeriod(key="t3", title="Summer", start=date(2027, 6, 20), end=date(2027, 8, 1))],
         "user": [person("new1", building), person("new2", building)],
         "course": [Course(key="BIO", title="Biology", building_id=building)],
-        "section": [Section(key="ALG1-P2", course_key="ALG1", course_id=course, title="P2", section_code="P2",
+        "section": [Section(building_id="b", key="ALG1-P2", course_key="ALG1", course_id=course, title="P2", section_code="P2",
                             grading_period_ids=terms)],
         "enrollment": [enrollment("kid2", school["section"])],
         "guardian_link": [GuardianLink(key="mum:kid2", guardian_key="mum", student_key="kid2")],
@@ -366,7 +366,7 @@ def test_per_item_failures_are_results_not_exceptions(hook, lms, school):
                                     person("good2", school["building"], building_id="999")])
     assert [r.ok for r in results] == [True, False, False]
     assert results[1].error == "locked by the district" and "building_id" in results[2].error
-    sections = hook.apply("create", [Section(key="X-P1", course_key="ALG1", course_id=school["course"], title="P",
+    sections = hook.apply("create", [Section(building_id="b", key="X-P1", course_key="ALG1", course_id=school["course"], title="P",
                                              section_code="P", grading_period_ids=["77"])])
     assert not sections[0].ok and "grading period" in sections[0].error
     duplicate = hook.apply("create", [Building(key="org-9", title="Elsewhere", building_code="NH")])
@@ -406,7 +406,7 @@ def test_deactivating_users_courses_sections_and_buildings(hook, lms, school):
     results = hook.apply("deactivate", [person("kid1", school["building"]), person("never", school["building"])])
     assert [(r.ok, r.lms_id) for r in results] == [(True, kid1), (True, None)]
     assert kid1 in lms.inactive_users and kid1 not in lms.users
-    section = Section(key="ALG1-P1", course_key="ALG1", course_id=school["course"], title="P1", section_code="P1",
+    section = Section(building_id="b", key="ALG1-P1", course_key="ALG1", course_id=school["course"], title="P1", section_code="P1",
                       grading_period_ids=school["terms"])
     assert ids(hook.apply("deactivate", [section])) == [school["section"]] and lms.sections == {}
     periods = [GradingPeriod(key="t2", title="S2 2027", start=date(2027, 1, 16), end=date(2027, 6, 10))]
@@ -437,7 +437,7 @@ def test_a_section_whose_grading_period_ended_is_deactivated_for_real(hook, lms,
     took the section for gone, reported it done and left it in Schoology."""
     ended, = ids(hook.apply("create", [GradingPeriod(key="t0", title="S2 2025", start=date(2025, 1, 16),
                                                      end=date(2025, 6, 10))]))
-    old = Section(key="ALG1-OLD", course_key="ALG1", course_id=school["course"], title="Old", section_code="OLD",
+    old = Section(building_id="b", key="ALG1-OLD", course_key="ALG1", course_id=school["course"], title="Old", section_code="OLD",
                   grading_period_ids=[ended])
     section_id, = ids(hook.apply("create", [old]))
     assert ids(hook.apply("deactivate", [old])) == [section_id]
@@ -451,7 +451,7 @@ def test_two_ic_classes_with_the_same_class_code_in_one_course_and_term_stay_two
     """update_existing matches sections on section_code + grading_periods (Schoology's bulk sections
     docs): IC's class code sent as section_code merged two classes into one section."""
     term = school["terms"][:1]
-    classes = [Section(key=key, course_key="ALG1", course_id=school["course"], title=title, section_code="P3",
+    classes = [Section(building_id="b", key=key, course_key="ALG1", course_id=school["course"], title=title, section_code="P3",
                        grading_period_ids=term) for key, title in (("class-a", "Algebra A"), ("class-b", "Algebra B"))]
     nights = [ids(hook.apply("create", classes)) for _ in range(2)]
     assert nights[0] == nights[1] and len(set(nights[0])) == 2
@@ -529,9 +529,9 @@ def test_an_unreadable_retry_after_is_taken_as_none_and_backed_off():
 
 
 def test_the_default_pace_is_conservative_as_schoology_documents_no_rate_limit():
-    from include.config import Lms
+    from include.config import SchoologyLms
 
-    lms = Lms(conn_id="x")
+    lms = SchoologyLms(conn_id="x")
     assert (lms.requests_per_second, lms.max_in_flight) == (5.0, 2)
     hook = SchoologyHook(CONN)
     assert (hook.requests_per_second, hook.max_in_flight) == (5.0, 2)

@@ -51,7 +51,7 @@ def test_a_user_missing_an_email_username_or_preferred_name_in_ic_is_sent_withou
 def test_a_section_is_matched_by_its_key_alone_never_by_the_ic_class_code():
     """update_existing matches sections on section_code + grading_periods; IC class codes repeat in
     a course and term, so section_code carries the section's key (as section_school_code does)."""
-    one, other = (Section(key=key, course_key="MATH", course_id="77", title="Math 1", section_code="P1",
+    one, other = (Section(building_id="b", key=key, course_key="MATH", course_id="77", title="Math 1", section_code="P1",
                           grading_period_ids=["5"]) for key in ("class-a", "class-b"))
     sent = [wire.section_payload(one), wire.section_payload(other)]
     assert [(s["section_code"], s["section_school_code"]) for s in sent] == [("class-a", "class-a"),
@@ -61,7 +61,7 @@ def test_a_section_is_matched_by_its_key_alone_never_by_the_ic_class_code():
 def test_a_course_and_a_section_carry_their_codes_and_are_synced():
     assert list(wire.course_payload(Course(key="MATH", title="Math", building_id="b1")).items()) == [
         ("title", "Math"), ("course_code", "MATH"), ("building_id", "b1"), ("synced", 1)]
-    section = Section(key="S1", course_key="MATH", course_id="77", title="Math 1", section_code="P1",
+    section = Section(building_id="b", key="S1", course_key="MATH", course_id="77", title="Math 1", section_code="P1",
                       grading_period_ids=["5", "6"])
     assert list(wire.section_payload(section).items()) == [
         ("title", "Math 1"), ("section_code", "S1"), ("section_school_code", "S1"), ("grading_periods", [5, 6]),

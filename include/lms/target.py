@@ -1,10 +1,10 @@
 """What provisioning needs from an LMS, in the LMS's neutral terms.
 
-The plan (``include/provisioning``) speaks only these items; an adapter per LMS (the
-first: Schoology REST v1, its payloads in ``include/lms/schoology.py`` and its protocol in
-``plugins/hooks/schoology.py``) turns them into its API calls.
-A Canvas SIS Import adapter would implement the same :class:`LmsTarget` without the
-DAG or the plan changing.
+The plan (``include/provisioning``) speaks only these items; an adapter per LMS turns them
+into its API calls: Schoology REST v1 (payloads in ``include/lms/schoology.py``, protocol in
+``plugins/hooks/schoology.py``) and Canvas SIS imports (``include/lms/canvas.py``,
+``plugins/hooks/canvas.py``). An LMS need not hold every kind (:data:`KINDS_HELD_BY`): Canvas
+has no object for an IC course, each IC class is a Canvas course of its own.
 
 Every item carries a ``key``: the external id the LMS keeps for it (IC's sourcedId or a
 code derived from it), so that sending an item twice updates it instead of duplicating
@@ -85,12 +85,14 @@ class Course(LmsItem):
 
 
 class Section(LmsItem):
-    """``key`` is the section's school code (Schoology: section_school_code), unique in the LMS."""
+    """``key`` is the section's school code (Schoology: section_school_code), unique in the LMS.
+    ``course_id`` is empty for an LMS that holds no courses (:data:`KINDS_HELD_BY`)."""
 
     kind: ClassVar[ObjectKind] = "section"
 
     course_key: str
     course_id: str
+    building_id: str
     title: str
     section_code: str
     grading_period_ids: list[str]
@@ -128,6 +130,14 @@ ITEM_TYPES: dict[ObjectKind, type[LmsItem]] = {
 }
 
 
+# The kinds each LMS holds: Canvas has no object for an IC course (a course per school); each IC
+# class becomes a Canvas course with its one section, in the sub-account of the class's school.
+KINDS_HELD_BY: dict[str, frozenset[ObjectKind]] = {
+    "schoology": frozenset(ITEM_TYPES),
+    "canvas": frozenset(ITEM_TYPES) - {"course"},
+}
+
+
 class ItemResult(BaseModel):
     """The LMS's answer for one item: its LMS id when it worked, the LMS's message when not."""
 
@@ -157,6 +167,8 @@ class LmsTarget(Protocol):
     order; per-item failures are results, not exceptions. Exceptions mean the whole call
     could not be made (credentials refused, LMS down after retries).
     """
+
+    batch_size: int  # items given to ``apply_batches`` at a time: the caller journals each batch's answers
 
     def catalog(self, kind: CatalogKind) -> dict[str, str]:
         """What already exists in the LMS that a district's maps may point at: LMS id -> title."""

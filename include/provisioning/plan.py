@@ -520,7 +520,7 @@ def _no_period(parents: np.ndarray, terms: pa.Array, rows: pd.Series, missing: M
 def desired_sections(
     classes: pd.DataFrame,
     buildings: Mapping[str, str],
-    course_ids: Mapping[str, str],
+    course_ids: Mapping[str, str] | None,
     grading_periods: Mapping[str, str],
     *,
     to_create: Iterable[str] = (),
@@ -529,20 +529,27 @@ def desired_sections(
     """Classes of provisioned courses with at least one term in a grading period; cross-listed
     classes stay separate sections (their group is kept in the plan for the report). A class
     with none is skipped for the reason its terms give (``missing_periods``, see
-    :func:`why_no_period`): a term the map provisions outweighs one it skips."""
+    :func:`why_no_period`): a term the map provisions outweighs one it skips. ``course_ids`` is
+    None for an LMS that holds no courses: a class needs no course there (``course_id`` empty)."""
     frame = classes.copy()
     frame["key"] = frame["sourced_id"].astype(str)
     frame["school"] = frame["school_sourced_id"]
     frame["course_key"] = frame["course_sourced_id"].astype(str)
-    course_keys = pd.Series(list(course_ids), dtype=object)
-    course_lms_ids = pd.Series(list(course_ids.values()), dtype=object)
-    frame["course_id"] = lookup(frame["course_key"], course_keys, course_lms_ids)
-    if frame["course_id"].isna().any():  # a district-owned course: its LMS course in this class's school
-        placed = frame["course_key"] + "@" + frame["school"].astype(object).fillna("").astype(str)
-        placed_id = lookup(placed, course_keys, course_lms_ids)
-        in_school = frame["course_id"].isna() & placed_id.notna()
-        frame["course_key"] = frame["course_key"].where(~in_school, placed)
-        frame["course_id"] = frame["course_id"].where(~in_school, placed_id)
+    frame["building_id"] = lookup(frame["school"].astype(object).fillna("").astype(str),
+                                  pd.Series(list(buildings), dtype=object),
+                                  pd.Series(list(buildings.values()), dtype=object))
+    if course_ids is None:
+        frame["course_id"] = ""
+    else:
+        course_keys = pd.Series(list(course_ids), dtype=object)
+        course_lms_ids = pd.Series(list(course_ids.values()), dtype=object)
+        frame["course_id"] = lookup(frame["course_key"], course_keys, course_lms_ids)
+        if frame["course_id"].isna().any():  # a district-owned course: its LMS course in this class's school
+            placed = frame["course_key"] + "@" + frame["school"].astype(object).fillna("").astype(str)
+            placed_id = lookup(placed, course_keys, course_lms_ids)
+            in_school = frame["course_id"].isna() & placed_id.notna()
+            frame["course_key"] = frame["course_key"].where(~in_school, placed)
+            frame["course_id"] = frame["course_id"].where(~in_school, placed_id)
     parents, terms = flatten(frame["term_sourced_ids"])
     periods = lookup(as_series(terms), pd.Series(list(grading_periods), dtype=object),
                      pd.Series(list(grading_periods.values()), dtype=object))

@@ -9,12 +9,12 @@ keeps the order and the wiring in one readable place.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING
 
 from include.config import Provisioning
-from include.lms.target import ObjectKind
+from include.lms.target import KINDS_HELD_BY, ObjectKind
 
 if TYPE_CHECKING:  # the DAG file reads the steps' order; pandas and the plans are imported where a step runs
     import pandas as pd
@@ -112,8 +112,9 @@ def _courses(extracts, results, provisioning, run):
 def _sections(extracts, results, provisioning, run):
     from include.provisioning import plan
 
+    courses = _lms_ids(results["course"]) if "course" in results else None  # None: the LMS holds no courses
     return plan.desired_sections(
-        extracts["classes"], _school_buildings(results, provisioning), _lms_ids(results["course"]),
+        extracts["classes"], _school_buildings(results, provisioning), courses,
         plan.term_grading_periods(results["grading_period"]),
         to_create=plan.schools_to_create(provisioning),
         missing_periods=plan.why_no_period(extracts["academicSessions"], provisioning, run.school_year),
@@ -164,3 +165,11 @@ STEPS: tuple[Step, ...] = (
 )
 STEP_BY_KIND: dict[ObjectKind, Step] = {step.kind: step for step in STEPS}
 READ_BY_LATER_STEPS: frozenset[ObjectKind] = frozenset(kind for step in STEPS for kind in step.needs)
+
+
+def steps_for(target: str) -> tuple[Step, ...]:
+    """The steps of an LMS target, in order: those of the kinds it holds, each reading only the
+    results of held kinds (Canvas holds no courses: its sections need none)."""
+    held = KINDS_HELD_BY[target]
+    return tuple(replace(step, needs=tuple(kind for kind in step.needs if kind in held))
+                 for step in STEPS if step.kind in held)

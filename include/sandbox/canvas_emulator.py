@@ -15,7 +15,9 @@ Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas s
   ``sis_term_id:X``) of an active term, else 400; batch mode and diffing exclude each other (batch
   mode wins); ``diffing_drop_status`` is deleted|completed|inactive and
   ``diffing_user_remove_status`` deleted|suspended, else 400; ``override_sis_stickiness``,
-  ``add_sis_stickiness``, ``clear_sis_stickiness`` and ``skip_deletes`` are accepted and echoed.
+  ``add_sis_stickiness``, ``clear_sis_stickiness`` and ``skip_deletes`` are accepted and echoed
+  (``skip_deletes`` acts on user_observers.csv only, whose importer checks it: a ``deleted`` row is
+  skipped, neither counted nor warned of).
   The answer is the SisImport object, ``workflow_state`` ``created``.
 - The import runs later, one at a time per account, as Canvas's job does: ``created``, then
   ``importing`` with ``progress`` 0-100, then ``imported`` (clean), ``imported_with_messages``
@@ -28,7 +30,9 @@ Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas s
 - Files are recognised by their header row (case-insensitive), in Canvas's import order:
   accounts.csv (account_id + parent_account_id), terms.csv (term_id + name), courses.csv
   (course_id + short_name), sections.csv (section_id + name), users.csv (user_id + login_id),
-  enrollments.csv (course_id or section_id, + user_id). A file with another header row is skipped
+  enrollments.csv (course_id or section_id, + user_id), then, last of all as in Canvas's
+  ``IMPORTERS`` list, user_observers.csv (observer_id + student_id; counted as
+  ``user_observers``, supplied as ``user_observer``). A file with another header row is skipped
   with the error ``Couldn't find Canvas CSV import headers``, which fails the import (the other
   files are still applied); bytes that are not UTF-8: ``Invalid UTF-8``; a file in the zip that is
   not .csv: the warning ``Skipping unknown file type``; an upload that is not a zip: ``Error while
@@ -42,31 +46,72 @@ Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas s
   referenced a non-existent section S`` / ``course C``, ``Improper role "r" for an enrollment``
   (student|teacher|ta|observer|designer), ``Improper status "x" for an enrollment``
   (active|deleted|completed|inactive), ``An enrollment referenced a non-existent associated user
-  U`` (observers), ``user U has already claimed V's requested login information, skipping``.
+  U`` (observers), ``user U has already claimed V's requested login information, skipping``;
+  user_observers.csv (``SIS::UserObserverImporter``, in its order): ``No observer_id given for a
+  user observer``, ``No user_id given for a user observer`` (no student_id), ``Can't observe
+  yourself user S``, ``Improper status "x" for a user_observer`` (exactly active|deleted, any
+  case), ``An observer referenced a non-existent user O`` / ``A student referenced a non-existent
+  user S`` (unknown or deleted user; a suspended one is found), ``Can't delete a non-existent
+  observer for observer: O, student: S`` (a deleted row for a pair never linked).
   A row applies as Canvas applies it: ``active`` creates or updates, ``deleted`` marks the object
   deleted (nothing is ever removed), a deleted user's enrollments are deleted too.
+- Observers (``UserObservationLink`` and ``Enrollment``'s linked-enrollment callbacks): an active
+  user_observers row links (or relinks) the observer to the student and gives the observer, in each
+  of the student's ``active`` student enrollments, an observer enrollment keyed
+  ``course_id:section_id:observer_id:observer:student_id`` (as an enrollments.csv observer row of
+  that student is keyed: the same record), its status copied from the student's, unless one that
+  is neither deleted nor inactive is there already; ``sis_import_id`` None (Canvas made it, not
+  SIS). A deleted row deletes the link and every observer enrollment of the observer whose
+  associated user is the student (those of enrollments.csv too). Later, a student enrollment of a
+  linked student that is created gets its observer enrollment (copying its status, whatever it
+  is); one that is updated carries its status to its observer enrollment, except that a deleted
+  observer enrollment stays deleted unless the student's was deleted too, and a student
+  enrollment coming back from inactive, deleted or completed makes the observer enrollment again.
 - Diffing (``diffing_data_set_identifier``): the import is compared, file kind by file kind, with
   the data set of the previous successful import of the same identifier (the latest one that was
   diffed or remastered, else the first), and only new and changed rows are applied; a row of the
   previous data set missing now is applied with status ``deleted`` (enrollments:
   ``diffing_drop_status``; users: ``diffing_user_remove_status``). ``diffing_remaster_data_set``
-  applies the whole import and still joins the data set. With ``change_threshold``, diffing is
-  not performed when the files' size differs from the previous data set's by more than that
-  percentage (``|1 - size / previous size| * 100``): the whole import is applied with the warning
+  applies the whole import and still joins the data set. A user_observers row is identified by
+  observer_id and student_id together (a lost pair is applied ``deleted``). With
+  ``change_threshold``, diffing is not performed when the files' size differs from the previous
+  data set's by more than that percentage (``|1 - size / previous size| * 100``): the whole import
+  is applied with the warning
   ``Diffing not performed because file size difference exceeded threshold`` and
   ``diffing_threshold_exceeded`` true. An import whose diff is empty ends ``imported``.
 - Batch mode: after the rows, courses, sections and enrollments of the batch term that this import
-  did not name are deleted, each kind only when its file was supplied (state ``cleanup_batch``).
+  did not name are deleted, each kind only when its file was supplied (state ``cleanup_batch``);
+  enrollments without an SIS import (the observer enrollments a link made) are not counted or
+  deleted.
   With ``change_threshold``, when the deletions of any kind would exceed that percentage of the
   kind's objects in the term, nothing is deleted and the import ends ``aborted`` with ``N courses
   would be deleted and exceeds the set threshold of T%``.
 - ``GET accounts/:id/sis_imports/:id`` and ``GET accounts/:id/sis_imports`` (newest first,
   ``{"sis_imports": [...]}``, ``workflow_state``), ``GET accounts/:id/courses`` (the account's
   and its sub-accounts' courses that are not deleted), ``GET courses/:id`` and
-  ``GET courses/:id/sections``. Ids may be SIS ids: ``sis_account_id:X``, ``sis_course_id:X``.
-  Lists are paged by ``page`` and ``per_page`` (10 by default) with a ``Link`` header naming the
-  ``current``, ``next``, ``prev``, ``first`` and ``last`` pages when relevant; the SIS import list
-  leaves ``last`` out, as Canvas does for lists it does not count (``total_entries: nil``).
+  ``GET courses/:id/sections``.
+- ``GET accounts/:id/sub_accounts`` (AccountsController#sub_accounts): the account's direct
+  sub-accounts by id, or with ``recursive`` true every account below it (a list Canvas does not
+  count: no ``last`` link); deleted accounts left out; each ``{"id", "name", "parent_account_id",
+  "root_account_id", "sis_account_id", "workflow_state", "sis_import_id"}`` (a child of the root
+  account has the root's id as ``parent_account_id``).
+- ``GET accounts/:id/terms`` (TermsApiController#index), root account only (a sub-account answers
+  400 ``{"message": "Terms only belong to root_accounts."}``): ``{"enrollment_terms": [...]}``,
+  each ``{"id", "name", "start_at", "end_at", "workflow_state", "sis_term_id", "sis_import_id"}``,
+  the default term (``sis_term_id`` null) included; ``workflow_state[]`` active (the default),
+  deleted or all; ordered ``start_at DESC, end_at DESC, id ASC`` with PostgreSQL's NULLs first.
+- ``GET accounts/:id/roles`` (RoleOverridesController#api_index): the visible built-in roles
+  (``AccountAdmin``, ``StudentEnrollment``, ``TeacherEnrollment``, ``TaEnrollment``,
+  ``DesignerEnrollment``, ``ObserverEnrollment``: labels Account Admin, Student, Teacher, TA,
+  Designer, Observer; ``workflow_state`` ``built_in``; the built-in account role's
+  ``base_role_type`` shows ``AccountMembership``, as Canvas's role_json has it) when ``state[]``
+  asks for active (the default; ``inactive`` alone lists none), then the account's custom roles by
+  id; each ``{"id", "role", "label", "base_role_type", "workflow_state", "is_account_role",
+  "permissions"}`` (``permissions`` left empty).
+- Ids may be SIS ids: ``sis_account_id:X``, ``sis_course_id:X``. Lists are paged by ``page`` and
+  ``per_page`` (10 by default) with a ``Link`` header naming the ``current``, ``next``, ``prev``,
+  ``first`` and ``last`` pages when relevant; the SIS import list and the recursive sub-account
+  list leave ``last`` out, as Canvas does for lists it does not count (``total_entries: nil``).
 - ``Authorization: Bearer <token>`` (or ``access_token`` in the query, which the links leave out):
   none answers 401 ``{"status": "unauthenticated", "errors": [{"message": "user authorization
   required"}]}``. Every authenticated answer carries ``X-Request-Cost``; with a rate limit, also
@@ -86,16 +131,29 @@ didn't exist for A``; an ``active`` course keeps ``available`` if it was publish
 ``course_id:section_id:user_id:role`` (``:associated_user_id`` added for an observer of a student),
 section_id empty for the course's default section, which the emulator does not list; an upload
 with no CSV file at all fails with ``No CSV files were found in the import``; a file kind present in
-the previous data set but absent now is left as it is by diffing.
+the previous data set but absent now is left as it is by diffing. Canvas's user_observers importer
+declares only ``observer_id`` as its identifying field; the emulator identifies a row by the pair,
+so that a parent of two students keeps both rows in a diff. The default term is id 1, named
+``Default Term`` (Canvas's EnrollmentTerm default name); built-in roles have the ids a fresh Canvas
+gives them (Role::BASE_TYPES created in order: AccountAdmin 1, StudentEnrollment 3 ... ObserverEnrollment
+7) and custom roles 9 on; custom roles belong to the root account, so a sub-account lists them only
+with ``show_inherited``; a recursive sub-account list is ordered by id (Canvas's recursive query
+names no order); the other Account, EnrollmentTerm and Role fields Canvas serialises are left out.
+A user deleted by users.csv loses its enrollments as before, and its links are left as they are
+(the emulator does not follow Canvas's user deletion into observer links); batch mode's deletions
+are not carried to linked observer enrollments.
 
 Knobs: ``upload_seconds`` (an import stays ``created`` that long) and ``seconds_per_row``; the rate
-limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by default). Faults are
+limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by default);
+``custom_roles`` (label -> base_role_type, a course enrollment type; a reserved or built-in name or
+another base type raises ValueError, as Canvas's Role validations refuse them). Faults are
 switched on with :meth:`CanvasEmulator.inject`: ``throttle``, ``500``, ``refuse_zip`` (the upload
 answers 400), ``import_fails`` (the next import ends ``failed_with_messages`` having applied nothing),
 ``stuck`` (the next import stays ``importing`` and, as in Canvas, holds the imports queued after it in
 ``created``). What was imported stays inspectable as copies keyed by SIS id (:attr:`accounts`,
-:attr:`terms`, :attr:`users`, :attr:`courses`, :attr:`sections`, :attr:`enrollments`), the imports
-by id (:attr:`imports`), and every request, its body included, in :attr:`requests`.
+:attr:`terms`, :attr:`users`, :attr:`courses`, :attr:`sections`, :attr:`enrollments`, and the
+observer links as :attr:`user_observers`, keyed ``observer_id:student_id``), the imports by id
+(:attr:`imports`), and every request, its body included, in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -127,19 +185,41 @@ IMPORT_FAULTS = ("import_fails", "stuck")  # met by the next import, not by a re
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100
 DEFAULT_TERM_ID = 1  # the root account's default term, for courses that name none
 MESSAGES_SHOWN = 24  # processing_warnings / processing_errors entries before "and N more"
-KINDS = ("account", "term", "course", "section", "user", "enrollment")  # Canvas's import order
+# Canvas's import order (lib/sis/csv/import_refactored.rb IMPORTERS: user_observer comes last)
+KINDS = ("account", "term", "course", "section", "user", "enrollment", "user_observer")
 IDENTIFYING_FIELDS = {
     "account": ("account_id",), "term": ("term_id",), "course": ("course_id",), "section": ("section_id",),
     "user": ("user_id",),
     "enrollment": ("course_id", "section_id", "user_id", "role", "role_id", "associated_user_id"),
+    "user_observer": ("observer_id", "student_id"),
 }
+UNCHECKED_DUPLICATES = ("enrollment", "user_observer")  # kinds whose repeated rows simply apply again
 BATCH_KINDS = ("course", "section", "enrollment")
+DEFAULT_TERM_NAME = "Default Term"
+# Canvas's built-in roles (Role::BASE_TYPES, created in that order, so listed by id in it) that the
+# Roles API shows: AccountMembership and NoPermissions are not visible. (id, name, label, base_role_type)
+BUILT_IN_ROLES = (
+    (1, "AccountAdmin", "Account Admin", "AccountMembership"),
+    (3, "StudentEnrollment", "Student", "StudentEnrollment"),
+    (4, "TeacherEnrollment", "Teacher", "TeacherEnrollment"),
+    (5, "TaEnrollment", "TA", "TaEnrollment"),
+    (6, "DesignerEnrollment", "Designer", "DesignerEnrollment"),
+    (7, "ObserverEnrollment", "Observer", "ObserverEnrollment"),
+)
+FIRST_CUSTOM_ROLE_ID = 9  # after the eight built-in roles
+COURSE_ROLE_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
+                     "ObserverEnrollment")
+RESERVED_ROLE_NAMES = frozenset({"AccountAdmin", "AccountMembership", "NoPermissions", *COURSE_ROLE_TYPES,
+                                 "StudentViewEnrollment", "NilEnrollment", "teacher", "ta", "designer",
+                                 "student", "observer", *(label for _, _, label, _ in BUILT_IN_ROLES)})
+ACTIVE_OR_PENDING = ("active",)  # the emulator's enrollment statuses Canvas's all_active_or_pending keeps
+RESTORABLE = ("inactive", "deleted", "completed")  # Enrollment#update_linked_enrollments' restorable_states
 ENROLLMENT_DROP_STATUSES = ("deleted", "completed", "inactive")
 USER_REMOVE_STATUSES = ("deleted", "suspended")
 RAW_EXTENSIONS = {"application/zip": "zip", "text/xml": "xml", "text/plain": "csv", "text/csv": "csv"}
 IGNORED_FILES = re.compile(r"__macosx|desktop d[bf]|\A\.", re.IGNORECASE)
 COUNT_NAMES = ("accounts", "terms", "abstract_courses", "courses", "sections", "xlists", "users",
-               "enrollments", "groups", "group_memberships", "grade_publishing_results")
+               "enrollments", "groups", "group_memberships", "grade_publishing_results", "user_observers")
 FINAL_STATES = frozenset({"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages"})
 SUCCEEDED = frozenset({"imported", "imported_with_messages"})
 ECHOED_OPTIONS = ("override_sis_stickiness", "add_sis_stickiness", "clear_sis_stickiness", "skip_deletes",
@@ -174,6 +254,20 @@ def _flag(value: Any) -> bool:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _descending(value: str | None) -> tuple[int, float, str]:
+    """A sort key ordering dates as PostgreSQL's ``DESC`` does: NULLs first, then latest first
+    (a value that is not an ISO date sorts last)."""
+    if value is None:
+        return (0, 0.0, "")
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return (2, 0.0, value)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return (1, -stamp.timestamp(), "")
 
 
 def _status(value: str, allowed: str) -> str | None:
@@ -217,6 +311,8 @@ def _kind_of(header: set[str]) -> str | None:
         return "user"
     if header & {"course_id", "section_id"} and header & {"user_id", "user_integration_id"}:
         return "enrollment"
+    if {"observer_id", "student_id"} <= header:
+        return "user_observer"
     return None
 
 
@@ -337,10 +433,12 @@ class CanvasEmulator(LoopbackService):
         throttle_status: int = 403,
         port: int = 0,
         max_recorded: int = 100_000,
+        custom_roles: dict[str, str] | None = None,
     ) -> None:
         super().__init__(port=port, max_recorded=max_recorded)
         self.token = token
         self.account_id = str(account_id)
+        self.custom_roles = self._check_custom_roles(custom_roles or {})
         self.upload_seconds = upload_seconds
         self.seconds_per_row = seconds_per_row
         self.rate_limit_quota = rate_limit_quota
@@ -362,10 +460,25 @@ class CanvasEmulator(LoopbackService):
         self._courses: dict[str, dict] = {}
         self._sections: dict[str, dict] = {}
         self._enrollments: dict[str, dict] = {}
+        self._user_observers: dict[str, dict] = {}
         self._imports: dict[int, SisImport] = {}
         self._queue: queue.Queue[SisImport | None] = queue.Queue()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+
+    @staticmethod
+    def _check_custom_roles(roles: dict[str, str]) -> list[dict[str, Any]]:
+        """The custom course roles (label -> base_role_type) as Canvas would have them, with ids after
+        the built-in roles; Canvas's own validations raise ValueError (a base type that is not a course
+        enrollment type, a reserved or built-in name)."""
+        made = []
+        for number, (label, base_type) in enumerate(roles.items(), FIRST_CUSTOM_ROLE_ID):
+            if base_type not in COURSE_ROLE_TYPES:
+                raise ValueError(f"base_role_type {base_type!r} of custom role {label!r} is invalid")
+            if not label or label in RESERVED_ROLE_NAMES:
+                raise ValueError(f"custom role name {label!r} is reserved")
+            made.append({"id": number, "name": label, "base_role_type": base_type})
+        return made
 
     # -- running ----------------------------------------------------------------------
 
@@ -427,6 +540,12 @@ class CanvasEmulator(LoopbackService):
         """Keyed ``course_id:section_id:user_id:role`` (plus ``:associated_user_id`` for an observer
         of a student)."""
         return self._snapshot(self._enrollments)
+
+    @property
+    def user_observers(self) -> dict[str, dict]:
+        """Observer links (Canvas's UserObservationLink), keyed ``observer_id:student_id``:
+        ``id``, ``observer_id``, ``student_id``, ``workflow_state`` (active|deleted), ``sis_import_id``."""
+        return self._snapshot(self._user_observers)
 
     @property
     def imports(self) -> dict[int, dict]:
@@ -510,6 +629,10 @@ class CanvasEmulator(LoopbackService):
             ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/courses(?:\.json)?/?$", self._list_courses),
             ("GET", r"^/api/v1/courses/(?P<course>[^/]+?)(?:\.json)?/?$", self._get_course),
             ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/sections(?:\.json)?/?$", self._list_sections),
+            ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/sub_accounts(?:\.json)?/?$",
+             self._list_sub_accounts),
+            ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/terms(?:\.json)?/?$", self._list_terms),
+            ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/roles(?:\.json)?/?$", self._list_roles),
         ]
         return [(method, re.compile(pattern), action) for method, pattern, action in table]
 
@@ -649,6 +772,73 @@ class CanvasEmulator(LoopbackService):
             course = self._course(match["course"])
             records = [self._section_json(section) for section in self._sections.values()
                        if section["course_id"] == course["course_id"] and section["status"] != "deleted"]
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _list_sub_accounts(self, match, query, body, headers, url):
+        """Canvas's AccountsController#sub_accounts: the direct sub-accounts by id (a counted list), or
+        with ``recursive`` every descendant (not counted: no ``last`` link); deleted ones left out."""
+        recursive = _flag(query.get("recursive"))
+        with self._lock:
+            account = self._account(match["account"])
+            below = self._accounts_under(account) - {account} if recursive else \
+                {a["account_id"] for a in self._accounts.values() if a["parent_account_id"] == account}
+            records = [self._account_json(a) for a in sorted(self._accounts.values(), key=lambda a: a["id"])
+                       if a["account_id"] in below and a["status"] != "deleted"]
+        page, link = _page(records, query, url, counted=not recursive)
+        return 200, page, link
+
+    def _account_json(self, account: dict) -> dict:
+        parent = self._accounts.get(account["parent_account_id"])
+        root = int(self.account_id)
+        return {"id": account["id"], "name": account["name"],
+                "parent_account_id": parent["id"] if parent else root, "root_account_id": root,
+                "sis_account_id": account["account_id"],
+                "workflow_state": "deleted" if account["status"] == "deleted" else "active",
+                "sis_import_id": account["sis_import_id"]}
+
+    def _list_terms(self, match, query, body, headers, url):
+        """Canvas's TermsApiController#index: root account only; ``workflow_state`` active (default),
+        deleted or all; ordered ``start_at DESC, end_at DESC, id`` with PostgreSQL's NULLS FIRST."""
+        reference = match["account"]
+        if reference not in (self.account_id, "self"):
+            with self._lock:
+                self._account(reference)
+            raise CanvasError.json(400, {"message": "Terms only belong to root_accounts."})
+        wanted = query.get("workflow_state[]") or query.get("workflow_state") or ""
+        states = {"active": ("active",), "deleted": ("deleted",), "all": ("active", "deleted")}.get(
+            wanted, ("active",))
+        with self._lock:
+            terms = [{"id": DEFAULT_TERM_ID, "name": DEFAULT_TERM_NAME, "start_at": None, "end_at": None,
+                      "workflow_state": "active", "sis_term_id": None, "sis_import_id": None}]
+            terms += [{"id": term["id"], "name": term["name"], "start_at": term["start_date"] or None,
+                       "end_at": term["end_date"] or None,
+                       "workflow_state": "deleted" if term["status"] == "deleted" else "active",
+                       "sis_term_id": term["term_id"], "sis_import_id": term["sis_import_id"]}
+                      for term in self._terms.values()]
+        records = sorted((term for term in terms if term["workflow_state"] in states),
+                         key=lambda term: (_descending(term["start_at"]), _descending(term["end_at"]),
+                                           term["id"]))
+        page, link = _page(records, query, url)
+        return 200, {"enrollment_terms": page}, link
+
+    def _list_roles(self, match, query, body, headers, url):
+        """Canvas's RoleOverridesController#api_index: the visible built-in roles (when ``state[]``
+        asks for active, the default), then the account's own custom roles by id (with
+        ``show_inherited``, the root account's too)."""
+        with self._lock:
+            account = self._account(match["account"])
+        wanted = query.get("state[]") or query.get("state") or ""
+        states = {wanted} & {"active", "inactive"} or {"active"}
+        records: list[dict] = []
+        if "active" in states:
+            records += [{"id": number, "role": name, "label": label, "base_role_type": base_type,
+                         "workflow_state": "built_in", "is_account_role": base_type == "AccountMembership",
+                         "permissions": {}} for number, name, label, base_type in BUILT_IN_ROLES]
+            if account == "" or _flag(query.get("show_inherited")):
+                records += [{"id": role["id"], "role": role["name"], "label": role["name"],
+                             "base_role_type": role["base_role_type"], "workflow_state": "active",
+                             "is_account_role": False, "permissions": {}} for role in self.custom_roles]
         page, link = _page(records, query, url)
         return 200, page, link
 
@@ -801,14 +991,16 @@ class CanvasEmulator(LoopbackService):
         for done, (file, row) in enumerate(rows, 1):
             with self._lock:
                 key = (file.kind, _row_key(file.kind, row))
-                if file.kind != "enrollment" and key in seen and key[1][0]:
+                if file.kind not in UNCHECKED_DUPLICATES and key in seen and key[1][0]:
                     message = f"Duplicate {file.kind} id {key[1][0]}"
+                elif file.kind == "user_observer":
+                    message = self._apply_user_observer(row, job.id, job.options["skip_deletes"])
                 else:
                     seen.add(key)
                     message = getattr(self, f"_apply_{file.kind}")(row, job.id)
                 if message:
                     job.warnings.append([file.name, message])
-                else:
+                elif message is None:  # "" is a row skipped silently, neither counted nor warned of
                     job.counts[f"{file.kind}s"] += 1
                     self.rows_applied += 1
                 job.progress = min(99, done * 100 // len(rows))
@@ -955,10 +1147,100 @@ class CanvasEmulator(LoopbackService):
             return f"An enrollment referenced a non-existent associated user {associated}"
         course_id = course_id or section["course_id"]
         key = f"{course_id}:{section_id}:{user_id}:{role}" + (f":{associated}" if associated else "")
+        created = key not in self._enrollments
         enrollment = self._enrollments.setdefault(key, {"id": self._new_id()})
+        before = enrollment.get("status")
         enrollment.update(course_id=course_id, section_id=section_id, user_id=user_id, role=role,
                           associated_user_id=associated, status=status, sis_import_id=import_id)
+        if role == "student":
+            self._update_linked_enrollments(enrollment, created, before)
         return None
+
+    # -- observers (Canvas's UserObservationLink and an enrollment's linked observer enrollments) --
+
+    def _apply_user_observer(self, row: dict[str, str], import_id: int, skip_deletes: bool) -> str | None:
+        """One user_observers.csv row, checked and applied as Canvas's SIS::UserObserverImporter does;
+        "" when ``skip_deletes`` skips a deleted row (Canvas returns without counting it)."""
+        observer_id, student_id = row.get("observer_id", ""), row.get("student_id", "")
+        raw_status = row.get("status", "")
+        if not observer_id:
+            return "No observer_id given for a user observer"
+        if not student_id:
+            return "No user_id given for a user observer"
+        if student_id == observer_id:
+            return f"Can't observe yourself user {student_id}"
+        if not re.fullmatch("active|deleted", raw_status, re.IGNORECASE):  # /\A(active|deleted)\z/i
+            return f'Improper status "{raw_status}" for a user_observer'
+        status = raw_status.lower()
+        if skip_deletes and status == "deleted":
+            return ""
+        observer = self._users.get(observer_id)
+        if observer is None or observer["status"] == "deleted":  # pseudonyms.active: not deleted
+            return f"An observer referenced a non-existent user {observer_id}"
+        student = self._users.get(student_id)
+        if student is None or student["status"] == "deleted":
+            return f"A student referenced a non-existent user {student_id}"
+        key = f"{observer_id}:{student_id}"
+        link = self._user_observers.get(key)
+        if status == "deleted":
+            if link is None:  # Canvas looks the link up whatever its state: deleting it again is no error
+                return (f"Can't delete a non-existent observer for observer: {observer_id}, "
+                        f"student: {student_id}")
+            link.update(workflow_state="deleted", sis_import_id=import_id)
+            for enrollment in self._enrollments.values():  # remove_linked_enrollments
+                if enrollment["user_id"] == observer_id and enrollment["role"] == "observer" \
+                        and enrollment["associated_user_id"] == student_id:
+                    enrollment["status"] = "deleted"
+            return None
+        if link is None:
+            link = self._user_observers[key] = {"id": self._new_id(), "observer_id": observer_id,
+                                                "student_id": student_id}
+        link.update(workflow_state="active", sis_import_id=import_id)
+        for enrollment in list(self._enrollments.values()):  # create_linked_enrollments
+            if enrollment["user_id"] == student_id and enrollment["role"] == "student" \
+                    and enrollment["status"] in ACTIVE_OR_PENDING:
+                self._create_linked_enrollment(enrollment, observer_id)
+        return None
+
+    def _linked_key(self, student_enrollment: dict, observer_id: str) -> str:
+        e = student_enrollment
+        return f"{e['course_id']}:{e['section_id']}:{observer_id}:observer:{e['user_id']}"
+
+    def _create_linked_enrollment(self, student_enrollment: dict, observer_id: str) -> None:
+        """Enrollment#create_linked_enrollment_for: the observer's enrollment in the student's course
+        and section, its state copied from the student's, unless one that is neither deleted nor
+        inactive is already there."""
+        linked = self._enrollments.get(self._linked_key(student_enrollment, observer_id))
+        if linked is not None and linked["status"] not in ("deleted", "inactive"):
+            return
+        self._copy_linked(student_enrollment, observer_id, linked)
+
+    def _copy_linked(self, student_enrollment: dict, observer_id: str, linked: dict | None) -> None:
+        """Enrollment#update_from: the linked enrollment takes the student enrollment's state; a new one
+        has no SIS import (Canvas copies sis_batch_id only onto one that already has one)."""
+        if linked is None:
+            linked = self._enrollments[self._linked_key(student_enrollment, observer_id)] = {
+                "id": self._new_id(), "course_id": student_enrollment["course_id"],
+                "section_id": student_enrollment["section_id"], "user_id": observer_id, "role": "observer",
+                "associated_user_id": student_enrollment["user_id"], "sis_import_id": None}
+        elif linked["sis_import_id"] is not None:
+            linked["sis_import_id"] = student_enrollment["sis_import_id"]
+        linked["status"] = student_enrollment["status"]
+
+    def _update_linked_enrollments(self, enrollment: dict, created: bool, before: str | None) -> None:
+        """A student enrollment's callbacks: ``after_create :create_linked_enrollments`` and
+        ``after_save :update_linked_enrollments``, for each observer actively linked to the student."""
+        observers = [link["observer_id"] for link in self._user_observers.values()
+                     if link["student_id"] == enrollment["user_id"] and link["workflow_state"] == "active"
+                     and self._users.get(link["observer_id"], {}).get("status") != "deleted"]
+        for observer_id in observers:
+            if created:
+                self._create_linked_enrollment(enrollment, observer_id)
+            linked = self._enrollments.get(self._linked_key(enrollment, observer_id))
+            if linked is not None and (linked["status"] != "deleted" or before == "deleted" or created):
+                self._copy_linked(enrollment, observer_id, linked)  # active_linked_enrollment_for
+            elif before != enrollment["status"] and before in RESTORABLE:
+                self._create_linked_enrollment(enrollment, observer_id)
 
     def _clean_up_batch(self, job: SisImport) -> None:
         """Batch mode's end: delete the batch term's courses, sections and enrollments this import
@@ -971,7 +1253,9 @@ class CanvasEmulator(LoopbackService):
             scopes = {
                 "course": [c for c in self._courses.values() if c["course_id"] in in_term],
                 "section": [s for s in self._sections.values() if s["course_id"] in in_term],
-                "enrollment": [e for e in self._enrollments.values() if e["course_id"] in in_term],
+                # only SIS enrollments: not the observer enrollments an observer link made
+                "enrollment": [e for e in self._enrollments.values()
+                               if e["course_id"] in in_term and e["sis_import_id"] is not None],
             }
             stale = {}
             for kind in BATCH_KINDS:

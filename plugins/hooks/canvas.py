@@ -1,6 +1,8 @@
 """Canvas LMS's REST API as an Airflow hook: rosters go into Canvas as SIS Imports, and this hook
-owns that protocol (what goes into the zip is not here: the hook sends a zip and reads what Canvas
-made of it).
+owns that protocol. It is the Canvas adapter of :class:`include.lms.target.LmsTarget`: each batch of
+items is one import, what goes into its zip and how Canvas's answer reads per item being
+:mod:`include.lms.canvas` (pure functions); the hook sends the zip, waits for the import and reads
+Canvas's lists (sub-accounts and terms, the catalogs a district file's maps point at).
 
 :class:`CanvasHook` is an :class:`~plugins.hooks.api_hook.ApiHook` (session, TLS, proxies, the
 extras checked) on one Airflow connection:
@@ -67,7 +69,7 @@ Choices where the docs are silent:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import count, takewhile
@@ -76,6 +78,9 @@ from urllib.parse import quote, urlsplit
 
 import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from include.lms import canvas as wire
+from include.lms.target import Action, CatalogKind, ItemResult, LmsItem
 
 from plugins.hooks.api_hook import ApiHook, ConnectionSettingsError, same_origin
 from plugins.hooks.retrying import DROPPED, Transient
@@ -162,7 +167,8 @@ class CanvasSettings:
 
 
 class CanvasHook(ApiHook):
-    """Uploads SIS imports to a Canvas root account, waits for them, and reads Canvas's lists."""
+    """Provisions sub-accounts, terms, users, courses (IC classes), enrollments and observers through
+    SIS imports to a Canvas root account, waiting for each, and reads Canvas's lists."""
 
     conn_name_attr = "canvas_conn_id"
     default_conn_name = "canvas_default"
@@ -175,6 +181,8 @@ class CanvasHook(ApiHook):
         self,
         canvas_conn_id: str = default_conn_name,
         *,
+        rows_per_import: int = 10_000,
+        dropped_enrollments: str = "deleted",
         max_attempts: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -185,6 +193,8 @@ class CanvasHook(ApiHook):
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max,
                          max_retry_after=max_retry_after, timeout=timeout, pool_size=1)
         self.canvas_conn_id = canvas_conn_id
+        self.batch_size = rows_per_import
+        self.dropped_enrollments = dropped_enrollments
 
     # -- connection ---------------------------------------------------------------
 
@@ -437,3 +447,38 @@ class CanvasHook(ApiHook):
                 )
             self.log.info("Canvas SIS import %s is %s (%d%%)", status.id, status.workflow_state, status.progress)
             time.sleep(min(self.settings.poll_seconds, left))
+
+    # -- provisioning (include.lms.target.LmsTarget) --------------------------------
+
+    def catalog(self, kind: CatalogKind) -> dict[str, str]:
+        """What a district file may point at, by the SIS id an import names it with: the root
+        account's sub-accounts (buildings), its terms (grading periods), Canvas's base roles."""
+        account = quote(self.settings.account_id, safe=":")
+        if kind == "building":
+            return wire.sub_accounts(self._records(f"accounts/{account}/sub_accounts", {"recursive": "true"}))
+        if kind == "grading_period":
+            return wire.terms(self._records(f"accounts/{account}/terms", key="enrollment_terms"))
+        if kind == "role":
+            return dict(wire.BASE_ROLES)
+        raise ValueError(f"no Canvas catalog of {kind}")
+
+    def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
+        """One SIS import of the items (one kind), waited for; one result per item, in order."""
+        return self._import(action, list(items))
+
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
+        """One import per batch, one after the other (Canvas runs an account's imports one at a time)."""
+        for batch in batches:
+            yield self._import(action, list(batch))
+
+    def _import(self, action: Action, items: list[LmsItem]) -> list[ItemResult]:
+        refused = wire.unsendable(items)
+        sendable = [item for item in items if item.key not in refused]
+        if not sendable:
+            return wire.item_results(items, None, refused)
+        files = wire.import_files(action, sendable, dropped_enrollments=self.dropped_enrollments)
+        import_id = self.start_sis_import(wire.zipped(files))
+        status = self.wait_for_sis_import(import_id)
+        outcome = wire.ImportOutcome(status.id, status.workflow_state, status.processing_warnings,
+                                     status.processing_errors)
+        return wire.item_results(items, outcome, refused)

@@ -117,6 +117,7 @@ class SchoologyHook(ApiHook):
     hook_name = "Schoology"
     OWN_EXTRAS = frozenset({"school_id"})
     MESSAGE_FIELDS = ("error", "message")
+    batch_size = 2_000  # items per journal part of the caller: 40 bulk calls of 50
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.config import ActiveYearRule, Lms, Notifications, Provisioning
 from include.lms.target import ITEM_TYPES, without_identifiers
-from include.provisioning.steps import READ_BY_LATER_STEPS, STEP_BY_KIND, STEPS, TERM_PERIODS, RunScope
+from include.provisioning.steps import READ_BY_LATER_STEPS, STEPS, TERM_PERIODS, RunScope, steps_for
 from plugins.operators.run_params import resolve_active_year, run_date, skip_unless_running
 
 if TYPE_CHECKING:  # pandas, staging and the LMS hook are imported where a task runs, not by the DAG file
@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # pandas, staging and the LMS hook are imported where a task 
 
     from include.provisioning.diff import Changes
 
-JOURNAL_BATCH = 2_000  # items per journal part: 40 bulk calls of 50
 LOGGED_ERRORS = 5
 CHECKED_REFERENCES = {"building": "building", "grading_period": "grading_period", "user": "role"}
 
@@ -114,7 +113,8 @@ class ProvisionOperator(BaseOperator):
         from plugins.hooks.lms import lms_target
 
         skip_unless_running(context, "provisioning")
-        step = STEP_BY_KIND[self.kind]
+        steps = {step.kind: step for step in steps_for(self.lms.target)}
+        step = steps[self.kind]
         ti = context["ti"]
         run_id = context["run_id"]
         active_year = resolve_active_year(context, self.active_year_rule)
@@ -128,7 +128,7 @@ class ProvisionOperator(BaseOperator):
         group = ti.task_id.rsplit(".", 1)[0]
         results = {
             kind: step.read_result(
-                kind, ti.xcom_pull(task_ids=f"{group}.{STEP_BY_KIND[kind].task_id}")["result_uri"]
+                kind, ti.xcom_pull(task_ids=f"{group}.{steps[kind].task_id}")["result_uri"]
             )
             for kind in step.needs
         }
@@ -207,8 +207,8 @@ class ProvisionOperator(BaseOperator):
             in_flight: deque[tuple[pd.DataFrame, list]] = deque()
 
             def items(pending=pending, in_flight=in_flight) -> Iterator[list]:
-                for start in range(0, len(pending), JOURNAL_BATCH):
-                    batch = pending.iloc[start : start + JOURNAL_BATCH]
+                for start in range(0, len(pending), target.batch_size):
+                    batch = pending.iloc[start : start + target.batch_size]
                     columns = [python_values(batch[field]) for field in fields]
                     sent = [item_type.model_validate(dict(zip(fields, values, strict=True)))
                             for values in zip(*columns, strict=True)]
