@@ -5,7 +5,9 @@ task retried after a crash (or cleared and re-run) skips what was taken and rese
 most the batch that was in flight; nothing is rewritten, so the cost stays linear in the
 items however many millions a night sends. A part's name is its place and a name of its
 own: two tries of a task that overlap on two workers (one still running on a worker the
-scheduler gave up on) never overwrite each other's parts, whatever the storage.
+scheduler gave up on) never overwrite each other's parts, whatever the storage. Beside it, the
+adapter's receipts (:class:`Receipts`) keep what a batch outlives its call by: a Canvas import
+still running when the task failed, which its retry waits for instead of uploading again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pyarrow.compute as pc
 from airflow.sdk import ObjectStoragePath
 
 from include.frames import text_array
-from include.staging import read_frame, stage_frame
+from include.staging import atomic_file, read_frame, stage_frame
 
 
 class Journal:
@@ -38,6 +40,22 @@ class Journal:
         part = self.directory / f"{len(self._parts):06d}-{uuid.uuid4().hex[:12]}.parquet"
         stage_frame(part, answers)
         self._parts.append(part)
+
+
+class Receipts:
+    """An adapter's receipts (:class:`include.lms.target.Receipts`) as one small file each in a
+    directory beside the journal, written whole or not at all."""
+
+    def __init__(self, directory: ObjectStoragePath):
+        self.directory = directory
+
+    def get(self, name: str) -> str | None:
+        path = self.directory / name
+        return path.read_text() if path.exists() else None
+
+    def put(self, name: str, value: str) -> None:
+        with atomic_file(self.directory / name) as file:
+            file.write(value.encode())
 
 
 def versioned(keys: pd.Series, versions: pd.Series) -> pd.Series:

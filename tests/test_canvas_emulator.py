@@ -538,6 +538,22 @@ def test_stuck_fault_keeps_the_import_importing_and_the_queue_behind_it(canvas):
     assert api(canvas, "GET", f"{IMPORTS}/{stuck['id']}").json()["workflow_state"] == "importing"
     assert api(canvas, "GET", f"{IMPORTS}/{queued['id']}").json()["workflow_state"] == "created"
     assert canvas.users == {} and canvas.terms == {}
+    canvas.release_stuck()
+    assert wait_final(canvas, stuck["id"])["workflow_state"] == "imported"
+    assert wait_final(canvas, queued["id"])["workflow_state"] == "imported"
+    assert set(canvas.users) == {r["user_id"] for r in rows(USERS)} and canvas.terms
+
+
+def test_taken_then_500_keeps_the_upload_as_an_import_and_loses_its_answer(canvas):
+    canvas.inject("taken_then_500")
+    assert api(canvas, "GET", IMPORTS).status_code == 200, "uploads only"
+    data = zipped({"users.csv": USERS})
+    lost = api(canvas, "POST", IMPORTS, data=data, headers=ZIP)
+    assert lost.status_code == 500 and canvas.imports_received == 1
+    (number,) = canvas.imports
+    assert canvas.uploads == {number: data}
+    assert wait_final(canvas, number)["workflow_state"] == "imported"
+    assert api(canvas, "POST", IMPORTS, data=data, headers=ZIP).status_code == 200, "once"
 
 
 def test_requests_are_recorded_and_counted(canvas):

@@ -98,3 +98,11 @@ def test_a_user_with_no_username_is_refused_before_any_import():
     results = canvas.item_results(users, outcome("imported"), refused)
     assert [(r.ok, r.error) for r in results] == [(True, None), (False, canvas.NO_LOGIN)]
     assert [r.ok for r in canvas.item_results([users[1]], None, refused)] == [False]
+
+
+def test_the_same_batch_zips_to_the_same_bytes_so_a_retry_knows_its_import():
+    files = canvas.import_files("create", [person("u1"), person("u2")])
+    first = canvas.zipped(files)
+    assert canvas.zipped(canvas.import_files("create", [person("u1"), person("u2")])) == first
+    assert canvas.zipped(canvas.import_files("create", [person("u2"), person("u1")])) != first
+    assert read(first)["users.csv"][0]["user_id"] == "u1"

@@ -158,6 +158,17 @@ def without_identifiers(results: Sequence[ItemResult], items: Sequence[LmsItem])
             for result, item in zip(results, items, strict=True)]
 
 
+class Receipts(Protocol):
+    """Where an adapter notes what it sent for a batch and must not send again (Canvas: the id of an
+    import it uploaded), kept with the task's journal: a retried task reads it back."""
+
+    def get(self, name: str) -> str | None:
+        ...
+
+    def put(self, name: str, value: str) -> None:
+        ...
+
+
 class LmsTarget(Protocol):
     """An LMS as provisioning sees it.
 
@@ -178,7 +189,10 @@ class LmsTarget(Protocol):
         """Create, update or deactivate items of one kind, batched as the LMS allows."""
         ...
 
-    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]],
+                      receipts: Receipts | None = None) -> Iterator[list[ItemResult]]:
         """``apply`` over a stream of batches, the results of each yielded in turn (so the caller can
-        record them before the next), the next batch's calls under way meanwhile."""
+        record them before the next), the next batch's calls under way meanwhile. ``receipts``: the
+        task's, for an adapter whose batch outlives a call (an import still running when the task
+        failed), so that a retry of the same batch waits for it rather than sending it again."""
         ...

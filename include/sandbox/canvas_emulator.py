@@ -148,9 +148,11 @@ limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by defa
 ``custom_roles`` (label -> base_role_type, a course enrollment type; a reserved or built-in name or
 another base type raises ValueError, as Canvas's Role validations refuse them). Faults are
 switched on with :meth:`CanvasEmulator.inject`: ``throttle``, ``500``, ``refuse_zip`` (the upload
-answers 400), ``import_fails`` (the next import ends ``failed_with_messages`` having applied nothing),
-``stuck`` (the next import stays ``importing`` and, as in Canvas, holds the imports queued after it in
-``created``). What was imported stays inspectable as copies keyed by SIS id (:attr:`accounts`,
+answers 400), ``taken_then_500`` (the upload is taken as an import, then answered 500: the answer
+lost, the import Canvas's), ``import_fails`` (the next import ends ``failed_with_messages`` having
+applied nothing), ``stuck`` (the next import stays ``importing`` and, as in Canvas, holds the imports
+queued after it in ``created``, until :meth:`CanvasEmulator.release_stuck`). Each import's upload is
+kept (:attr:`uploads`). What was imported stays inspectable as copies keyed by SIS id (:attr:`accounts`,
 :attr:`terms`, :attr:`users`, :attr:`courses`, :attr:`sections`, :attr:`enrollments`, and the
 observer links as :attr:`user_observers`, keyed ``observer_id:student_id``), the imports by id
 (:attr:`imports`), and every request, its body included, in :attr:`requests`.
@@ -180,8 +182,9 @@ from urllib.parse import unquote, urlencode
 
 from include.sandbox.loopback import Fault, FaultQueue, LoopbackHandler, LoopbackService, Reply
 
-FAULTS = ("throttle", "500", "refuse_zip", "import_fails", "stuck")
+FAULTS = ("throttle", "500", "refuse_zip", "taken_then_500", "import_fails", "stuck")
 IMPORT_FAULTS = ("import_fails", "stuck")  # met by the next import, not by a request
+UPLOAD_FAULTS = ("refuse_zip", "taken_then_500")  # met by uploads only
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100
 DEFAULT_TERM_ID = 1  # the root account's default term, for courses that name none
 MESSAGES_SHOWN = 24  # processing_warnings / processing_errors entries before "and N more"
@@ -464,6 +467,8 @@ class CanvasEmulator(LoopbackService):
         self._imports: dict[int, SisImport] = {}
         self._queue: queue.Queue[SisImport | None] = queue.Queue()
         self._stopping = threading.Event()
+        self._released = threading.Event()  # release_stuck(): a stuck import goes on
+        self._this_request = threading.local()  # taken_then_500: this upload is taken, then answered 500
         self._worker: threading.Thread | None = None
 
     @staticmethod
@@ -508,6 +513,11 @@ class CanvasEmulator(LoopbackService):
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    def release_stuck(self) -> None:
+        """Let the import that is ``stuck`` go on: it is imported as any other, and those queued
+        behind it follow (as a stuck import in Canvas eventually ends, or an admin aborts it)."""
+        self._released.set()
+
     # -- what was imported (copies, keyed by SIS id) ----------------------------------
 
     def _snapshot(self, store: dict[str, dict]) -> dict[str, dict]:
@@ -546,6 +556,12 @@ class CanvasEmulator(LoopbackService):
         """Observer links (Canvas's UserObservationLink), keyed ``observer_id:student_id``:
         ``id``, ``observer_id``, ``student_id``, ``workflow_state`` (active|deleted), ``sis_import_id``."""
         return self._snapshot(self._user_observers)
+
+    @property
+    def uploads(self) -> dict[int, bytes]:
+        """Each SIS import's data as uploaded (a zip or a CSV), by import id."""
+        with self._lock:
+            return {number: job.payload for number, job in self._imports.items()}
 
     @property
     def imports(self) -> dict[int, dict]:
@@ -594,10 +610,14 @@ class CanvasEmulator(LoopbackService):
 
     def _request_fault(self, method: str, path: str) -> None:
         """Answer as the request's fault, if it meets one."""
+        self._this_request.answer_lost = False
         upload = method == "POST" and bool(SIS_IMPORTS.match(path))
         fault = self._faults.take(path, lambda fault: fault.kind not in IMPORT_FAULTS
-                                  and (fault.kind != "refuse_zip" or upload))
+                                  and (fault.kind not in UPLOAD_FAULTS or upload))
         if fault is None:
+            return
+        if fault.kind == "taken_then_500":
+            self._this_request.answer_lost = True
             return
         if fault.kind == "throttle":
             with self._lock:
@@ -667,6 +687,9 @@ class CanvasEmulator(LoopbackService):
             self.imports_received += 1
             answer = self._import_json(job)
         self._queue.put(job)
+        if getattr(self._this_request, "answer_lost", False):  # taken_then_500: the import is Canvas's
+            self._this_request.answer_lost = False
+            raise CanvasError.json(500, {"errors": [{"message": "An error occurred."}]})
         return 200, answer, {}
 
     def _take_import_fault(self, url: str) -> str | None:
@@ -899,8 +922,10 @@ class CanvasEmulator(LoopbackService):
             job.started_at = _now()
             job.touch("importing")
         if job.fault == "stuck":
-            self._stopping.wait()
-            return
+            while not self._released.wait(0.05):
+                if self._stopping.is_set():
+                    return
+            self._released.clear()
         if job.fault == "import_fails":
             self._fail(job, SUPPORT_ERROR.format(number=next(self._error_reports)))
             return

@@ -12,6 +12,9 @@ sink where the demo connections point, and then:
 3. on the third night also passes grades back: the LMS's final-grade auto-export (made
    from what the LMS emulator holds) is put on the local SFTP server, and the DAG
    senses, parses, plans, posts it to IC's gradebook and reconciles every row;
+4. provisions the same district into Canvas (``oneroster_demo_canvas``, the Canvas emulator
+   taking SIS imports) on the same three nights: everything, then nothing (no import), then
+   only the changes;
 
 prints a short summary and stops what it started. Exits non-zero on any mismatch.
 Staging starts empty in ``.airflow/staging`` because the emulators start empty.
@@ -30,7 +33,7 @@ from urllib.parse import urlsplit
 from include.sandbox.environment import PROJECT_ROOT as ROOT
 from include.sandbox.environment import use_project_airflow
 
-DEMO_DISTRICTS = ("demo", "demo_v11")
+DEMO_DISTRICTS = ("demo", "demo_v11", "demo_canvas")
 DEMO_STUDENTS = 120
 DEMO_SEED = 2027
 WRITES = ("POST", "PUT", "DELETE")
@@ -51,6 +54,19 @@ def _extract_summary(outcome, expected: dict[str, int]) -> tuple[list[str], int]
     return lines, problems
 
 
+def _canvas_holdings(canvas) -> str:
+    """What the Canvas emulator holds, counted: active objects and enrollments by status."""
+    def active(store: dict) -> int:
+        return sum(1 for item in store.values() if item.get("status", item.get("workflow_state")) == "active")
+
+    enrollments = [item for item in canvas.enrollments.values() if item["role"] != "observer"]
+    statuses = sorted({item["status"] for item in enrollments})
+    return (f"{active(canvas.accounts)} sub-accounts, {active(canvas.terms)} terms, {active(canvas.users)} users, "
+            f"{active(canvas.courses)} courses (one per IC class) with their sections, enrollments "
+            + ", ".join(f"{sum(item['status'] == status for item in enrollments)} {status}" for status in statuses)
+            + f", {active(canvas.user_observers)} observer links")
+
+
 def _provisioned(outcome) -> dict[str, int]:
     """Outcome -> count over every kind, from the run's sync report manifest."""
     return (outcome.returned.get("provision.sync_report") or {}).get("totals", {})
@@ -64,6 +80,7 @@ def main() -> int:
     shutil.rmtree(staging, ignore_errors=True)
     os.environ["AIRFLOW_VAR_ONEROSTER_STAGING_ROOT"] = staging.as_uri()
     from include.config import DISTRICTS_DIR, load_district
+    from include.sandbox.canvas_emulator import CanvasEmulator
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.grade_export import schoology_export
     from include.sandbox.ic_emulator import ICEmulator
@@ -85,6 +102,8 @@ def main() -> int:
     demo = configs["demo"]
     ic_conn = connections[demo.infinite_campus.conn_id]
     lms_conn = connections[demo.lms.conn_id]
+    on_canvas = configs["demo_canvas"]
+    canvas_conn = connections[on_canvas.lms.conn_id]
     smtp_conn = connections[demo.notifications.smtp_conn_id]
     sftp_conn = connections[demo.grade_passback.sftp_conn_id]
     sftp_root = ROOT / ".airflow" / "sftp"
@@ -112,6 +131,11 @@ def main() -> int:
             school_id=lms_conn.conn_extra["school_id"],
             port=urlsplit(lms_conn.conn_host).port,
         ) as lms,
+        CanvasEmulator(
+            token=canvas_conn.conn_password,
+            account_id=canvas_conn.conn_extra["account_id"],
+            port=urlsplit(canvas_conn.conn_host).port,
+        ) as canvas,
         SMTPSink(port=smtp_conn.conn_port) as smtp,
         SFTPServer(
             sftp_root,
@@ -124,7 +148,7 @@ def main() -> int:
         # the server's own host key, checked by the SFTP hook like a real district's
         os.environ[f"AIRFLOW_CONN_{sftp_conn.conn_id.upper()}"] = json.dumps(sftp.connection())
         print(f"IC emulator ({DEMO_STUDENTS} students) on {ic.base_url}, Schoology emulator on {lms.base_url}, "
-              f"SMTP sink on 127.0.0.1:{smtp.port}", flush=True)
+              f"Canvas emulator on {canvas.base_url}, SMTP sink on 127.0.0.1:{smtp.port}", flush=True)
 
         legacy = configs["demo_v11"]
         outcome = run_dag(legacy.dag_id, logical_date=now)
@@ -156,6 +180,23 @@ def main() -> int:
                        f"LMS write requests: {lms.write_requests} (must be 0)")
         failures += (second.state != "success") + (lms.write_requests != 0)
 
+        canvas_first = run_dag(on_canvas.dag_id, logical_date=nights[0], run_conf=provisioning_only)
+        canvas_second = run_dag(on_canvas.dag_id, logical_date=nights[1], run_conf=provisioning_only)
+        imports_before = len(canvas.imports)
+        print(f"{on_canvas.dag_id} nights 1 and 2: {canvas_first.state}, {canvas_second.state}", flush=True)
+        summary.append(
+            f"\n{on_canvas.dag_id} (Canvas) night 1: {canvas_first.state}; {imports_before} SIS imports; Canvas holds "
+            + _canvas_holdings(canvas)
+            + "\n  sync report: " + ", ".join(f"{name} {count}" for name, count in
+                                               sorted(_provisioned(canvas_first).items()))
+            + f"\n{on_canvas.dag_id} night 2 (nothing changed in IC): {canvas_second.state}; SIS imports: "
+            f"{len(canvas.imports) - imports_before} (must be 0)"
+        )
+        failures += (canvas_first.state != "success") + (canvas_second.state != "success")
+        failures += not canvas.users or _provisioned(canvas_first).get("failed", 0) > 0
+        failures += len(canvas.imports) != imports_before
+        imports_before = len(canvas.imports)
+
         renamed = district.modify("users", 2, nights[1] + timedelta(hours=12))
         dropped = district.modify("enrollments", 3, nights[1] + timedelta(hours=12))
         export = schoology_export(lms, seed=DEMO_SEED, columns=demo.grade_passback.columns)
@@ -186,6 +227,18 @@ def main() -> int:
         )
         failures += sum(counts.values()) != export_rows or counts.get("failed", 0) > 0
         failures += bool(ic.gradebook.duplicates())
+
+        canvas_third = run_dag(on_canvas.dag_id, logical_date=nights[2], run_conf=provisioning_only)
+        print(f"{on_canvas.dag_id} night 3: {canvas_third.state}", flush=True)
+        changed = _provisioned(canvas_third)
+        summary.append(
+            f"\n{on_canvas.dag_id} night 3 (the same changes): {canvas_third.state}; updated {changed.get('updated', 0)}, "
+            f"deactivated {changed.get('deactivated', 0)}, created {changed.get('created', 0)} in "
+            f"{len(canvas.imports) - imports_before} SIS imports; Canvas holds " + _canvas_holdings(canvas)
+        )
+        failures += (canvas_third.state != "success") + (changed.get("created", 0) != 0)
+        failures += changed.get("updated", 0) > len(renamed) or changed.get("deactivated", 0) > len(dropped)
+        failures += not changed.get("updated") or not changed.get("deactivated")
         summary.append(
             f"\nStaged Parquet, reports and state under {staging}; the IC emulator served {len(ic.requests)} requests; "
             f"{len(smtp.messages)} email(s) sent."

@@ -54,11 +54,12 @@ Choices where the docs are silent:
   one listed is taken as the upload's and its id returned; several fail the task, naming them;
   none, and the zip is posted again. When the last attempt fails too, the
   :class:`CanvasUnavailableError` says that the upload may have reached Canvas and names the
-  import id to look past. The caller journals the returned id before it waits, so that
-  a retried task polls that import again (:class:`CanvasImportPendingError` carries it) instead
-  of uploading again. What remains: an upload Canvas is still storing when the hook looks is
-  posted again; a SIS import upserts rows by SIS id, so the same zip twice changes nothing more
-  (with diffing the second finds no difference).
+  import id to look past. An import still not finished after ``import_timeout_seconds`` fails
+  the call (:class:`CanvasImportPendingError` carries its id); provisioning has noted the id in
+  the task's receipts before waiting, so a cleared or retried task waits for that import again
+  instead of uploading its batch behind it. What remains: an upload Canvas is still storing when
+  the hook looks is posted again. Neither applies anything twice: a SIS import upserts rows by SIS
+  id, so the same zip twice changes nothing more (with diffing the second finds no difference).
 - Log lines carry import ids, states and counts. Canvas's messages about rows name people (user
   ids, logins): they are in the :class:`SisImportResult` for the caller's staged reports, never
   logged; a whole call's refusal is redacted (:func:`include.privacy.redacted`) before it goes
@@ -68,6 +69,7 @@ Choices where the docs are silent:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -80,7 +82,7 @@ import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.lms import canvas as wire
-from include.lms.target import Action, CatalogKind, ItemResult, LmsItem
+from include.lms.target import Action, CatalogKind, ItemResult, LmsItem, Receipts
 
 from plugins.hooks.api_hook import ApiHook, ConnectionSettingsError, same_origin
 from plugins.hooks.retrying import DROPPED, Transient
@@ -353,9 +355,8 @@ class CanvasHook(ApiHook):
     def start_sis_import(self, zip_bytes: bytes, *, diffing_data_set_identifier: str | None = None,
                          diffing_remaster_data_set: bool = False, diffing_drop_status: str | None = None,
                          change_threshold: int | None = None) -> int:
-        """Upload a zip of SIS CSV files as a new import of the root account; its id. Journal the id
-        before waiting for the import: a retry then polls it (:meth:`wait_for_sis_import`) instead
-        of uploading again.
+        """Upload a zip of SIS CSV files as a new import of the root account; its id, to wait for
+        (:meth:`wait_for_sis_import`).
 
         With ``diffing_data_set_identifier`` Canvas applies only what changed since the last import
         of that data set (``diffing_remaster_data_set`` applies all of it once more), and a row the
@@ -440,9 +441,9 @@ class CanvasHook(ApiHook):
             if left <= 0:
                 raise CanvasImportPendingError(
                     f"Canvas SIS import {status.id} is still {status.workflow_state} ({status.progress}%) after "
-                    f"{timeout:g} s. It was not uploaded again: a retry should wait for import {status.id} rather "
-                    "than upload another (Canvas runs one import at a time per account; one queued behind a long "
-                    "or stuck import stays created).",
+                    f"{timeout:g} s. Clear the task once it has ended (Admin > SIS Import): a retry of the same "
+                    "batch waits for it rather than upload another (Canvas runs one import at a time per account; "
+                    "one queued behind a long or stuck import stays created).",
                     import_id=status.id, workflow_state=status.workflow_state,
                 )
             self.log.info("Canvas SIS import %s is %s (%d%%)", status.id, status.workflow_state, status.progress)
@@ -464,20 +465,32 @@ class CanvasHook(ApiHook):
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
         """One SIS import of the items (one kind), waited for; one result per item, in order."""
-        return self._import(action, list(items))
+        return self._import(action, list(items), None)
 
-    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
-        """One import per batch, one after the other (Canvas runs an account's imports one at a time)."""
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]],
+                      receipts: Receipts | None = None) -> Iterator[list[ItemResult]]:
+        """One import per batch, one after the other (Canvas runs an account's imports one at a time).
+        Each import's id goes into ``receipts`` before it is waited for, under a name made of the
+        batch's zip (the same rows make the same bytes): a retried task whose batch is the same
+        waits for that import again instead of uploading it once more behind it."""
         for batch in batches:
-            yield self._import(action, list(batch))
+            yield self._import(action, list(batch), receipts)
 
-    def _import(self, action: Action, items: list[LmsItem]) -> list[ItemResult]:
+    def _import(self, action: Action, items: list[LmsItem], receipts: Receipts | None) -> list[ItemResult]:
         refused = wire.unsendable(items)
         sendable = [item for item in items if item.key not in refused]
         if not sendable:
             return wire.item_results(items, None, refused)
-        files = wire.import_files(action, sendable, dropped_enrollments=self.dropped_enrollments)
-        import_id = self.start_sis_import(wire.zipped(files))
+        archive = wire.zipped(wire.import_files(action, sendable, dropped_enrollments=self.dropped_enrollments))
+        receipt = f"sis-import-{hashlib.sha256(archive).hexdigest()[:32]}"
+        noted = receipts.get(receipt) if receipts is not None else None
+        if noted:
+            import_id = int(noted)
+            self.log.info("Waiting for Canvas SIS import %s, uploaded with this batch by an earlier try", import_id)
+        else:
+            import_id = self.start_sis_import(archive)
+            if receipts is not None:
+                receipts.put(receipt, str(import_id))
         status = self.wait_for_sis_import(import_id)
         outcome = wire.ImportOutcome(status.id, status.workflow_state, status.processing_warnings,
                                      status.processing_errors)

@@ -76,6 +76,7 @@ from include.lms.target import (
     GuardianLink,
     ItemResult,
     LmsItem,
+    Receipts,
     Section,
     User,
 )
@@ -307,11 +308,13 @@ class SchoologyHook(ApiHook):
         results, = self.apply_batches(action, [items])
         return results
 
-    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]]) -> Iterator[list[ItemResult]]:
+    def apply_batches(self, action: Action, batches: Iterable[Sequence[LmsItem]],
+                      receipts: Receipts | None = None) -> Iterator[list[ItemResult]]:
         """:meth:`apply` over a stream of batches, yielding each batch's results in turn. The next
         batch's calls are under way while the caller records the last one's answers (its journal),
         so the LMS never waits on the caller between batches; the calls of both share
-        ``max_in_flight``. ``batches`` is read one batch ahead of the results yielded."""
+        ``max_in_flight``. ``batches`` is read one batch ahead of the results yielded. No receipts:
+        a call Schoology answered is done, and one sent again upserts by external id."""
         self._settings, self._session  # looked up here: the threads have no task context to ask
         with self._inactive_lock:
             self._inactive = None  # inactive users are listed afresh for every run that sends users

@@ -189,7 +189,7 @@ class ProvisionOperator(BaseOperator):
         import pandas as pd
 
         from include.frames import isin
-        from include.journal import Journal, versioned
+        from include.journal import Journal, Receipts, versioned
         from include.provisioning.diff import OUTCOME_COLUMNS, outcome_frame
 
         item_type = ITEM_TYPES[self.kind]
@@ -215,7 +215,8 @@ class ProvisionOperator(BaseOperator):
                     in_flight.append((batch[["key", "fingerprint"]], sent))
                     yield sent
 
-            for results in target.apply_batches(action, items()):
+            receipts = Receipts(self._path(run_id, f"journal/{self.kind}.{action}.receipts/part").parent)
+            for results in target.apply_batches(action, items(), receipts):
                 batch, sent = in_flight.popleft()
                 answered = outcome_frame(without_identifiers(results, sent))
                 if answered["key"].tolist() != batch["key"].tolist():
