@@ -81,7 +81,7 @@ def dag_file_parse(districts: str, dag_file: Path, dag_id: str | None = None) ->
     return PhaseResult(
         f"{'task start-up' if dag_id else 'dag-processor'}: {dag_file.name}",
         records=stat.dag_num, requests=len(opened), seconds=stat.duration.total_seconds(),
-        extra={"tasks": stat.task_num, "heavy_modules": heavy, "dag_ids": sorted(bag.dag_ids)},
+        extra={"file": dag_file.name, "tasks": stat.task_num, "heavy_modules": heavy, "dag_ids": sorted(bag.dag_ids)},
     )
 
 
@@ -97,7 +97,7 @@ def slowest_of(parses: list[PhaseResult]) -> PhaseResult:
         extra={"tasks": sum(parse.extra["tasks"] for parse in parses),
                "heavy_modules": sorted({module for parse in parses for module in parse.extra["heavy_modules"]}),
                "dag_ids": sorted(dag_id for parse in parses for dag_id in parse.extra["dag_ids"]),
-               "slowest_file": slowest.phase.split(": ", 1)[1],
-               "seconds_per_file": {parse.phase.split(": ", 1)[1]: parse.seconds for parse in parses},
+               "slowest_file": slowest.extra["file"],
+               "seconds_per_file": {parse.extra["file"]: parse.seconds for parse in parses},
                "seconds_total": sum(parse.seconds for parse in parses)},
     )

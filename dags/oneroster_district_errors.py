@@ -29,10 +29,13 @@ class InvalidDistrictFiles(ValueError):
 
 
 def _missing_shard_files() -> list[str]:
-    """Each missing DAG file, with the districts whose DAG it would build."""
+    """Each missing DAG file, with the districts whose DAG it would build (the districts directory is
+    listed again only when a file is missing)."""
     here = Path(__file__).parent
     missing = {shard: shard_file_name(shard) for shard in range(DAG_FILE_SHARDS)
                if not (here / shard_file_name(shard)).exists()}
+    if not missing:
+        return []
     districts = sorted({district_of_file(path) for path in districts_dir().glob("*.yaml")})
     return [f"dags/{name} is missing, so these districts have no DAG: "
             + (", ".join(district for district in districts if shard_of(district) == shard) or "none yet")

@@ -6,7 +6,6 @@ not against the plan."""
 from __future__ import annotations
 
 import io
-import json
 import time
 import zipfile
 from datetime import timedelta
@@ -15,19 +14,22 @@ import pytest
 import requests
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, load_district
+from include.config import load_district
 from include.sandbox.canvas_emulator import CanvasEmulator
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
-from plugins.hooks.provider_info import CANVAS_CONN_TYPE
 from tests.expected_provisioning import assert_canvas_holds_what_the_rules_say, expected_provisioning, user_uid
 from tests.provisioning_support import counted, night, report_of
-from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
-
-TOKEN = "canvas-district-token"
-DAG_ID = "oneroster_canvas"
-
+from tests.canvas_support import (
+    ROWS_PER_IMPORT,
+    TOKEN,
+    canvas_district_file,
+    connect_canvas,
+    connect_ic_and_smtp,
+    run_night,
+)
+from tests.support import CLIENT_ID, CLIENT_SECRET
 
 @pytest.fixture
 def district():
@@ -42,40 +44,16 @@ def canvas():
 
 @pytest.fixture
 def district_file(tmp_path, monkeypatch):
-    """demo.yaml's district on Canvas (no grade passback: Canvas has no export file), in its own folder."""
-    directory = tmp_path / "districts"
-    directory.mkdir()
-    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
-    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
-    config.update(district="canvas", task_retries={"count": 0},
-                  lms={"target": "canvas", "conn_id": "lms_canvas", "pool": "lms_demo", "rows_per_import": 40,
-                       "dropped_enrollments": "completed"})
-    config["provisioning"]["roles"] = {"student": "student", "teacher": "teacher", "administrator": "teacher",
-                                       "guardian": "observer"}
-    del config["grade_passback"]
-    path = directory / "canvas.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return canvas_district_file(tmp_path / "districts", monkeypatch)
 
 
 @pytest.fixture
 def sync(district, canvas, district_file, smtp, monkeypatch, tmp_path, airflow_db):
     """Runs the Canvas district's provisioning on a night; the same night again re-runs that run."""
-    from include.sandbox.runner import run_dag
-
     with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
-        for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AIRFLOW_CONN_LMS_CANVAS", json.dumps({
-            "conn_type": CANVAS_CONN_TYPE, "host": canvas.base_url, "password": TOKEN,
-            "extra": {"account_id": canvas.account_id, "poll_seconds": 0.02}}))
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
-        monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
-
-        def run(when, **conf):
-            return run_dag(DAG_ID, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
-
-        yield run
+        connect_ic_and_smtp(monkeypatch, ic, smtp, tmp_path / "staging")
+        connect_canvas(monkeypatch, canvas)
+        yield run_night
 
 
 def imports(canvas: CanvasEmulator) -> int:
@@ -95,7 +73,7 @@ def test_a_district_on_canvas_is_provisioned_as_its_rules_say_then_only_changes_
     assert counted(report, "section", "created") == len(expected.present["section"])
     assert counted(report, "enrollment", "created") == len(expected.present["enrollment"])
     assert not counted(report, "enrollment", "failed") and canvas.user_observers, "guardians observe their children"
-    assert imports(canvas) > len(expected.present["enrollment"]) // 40, "rows_per_import bounds an import"
+    assert imports(canvas) > len(expected.present["enrollment"]) // ROWS_PER_IMPORT, "rows_per_import bounds an import"
 
     before = imports(canvas)
     second = sync(night(1))
@@ -198,7 +176,7 @@ def test_an_import_canvas_fails_confirms_no_row_and_the_next_night_imports_them_
     all again: nothing lost, nothing twice."""
     provisioning = load_district(district_file).provisioning
     expected = expected_provisioning(district, provisioning, on=night(0).date(), courses_held=False)
-    user_imports = -(-len(expected.present["user"]) // 40)  # rows_per_import 40
+    user_imports = -(-len(expected.present["user"]) // ROWS_PER_IMPORT)
     canvas.inject("import_fails", times=user_imports, after=2)  # the buildings' and the terms' imports go through
     first = sync(night(0))
     assert first.state == "success", first.task_states

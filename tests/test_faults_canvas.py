@@ -21,37 +21,34 @@ posting again is for); each import's upload is kept, to count imports per batch.
 from __future__ import annotations
 
 import io
-import json
 import time
 import zipfile
 from collections import Counter
 from datetime import datetime
 
 import pytest
-import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, load_district
+from include.config import load_district
 from include.sandbox.canvas_emulator import CanvasEmulator
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
-from include.staging import read_frame
-from plugins.hooks.provider_info import CANVAS_CONN_TYPE
 from tests import expected_provisioning as rules
-from tests.expected_provisioning import (
-    KINDS,
-    TASKS,
-    Expected,
-    enrollment_keys,
-    expected_provisioning,
-    held_by_canvas,
+from tests import provisioning_ledger
+from tests.canvas_support import (
+    DAG_ID,
+    ROWS_PER_IMPORT,
+    TOKEN,
+    canvas_district_file,
+    connect_canvas,
+    connect_ic_and_smtp,
+    run_night,
 )
-from tests.fault_ledger import ScenarioLedger, record
+from tests.expected_provisioning import Expected, expected_provisioning, held_by_canvas
+from tests.fault_ledger import ScenarioLedger
+from tests.provisioning_ledger import listed
 from tests.provisioning_support import counted, night, report_of
-from tests.support import CLIENT_ID, CLIENT_SECRET, connection_uri_env
+from tests.support import CLIENT_ID, CLIENT_SECRET
 
-TOKEN = "canvas-district-token"
-DAG_ID = "oneroster_canvas"
-ROWS_PER_IMPORT = 40
 NOTIFIED = ("data-team@demo.invalid",)  # demo.yaml's notifications.emails
 UPLOADS = "/sis_imports"  # the upload's path (and the list's); a poll's is ".../sis_imports/<id>"
 POLLS = "/sis_imports/"
@@ -82,22 +79,8 @@ def canvas():
 
 @pytest.fixture
 def district_file(tmp_path, monkeypatch):
-    """demo.yaml's district on Canvas (as tests/test_canvas_provisioning.py has it), no task retries
-    (a failure is the run's), quick backoff, small imports (several per kind)."""
-    directory = tmp_path / "districts"
-    directory.mkdir()
-    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
-    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
-    config.update(district="canvas", task_retries={"count": 0, "delay_seconds": 0},
-                  lms={"target": "canvas", "conn_id": "lms_canvas", "pool": "lms_demo",
-                       "rows_per_import": ROWS_PER_IMPORT, "dropped_enrollments": "completed",
-                       "backoff_seconds": 0.05})
-    config["provisioning"]["roles"] = {"student": "student", "teacher": "teacher", "administrator": "teacher",
-                                       "guardian": "observer"}
-    del config["grade_passback"]
-    path = directory / "canvas.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """The Canvas district, with quick backoff."""
+    return canvas_district_file(tmp_path / "districts", monkeypatch, backoff_seconds=0.05)
 
 
 class Stage:
@@ -106,26 +89,19 @@ class Stage:
         self.provisioning = load_district(district_file).provisioning
 
     def connect_canvas(self, **extras) -> None:
-        self.monkeypatch.setenv("AIRFLOW_CONN_LMS_CANVAS", json.dumps({
-            "conn_type": CANVAS_CONN_TYPE, "host": self.canvas.base_url, "password": TOKEN,
-            "extra": {"account_id": self.canvas.account_id, "poll_seconds": 0.02, **extras}}))
+        connect_canvas(self.monkeypatch, self.canvas, **extras)
 
     def expected(self, when: datetime) -> Expected:
         return expected_provisioning(self.district, self.provisioning, on=when.date(), courses_held=False)
 
     def run(self, when: datetime, **conf):
-        from include.sandbox.runner import run_dag
-
-        return run_dag(DAG_ID, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
+        return run_night(when, **conf)
 
 
 @pytest.fixture
 def stage(district, canvas, district_file, smtp, monkeypatch, tmp_path, airflow_db):
     with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo") as ic:
-        for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
-        monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", (tmp_path / "staging").as_uri())
+        connect_ic_and_smtp(monkeypatch, ic, smtp, tmp_path / "staging")
         stage = Stage(district, canvas, district_file, smtp, monkeypatch)
         stage.connect_canvas()
         yield stage
@@ -141,37 +117,6 @@ def imports_before(expectation: Expected, kind: str) -> int:
 # -- the ledger: the rules' expectation, the far side, the run's own lists (as in the Schoology suite) --
 
 
-def listed(outcome, district) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per kind, what the run lists as failed (key -> Canvas's message) and skipped (key -> reason),
-    from the staged lists of the provisioning tasks that ran."""
-    pairs = enrollment_keys(district)
-    failed, skipped = {}, {}
-    for kind, task_id in TASKS.items():
-        manifest = outcome.returned.get(f"provision.{task_id}")
-        if manifest is None:
-            failed[kind], skipped[kind] = {}, {}
-            continue
-        errors = read_frame(manifest["errors_uri"])
-        left_out = read_frame(manifest["skipped_uri"])
-        keys = left_out["key"].map(pairs) if kind == "enrollment" else left_out["key"]
-        failed[kind] = dict(zip(errors["key"], errors["error"], strict=True))
-        skipped[kind] = dict(zip(keys, left_out["reason"], strict=True))
-    return failed, skipped
-
-
-def duplicates(held: dict[str, Counter]) -> int:
-    return sum(count - 1 for counter in held.values() for count in counter.values() if count > 1)
-
-
-def unexpected_in_canvas(held: dict[str, Counter], expectation: Expected) -> list[str]:
-    return [
-        f"{kind} {key}" + (f" (the rules say: {sorted(expectation.skipped[kind][key])})"
-                           if key in expectation.skipped[kind] else " (not IC's)")
-        for kind in KINDS
-        for key in sorted(set(held[kind]) - expectation.present[kind])
-    ]
-
-
 def held_once(canvas: CanvasEmulator) -> dict[str, Counter]:
     """What Canvas holds (``held_by_canvas``), plus an enrollment counted again for each other role
     one user has in one course (Canvas keys an enrollment by course, section, user and role: the
@@ -184,70 +129,15 @@ def held_once(canvas: CanvasEmulator) -> dict[str, Counter]:
 
 
 def ledger(stage: Stage, scenario: str, faults: int, outcome, expectation: Expected) -> ScenarioLedger:
-    """Every row of the expectation in exactly one of posted / failed / skipped / lost; Canvas's
-    duplicates counted from its stores."""
-    held = held_once(stage.canvas)
-    failed, skipped = listed(outcome, stage.district)
-    for kind in KINDS:
-        reasons = [*failed[kind].values(), *skipped[kind].values()]
-        assert all(isinstance(reason, str) and reason.strip() for reason in reasons), (
-            f"{kind}: a row without reason")
-    if "provision.sync_report" in outcome.returned:  # the report a person reads says the same
-        report = report_of(outcome)
-        for kind in KINDS:
-            assert counted(report, kind, "failed") == len(failed[kind]), kind
-            assert counted(report, kind, "skipped") == len(skipped[kind]), kind
-    unexpected = unexpected_in_canvas(held, expectation)
-    assert not unexpected, f"Canvas holds {len(unexpected)} object(s) the rules leave out: {unexpected[:5]}"
-    counts = Counter()
-    lost_examples = []
-    for kind in KINDS:
-        for key in sorted(expectation.present[kind]):
-            reason = skipped[kind].get(key)
-            if key in held[kind]:
-                counts["posted"] += 1
-            elif key in failed[kind]:
-                counts["failed"] += 1
-            elif expectation.skip_is_right(kind, key, reason, held):
-                counts["skipped"] += 1
-            else:
-                counts["lost"] += 1
-                lost_examples.append(f"{kind} {key}" + (f" (skipped: {reason!r})" if reason else ""))
-        for key, reasons in sorted(expectation.skipped[kind].items()):
-            if expectation.skip_is_right(kind, key, skipped[kind].get(key), held):
-                counts["skipped"] += 1
-            else:
-                counts["lost"] += 1
-                said = skipped[kind].get(key) or failed[kind].get(key)
-                lost_examples.append(f"{kind} {key}: the run says {said!r}, the rules {sorted(reasons)}")
-    rows_in = sum(len(expectation.rows(kind)) for kind in KINDS)
-    accounted = counts["posted"] + counts["skipped"] + counts["failed"]
-    entry = ScenarioLedger(scenario, faults, rows_in, counts["posted"], counts["skipped"], counts["failed"],
-                           duplicates(held), rows_in - accounted)
-    try:
-        return record(entry)
-    except AssertionError as error:
-        raise AssertionError(f"{error}; for example {lost_examples[:5]}") from None
+    """The scenario's ledger line (``tests/provisioning_ledger.py``) against what Canvas holds."""
+    return provisioning_ledger.ledger(scenario, faults, outcome, expectation, held_once(stage.canvas),
+                                      stage.district)
 
 
 def assert_provisioned_in_full(stage: Stage, outcome, expectation: Expected) -> None:
-    """A fault ridden out leaves no trace: nothing failed, Canvas holds exactly what the rules put
-    there, once each, and the run lists exactly what they leave out, each with a reason they give."""
-    assert outcome.state == "success", outcome.task_states
-    report = report_of(outcome)
-    assert not (report["outcome"] == "failed").any(), report[report["outcome"] == "failed"].to_string()
-    failed, skipped = listed(outcome, stage.district)
-    held = held_once(stage.canvas)
-    for kind in KINDS:
-        assert not failed[kind], (kind, failed[kind])
-        assert set(held[kind]) == expectation.present[kind], (
-            kind, "missing:", sorted(expectation.present[kind] - set(held[kind]))[:5],
-            "not the rules':", sorted(set(held[kind]) - expectation.present[kind])[:5])
-        assert not [key for key, count in held[kind].items() if count > 1], f"{kind}: stored twice"
-        assert set(skipped[kind]) == set(expectation.skipped[kind]), kind
-        wrong = {key: reason for key, reason in skipped[kind].items()
-                 if reason not in expectation.skipped[kind][key]}
-        assert not wrong, f"{kind} skipped with a reason the rules do not give: {list(wrong.items())[:5]}"
+    """Nothing failed, Canvas holds exactly what the rules put there, once each, and the run lists
+    exactly what they leave out (``tests/provisioning_ledger.py``)."""
+    provisioning_ledger.assert_provisioned_in_full(outcome, expectation, held_once(stage.canvas), stage.district)
 
 
 def assert_each_batch_imported_once(canvas: CanvasEmulator) -> None:

@@ -1,0 +1,57 @@
+"""A district on Canvas for the tests that run one (tests/test_canvas_provisioning.py, the fault
+suite's Canvas rows): its district file, beside demo.yaml's settings, and the Airflow connections
+to the IC emulator, the Canvas emulator and the SMTP sink."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
+from plugins.hooks.provider_info import CANVAS_CONN_TYPE
+from tests.support import connection_uri_env
+
+TOKEN = "canvas-district-token"
+DAG_ID = "oneroster_canvas"
+ROWS_PER_IMPORT = 40  # several imports per kind in the 60-student district
+CANVAS_ROLES = {"student": "student", "teacher": "teacher", "administrator": "teacher", "guardian": "observer"}
+
+
+def canvas_district_file(directory: Path, monkeypatch, **lms) -> Path:
+    """demo.yaml's district on Canvas (no grade passback: Canvas has no export file; no task retries,
+    so a failure is the run's), alone in ``directory``, which the DAG files are pointed at."""
+    directory.mkdir(exist_ok=True)
+    monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
+    config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
+    config.update(district="canvas", task_retries={"count": 0, "delay_seconds": 0},
+                  lms={"target": "canvas", "conn_id": "lms_canvas", "pool": "lms_demo",
+                       "rows_per_import": ROWS_PER_IMPORT, "dropped_enrollments": "completed", **lms})
+    config["provisioning"]["roles"] = dict(CANVAS_ROLES)
+    del config["grade_passback"]
+    path = directory / "canvas.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def connect_canvas(monkeypatch, canvas, **extras) -> None:
+    """The district's Canvas connection to the emulator (polled every 0.02 s), with ``extras``."""
+    monkeypatch.setenv("AIRFLOW_CONN_LMS_CANVAS", json.dumps({
+        "conn_type": CANVAS_CONN_TYPE, "host": canvas.base_url, "password": TOKEN,
+        "extra": {"account_id": canvas.account_id, "poll_seconds": 0.02, **extras}}))
+
+
+def connect_ic_and_smtp(monkeypatch, ic, smtp, staging: Path) -> None:
+    """IC (OneRoster 1.2) and the SMTP sink behind demo.yaml's connection ids; staging under ``staging``."""
+    for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
+    monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", staging.as_uri())
+
+
+def run_night(when, **conf):
+    """One provisioning run of the Canvas district on the night ``when`` (again: that run re-run)."""
+    from include.sandbox.runner import run_dag
+
+    return run_dag(DAG_ID, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
