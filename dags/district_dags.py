@@ -20,6 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from airflow.sdk import DAG, Param, TaskGroup, get_parsing_context
 
 from include.config import (
+    CanvasLms,
     DistrictConfig,
     InvalidDistrict,
     Notifications,
@@ -37,6 +38,7 @@ from plugins.operators.extract import OneRosterExtractOperator
 from plugins.operators.first_night import FirstNightGate
 from plugins.operators.grades import (
     FetchExportOperator,
+    FetchLmsGradesOperator,
     PlanGradesOperator,
     PostGradesOperator,
     ReconcileGradesOperator,
@@ -104,7 +106,15 @@ unless the `active_year` param is set; a past year can be asked for either way, 
   district file's school, term and role maps; only what changed since the last run is sent.
   `sync_report` emails what needs a person (records the LMS refused, records IC served
   that were quarantined, a collection that did not settle).""")
-    if config.grade_passback is not None:
+    if config.grade_passback is not None and reads_grades_from_lms(config):
+        passback = config.grade_passback
+        night.append(f"""
+* **grades**: reads the final grades of the sections provisioned into {config.lms.target} from its
+  API (connection `{config.lms.conn_id}`) once provisioning is done, keeps what may be posted
+  (mapped terms, open grading windows{", opted-in sections" if passback.teacher_opt_in else ""},
+  changed grades), posts it to IC's gradebook and reconciles every row; rows that need a
+  person are emailed.""")
+    elif config.grade_passback is not None:
         passback = config.grade_passback
         night.append(f"""
 * **grades**: waits up to {passback.timeout_hours:g} h for the LMS's grade export on the SFTP
@@ -252,7 +262,25 @@ def _grades_docs(config: DistrictConfig) -> dict[str, str]:
     run, state = _run_folder(config.district), _state_folder(config.district)
     pattern = f"{passback.export_title}*" if passback.export_title else "*.csv"
     emails = ", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"
+    lms = config.lms
+    read_grades = "" if lms is None else f"""
+**grades.read_grades**: reads the final grades of every section provisioned into {lms.target} this
+school year from its API (connection `{lms.conn_id}`, pool `{lms.pool}`), once the night's
+provisioning is done: a row per student and grading period of the course's term (a course whose term
+has none: one row named after its term), the teacher's final grade override first, else the
+`{getattr(lms, "grade_score", "current")}` score. What names no IC term (a course in no SIS term and
+without grading periods) or a course gone from {lms.target} is kept aside with the reason; students
+made in {lms.target} without an IC id are counted, not passed back. Skipped in a provisioning-only run.
+
+**Reads** `{state}provisioned/section` and the LMS. **Writes** under `{run}grades/`:
+`export.rows.parquet` and `export.quarantine.parquet`. **Returns** a manifest (counts, checksum, when
+it read). **Logs** the counts.
+
+**If it fails** after its retries: the LMS or its connection (token, permissions, an outage); the
+message says which. Fix it and clear the task: it only reads.
+"""
     return {
+        "read_grades": read_grades,
         "wait_for_export": f"""
 **grades.wait_for_export**: waits for the LMS's final-grade export: the newest file named
 `{pattern}` in `{passback.remote_dir}` on the SFTP connection `{passback.sftp_conn_id}` that is newer
@@ -475,9 +503,16 @@ def build_district_dag(config: DistrictConfig) -> DAG:
     return dag
 
 
+def reads_grades_from_lms(config: DistrictConfig) -> bool:
+    """Whether the district's final grades are read from its LMS's API (Canvas) rather than from an
+    export file on SFTP (Schoology, or a district without provisioning)."""
+    return isinstance(config.lms, CanvasLms)
+
+
 def _grade_passback(config: DistrictConfig, after, first_night) -> None:
-    """LMS export on SFTP -> parse -> plan -> post to IC -> reconcile; planning waits for the
-    night's provisioning, whose state maps LMS sections and grading periods to IC."""
+    """LMS export on SFTP -> parse (or the LMS's API read) -> plan -> post to IC -> reconcile;
+    planning waits for the night's provisioning, whose state maps LMS sections and grading periods
+    to IC (and reading the LMS's grades waits for it too: it reads the sections provisioned)."""
     common = {
         "district": config.district,
         "passback": config.grade_passback,
@@ -485,15 +520,26 @@ def _grade_passback(config: DistrictConfig, after, first_night) -> None:
         "staging_root": STAGING_ROOT,
     }
     docs = _grades_docs(config)
-    with TaskGroup("grades", tooltip="final grades from the LMS export to IC's gradebook"):
-        sensor = ExportFileSensor(
-            task_id="wait_for_export", district=config.district, passback=config.grade_passback,
-            staging_root=STAGING_ROOT, doc_md=docs["wait_for_export"],
-        )
-        fetch = FetchExportOperator(task_id="fetch_export", sensor_task_id="grades.wait_for_export",
-                                    doc_md=docs["fetch_export"], **common)
+    from_lms = reads_grades_from_lms(config)
+    with TaskGroup("grades", tooltip=f"final grades from the LMS {'API' if from_lms else 'export'} to IC's gradebook"):
+        if from_lms:
+            fetch = FetchLmsGradesOperator(
+                task_id="read_grades", lms=config.lms, pool=config.lms.pool,
+                trigger_rule="none_failed",  # provisioning skipped in a grades-only run is fine
+                doc_md=docs["read_grades"], **common,
+            )
+            first_night >> fetch
+            after >> fetch
+        else:
+            sensor = ExportFileSensor(
+                task_id="wait_for_export", district=config.district, passback=config.grade_passback,
+                staging_root=STAGING_ROOT, doc_md=docs["wait_for_export"],
+            )
+            fetch = FetchExportOperator(task_id="fetch_export", sensor_task_id="grades.wait_for_export",
+                                        doc_md=docs["fetch_export"], **common)
+            first_night >> sensor >> fetch
         plan = PlanGradesOperator(
-            task_id="plan", export_task_id="grades.fetch_export", config_dir=str(districts_dir()),
+            task_id="plan", export_task_id=fetch.task_id, config_dir=str(districts_dir()),
             trigger_rule="none_failed",  # provisioning skipped in a grades-only run is fine
             doc_md=docs["plan"], **common,
         )
@@ -503,11 +549,11 @@ def _grade_passback(config: DistrictConfig, after, first_night) -> None:
             doc_md=docs["post"], **common,
         )
         reconcile = ReconcileGradesOperator(
-            task_id="reconcile", export_task_id="grades.fetch_export", plan_task_id="grades.plan",
+            task_id="reconcile", export_task_id=fetch.task_id, plan_task_id="grades.plan",
             post_task_id="grades.post", notifications=config.notifications, doc_md=docs["reconcile"],
             **common,
         )
-        first_night >> sensor >> fetch >> plan >> post >> reconcile
+        fetch >> plan >> post >> reconcile
         after >> plan
 
 

@@ -187,6 +187,10 @@ class CanvasLms(Lms):
     dropped_enrollments: Literal["deleted", "completed"] = Field(
         default="deleted", description="what an enrollment IC dropped becomes in Canvas (completed: its "
                                        "grades stay readable in the course)")
+    grade_score: Literal["current", "final"] = Field(
+        default="current", description="the Canvas score passed back as a term or overall grade: current "
+                                       "(graded work only) or final (ungraded work counting as zero); a "
+                                       "teacher's final grade override wins over either")
 
 
 def _lms_target(settings: object) -> str:
@@ -351,9 +355,11 @@ class GradingWindowRule(_Strict):
 
 
 class GradePassback(_Strict):
-    """LMS final grades -> IC grading tasks."""
+    """LMS final grades -> IC grading tasks: from the LMS's auto-export file on SFTP (Schoology), or
+    read from the LMS's API (Canvas), which needs none of the SFTP settings."""
 
-    sftp_conn_id: str = Field(min_length=1)
+    sftp_conn_id: str | None = Field(default=None, min_length=1, description="where the LMS's export lands; "
+                                     "not for an LMS whose grades are read from its API (Canvas)")
     remote_dir: str = Field(default="/", pattern=r"^/")
     export_title: str | None = Field(default=None, description="the auto-export process title; else newest *.csv")
     stable_seconds: float = Field(default=30, ge=0, le=3600)
@@ -399,6 +405,11 @@ class GradePassback(_Strict):
         return self
 
 
+# what only a grade export file needs: an LMS whose grades are read from its API takes none of them
+EXPORT_SETTINGS = frozenset({"sftp_conn_id", "remote_dir", "export_title", "stable_seconds",
+                             "poke_interval_seconds", "timeout_hours", "columns"})
+
+
 class DistrictConfig(_Strict):
     """Everything that differs between districts; one DAG is built from each."""
 
@@ -423,9 +434,15 @@ class DistrictConfig(_Strict):
     def _provisioning_needs_an_lms(self) -> DistrictConfig:
         if self.provisioning is not None and self.lms is None:
             raise ValueError("provisioning is configured but lms (target and conn_id) is missing")
-        if isinstance(self.lms, CanvasLms) and self.grade_passback is not None:
-            raise ValueError("grade_passback: grades cannot come back from Canvas yet (it has no export file; "
-                             "its API as a grade source is still to come): remove grade_passback")
+        passback = self.grade_passback
+        if passback is not None and isinstance(self.lms, CanvasLms):
+            given = sorted(EXPORT_SETTINGS & passback.model_fields_set)
+            if given:
+                raise ValueError(f"grade_passback: grades come back from Canvas through its API, not an export "
+                                 f"file: remove {', '.join(given)}")
+        elif passback is not None and passback.sftp_conn_id is None:
+            raise ValueError("grade_passback: sftp_conn_id is missing (the SFTP connection the LMS's grade "
+                             "export lands on)")
         if self.notifications.deadline is not None:
             self.notifications.deadline.after_scheduled_time(self.schedule)
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV
+from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, EXPORT_SETTINGS
 from plugins.hooks.provider_info import CANVAS_CONN_TYPE
 from tests.support import connection_uri_env
 
@@ -19,9 +19,10 @@ ROWS_PER_IMPORT = 40  # several imports per kind in the 60-student district
 CANVAS_ROLES = {"student": "student", "teacher": "teacher", "administrator": "teacher", "guardian": "observer"}
 
 
-def canvas_district_file(directory: Path, monkeypatch, **lms) -> Path:
-    """demo.yaml's district on Canvas (no grade passback: Canvas has no export file; no task retries,
-    so a failure is the run's), alone in ``directory``, which the DAG files are pointed at."""
+def canvas_district_file(directory: Path, monkeypatch, *, grades: bool = False, **lms) -> Path:
+    """demo.yaml's district on Canvas (no task retries, so a failure is the run's), alone in
+    ``directory``, which the DAG files are pointed at; with ``grades``, demo.yaml's grade passback
+    read from Canvas's API (its export file settings left out), else none."""
     directory.mkdir(exist_ok=True)
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
     config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
@@ -29,7 +30,11 @@ def canvas_district_file(directory: Path, monkeypatch, **lms) -> Path:
                   lms={"target": "canvas", "conn_id": "lms_canvas", "pool": "lms_demo",
                        "rows_per_import": ROWS_PER_IMPORT, "dropped_enrollments": "completed", **lms})
     config["provisioning"]["roles"] = dict(CANVAS_ROLES)
-    del config["grade_passback"]
+    if grades:
+        config["grade_passback"] = {name: value for name, value in config["grade_passback"].items()
+                                    if name not in EXPORT_SETTINGS}
+    else:
+        del config["grade_passback"]
     path = directory / "canvas.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -42,16 +47,18 @@ def connect_canvas(monkeypatch, canvas, **extras) -> None:
         "extra": {"account_id": canvas.account_id, "poll_seconds": 0.02, **extras}}))
 
 
-def connect_ic_and_smtp(monkeypatch, ic, smtp, staging: Path) -> None:
-    """IC (OneRoster 1.2) and the SMTP sink behind demo.yaml's connection ids; staging under ``staging``."""
-    for key, value in connection_uri_env("ic_demo", ic, "1.2").items():
+def connect_ic_and_smtp(monkeypatch, ic, smtp, staging: Path, **extras) -> None:
+    """IC (OneRoster 1.2, the connection's ``extras`` added) and the SMTP sink behind demo.yaml's
+    connection ids; staging under ``staging``."""
+    for key, value in connection_uri_env("ic_demo", ic, "1.2", **extras).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEMO", json.dumps(smtp.connection("oneroster-tests@localhost")))
     monkeypatch.setenv("AIRFLOW_VAR_ONEROSTER_STAGING_ROOT", staging.as_uri())
 
 
 def run_night(when, **conf):
-    """One provisioning run of the Canvas district on the night ``when`` (again: that run re-run)."""
+    """One provisioning run of the Canvas district on the night ``when`` (again: that run re-run);
+    ``halves`` in ``conf`` runs another half."""
     from include.sandbox.runner import run_dag
 
     return run_dag(DAG_ID, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})

@@ -786,3 +786,344 @@ def test_custom_course_roles_follow_the_built_in_ones():
     for label, base in (("Teacher", "TeacherEnrollment"), ("Helper", "AccountAdmin")):
         with pytest.raises(ValueError):
             CanvasEmulator(token=TOKEN, custom_roles={label: base})
+
+
+# -- the gradebook's read side: grading periods, enrollments with grades, assignments, submissions ------
+
+PAST_PERIOD = ("Q1", "2000-08-20T00:00:00Z", "2000-10-20T00:00:00Z")  # closed long ago
+LATER_PERIOD = ("Q2", "2999-10-20T00:00:00Z", "2999-12-20T00:00:00Z")  # closes far ahead
+
+
+def test_a_course_lists_the_grading_periods_of_its_terms_set(canvas):
+    imported(canvas, {**DISTRICT, "courses.csv": COURSES + "C9,NOTERM,No Term,A1,,active\n"})
+    later = canvas.add_grading_period("T1", *LATER_PERIOD)
+    past = canvas.add_grading_period("T1", *PAST_PERIOD, close_date="2000-10-27T00:00:00Z", weight=40.0)
+    listed = api(canvas, "GET", "courses/sis_course_id:C1/grading_periods")
+    assert listed.status_code == 200
+    assert listed.json()["meta"] == {"primaryCollection": "grading_periods"}
+    periods = listed.json()["grading_periods"]
+    assert [p["id"] for p in periods] == [past, later], "by start date"
+    assert periods[0] == {"id": past, "title": PAST_PERIOD[0], "start_date": PAST_PERIOD[1],
+                          "end_date": PAST_PERIOD[2], "close_date": "2000-10-27T00:00:00Z", "weight": 40.0,
+                          "is_closed": True, "is_last": False}
+    assert {k: periods[1][k] for k in ("title", "close_date", "weight", "is_closed", "is_last")} == \
+        {"title": LATER_PERIOD[0], "close_date": LATER_PERIOD[2], "weight": None, "is_closed": False,
+         "is_last": True}, "close_date defaults to end_date"
+    same_term = {r["course_id"] for r in rows(COURSES) if r["term_id"] == "T1"}
+    for course in same_term:
+        shown = api(canvas, "GET", f"courses/sis_course_id:{course}/grading_periods").json()
+        assert [p["id"] for p in shown["grading_periods"]] == [past, later]
+    other_term = next(r["course_id"] for r in rows(COURSES) if r["term_id"] != "T1")
+    elsewhere = api(canvas, "GET", f"courses/sis_course_id:{other_term}/grading_periods").json()
+    assert elsewhere["grading_periods"] == []
+    assert api(canvas, "GET", "courses/sis_course_id:C9/grading_periods").json()["grading_periods"] == []
+    default_term = canvas.add_grading_period(None, *LATER_PERIOD)
+    assert [p["id"] for p in api(canvas, "GET", "courses/sis_course_id:C9/grading_periods").json()[
+        "grading_periods"]] == [default_term], "a course without a term is in the default term"
+    paged = api(canvas, "GET", "courses/sis_course_id:C1/grading_periods", params={"per_page": 1})
+    assert len(paged.json()["grading_periods"]) == 1 and "next" in links(paged)
+    assert api(canvas, "GET", "courses/sis_course_id:NOPE/grading_periods").status_code == 404
+
+
+MORE_USERS = """user_id,login_id,first_name,last_name,status
+u3,cleo,Cleo,Park,active
+u4,dina,Dina,Kay,active
+"""
+MORE_ENROLLMENTS = """course_id,section_id,user_id,role,status
+C1,S1,u2,student,inactive
+C1,S1,u3,student,completed
+C1,S1,u4,student,deleted
+"""
+
+
+ALAN_IN_ALGEBRA = "course_id,section_id,user_id,role,status\nC1,S1,u2,student,active\n"
+
+
+def listed_enrollments(canvas, course: str, **params) -> list[dict]:
+    response = api(canvas, "GET", f"courses/sis_course_id:{course}/enrollments",
+                   params={"per_page": 100, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_course_enrollments_filter_by_type_state_and_user(canvas):
+    first = imported(canvas, DISTRICT)
+    imported(canvas, {"users.csv": MORE_USERS, "enrollments.csv": MORE_ENROLLMENTS})
+    types = {"student": "StudentEnrollment", "teacher": "TeacherEnrollment", "observer": "ObserverEnrollment"}
+    every = [r for r in rows(ENROLLMENTS) + rows(MORE_ENROLLMENTS) if r["course_id"] == "C1"]
+
+    def expected(*states: str, role: str | None = None) -> set:
+        return {(r["user_id"], types[r["role"]], r["status"]) for r in every
+                if r["status"] in states and role in (None, r["role"])}
+
+    def shown(enrollments: list[dict]) -> set:
+        return {(e["sis_user_id"], e["type"], e["enrollment_state"]) for e in enrollments}
+
+    default = listed_enrollments(canvas, "C1")
+    assert shown(default) == expected("active", "inactive"), "an admin sees inactive ones too"
+    assert [e["type"] for e in default] == sorted(e["type"] for e in default), "ordered by type first"
+    students = [e for e in default if e["type"] == "StudentEnrollment"]
+    assert [e["sis_user_id"] for e in students] == ["u1", "u2"], "then by sortable name: Lovelace, Turing"
+    assert shown(listed_enrollments(canvas, "C1", **{"type[]": "StudentEnrollment"})) == \
+        expected("active", "inactive", role="student")
+    assert shown(listed_enrollments(canvas, "C1", **{"role[]": "TeacherEnrollment"})) == \
+        expected("active", role="teacher")
+    for state in ("completed", "deleted", "inactive"):
+        assert shown(listed_enrollments(canvas, "C1", **{"state[]": state})) == expected(state), state
+
+    ada = listed_enrollments(canvas, "C1", user_id="sis_user_id:u1", **{"type[]": "StudentEnrollment"})
+    assert len(ada) == 1
+    users, courses, sections = canvas.users, canvas.courses, canvas.sections
+    record = ada[0]
+    assert {k: record[k] for k in ("course_id", "sis_course_id", "course_section_id", "sis_section_id",
+                                   "user_id", "sis_user_id", "type", "role", "enrollment_state",
+                                   "root_account_id", "associated_user_id", "created_for_sis_id",
+                                   "sis_import_id")} == \
+        {"course_id": courses["C1"]["id"], "sis_course_id": "C1", "course_section_id": sections["S1"]["id"],
+         "sis_section_id": "S1", "user_id": users["u1"]["id"], "sis_user_id": "u1",
+         "type": "StudentEnrollment", "role": "StudentEnrollment", "enrollment_state": "active",
+         "root_account_id": 1, "associated_user_id": None, "created_for_sis_id": True,
+         "sis_import_id": first["id"]}
+    assert record["id"] == canvas.enrollments["C1:S1:u1:student"]["id"]
+    assert record["user"] == {"id": users["u1"]["id"], "name": "Ada Lovelace",
+                              "sortable_name": "Lovelace, Ada", "short_name": "Ada Lovelace",
+                              "sis_user_id": "u1", "login_id": "ada"}
+    by_canvas_id = listed_enrollments(canvas, "C1", user_id=str(users["u1"]["id"]))
+    assert {e["type"] for e in by_canvas_id} == {"StudentEnrollment"}
+    assert listed_enrollments(canvas, "C1", user_id="sis_user_id:u2") == [], \
+        "with user_id, only active (and invited) ones by default"
+    observer = listed_enrollments(canvas, "C1", **{"type[]": "ObserverEnrollment"})[0]
+    assert observer["associated_user_id"] == users["u1"]["id"] and "grades" not in observer
+    assert "grades" not in listed_enrollments(canvas, "C1", **{"type[]": "TeacherEnrollment"})[0]
+    assert api(canvas, "GET", "courses/sis_course_id:C1/enrollments",
+               params={"user_id": "sis_user_id:nobody"}).status_code == 404
+    assert api(canvas, "GET", "courses/sis_course_id:NOPE/enrollments").status_code == 404
+
+
+def test_student_enrollments_carry_the_grades_of_the_course_or_of_a_grading_period(canvas):
+    imported(canvas, DISTRICT)
+    imported(canvas, {"enrollments.csv": ALAN_IN_ALGEBRA})
+    past = canvas.add_grading_period("T1", *PAST_PERIOD)
+    later = canvas.add_grading_period("T1", *LATER_PERIOD)
+    other_term = canvas.add_grading_period("T2", *LATER_PERIOD)
+    canvas.set_grades("C1", "u1", current_score=91.5, final_score=80.0, current_grade="A-", final_grade="B-",
+                      override_score=85.0, override_grade="B")
+    canvas.set_grades("C1", "u1", grading_period_id=past, current_score=88.0, final_score=70.0,
+                      unposted_current_score=90.0, unposted_final_score=72.0)
+    course, ada, alan = canvas.courses["C1"]["id"], canvas.users["u1"]["id"], canvas.users["u2"]["id"]
+    empty = dict.fromkeys(("current_score", "final_score", "current_grade", "final_grade",
+                           "unposted_current_score", "unposted_final_score", "unposted_current_grade",
+                           "unposted_final_grade", "override_score", "override_grade"))
+
+    def grades(**params) -> dict[str, dict]:
+        listed = listed_enrollments(canvas, "C1", **{"type[]": "StudentEnrollment", **params})
+        return {e["sis_user_id"]: e["grades"] for e in listed}
+
+    whole = grades()
+    assert whole["u1"] == {**empty, "html_url": f"{canvas.base_url}/courses/{course}/grades/{ada}",
+                           "current_score": 91.5, "final_score": 80.0, "current_grade": "A-",
+                           "final_grade": "B-", "unposted_current_score": 91.5, "unposted_final_score": 80.0,
+                           "unposted_current_grade": "A-", "unposted_final_grade": "B-",
+                           "override_score": 85.0, "override_grade": "B"}
+    assert whole["u2"] == {**empty, "html_url": f"{canvas.base_url}/courses/{course}/grades/{alan}"}, \
+        "nothing set: all null"
+    in_past = grades(grading_period_id=past)
+    assert {k: in_past["u1"][k] for k in empty} == {**empty, "current_score": 88.0, "final_score": 70.0,
+                                                    "unposted_current_score": 90.0,
+                                                    "unposted_final_score": 72.0}
+    assert {k: grades(grading_period_id=later)["u1"][k] for k in empty} == empty
+    for wrong in (other_term, 999_999):
+        refused = api(canvas, "GET", "courses/sis_course_id:C1/enrollments",
+                      params={"grading_period_id": wrong})
+        assert refused.status_code == 400 and refused.json() == {"error": "invalid grading_period_id"}
+
+
+def test_an_enrollment_made_in_canvas_survives_imports_diffing_and_batch_mode(canvas):
+    imported(canvas, DISTRICT)
+    made = canvas.add_enrollment_made_in_canvas("C1", "u2")
+    visitor = canvas.add_enrollment_made_in_canvas("C1", None, "student", name="Sam Visitor")
+    teacher = canvas.add_enrollment_made_in_canvas("C1", "t1", "ta")
+    ours = {made, visitor, teacher}
+
+    def made_in_canvas() -> dict[int, dict]:
+        return {e["id"]: e for e in listed_enrollments(canvas, "C1") if e["id"] in ours}
+
+    listed = made_in_canvas()
+    assert set(listed) == ours
+    assert all(e["created_for_sis_id"] is False and e["sis_import_id"] is None for e in listed.values())
+    assert listed[made]["sis_user_id"] == "u2" and listed[made]["user"]["login_id"] == "alan"
+    assert listed[teacher]["type"] == "TaEnrollment" and "grades" not in listed[teacher]
+    sam = listed[visitor]
+    assert sam["sis_user_id"] is None and sam["grades"]["current_score"] is None
+    assert {k: sam["user"][k] for k in ("name", "sortable_name", "sis_user_id", "login_id")} == \
+        {"name": "Sam Visitor", "sortable_name": "Visitor, Sam", "sis_user_id": None, "login_id": None}
+    assert sam["user_id"] in canvas.canvas_users
+    assert sam["user_id"] not in {u["id"] for u in canvas.users.values()}
+
+    header = "course_id,section_id,user_id,role,status\n"
+    roster = header + "C1,S1,u1,student,active\nC1,S1,t1,teacher,active\n"
+    imported(canvas, {"enrollments.csv": roster}, diffing_data_set_identifier="roster")
+    diffed = imported(canvas, {"enrollments.csv": header + "C1,S1,u1,student,active\n"},
+                      diffing_data_set_identifier="roster")
+    assert diffed["diffed_against_import_id"] is not None
+    assert canvas.enrollments["C1:S1:t1:teacher"]["status"] == "deleted", "the diff dropped the missing row"
+    files, _, _, gone_enrollments = batch_files()
+    batch = imported(canvas, files, batch_mode="1", batch_mode_term_id="sis_term_id:T1")
+    assert batch["workflow_state"] == "imported"
+    stale = {key for key, e in canvas.enrollments.items() if e["status"] == "deleted"}
+    assert gone_enrollments <= stale
+    assert batch["data"]["counts"]["batch_enrollments_deleted"] == \
+        len(gone_enrollments - {"C1:S1:t1:teacher"}), "only what imports made, and not deleted already"
+    enrollments = canvas.enrollments
+    assert all(enrollments[f"canvas:{number}"]["status"] == "active" for number in ours)
+    assert set(made_in_canvas()) == ours
+
+    imported(canvas, {"users.csv": "user_id,login_id,first_name,last_name,status\n"
+                                   "u2,alan,Alan,Turing,deleted\n"})
+    assert canvas.enrollments[f"canvas:{made}"]["status"] == "deleted", \
+        "a user deleted by SIS loses all its enrollments, as Canvas documents"
+    assert set(made_in_canvas()) == {visitor, teacher}
+
+
+def test_course_enrollments_are_paged_by_link_headers(canvas):
+    students = [f"s{n:02}" for n in range(23)]
+    imported(canvas, {
+        "courses.csv": COURSES, "sections.csv": SECTIONS,
+        "users.csv": "user_id,login_id,first_name,last_name,status\n" + "".join(
+            f"{s},{s}login,First,Last{s},active\n" for s in students),
+        "enrollments.csv": "course_id,section_id,user_id,role,status\n" + "".join(
+            f"C1,S1,{s},student,active\n" for s in students)})
+    response = api(canvas, "GET", "courses/sis_course_id:C1/enrollments", params={"per_page": 10})
+    assert len(response.json()) == 10 and "next" in links(response)
+    assert "last" not in links(response), "Canvas pages enrollments by bookmark: no last page"
+    seen = []
+    while True:
+        seen += [e["sis_user_id"] for e in response.json()]
+        if "next" not in links(response):
+            break
+        response = api(canvas, "GET", links(response)["next"])
+    assert seen == students, "one page after another, by sortable name (Lasts00 ...)"
+    assert "prev" in links(response) and len(response.json()) == len(students) % 10
+
+
+def test_assignment_groups_and_assignments_leave_deleted_ones_out(canvas):
+    imported(canvas, DISTRICT)
+    quizzes = canvas.add_assignment_group("C1", "Quizzes", position=2, group_weight=40.0)
+    homework = canvas.add_assignment_group("C1", "Homework", position=1, group_weight=60.0)
+    first = canvas.add_assignment("C1", "HW 1", assignment_group_id=homework, points_possible=10.0,
+                                  due_at="2026-09-10T23:59:00Z", unlock_at="2026-09-01T00:00:00Z",
+                                  created_at="2026-08-25T12:00:00Z")
+    draft = canvas.add_assignment("C1", "HW 2", assignment_group_id=homework, points_possible=20.0,
+                                  published=False)
+    quiz = canvas.add_assignment("C1", "Quiz 1", assignment_group_id=quizzes, points_possible=None,
+                                 omit_from_final_grade=True, grading_type="pass_fail")
+    gone = canvas.add_assignment("C1", "HW 0", assignment_group_id=homework, points_possible=5.0)
+    canvas.delete_assignment(gone)
+
+    groups = api(canvas, "GET", "courses/sis_course_id:C1/assignment_groups")
+    assert groups.status_code == 200
+    assert groups.json() == [
+        {"id": homework, "name": "Homework", "position": 1, "group_weight": 60.0, "rules": {}},
+        {"id": quizzes, "name": "Quizzes", "position": 2, "group_weight": 40.0, "rules": {}}]
+    with_assignments = api(canvas, "GET", "courses/sis_course_id:C1/assignment_groups",
+                           params={"include[]": "assignments"}).json()
+    assert [[a["id"] for a in g["assignments"]] for g in with_assignments] == [[first, draft], [quiz]]
+
+    listed = api(canvas, "GET", "courses/sis_course_id:C1/assignments").json()
+    assert [a["id"] for a in listed] == [first, draft, quiz], "group position, then position; no deleted"
+    hw1 = listed[0]
+    assert {k: hw1[k] for k in ("name", "course_id", "assignment_group_id", "points_possible", "due_at",
+                                "unlock_at", "lock_at", "created_at", "published", "workflow_state",
+                                "omit_from_final_grade", "grading_type")} == \
+        {"name": "HW 1", "course_id": canvas.courses["C1"]["id"], "assignment_group_id": homework,
+         "points_possible": 10.0, "due_at": "2026-09-10T23:59:00Z", "unlock_at": "2026-09-01T00:00:00Z",
+         "lock_at": None, "created_at": "2026-08-25T12:00:00Z", "published": True,
+         "workflow_state": "published", "omit_from_final_grade": False, "grading_type": "points"}
+    assert (listed[1]["published"], listed[1]["workflow_state"]) == (False, "unpublished")
+    assert listed[2]["omit_from_final_grade"] is True and listed[2]["points_possible"] is None
+
+    assert api(canvas, "GET", f"courses/sis_course_id:C1/assignments/{first}").json()["name"] == "HW 1"
+    assert api(canvas, "GET", f"courses/sis_course_id:C1/assignments/{gone}").status_code == 404
+    assert api(canvas, "GET", "courses/sis_course_id:C1/assignments/999999").status_code == 404
+    assert api(canvas, "GET", f"courses/sis_course_id:C2/assignments/{first}").status_code == 404
+
+    canvas.update_assignment(draft, name="HW 2 (final)", published=True, points_possible=25.0)
+    shown = api(canvas, "GET", f"courses/{canvas.courses['C1']['id']}/assignments/{draft}").json()
+    assert (shown["name"], shown["workflow_state"], shown["points_possible"]) == \
+        ("HW 2 (final)", "published", 25.0)
+    assert shown["updated_at"] >= shown["created_at"]
+    assert api(canvas, "GET", "courses/sis_course_id:C2/assignment_groups").json() == []
+
+
+def test_submissions_for_students_lists_every_students_submission_of_published_assignments(canvas):
+    imported(canvas, DISTRICT)
+    imported(canvas, {"enrollments.csv": ALAN_IN_ALGEBRA})
+    students = {r["user_id"] for r in rows(ENROLLMENTS) if r["course_id"] == "C1" and r["role"] == "student"}
+    students.add("u2")
+    q1 = canvas.add_grading_period("T1", "Q1", "2026-08-20T00:00:00Z", "2026-10-20T00:00:00Z")
+    q2 = canvas.add_grading_period("T1", "Q2", "2026-10-20T00:00:00Z", "2026-12-20T00:00:00Z")
+    group = canvas.add_assignment_group("C1", "Work")
+    essay = canvas.add_assignment("C1", "Essay", assignment_group_id=group, points_possible=10.0,
+                                  due_at="2026-09-10T23:59:00Z")
+    exam = canvas.add_assignment("C1", "Exam", assignment_group_id=group, points_possible=20.0)
+    draft = canvas.add_assignment("C1", "Draft", assignment_group_id=group, points_possible=5.0,
+                                  published=False)
+    gone = canvas.add_assignment("C1", "Gone", assignment_group_id=group, points_possible=5.0)
+    canvas.grade("C1", essay, "u1", score=8.5, graded_at="2026-09-01T10:00:00Z")
+    canvas.grade("C1", essay, "u2", excused=True, graded_at="2026-09-03T10:00:00Z")
+    canvas.grade("C1", exam, "u1", score=15.0, graded_at="2026-09-05T10:00:00Z", posted=False, late=True,
+                 late_policy_status="late")
+    canvas.grade("C1", draft, "u1", score=3.0)
+    canvas.grade("C1", gone, "u1", score=4.0)
+    canvas.delete_assignment(gone)
+    path = "courses/sis_course_id:C1/students/submissions"
+
+    def submissions(**params) -> dict[tuple[int, str], dict]:
+        response = api(canvas, "GET", path, params={"student_ids[]": "all", "include[]": "user",
+                                                    "per_page": 100, **params})
+        assert response.status_code == 200, response.text
+        listed = response.json()
+        assert [s["id"] for s in listed] == sorted(s["id"] for s in listed), "ordered by id"
+        return {(s["assignment_id"], s["user"]["sis_user_id"]): s for s in listed}
+
+    every = submissions()
+    assert set(every) == {(a, s) for a in (essay, exam) for s in students}, \
+        "each student's, unsubmitted too; no unpublished or deleted assignment"
+    graded = every[(essay, "u1")]
+    assert {k: graded[k] for k in ("score", "grade", "entered_score", "entered_grade", "excused", "late",
+                                   "missing", "late_policy_status", "workflow_state", "graded_at",
+                                   "posted_at", "submitted_at")} == \
+        {"score": 8.5, "grade": "8.5", "entered_score": 8.5, "entered_grade": "8.5", "excused": False,
+         "late": False, "missing": False, "late_policy_status": None, "workflow_state": "graded",
+         "graded_at": "2026-09-01T10:00:00Z", "posted_at": "2026-09-01T10:00:00Z", "submitted_at": None}
+    assert graded["user_id"] == canvas.users["u1"]["id"] == graded["user"]["id"]
+    excused = every[(essay, "u2")]
+    assert (excused["excused"], excused["score"], excused["grade"], excused["workflow_state"]) == \
+        (True, None, None, "graded")
+    hidden = every[(exam, "u1")]
+    assert (hidden["score"], hidden["grade"], hidden["posted_at"], hidden["late"],
+            hidden["late_policy_status"]) == (15.0, "15", None, True, "late"), "not posted: hidden"
+    unsubmitted = every[(exam, "u2")]
+    assert (unsubmitted["workflow_state"], unsubmitted["score"], unsubmitted["graded_at"]) == \
+        ("unsubmitted", None, None)
+
+    assert set(submissions(graded_since="2026-09-03T10:00:00Z")) == {(essay, "u2"), (exam, "u1")}, \
+        "graded at or after"
+    assert set(submissions(**{"assignment_ids[]": exam})) == {(exam, s) for s in students}
+    assert set(submissions(workflow_state="unsubmitted")) == {(exam, "u2")}
+    assert set(submissions(grading_period_id=q1)) == {(essay, s) for s in students}, "due in Q1"
+    assert set(submissions(grading_period_id=q2)) == {(exam, s) for s in students}, "no due date: the last"
+    unknown_period = api(canvas, "GET", path, params={"student_ids[]": "all", "grading_period_id": 999999})
+    assert unknown_period.status_code == 404
+    one = api(canvas, "GET", path, params={"student_ids[]": "sis_user_id:u2"}).json()
+    assert {(s["assignment_id"], s["user_id"]) for s in one} == \
+        {(essay, canvas.users["u2"]["id"]), (exam, canvas.users["u2"]["id"])} and "user" not in one[0]
+    assert api(canvas, "GET", path).json() == [], "without student_ids: the caller's own, an admin's: none"
+    assert api(canvas, "GET", path, params={"student_ids[]": "sis_user_id:t1"}).status_code == 401
+    paged = api(canvas, "GET", path, params={"student_ids[]": "all", "per_page": 3})
+    assert len(paged.json()) == 3 and "page=2" in links(paged)["last"]
+
+    canvas.inject("500", path_contains="students/submissions")
+    assert api(canvas, "GET", path, params={"student_ids[]": "all"}).status_code == 500
+    assert api(canvas, "GET", path, token=None).status_code == 401
+    assert api(canvas, "GET", path, params={"student_ids[]": "all"}).status_code == 200

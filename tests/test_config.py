@@ -81,8 +81,15 @@ def test_defaults_fill_a_minimal_file(tmp_path):
         (GOOD.format(name="bad") + "lms: {conn_id: lms, dropped_enrollments: completed}\n",
          "lms.dropped_enrollments", "Extra inputs are not permitted"),
         (GOOD.format(name="bad") + "lms: {target: canvas, conn_id: lms}\n"
-         + "grade_passback: {sftp_conn_id: s, term_task_ids: [a], overall_task_ids: [b]}\n",
-         "grade_passback", "cannot come back from Canvas yet"),
+         + "grade_passback: {sftp_conn_id: s, remote_dir: /x, term_task_ids: [a], overall_task_ids: [b]}\n",
+         "grade_passback", "through its API, not an export file: remove remote_dir, sftp_conn_id"),
+        (GOOD.format(name="bad") + "lms: {conn_id: lms}\n"
+         + "grade_passback: {term_task_ids: [a], overall_task_ids: [b]}\n",
+         "grade_passback", "sftp_conn_id is missing"),
+        (GOOD.format(name="bad") + "grade_passback: {term_task_ids: [a]}\n", "grade_passback",
+         "sftp_conn_id is missing"),
+        (GOOD.format(name="bad") + "lms: {target: canvas, conn_id: lms, grade_score: total}\n",
+         "lms.grade_score", "'current' or 'final'"),
         (GOOD.format(name="bad") + "retention_days: 0\n", "retention_days", "greater than or equal to 1"),
         (GOOD.format(name="bad") + "retention_days: 367\n", "retention_days", "less than or equal to 366"),
         (GOOD.format(name="bad") + "retention_days: yes\n", "retention_days", "valid integer (got True)"),
@@ -99,6 +106,12 @@ def test_bad_file_names_file_field_and_problem(tmp_path, text, field, problem):
     assert message.startswith(str(path.resolve()) + ": ")
     assert field in message
     assert problem in message
+
+
+def test_a_canvas_district_reads_its_grades_without_sftp_settings(tmp_path):
+    config = load_district(write(tmp_path, "tiny", GOOD.format(name="tiny") + "lms: {target: canvas, conn_id: lms, "
+                                 "grade_score: final}\ngrade_passback: {term_task_ids: [a]}\n"))
+    assert config.grade_passback.sftp_conn_id is None and config.lms.grade_score == "final"
 
 
 def test_one_bad_file_does_not_hide_the_others(tmp_path):

@@ -104,6 +104,17 @@ def test_every_shipped_district_loads_as_a_dag():
     assert dag.deadline is not None
 
 
+def test_a_canvas_district_reads_its_grades_from_canvas_once_provisioning_is_done():
+    dag = dag_bag().dags["oneroster_demo_canvas"]
+    grades = [task.task_id for task in dag.tasks if task.task_id.startswith("grades.")]
+    assert grades == ["grades.read_grades", "grades.plan", "grades.post", "grades.reconcile"], "no export to wait for"
+    read = dag.get_task("grades.read_grades")
+    assert read.upstream_task_ids == {"first_night", "provision.sync_report"}
+    assert read.pool == "lms_canvas_demo" and read.trigger_rule == "none_failed"
+    assert dag.get_task("grades.plan").upstream_task_ids == {"grades.read_grades", "provision.sync_report"}
+    assert "**grades.read_grades**" in read.doc_md and "from its\n  API" in dag.doc_md
+
+
 @pytest.mark.parametrize("groups, offered", [
     ({"lms", "provisioning", "grade_passback"}, {"active_year", "full_run", "halves", "dry_run"}),
     ({"grade_passback"}, {"active_year", "full_run", "dry_run"}),

@@ -17,6 +17,7 @@ import io
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 from include.config import ExportColumns
 
@@ -26,6 +27,11 @@ FIELDS = (*REQUIRED, "term_percent", "term_score", "course_percent", "course_sco
 ROW_COLUMNS = ["row", *FIELDS]
 REPEATED = ("grading_period", "term_score", "course_score")  # a few values over every row: categorical
 QUARANTINE_COLUMNS = ["row", "section", "student", "reason"]
+# the rows and the rows kept aside as staged, whichever the source (a file, or an LMS's API)
+ROW_SCHEMA = pa.schema([("row", pa.int64()), *((name, pa.float64() if name in PERCENTS else pa.string())
+                                              for name in FIELDS)])
+QUARANTINE_SCHEMA = pa.schema([("row", pa.int64()), ("section", pa.string()), ("student", pa.string()),
+                               ("reason", pa.string())])
 CONFLICTING = "conflicting grades for the same student, section and grading period"
 DUPLICATE = "duplicate of row "
 TRUNCATED = "the file ends in the middle of this row (no line break after it): cut off?"

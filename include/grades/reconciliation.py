@@ -30,7 +30,8 @@ OUTCOMES = ("posted", "unchanged", "skipped", "failed")
 IC_STATUSES = ("created", "updated", "window closed", "rejected")
 
 NO_ANSWER = "no answer from IC"
-MALFORMED = "malformed: "
+MALFORMED = "malformed: "  # an export file's row kept aside
+NOT_READ = "not read from the LMS: "  # what an LMS's API gave that could not become a grade row
 REJECTED = "rejected by IC"
 LOGGED_STUDENT = "<student>"  # what a log line shows for a student's id
 
@@ -194,8 +195,10 @@ def _sorting(numbers: np.ndarray) -> np.ndarray | None:
 
 
 def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFrame,
-              outcomes: pd.DataFrame) -> Reconciliation:
-    """One outcome per export row: failed > posted > unchanged > skipped, with the reason that decided it."""
+              outcomes: pd.DataFrame, kept_aside_as: str = MALFORMED) -> Reconciliation:
+    """One outcome per export row: failed > posted > unchanged > skipped, with the reason that decided it;
+    a quarantined row is skipped, its reason after ``kept_aside_as`` (:data:`MALFORMED` for an export
+    file's, :data:`NOT_READ` for what an LMS's API gave)."""
     final, outcome, reason, reasons = _posting_outcomes(postings, outcomes)
     posting_rows = final["row"].to_numpy(dtype=np.int64)
     starts, decider, by_row = _decided(posting_rows, outcome)
@@ -221,7 +224,7 @@ def reconcile(rows: pd.DataFrame, quarantined: pd.DataFrame, postings: pd.DataFr
     section, student = as_text(rows, "section", order), as_text(rows, "student", order)
     if len(quarantined):
         why, whys = frames.encoded(quarantined["reason"].astype(str))
-        reason_at, reasons = frames.distinct(reasons + [MALFORMED + text for text in whys.to_pylist()])
+        reason_at, reasons = frames.distinct(reasons + [kept_aside_as + text for text in whys.to_pylist()])
         numbers = np.concatenate([numbers, quarantined["row"].to_numpy(dtype=np.int64)])
         outcome = np.concatenate([outcome, np.full(len(quarantined), 2, dtype=outcome.dtype)])
         why = np.where(why >= 0, len(reason_at) - len(whys) + why, -1)

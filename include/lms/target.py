@@ -16,6 +16,7 @@ the item carries that LMS id.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import ClassVar, Literal, Protocol
 
@@ -166,6 +167,27 @@ class Receipts(Protocol):
         ...
 
     def put(self, name: str, value: str) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class SectionGrades:
+    """One section's final grades as an LMS's API gives them, in the grade export's fields
+    (:data:`include.grades.export.ROW_COLUMNS` less the row number): section, student, grading
+    period, term percent, term letter, course percent, course letter; ``kept_aside``: (section,
+    student or None, why) for what cannot become a row; ``made_in_lms``: students the LMS lists with
+    no IC id (people made in the LMS), counted, never passed back."""
+
+    rows: list[tuple]
+    kept_aside: list[tuple[str, str | None, str]]
+    made_in_lms: int
+
+
+class LmsGradeSource(Protocol):
+    """An LMS whose final grades are read from its API (Canvas), not from an export file on SFTP."""
+
+    def final_grades(self, sections: Iterable[str]) -> Iterator[SectionGrades]:
+        """The grades of each section (IC class sourcedId) in turn, in the order given."""
         ...
 
 

@@ -108,6 +108,43 @@ Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas s
   asks for active (the default; ``inactive`` alone lists none), then the account's custom roles by
   id; each ``{"id", "role", "label", "base_role_type", "workflow_state", "is_account_role",
   "permissions"}`` (``permissions`` left empty).
+- The gradebook's read side, what a grade passback reads (the Enrollments, Grading Periods,
+  Assignment Groups, Assignments and Submissions APIs). No SIS import carries grades: tests set them
+  as admins and teachers do in Canvas's UI (:meth:`CanvasEmulator.add_grading_period`,
+  :meth:`~CanvasEmulator.set_grades`, :meth:`~CanvasEmulator.add_enrollment_made_in_canvas`,
+  :meth:`~CanvasEmulator.add_assignment_group`, :meth:`~CanvasEmulator.add_assignment`,
+  :meth:`~CanvasEmulator.update_assignment`, :meth:`~CanvasEmulator.delete_assignment`,
+  :meth:`~CanvasEmulator.grade`).
+- ``GET courses/:id/grading_periods`` (GradingPeriodsController#index): the grading periods of the
+  set the course's term has (the default term for a course naming none), by start date, as
+  ``{"grading_periods": [...], "meta": {"primaryCollection": "grading_periods"}}``, each ``{"id",
+  "title", "start_date", "end_date", "close_date", "weight", "is_closed", "is_last"}`` (closed once the
+  close date has passed; last: the period of the set ending last); none when the term has no set.
+- ``GET courses/:id/enrollments`` (EnrollmentsApiController#index): ``type[]`` (or ``role[]``),
+  ``state[]`` (one workflow_state: active, inactive, completed, deleted; without it all but completed
+  and deleted ones, inactive included, as Canvas's code gives an admin, though its docs say active and
+  invited; with ``user_id`` active ones), ``user_id`` (a Canvas id or ``sis_user_id:X``, 404 when
+  nobody has it), ``grading_period_id`` (one of the course's periods, else 400 ``{"error": "invalid
+  grading_period_id"}``); ordered by type, the user's sortable name and id, and paged by bookmark in
+  Canvas (no ``last`` link). Each is Canvas's Enrollment: ``id``, ``course_id``, ``sis_course_id``,
+  ``course_section_id``, ``sis_section_id``, ``user_id``, ``sis_user_id``, ``type``, ``role``,
+  ``enrollment_state``, ``root_account_id``, ``associated_user_id``, ``created_for_sis_id`` (made by an
+  import), ``sis_import_id``, ``html_url``, ``user`` (``id``, ``name``, ``sortable_name``,
+  ``short_name``, ``sis_user_id``, ``login_id``) and, for a student, ``grades`` (``html_url``, the
+  current, final, unposted and override scores and grades) of the whole course, or of the grading
+  period asked for.
+- ``GET courses/:id/assignment_groups`` (by position; with ``include[]=assignments`` their
+  assignments), ``GET courses/:id/assignments`` (ordered by the group's position, the assignment's
+  position and id; unpublished ones too, the token being an admin's) and ``GET
+  courses/:id/assignments/:id``; a deleted assignment is neither listed nor found (404).
+- ``GET courses/:id/students/submissions`` (SubmissionsApiController#for_students, not grouped):
+  ``student_ids[]`` ``all`` (the course's students: a student enrollment that is not deleted,
+  ``enrollment_state`` active or concluded narrowing them) or one id (401 when not the course's
+  student), without it none (the caller's own, an admin's); submissions of published assignments
+  only, one per student and assignment (``unsubmitted`` until graded), filtered by
+  ``assignment_ids[]``, ``grading_period_id`` (404 for an unknown period), ``workflow_state`` and
+  ``graded_since`` (graded at or after it); ordered by id; with ``include[]=user`` each has its
+  ``user``. ``posted_at`` is null for a grade not posted (hidden from the student).
 - Ids may be SIS ids: ``sis_account_id:X``, ``sis_course_id:X``. Lists are paged by ``page`` and
   ``per_page`` (10 by default) with a ``Link`` header naming the ``current``, ``next``, ``prev``,
   ``first`` and ``last`` pages when relevant; the SIS import list and the recursive sub-account
@@ -142,6 +179,17 @@ names no order); the other Account, EnrollmentTerm and Role fields Canvas serial
 A user deleted by users.csv loses its enrollments as before, and its links are left as they are
 (the emulator does not follow Canvas's user deletion into observer links); batch mode's deletions
 are not carried to linked observer enrollments.
+The gradebook's choices: an enrollment made in Canvas's UI is kept apart from SIS's keys (keyed
+``canvas:<id>``) and is enrolled in the course's default section, which has no id here
+(``course_section_id`` null); SIS imports never update it, diffing and batch mode never drop it, but a
+user deleted by users.csv loses it, as Canvas deletes all of the user's enrollments. Grades are the
+scores the test sets, not computed from submissions; a grading period's ``close_date`` defaults to its
+``end_date``; a submission exists once graded or listed (Canvas makes one per student and
+assignment up front; its id is given when the emulator first needs it); a score given without a
+grade is written as Canvas writes a points or percent grade (``"8.5"``, ``"85%"``); a posted grade is
+posted when graded; an assignment's grading period is the one it is given, else the one its due
+date falls in, else (no due date) the last; an unparseable ``graded_since`` is ignored; the other
+Enrollment, Assignment and Submission fields Canvas serialises are left out.
 
 Knobs: ``upload_seconds`` (an import stays ``created`` that long) and ``seconds_per_row``; the rate
 limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by default);
@@ -155,7 +203,9 @@ queued after it in ``created``, until :meth:`CanvasEmulator.release_stuck`). Eac
 kept (:attr:`uploads`). What was imported stays inspectable as copies keyed by SIS id (:attr:`accounts`,
 :attr:`terms`, :attr:`users`, :attr:`courses`, :attr:`sections`, :attr:`enrollments`, and the
 observer links as :attr:`user_observers`, keyed ``observer_id:student_id``), the imports by id
-(:attr:`imports`), and every request, its body included, in :attr:`requests`.
+(:attr:`imports`), the gradebook by Canvas id (:attr:`canvas_users`, :attr:`grading_periods`,
+:attr:`assignment_groups`, :attr:`assignments`; :attr:`grades` and :attr:`submissions` by tuple), and
+every request, its body included, in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -217,6 +267,21 @@ RESERVED_ROLE_NAMES = frozenset({"AccountAdmin", "AccountMembership", "NoPermiss
                                  "student", "observer", *(label for _, _, label, _ in BUILT_IN_ROLES)})
 ACTIVE_OR_PENDING = ("active",)  # the emulator's enrollment statuses Canvas's all_active_or_pending keeps
 RESTORABLE = ("inactive", "deleted", "completed")  # Enrollment#update_linked_enrollments' restorable_states
+# an enrollments.csv role's enrollment type (a built-in role's name is its type)
+ENROLLMENT_TYPES = {"student": "StudentEnrollment", "teacher": "TeacherEnrollment", "ta": "TaEnrollment",
+                    "designer": "DesignerEnrollment", "observer": "ObserverEnrollment"}
+# EnrollmentsApiController#index without state[]: an admin gets all_active_or_pending (inactive included),
+# a user_id query workflow_state active or invited (the emulator stores no invited enrollment)
+ROSTER_DEFAULT_STATES = ("active", "inactive")
+USER_DEFAULT_STATES = ("active",)
+GRADE_FIELDS = ("current_score", "final_score", "current_grade", "final_grade", "unposted_current_score",
+                "unposted_final_score", "unposted_current_grade", "unposted_final_grade", "override_score",
+                "override_grade")
+ASSIGNMENT_FIELDS = ("name", "assignment_group_id", "points_possible", "due_at", "unlock_at", "lock_at",
+                     "published", "omit_from_final_grade", "grading_type", "submission_types", "position",
+                     "grading_period_id")  # what update_assignment may change
+SUBMISSION_FIELDS = ("score", "grade", "entered_score", "entered_grade", "excused", "late", "missing",
+                     "late_policy_status", "workflow_state", "graded_at", "posted_at", "submitted_at")
 ENROLLMENT_DROP_STATUSES = ("deleted", "completed", "inactive")
 USER_REMOVE_STATUSES = ("deleted", "suspended")
 RAW_EXTENSIONS = {"application/zip": "zip", "text/xml": "xml", "text/plain": "csv", "text/csv": "csv"}
@@ -271,6 +336,35 @@ def _descending(value: str | None) -> tuple[int, float, str]:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
     return (1, -stamp.timestamp(), "")
+
+
+def _instant(value: str | None) -> datetime | None:
+    """An ISO time (``Z`` or an offset; UTC when it names none) as an aware datetime; None for
+    None or a value that is not one."""
+    try:
+        stamp = datetime.fromisoformat((value or "").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def _sortable_name(user: dict) -> str:
+    """User#sortable_name as Canvas derives it: ``Last, First``, or the name when there is no split."""
+    return ", ".join(filter(None, (user["last_name"], user["first_name"]))) or user["full_name"]
+
+
+def _grade_text(assignment: dict, score: float) -> str | None:
+    """Assignment#score_to_grade for the grading types that need no grading scheme: ``points`` the
+    score, ``percent`` its share of points_possible, rounded to 2 places and whole numbers without
+    decimals (``"8.5"``, ``"85%"``); None for the others (the test gives their grade)."""
+    def written(value: float) -> str:
+        return f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
+
+    if assignment["grading_type"] == "points":
+        return written(score)
+    if assignment["grading_type"] == "percent" and assignment["points_possible"]:
+        return written(score * 100 / assignment["points_possible"]) + "%"
+    return None
 
 
 def _status(value: str, allowed: str) -> str | None:
@@ -464,6 +558,13 @@ class CanvasEmulator(LoopbackService):
         self._sections: dict[str, dict] = {}
         self._enrollments: dict[str, dict] = {}
         self._user_observers: dict[str, dict] = {}
+        self._canvas_users: dict[int, dict] = {}  # users made in Canvas, not by SIS: by Canvas id
+        # the gradebook (set by the tests, as teachers and admins set it in Canvas's UI), by Canvas id
+        self._grading_periods: dict[int, dict] = {}
+        self._grades: dict[tuple[str, int, int | None], dict] = {}  # (course_id, user id, grading period id)
+        self._assignment_groups: dict[int, dict] = {}
+        self._assignments: dict[int, dict] = {}
+        self._submissions: dict[tuple[int, int], dict] = {}  # (assignment id, user id)
         self._imports: dict[int, SisImport] = {}
         self._queue: queue.Queue[SisImport | None] = queue.Queue()
         self._stopping = threading.Event()
@@ -518,9 +619,170 @@ class CanvasEmulator(LoopbackService):
         behind it follow (as a stuck import in Canvas eventually ends, or an admin aborts it)."""
         self._released.set()
 
+    # -- the gradebook: what admins and teachers set in Canvas's UI (no SIS import carries grades) --
+
+    def add_grading_period(self, term_sis_id: str | None, title: str, start_date: str, end_date: str,
+                           close_date: str | None = None, weight: float | None = None) -> int:
+        """A grading period in the grading period set of the term ``term_sis_id`` (None: the default
+        term, which the courses naming no term are in), as an admin makes one; ``close_date`` defaults
+        to ``end_date`` (Canvas's GradingPeriod sets it so when none is given). Dates are ISO
+        ``YYYY-MM-DDTHH:MM:SSZ``. Returns its Canvas id."""
+        with self._lock:
+            if term_sis_id is not None and term_sis_id not in self._terms:
+                raise KeyError(f"no term {term_sis_id!r}")
+            if any(_instant(date) is None for date in (start_date, end_date, close_date or end_date)):
+                raise ValueError("grading period dates are ISO times")
+            number = self._new_id()
+            self._grading_periods[number] = {"id": number, "term_id": term_sis_id or "", "title": title,
+                                             "start_date": start_date, "end_date": end_date,
+                                             "close_date": close_date or end_date, "weight": weight}
+            return number
+
+    def set_grades(self, course_sis_id: str, user_sis_id: str, *, grading_period_id: int | None = None,
+                   current_score: float | None = None, final_score: float | None = None,
+                   current_grade: str | None = None, final_grade: str | None = None,
+                   unposted_current_score: float | None = None, unposted_final_score: float | None = None,
+                   unposted_current_grade: str | None = None, unposted_final_grade: str | None = None,
+                   override_score: float | None = None, override_grade: str | None = None) -> None:
+        """The scores Canvas computed for a student in a course, for the whole course or for one of its
+        grading periods (an enrollment's Score rows); the grades are null when the course has no
+        grading scheme, and the unposted ones (what counts grades hidden from students) default to the
+        posted ones."""
+        with self._lock:
+            course, user = self._courses[course_sis_id], self._users[user_sis_id]
+            if grading_period_id is not None and \
+                    grading_period_id not in {p["id"] for p in self._course_periods(course)}:
+                raise KeyError(f"grading period {grading_period_id} is not course {course_sis_id}'s")
+            self._grades[(course_sis_id, user["id"], grading_period_id)] = {
+                "current_score": current_score, "final_score": final_score,
+                "current_grade": current_grade, "final_grade": final_grade,
+                "unposted_current_score": current_score if unposted_current_score is None
+                else unposted_current_score,
+                "unposted_final_score": final_score if unposted_final_score is None else unposted_final_score,
+                "unposted_current_grade": current_grade if unposted_current_grade is None
+                else unposted_current_grade,
+                "unposted_final_grade": final_grade if unposted_final_grade is None else unposted_final_grade,
+                "override_score": override_score, "override_grade": override_grade}
+
+    def add_enrollment_made_in_canvas(self, course_sis_id: str, user_sis_id: str | None,
+                                      role: str = "student", *, name: str = "Test Student") -> int:
+        """An active enrollment a teacher made in Canvas's UI, in the course's default section: no SIS
+        import (``created_for_sis_id`` false), keyed ``canvas:<id>`` so that no enrollments.csv row, diff
+        or batch-mode clean-up names it (those touch only what an import made; a user deleted by
+        users.csv still loses it, as Canvas deletes all of that user's enrollments). ``user_sis_id``
+        None enrolls a user made in Canvas too, named ``name``, with no SIS id and no login
+        (:attr:`canvas_users`). Returns the enrollment's Canvas id."""
+        if role not in ENROLLMENT_TYPES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ENROLLMENT_TYPES)}")
+        with self._lock:
+            if course_sis_id not in self._courses:
+                raise KeyError(f"no course {course_sis_id!r}")
+            if user_sis_id is None:
+                first, _, last = name.rpartition(" ")
+                user = {"id": self._new_id(), "user_id": None, "login_id": "", "first_name": first,
+                        "last_name": last, "full_name": name, "email": "", "status": "active",
+                        "sis_import_id": None}
+                self._canvas_users[user["id"]] = user
+            else:
+                user = self._users[user_sis_id]
+            number = self._new_id()
+            self._enrollments[f"canvas:{number}"] = {
+                "id": number, "course_id": course_sis_id, "section_id": "", "user_id": user_sis_id,
+                "canvas_user_id": user["id"], "role": role, "associated_user_id": "", "status": "active",
+                "sis_import_id": None}
+            return number
+
+    def add_assignment_group(self, course_sis_id: str, name: str, *, position: int | None = None,
+                             group_weight: float = 0.0) -> int:
+        """An assignment group of the course (last when ``position`` is None); returns its Canvas id."""
+        with self._lock:
+            if course_sis_id not in self._courses:
+                raise KeyError(f"no course {course_sis_id!r}")
+            number = self._new_id()
+            if position is None:
+                position = 1 + sum(g["course_id"] == course_sis_id for g in self._assignment_groups.values())
+            self._assignment_groups[number] = {"id": number, "course_id": course_sis_id, "name": name,
+                                               "position": position, "group_weight": group_weight}
+            return number
+
+    def add_assignment(self, course_sis_id: str, name: str, *, assignment_group_id: int,
+                       points_possible: float | None, due_at: str | None = None, unlock_at: str | None = None,
+                       created_at: str | None = None, published: bool = True,
+                       omit_from_final_grade: bool = False, grading_type: str = "points",
+                       grading_period_id: int | None = None) -> int:
+        """An assignment of the course in one of its groups, last in the group; ``created_at`` defaults
+        to now. Canvas puts an assignment in the grading period its due date falls in (no due date: the
+        last period); ``grading_period_id`` says which, else the emulator works it out so. Returns its
+        Canvas id."""
+        with self._lock:
+            group = self._assignment_groups[assignment_group_id]
+            if group["course_id"] != course_sis_id:
+                raise KeyError(f"assignment group {assignment_group_id} is not course {course_sis_id}'s")
+            number, now = self._new_id(), _now()
+            position = 1 + sum(a["assignment_group_id"] == assignment_group_id
+                               for a in self._assignments.values())
+            self._assignments[number] = {
+                "id": number, "course_id": course_sis_id, "name": name,
+                "assignment_group_id": assignment_group_id,
+                "points_possible": points_possible, "due_at": due_at, "unlock_at": unlock_at, "lock_at": None,
+                "created_at": created_at or now, "updated_at": now, "published": published,
+                "workflow_state": "published" if published else "unpublished",
+                "omit_from_final_grade": omit_from_final_grade, "grading_type": grading_type,
+                "submission_types": ["none"], "position": position, "grading_period_id": grading_period_id}
+            return number
+
+    def update_assignment(self, assignment_id: int, **fields: Any) -> None:
+        """Change an assignment as a teacher edits it (``name``, ``points_possible``, ``due_at``,
+        ``published`` ...: :data:`ASSIGNMENT_FIELDS`); ``updated_at`` becomes now."""
+        unknown = set(fields) - set(ASSIGNMENT_FIELDS)
+        if unknown:
+            raise TypeError(f"update_assignment cannot change {', '.join(sorted(unknown))}")
+        with self._lock:
+            assignment = self._assignments[assignment_id]
+            group_id = fields.get("assignment_group_id", assignment["assignment_group_id"])
+            group = self._assignment_groups[group_id]
+            if group["course_id"] != assignment["course_id"]:
+                raise KeyError(f"assignment group {group['id']} is not course {assignment['course_id']}'s")
+            assignment.update(fields, updated_at=_now())
+            if assignment["workflow_state"] != "deleted":
+                assignment["workflow_state"] = "published" if assignment["published"] else "unpublished"
+
+    def delete_assignment(self, assignment_id: int) -> None:
+        """Delete an assignment: ``workflow_state`` deleted; Canvas lists it no more, nor its submissions."""
+        with self._lock:
+            self._assignments[assignment_id].update(workflow_state="deleted", updated_at=_now())
+
+    def grade(self, course_sis_id: str, assignment_id: int, user_sis_id: str, *, score: float | None = None,
+              grade: str | None = None, excused: bool = False, late: bool = False, missing: bool = False,
+              late_policy_status: str | None = None, graded_at: str | None = None, posted: bool = True,
+              submitted_at: str | None = None) -> None:
+        """A teacher's grading of a student's submission: ``score`` and/or ``grade`` (when not given, a
+        points or percent assignment's grade is its score as Canvas writes it: ``"8.5"``, ``"85%"``), or
+        ``excused`` (score and grade null). The submission is then ``graded``, at ``graded_at`` (default
+        now), else ``submitted`` when ``submitted_at`` is given, else ``unsubmitted``. ``posted`` False
+        is a grade hidden from the student (a manually posted, once "muted", assignment): ``posted_at``
+        null; a posted grade is posted when graded."""
+        with self._lock:
+            assignment = self._assignments[assignment_id]
+            if assignment["course_id"] != course_sis_id:
+                raise KeyError(f"assignment {assignment_id} is not course {course_sis_id}'s")
+            submission = self._submission(assignment, self._users[user_sis_id]["id"])
+            graded = score is not None or grade is not None or excused
+            if excused:
+                score = grade = None
+            elif grade is None and score is not None:
+                grade = _grade_text(assignment, score)
+            graded_at = (graded_at or _now()) if graded else None
+            state = "graded" if graded else "submitted" if submitted_at else "unsubmitted"
+            submission.update(score=score, grade=grade, entered_score=score, entered_grade=grade,
+                              excused=excused, late=late, missing=missing,
+                              late_policy_status=late_policy_status, workflow_state=state,
+                              graded_at=graded_at, posted_at=graded_at if posted else None,
+                              submitted_at=submitted_at)
+
     # -- what was imported (copies, keyed by SIS id) ----------------------------------
 
-    def _snapshot(self, store: dict[str, dict]) -> dict[str, dict]:
+    def _snapshot(self, store: dict) -> dict:
         with self._lock:
             return {key: dict(value) for key, value in store.items()}
 
@@ -548,8 +810,38 @@ class CanvasEmulator(LoopbackService):
     @property
     def enrollments(self) -> dict[str, dict]:
         """Keyed ``course_id:section_id:user_id:role`` (plus ``:associated_user_id`` for an observer
-        of a student)."""
+        of a student); those made in Canvas's UI (:meth:`add_enrollment_made_in_canvas`) are keyed
+        ``canvas:<id>``, their ``user_id`` None for a user made in Canvas (``canvas_user_id`` names it)."""
         return self._snapshot(self._enrollments)
+
+    @property
+    def canvas_users(self) -> dict[int, dict]:
+        """Users made in Canvas's UI, with no SIS id and no login, by Canvas id."""
+        return self._snapshot(self._canvas_users)
+
+    @property
+    def grading_periods(self) -> dict[int, dict]:
+        """By Canvas id: ``term_id`` (the SIS id, "" for the default term), ``title``, the dates and
+        ``weight``."""
+        return self._snapshot(self._grading_periods)
+
+    @property
+    def grades(self) -> dict[tuple[str, int, int | None], dict]:
+        """What :meth:`set_grades` set, keyed (course SIS id, user's Canvas id, grading period id or None)."""
+        return self._snapshot(self._grades)
+
+    @property
+    def assignment_groups(self) -> dict[int, dict]:
+        return self._snapshot(self._assignment_groups)
+
+    @property
+    def assignments(self) -> dict[int, dict]:
+        return self._snapshot(self._assignments)
+
+    @property
+    def submissions(self) -> dict[tuple[int, int], dict]:
+        """Keyed (assignment id, user's Canvas id); a student's unsubmitted one appears once listed."""
+        return self._snapshot(self._submissions)
 
     @property
     def user_observers(self) -> dict[str, dict]:
@@ -653,6 +945,16 @@ class CanvasEmulator(LoopbackService):
              self._list_sub_accounts),
             ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/terms(?:\.json)?/?$", self._list_terms),
             ("GET", r"^/api/v1/accounts/(?P<account>[^/]+)/roles(?:\.json)?/?$", self._list_roles),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/grading_periods(?:\.json)?/?$",
+             self._list_grading_periods),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/enrollments(?:\.json)?/?$", self._list_enrollments),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/assignment_groups(?:\.json)?/?$",
+             self._list_assignment_groups),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/assignments(?:\.json)?/?$", self._list_assignments),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/assignments/(?P<id>\d+)(?:\.json)?/?$",
+             self._get_assignment),
+            ("GET", r"^/api/v1/courses/(?P<course>[^/]+)/students/submissions(?:\.json)?/?$",
+             self._list_submissions),
         ]
         return [(method, re.compile(pattern), action) for method, pattern, action in table]
 
@@ -901,6 +1203,255 @@ class CanvasEmulator(LoopbackService):
                 "course_id": course["id"], "sis_course_id": course["course_id"],
                 "start_at": section["start_date"] or None, "end_at": section["end_date"] or None,
                 "integration_id": None, "sis_import_id": section["sis_import_id"]}
+
+    # -- the gradebook's read side (grading periods, enrollments with grades, assignments, submissions)
+
+    def _list_grading_periods(self, match, query, body, headers, url):
+        """Canvas's GradingPeriodsController#index for a course: the grading periods of its term's set
+        by start date, in Canvas's JSON API shape (``meta.primaryCollection``); none when the term has
+        no set."""
+        with self._lock:
+            periods = self._course_periods(self._course(match["course"]))
+            records = [self._grading_period_json(period, periods) for period in periods]
+        page, link = _page(records, query, url)
+        return 200, {"grading_periods": page, "meta": {"primaryCollection": "grading_periods"}}, link
+
+    def _course_periods(self, course: dict) -> list[dict]:
+        """The course's grading periods (its term's set) by start date, under the lock."""
+        return sorted((period for period in self._grading_periods.values()
+                       if period["term_id"] == course["term_id"]),
+                      key=lambda period: (_instant(period["start_date"]), period["id"]))
+
+    @staticmethod
+    def _grading_period_json(period: dict, periods: list[dict]) -> dict:
+        """Canvas's GradingPeriod: ``is_closed`` once its close date has passed, ``is_last`` for the
+        period of the set that ends last."""
+        last = max(periods, key=lambda other: _instant(other["end_date"]))
+        return {"id": period["id"], "title": period["title"], "start_date": period["start_date"],
+                "end_date": period["end_date"], "close_date": period["close_date"],
+                "weight": period["weight"],
+                "is_closed": _instant(period["close_date"]) < datetime.now(timezone.utc),
+                "is_last": period is last}
+
+    def _list_enrollments(self, match, query, body, headers, url):
+        """Canvas's EnrollmentsApiController#index for a course: ``type[]`` (or ``role[]``, a built-in
+        role's name being its type), ``state[]`` (a workflow_state; without it what an admin sees, all
+        but completed and deleted ones, inactive included; with ``user_id`` active and invited ones),
+        ``user_id`` (a Canvas id or ``sis_user_id:X``, 404 when nobody has it); ``grading_period_id``
+        (one of the course's, else 400 ``{"error": "invalid grading_period_id"}``) makes a student's
+        ``grades`` that period's instead of the whole course's. Ordered by type, the user's sortable
+        name and id; Canvas pages it by bookmark, which has no ``last`` link."""
+        kind = query.get("role[]") or query.get("type[]") or query.get("type")
+        state = query.get("state[]") or query.get("state")
+        with self._lock:
+            course = self._course(match["course"])
+            user = None
+            if query.get("user_id"):
+                user = self._user_by_reference(query["user_id"])
+                if user is None:
+                    raise CanvasError.json(404, NOT_FOUND)
+            period = None
+            if query.get("grading_period_id"):
+                period = next((p["id"] for p in self._course_periods(course)
+                               if str(p["id"]) == query["grading_period_id"]), None)
+                if period is None:
+                    raise CanvasError.json(400, {"error": "invalid grading_period_id"})
+            states = (state,) if state else USER_DEFAULT_STATES if user else ROSTER_DEFAULT_STATES
+            chosen = [(enrollment, self._enrollment_user(enrollment))
+                      for enrollment in self._enrollments.values()
+                      if enrollment["course_id"] == course["course_id"] and enrollment["status"] in states
+                      and kind in (None, ENROLLMENT_TYPES[enrollment["role"]])]
+            chosen.sort(key=lambda pair: (ENROLLMENT_TYPES[pair[0]["role"]],
+                                          _sortable_name(pair[1]).casefold(), pair[0]["id"]))
+            records = [self._enrollment_json(enrollment, member, course, period)
+                       for enrollment, member in chosen if user is None or member is user]
+        page, link = _page(records, query, url, counted=False)
+        return 200, page, link
+
+    def _enrollment_user(self, enrollment: dict) -> dict:
+        """The enrolled user: an SIS user, or one made in Canvas (``user_id`` None)."""
+        if enrollment["user_id"] is None:
+            return self._canvas_users[enrollment["canvas_user_id"]]
+        return self._users[enrollment["user_id"]]
+
+    def _user_by_reference(self, reference: str) -> dict | None:
+        """The user a Canvas id or ``sis_user_id:X`` names, under the lock; None when nobody."""
+        if reference.startswith("sis_user_id:"):
+            return self._users.get(reference.removeprefix("sis_user_id:"))
+        return next((user for user in (*self._users.values(), *self._canvas_users.values())
+                     if str(user["id"]) == reference), None)
+
+    @staticmethod
+    def _user_json(user: dict) -> dict:
+        """Canvas's abbreviated User as an enrollment or a submission includes it (short_name is the
+        name: nobody set another)."""
+        return {"id": user["id"], "name": user["full_name"], "sortable_name": _sortable_name(user),
+                "short_name": user["full_name"], "sis_user_id": user["user_id"],
+                "login_id": user["login_id"] or None}
+
+    def _enrollment_json(self, enrollment: dict, user: dict, course: dict, period: int | None) -> dict:
+        """Canvas's Enrollment; a student's has ``grades``, for the whole course or for ``period``. An
+        enrollment in the course's default section (not modelled) has no section ids."""
+        kind = ENROLLMENT_TYPES[enrollment["role"]]
+        section = self._sections.get(enrollment["section_id"])
+        associated = self._users.get(enrollment["associated_user_id"])
+        answer = {"id": enrollment["id"], "course_id": course["id"], "sis_course_id": course["course_id"],
+                  "course_section_id": section["id"] if section else None,
+                  "sis_section_id": section["section_id"] if section else None, "user_id": user["id"],
+                  "sis_user_id": user["user_id"], "type": kind, "role": kind,
+                  "enrollment_state": enrollment["status"], "root_account_id": int(self.account_id),
+                  "associated_user_id": associated["id"] if associated else None,
+                  "created_for_sis_id": enrollment["sis_import_id"] is not None,
+                  "sis_import_id": enrollment["sis_import_id"],
+                  "html_url": f"{self.base_url}/courses/{course['id']}/users/{user['id']}",
+                  "user": self._user_json(user)}
+        if kind == "StudentEnrollment":
+            grades = self._grades.get((course["course_id"], user["id"], period), {})
+            answer["grades"] = {"html_url": f"{self.base_url}/courses/{course['id']}/grades/{user['id']}",
+                                **{name: grades.get(name) for name in GRADE_FIELDS}}
+        return answer
+
+    def _list_assignment_groups(self, match, query, body, headers, url):
+        """Canvas's AssignmentGroupsController#index: the course's groups by position (then id); with
+        ``include[]=assignments`` each has its assignments that are not deleted."""
+        included = (query.get("include[]") or query.get("include")) == "assignments"
+        with self._lock:
+            course = self._course(match["course"])
+            assignments = self._course_assignments(course)
+            groups = sorted((group for group in self._assignment_groups.values()
+                             if group["course_id"] == course["course_id"]),
+                            key=lambda group: (group["position"], group["id"]))
+            records = []
+            for group in groups:
+                record = {"id": group["id"], "name": group["name"], "position": group["position"],
+                          "group_weight": group["group_weight"], "rules": {}}
+                if included:
+                    record["assignments"] = [self._assignment_json(assignment, course)
+                                             for assignment in assignments
+                                             if assignment["assignment_group_id"] == group["id"]]
+                records.append(record)
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _list_assignments(self, match, query, body, headers, url):
+        """Canvas's AssignmentsApiController#index: the course's assignments that are not deleted,
+        unpublished ones included (the token is an admin's)."""
+        with self._lock:
+            course = self._course(match["course"])
+            records = [self._assignment_json(assignment, course)
+                       for assignment in self._course_assignments(course)]
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _get_assignment(self, match, query, body, headers, url):
+        """An assignment of the course; 404 when deleted or not the course's."""
+        with self._lock:
+            course = self._course(match["course"])
+            assignment = next((a for a in self._course_assignments(course) if str(a["id"]) == match["id"]),
+                              None)
+            if assignment is None:
+                raise CanvasError.json(404, NOT_FOUND)
+            return 200, self._assignment_json(assignment, course), {}
+
+    def _course_assignments(self, course: dict) -> list[dict]:
+        """The course's assignments that are not deleted, in Canvas's default order (``position``: the
+        group's position, the assignment's, then id), under the lock."""
+        groups = self._assignment_groups
+        return sorted((a for a in self._assignments.values()
+                       if a["course_id"] == course["course_id"] and a["workflow_state"] != "deleted"),
+                      key=lambda a: (groups[a["assignment_group_id"]]["position"], a["position"], a["id"]))
+
+    def _assignment_json(self, assignment: dict, course: dict) -> dict:
+        """Canvas's Assignment (the fields a grade passback reads)."""
+        fields = ("id", "name", "assignment_group_id", "points_possible", "due_at", "unlock_at", "lock_at",
+                  "created_at", "updated_at", "published", "workflow_state", "omit_from_final_grade",
+                  "grading_type", "position")
+        return {**{name: assignment[name] for name in fields}, "course_id": course["id"],
+                "submission_types": list(assignment["submission_types"]),
+                "html_url": f"{self.base_url}/courses/{course['id']}/assignments/{assignment['id']}"}
+
+    @staticmethod
+    def _assignment_period(assignment: dict, periods: list[dict]) -> int | None:
+        """The grading period an assignment counts in: the one it was given, else the one its due date
+        falls in (GradingPeriod#in_date_range?: after the start, up to the end), else, with no due
+        date, the last one."""
+        if assignment["grading_period_id"] is not None or not periods:
+            return assignment["grading_period_id"]
+        due = _instant(assignment["due_at"])
+        if due is None:
+            return max(periods, key=lambda period: _instant(period["end_date"]))["id"]
+        return next((period["id"] for period in periods
+                     if _instant(period["start_date"]) < due <= _instant(period["end_date"])), None)
+
+    def _list_submissions(self, match, query, body, headers, url):
+        """Canvas's SubmissionsApiController#for_students, not grouped: ``student_ids[]=all`` is the
+        course's students (a student enrollment that is not deleted; ``enrollment_state`` active or
+        concluded narrows them), one id (a Canvas id or ``sis_user_id:X``) one student (401 when not
+        the course's, none when nobody has it), and none the caller's own (an admin's: none). Only
+        published assignments count (``assignment_ids[]`` one of them; ``grading_period_id`` those of
+        that period, 404 when no period has that id); a student has a submission of each, ``unsubmitted``
+        until graded; ``workflow_state`` and ``graded_since`` (graded at or after it) filter them.
+        Ordered by id."""
+        wanted = query.get("student_ids[]") or query.get("student_ids") or ""
+        state = query.get("workflow_state")
+        since = _instant(query.get("graded_since"))
+        with self._lock:
+            course = self._course(match["course"])
+            students = self._course_students(course, query.get("enrollment_state"))
+            if wanted != "all":
+                named = self._user_by_reference(wanted) if wanted else None
+                if named is not None and named["id"] not in students:
+                    raise CanvasError.json(401, {"status": "unauthorized", "errors": [
+                        {"message": "user not authorized to perform that action"}]})
+                students = {named["id"]: named} if named else {}
+            assignments = [a for a in self._course_assignments(course) if a["workflow_state"] == "published"]
+            if query.get("assignment_ids[]"):
+                assignments = [a for a in assignments if str(a["id"]) == query["assignment_ids[]"]]
+            if query.get("grading_period_id"):
+                period = self._grading_periods.get(int(query["grading_period_id"])) \
+                    if query["grading_period_id"].isdigit() else None
+                if period is None:
+                    raise CanvasError.json(404, NOT_FOUND)
+                periods = self._course_periods(course)
+                assignments = [a for a in assignments if self._assignment_period(a, periods) == period["id"]]
+            rows = sorted((self._submission(assignment, user_id)
+                           for assignment in assignments for user_id in students),
+                          key=lambda submission: submission["id"])
+            include_user = (query.get("include[]") or query.get("include")) == "user"
+            records = [{"id": s["id"], "assignment_id": s["assignment_id"], "user_id": s["user_id"],
+                        **{name: s[name] for name in SUBMISSION_FIELDS},
+                        **({"user": self._user_json(students[s["user_id"]])} if include_user else {})}
+                       for s in rows if (not state or s["workflow_state"] == state)
+                       and (since is None or (s["graded_at"] is not None
+                                              and _instant(s["graded_at"]) >= since))]
+        page, link = _page(records, query, url)
+        return 200, page, link
+
+    def _course_students(self, course: dict, enrollment_state: str | None) -> dict[int, dict]:
+        """The course's students by Canvas id (Course#all_student_enrollments: not deleted;
+        ``enrollment_state`` active: active ones, concluded: completed ones), under the lock."""
+        states = {"active": ("active",), "concluded": ("completed",)}.get(enrollment_state or "",
+                                                                          ("active", "inactive", "completed"))
+        students = {}
+        for enrollment in self._enrollments.values():
+            if enrollment["course_id"] == course["course_id"] and enrollment["role"] == "student" \
+                    and enrollment["status"] in states:
+                user = self._enrollment_user(enrollment)
+                students[user["id"]] = user
+        return students
+
+    def _submission(self, assignment: dict, user_id: int) -> dict:
+        """The student's submission of the assignment, under the lock: Canvas keeps one for each student
+        and assignment (``unsubmitted`` until the student submits or is graded); the emulator makes it
+        when first needed."""
+        key = (assignment["id"], user_id)
+        if key not in self._submissions:
+            self._submissions[key] = {
+                "id": self._new_id(), "assignment_id": assignment["id"], "user_id": user_id, "score": None,
+                "grade": None, "entered_score": None, "entered_grade": None, "excused": False, "late": False,
+                "missing": False, "late_policy_status": None, "workflow_state": "unsubmitted",
+                "graded_at": None, "posted_at": None, "submitted_at": None}
+        return self._submissions[key]
 
     # -- the import job (worker thread) -----------------------------------------------
 

@@ -14,7 +14,9 @@ sink where the demo connections point, and then:
    senses, parses, plans, posts it to IC's gradebook and reconciles every row;
 4. provisions the same district into Canvas (``oneroster_demo_canvas``, the Canvas emulator
    taking SIS imports) on the same three nights: everything, then nothing (no import), then
-   only the changes;
+   only the changes; between the second and third nights teachers grade in Canvas
+   (:func:`~include.sandbox.canvas_grading.grade_canvas`), and the third night reads those
+   grades from Canvas's API and posts them to IC's gradebook;
 
 prints a short summary and stops what it started. Exits non-zero on any mismatch.
 Staging starts empty in ``.airflow/staging`` because the emulators start empty.
@@ -81,6 +83,7 @@ def main() -> int:
     os.environ["AIRFLOW_VAR_ONEROSTER_STAGING_ROOT"] = staging.as_uri()
     from include.config import DISTRICTS_DIR, load_district
     from include.sandbox.canvas_emulator import CanvasEmulator
+    from include.sandbox.canvas_grading import grade_canvas
     from include.sandbox.generator import DistrictSpec, SyntheticDistrict
     from include.sandbox.grade_export import schoology_export
     from include.sandbox.ic_emulator import ICEmulator
@@ -196,6 +199,7 @@ def main() -> int:
         failures += not canvas.users or _provisioned(canvas_first).get("failed", 0) > 0
         failures += len(canvas.imports) != imports_before
         imports_before = len(canvas.imports)
+        canvas_grades = grade_canvas(canvas, seed=DEMO_SEED)
 
         renamed = district.modify("users", 2, nights[1] + timedelta(hours=12))
         dropped = district.modify("enrollments", 3, nights[1] + timedelta(hours=12))
@@ -228,14 +232,23 @@ def main() -> int:
         failures += sum(counts.values()) != export_rows or counts.get("failed", 0) > 0
         failures += bool(ic.gradebook.duplicates())
 
-        canvas_third = run_dag(on_canvas.dag_id, logical_date=nights[2], run_conf=provisioning_only)
+        canvas_third = run_dag(on_canvas.dag_id, logical_date=nights[2])
         print(f"{on_canvas.dag_id} night 3: {canvas_third.state}", flush=True)
         changed = _provisioned(canvas_third)
+        read = canvas_third.returned.get("grades.read_grades") or {}
+        graded = canvas_third.returned.get("grades.reconcile") or {}
+        counts = graded.get("counts", {})
         summary.append(
             f"\n{on_canvas.dag_id} night 3 (the same changes): {canvas_third.state}; updated {changed.get('updated', 0)}, "
             f"deactivated {changed.get('deactivated', 0)}, created {changed.get('created', 0)} in "
             f"{len(canvas.imports) - imports_before} SIS imports; Canvas holds " + _canvas_holdings(canvas)
+            + f"\n  grade passback read from Canvas ({canvas_grades} grades given there, {read.get('sections', 0)} "
+            f"courses read, {read.get('row_count', 0)} rows, {read.get('quarantined_count', 0)} kept aside): "
+            + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
+            + f"; IC gradebook: {len(ic.gradebook.duplicates())} duplicated"
         )
+        failures += sum(counts.values()) != read.get("row_count", -1) + read.get("quarantined_count", 0)
+        failures += not counts.get("posted") or counts.get("failed", 0) > 0 or bool(ic.gradebook.duplicates())
         failures += (canvas_third.state != "success") + (changed.get("created", 0) != 0)
         failures += changed.get("updated", 0) > len(renamed) or changed.get("deactivated", 0) > len(dropped)
         failures += not changed.get("updated") or not changed.get("deactivated")

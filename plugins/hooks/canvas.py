@@ -2,7 +2,9 @@
 owns that protocol. It is the Canvas adapter of :class:`include.lms.target.LmsTarget`: each batch of
 items is one import, what goes into its zip and how Canvas's answer reads per item being
 :mod:`include.lms.canvas` (pure functions); the hook sends the zip, waits for the import and reads
-Canvas's lists (sub-accounts and terms, the catalogs a district file's maps point at).
+Canvas's lists (sub-accounts and terms, the catalogs a district file's maps point at). It is also the
+district's :class:`~include.lms.target.LmsGradeSource`: it reads each course's grading periods and its
+students' grades (the Enrollments API), which :mod:`include.lms.canvas_grades` turns into grade rows.
 
 :class:`CanvasHook` is an :class:`~plugins.hooks.api_hook.ApiHook` (session, TLS, proxies, the
 extras checked) on one Airflow connection:
@@ -82,7 +84,8 @@ import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from include.lms import canvas as wire
-from include.lms.target import Action, CatalogKind, ItemResult, LmsItem, Receipts
+from include.lms import canvas_grades as grades
+from include.lms.target import Action, CatalogKind, ItemResult, LmsItem, Receipts, SectionGrades
 
 from plugins.hooks.api_hook import ApiHook, ConnectionSettingsError, same_origin
 from plugins.hooks.retrying import DROPPED, Transient
@@ -170,7 +173,8 @@ class CanvasSettings:
 
 class CanvasHook(ApiHook):
     """Provisions sub-accounts, terms, users, courses (IC classes), enrollments and observers through
-    SIS imports to a Canvas root account, waiting for each, and reads Canvas's lists."""
+    SIS imports to a Canvas root account, waiting for each, reads Canvas's lists and its courses'
+    final grades."""
 
     conn_name_attr = "canvas_conn_id"
     default_conn_name = "canvas_default"
@@ -185,6 +189,7 @@ class CanvasHook(ApiHook):
         *,
         rows_per_import: int = 10_000,
         dropped_enrollments: str = "deleted",
+        grade_score: str = "current",
         max_attempts: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -197,6 +202,7 @@ class CanvasHook(ApiHook):
         self.canvas_conn_id = canvas_conn_id
         self.batch_size = rows_per_import
         self.dropped_enrollments = dropped_enrollments
+        self.grade_score = grade_score
 
     # -- connection ---------------------------------------------------------------
 
@@ -462,6 +468,43 @@ class CanvasHook(ApiHook):
         if kind == "role":
             return dict(wire.BASE_ROLES)
         raise ValueError(f"no Canvas catalog of {kind}")
+
+    # -- final grades (include.lms.target.LmsGradeSource) ---------------------------
+
+    def final_grades(self, sections: Iterable[str]) -> Iterator[SectionGrades]:
+        """Each section's (IC class's) final grades, read from its Canvas course
+        (:func:`include.lms.canvas_grades.course_rows`, the hook's ``grade_score``), sections in the
+        order given.
+
+        Reads the root account's courses (each course's Canvas id and term) and terms once, the
+        grading periods once per term (a term's grading period set is its courses'), then per course
+        its active student enrollments with their grades for the whole course and for each grading
+        period: one paged list per course and period, a hundred students a page."""
+        account = quote(self.settings.account_id, safe=":")
+        courses = {str(course["sis_course_id"]): course for course in self._records(f"accounts/{account}/courses")
+                   if course.get("sis_course_id")}
+        sis_terms = {int(term["id"]): term.get("sis_term_id") or None
+                     for term in self._records(f"accounts/{account}/terms", {"workflow_state[]": "all"},
+                                               key="enrollment_terms")}
+        periods_of_term: dict[int | None, list[dict]] = {}
+        students = {"type[]": "StudentEnrollment", "state[]": "active"}
+        for section in sections:
+            course = courses.get(section)
+            if course is None:
+                yield grades.missing_course(section)
+                continue
+            term = course.get("enrollment_term_id")
+            path = f"courses/{int(course['id'])}"
+            if term not in periods_of_term:
+                periods_of_term[term] = list(self._records(f"{path}/grading_periods", key="grading_periods"))
+            periods = periods_of_term[term]
+            yield grades.course_rows(grades.CourseGrades(
+                course=section, term=sis_terms.get(term) if term is not None else None, grading_periods=periods,
+                whole=list(self._records(f"{path}/enrollments", students)),
+                by_period={int(period["id"]): list(self._records(
+                    f"{path}/enrollments", {**students, "grading_period_id": int(period["id"])}))
+                    for period in periods},
+            ), self.grade_score)
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:
         """One SIS import of the items (one kind), waited for; one result per item, in order."""

@@ -1,4 +1,5 @@
-"""Grade passback, LMS -> IC: fetch and parse the export, plan the postings, post, reconcile.
+"""Grade passback, LMS -> IC: fetch and parse the export (or read the grades from the LMS's API), plan
+the postings, post, reconcile.
 
 Each operator is thin glue around ``include/grades`` (pure pandas) and the OneRoster hook.
 Postings carry deterministic sourcedIds (lineItem per section x term x task, result per
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Notifications
+from include.config import ActiveYearRule, GradePassback, InfiniteCampus, Lms, Notifications
 from include.grades.opt_in import OptInVariableError, opt_in_variable, opted_in_sections
 from include.oneroster.models import PERSON_FIELDS
 from include.privacy import redacted
@@ -76,6 +77,16 @@ class _GradesOperator(BaseOperator):
 
         return state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"grades/{name}")
+
+    def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
+        """What provisioning holds in the LMS of ``kind`` this school year (empty before it ran)."""
+        import pandas as pd
+
+        from include.staging import read_frame, state_path
+
+        path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
+                          f"provisioned/{kind}")
+        return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
 
     def _manifest(self, context: Context, dataset: str, **fields) -> dict:
         from include.staging import utc_now
@@ -131,6 +142,58 @@ class FetchExportOperator(_GradesOperator):
         )
 
 
+class FetchLmsGradesOperator(_GradesOperator):
+    """Reads the final grades of every section provisioned into the LMS from its API (Canvas) into
+    the rows an export file would give (a row per student and grading period), staged as the export's
+    are; what cannot be a row is kept aside with the reason. Students the LMS lists without an IC id
+    are counted and logged, never passed back."""
+
+    WRITE_ROWS = 50_000  # rows buffered before a row group is written
+
+    def __init__(self, *, lms: Lms, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lms = lms
+
+    def execute(self, context: Context) -> dict:
+        from include.grades.export import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, ROW_COLUMNS, ROW_SCHEMA
+        from include.staging import StagedParquetWriter, utc_now
+        from plugins.hooks.lms import lms_grade_source
+
+        skip_unless_running(context, "grades")
+        sections = sorted(set(self._provisioned(context, "section", ["key"])["key"].astype(str)))
+        read_at = utc_now()
+        source = lms_grade_source(self.lms)
+        number, made_in_lms, buffered, kept = 0, 0, [], []
+        with StagedParquetWriter(self._path(context, "export.rows"), ROW_SCHEMA) as rows, \
+                StagedParquetWriter(self._path(context, "export.quarantine"), QUARANTINE_SCHEMA) as kept_aside:
+            for grades in source.final_grades(sections):
+                for row in grades.rows:
+                    number += 1
+                    buffered.append(dict(zip(ROW_COLUMNS, (number, *row), strict=True)))
+                for line in grades.kept_aside:
+                    number += 1
+                    kept.append(dict(zip(QUARANTINE_COLUMNS, (number, *line), strict=True)))
+                made_in_lms += grades.made_in_lms
+                if len(buffered) >= self.WRITE_ROWS:
+                    rows.write_rows(buffered)
+                    buffered = []
+            rows.write_rows(buffered)
+            kept_aside.write_rows(kept)
+        self.log.info(
+            "District %s: %s grades of %d section(s): %d rows, %d kept aside (reasons staged at %s); "
+            "%d student(s) made in %s without an IC id not passed back",
+            self.district, self.lms.target, len(sections), rows.row_count, kept_aside.row_count, kept_aside.target,
+            made_in_lms, self.lms.target,
+        )
+        name = f"{self.lms.target} grades read {read_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        return self._manifest(
+            context, "lms_grades", source={"name": name, "lms": self.lms.target, "read_at": read_at.isoformat()},
+            uri=str(rows.target), row_count=rows.row_count, content_sha256=rows.sha256,
+            quarantined_count=kept_aside.row_count, quarantine_uri=str(kept_aside.target),
+            sections=len(sections), made_in_lms=made_in_lms,
+        )
+
+
 class PlanGradesOperator(_GradesOperator):
     """Keeps what may be posted (mapped, opted in, window open, changed since last posted)."""
 
@@ -149,15 +212,6 @@ class PlanGradesOperator(_GradesOperator):
             return opted_in_sections(variable, Variable.get(variable, default=None))
         except OptInVariableError as error:
             raise AirflowFailException(str(error)) from None
-
-    def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
-        import pandas as pd
-
-        from include.staging import read_frame, state_path
-
-        path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
-                          f"provisioned/{kind}")
-        return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
 
     def _extracted(self, context: Context, collection: str) -> dict:
         """The manifest of the run's extract of ``collection``."""
@@ -476,17 +530,19 @@ class ReconcileGradesOperator(_GradesOperator):
 
     def execute(self, context: Context) -> dict:
         from include.grades.processed import mark_processed
-        from include.grades.reconciliation import format_reconciliation, reconcile
+        from include.grades.reconciliation import MALFORMED, NOT_READ, format_reconciliation, reconcile
         from include.staging import atomic_file, read_frame, stage_frame
 
         skip_unless_running(context, "grades")
         ti = context["ti"]
         export = ti.xcom_pull(task_ids=self.export_task_id)
+        from_file = export["dataset"] == "grade_export"  # else read from the LMS's API
         result = reconcile(
             read_frame(export["uri"]),
             read_frame(export["quarantine_uri"]),
             read_frame(ti.xcom_pull(task_ids=self.plan_task_id)["uri"]),
             read_frame(ti.xcom_pull(task_ids=self.post_task_id)["uri"]),
+            kept_aside_as=MALFORMED if from_file else NOT_READ,
         )
         report = stage_frame(self._path(context, "reconciliation"), result.rows)
         csv_target = report.target.parent / "reconciliation.csv"
@@ -498,15 +554,16 @@ class ReconcileGradesOperator(_GradesOperator):
         to_fix = result.rows[needs_a_person(result.rows)]
         if (len(failed) or len(to_fix) or result.rows.empty) and self.notifications.emails:
             self._email_attention(context, export["source"]["name"], failed, to_fix, result.counts,
-                                  str(csv_target))
+                                  str(csv_target), from_file)
         source = export["source"]
-        mark_processed(self.staging_root, self.district, source, context["run_id"])
+        if from_file:  # the sensor waits past it; an LMS's API is read anew every run
+            mark_processed(self.staging_root, self.district, source, context["run_id"])
         return self._manifest(context, "grade_reconciliation", uri=str(report.target), csv_uri=str(csv_target),
                               row_count=report.row_count, content_sha256=report.sha256, counts=result.counts,
                               export=source["name"])
 
     def _email_attention(self, context: Context, export: str, failed: pd.DataFrame, to_fix: pd.DataFrame,
-                         counts: dict, report: str) -> None:
+                         counts: dict, report: str, from_file: bool) -> None:
         """One email for what a person must look at: rows IC refused, rows kept aside that only a
         fix in the LMS export or in IC brings through, an export without a single grade row."""
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -528,18 +585,22 @@ class ReconcileGradesOperator(_GradesOperator):
             about.append(f"{len(failed)} grade row(s) not accepted by IC")
             body.append(f"<p>Rows IC refused (they are tried again next run once fixed):</p>{listed(failed)}")
         if len(to_fix):
-            about.append(f"{len(to_fix)} grade row(s) to fix in the export or IC")
-            body.append("<p>Rows kept aside (fix them in the LMS or IC; the next export brings them "
-                        f"again):</p>{listed(to_fix)}")
-        if not sum(counts.values()):
+            about.append(f"{len(to_fix)} grade row(s) to fix in the {'export' if from_file else 'LMS'} or IC")
+            again = "the next export brings them again" if from_file else "the next run reads them again"
+            body.append(f"<p>Rows kept aside (fix them in the LMS or IC; {again}):</p>{listed(to_fix)}")
+        if not sum(counts.values()) and from_file:
             about.append("no grade rows in the export")
             body.append("<p>The export has a header line but no grade rows: check the LMS's auto-export job "
                         "(its filters and the sections it covers).</p>")
+        elif not sum(counts.values()):
+            about.append("no grade rows read from the LMS")
+            body.append("<p>The LMS listed no student in any section provisioned into it: check that "
+                        "provisioning ran this school year and that the LMS's courses have their students.</p>")
         SmtpNotifier(
             to=self.notifications.emails,
             subject=f"[oneroster {context['dag'].dag_id}] {' and '.join(about)} in run {context['run_id']}",
             html_content=(
-                f"<p>District <b>{escape(self.district)}</b>, export <b>{escape(export)}</b>: "
+                f"<p>District <b>{escape(self.district)}</b>, {'export' if from_file else 'grades'} <b>{escape(export)}</b>: "
                 + ", ".join(f"{escape(outcome)} {count}" for outcome, count in sorted(counts.items()))
                 + ".</p>" + "".join(body) + f"<p>Full report: {escape(report)}</p>"
             ),
@@ -559,15 +620,16 @@ def _passed_on(kind: str, answer: GradebookAnswer) -> tuple[str, str]:
 
 def needs_a_person(rows: pd.DataFrame) -> pd.Series:
     """Skipped rows that stay skipped until someone fixes the export or IC: unreadable rows
-    (an exact duplicate of another row is not one), unknown students, terms that map to nothing,
+    (an exact duplicate of another row is not one), what the LMS's API gave that is no grade row, unknown students, terms that map to nothing,
     scores outside the score group, letter-only grades under OneRoster 1.1. A closed window, an
     unmapped section or an opted-out teacher are the district's settings, not errors."""
     from include.grades.export import DUPLICATE
     from include.grades.plan import BAD_SCORE, LETTER_ONLY, UNKNOWN_STUDENT, UNMAPPED_TERM
-    from include.grades.reconciliation import MALFORMED
+    from include.grades.reconciliation import MALFORMED, NOT_READ
 
     reason = rows["reason"].fillna("").astype(str)
-    malformed = reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
+    malformed = (reason.str.startswith(MALFORMED) & ~reason.str.startswith(MALFORMED + DUPLICATE)
+                 | reason.str.startswith(NOT_READ))
     held = reason.isin([UNKNOWN_STUDENT, UNMAPPED_TERM, BAD_SCORE, LETTER_ONLY])
     return (rows["outcome"] == "skipped") & (malformed | held)
 

@@ -1,0 +1,189 @@
+"""Final grades read from Canvas's API end to end: the Canvas district provisioned by its DAG, grades
+set in the Canvas emulator (as teachers would in Canvas), the grades half of the DAG run against the
+IC gradebook emulator; what IC holds and what the reconciliation says checked against the district
+file's rules (tests/expected_grades.py), applied to the rows the README says Canvas's grades are
+("Grades from Canvas": a row per student and grading period of the course's term, else one named
+after the course's term; the teacher's override first), written here from what the test set."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from include.config import load_district
+from include.sandbox.canvas_emulator import CanvasEmulator
+from include.sandbox.generator import DistrictSpec, SyntheticDistrict
+from include.sandbox.ic_emulator import ICEmulator
+from include.staging import read_frame
+from tests.canvas_support import TOKEN, canvas_district_file, connect_canvas, connect_ic_and_smtp, run_night
+from tests.expected_grades import at_ic, expected_grades, held_by_ic
+from tests.expected_provisioning import expected_provisioning
+from tests.support import CLIENT_ID, CLIENT_SECRET
+
+NIGHT = datetime(2026, 12, 1, 6, tzinfo=timezone.utc)  # semester 1's window is open, semester 2's not yet
+VENDOR = {"vendor_key": "test-vendor", "vendor_secret": "test-vendor-secret"}
+GONE = r"not read from the LMS: no Canvas course has this class's SIS id .*"
+
+
+@pytest.fixture
+def district():
+    return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
+
+
+@pytest.fixture
+def canvas():
+    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def stack(district, canvas, smtp, monkeypatch, tmp_path, airflow_db):
+    """The Canvas district with demo.yaml's grade passback, provisioned on NIGHT; IC with its gradebook."""
+    config = load_district(canvas_district_file(tmp_path / "districts", monkeypatch, grades=True))
+    with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **VENDOR) as ic:
+        connect_ic_and_smtp(monkeypatch, ic, smtp, tmp_path / "staging", **VENDOR)
+        connect_canvas(monkeypatch, canvas)
+        provisioned = run_night(NIGHT)
+        assert provisioned.state == "success", provisioned.task_states
+        yield {"ic": ic, "config": config, "smtp": smtp}
+
+
+def semester_periods(canvas: CanvasEmulator, district, config) -> dict[int, str]:
+    """Grading periods on Canvas's default term (where a class of both semesters is), one per IC
+    semester, titled as its term was provisioned: Canvas grading period id -> title."""
+    titles = expected_provisioning(district, config.provisioning).period_titles
+    return {canvas.add_grading_period(None, titles[term["id"]], f"{term['start']}T00:00:00Z",
+                                      f"{term['end']}T23:59:59Z"): titles[term["id"]]
+            for term in district.sessions if term["type"] == "semester"}
+
+
+def letter(percent: float) -> str:
+    return next(score for score, floor in (("A", 90), ("B", 80), ("C", 70), ("D", 60), ("F", 0)) if percent >= floor)
+
+
+def graded(rng: random.Random) -> dict:
+    """A student's grades as a teacher leaves them: none yet, a score with or without a letter (a
+    course with no grading scheme), now and then a final grade override."""
+    if rng.random() < 0.1:
+        return {}
+    percent = round(rng.uniform(45, 100), 1)
+    grades = {"current_score": percent, "current_grade": letter(percent) if rng.random() < 0.7 else None,
+              "final_score": round(percent * 0.9, 1), "final_grade": None}
+    if rng.random() < 0.05:
+        grades |= {"override_score": 100.0, "override_grade": "A"}
+    return grades
+
+
+def as_row(grades: dict) -> tuple[str, str]:
+    """(percent, letter) as an export row would carry them: the override first, else the current score."""
+    if "override_score" in grades:
+        return f"{grades['override_score']}", grades["override_grade"]
+    if not grades:
+        return "", ""
+    return f"{grades['current_score']}", grades["current_grade"] or ""
+
+
+def grade_in_canvas(canvas: CanvasEmulator, district, config, periods: dict[int, str], seed: int) -> bytes:
+    """Sets every active student's grades in every active course, and returns what they are as an
+    export file in the district's columns: the truth the rules are applied to."""
+    rng = random.Random(seed)
+    titles = expected_provisioning(district, config.provisioning).period_titles
+    columns = config.grade_passback.columns
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\r\n")
+    out.writerow([columns.section, columns.student, columns.grading_period, columns.term_percent,
+                  columns.term_score, columns.course_percent, columns.course_score])
+    students = defaultdict(set)
+    for enrollment in canvas.enrollments.values():
+        if enrollment["role"] == "student" and enrollment["status"] == "active":
+            students[enrollment["course_id"]].add(enrollment["user_id"])
+    for course_id, course in sorted(canvas.courses.items()):
+        if course["status"] != "active":
+            continue
+        for student in sorted(students[course_id]):
+            whole = graded(rng)
+            canvas.set_grades(course_id, student, **whole)
+            if course["term_id"]:  # a class of one semester: in that term, which has no grading periods
+                out.writerow([course_id, student, titles[course["term_id"].removeprefix("term-")],
+                              *as_row(whole), *as_row(whole)])
+                continue
+            for period, title in sorted(periods.items()):
+                part = graded(rng)
+                canvas.set_grades(course_id, student, grading_period_id=period, **part)
+                out.writerow([course_id, student, title, *as_row(part), *as_row(whole)])
+    return text.getvalue().encode()
+
+
+def delete_course(canvas: CanvasEmulator, course_id: str) -> None:
+    """A Canvas admin deletes a course through a SIS import of their own."""
+    answer = requests.post(f"{canvas.base_url}/api/v1/accounts/1/sis_imports", params={"extension": "csv"},
+                           data=f"course_id,short_name,long_name,status\n{course_id},x,x,deleted\n".encode(),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv"}, timeout=10)
+    answer.raise_for_status()
+    for _ in range(500):
+        if canvas.imports[answer.json()["id"]]["workflow_state"].startswith("imported"):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the admin's import did not finish")
+
+
+def test_canvas_final_grades_reach_ic_as_the_rules_say_and_only_changes_are_sent_again(stack, canvas, district):
+    ic, config = stack["ic"], stack["config"]
+    periods = semester_periods(canvas, district, config)
+    data = grade_in_canvas(canvas, district, config, periods, seed=5)
+    made_here = sorted(canvas.courses)[0]
+    canvas.add_enrollment_made_in_canvas(made_here, None)  # a student a teacher added in Canvas: not IC's
+    gone = sorted(course for course, held in canvas.courses.items() if held["status"] == "active")[-1]
+    delete_course(canvas, gone)
+    data = b"\r\n".join(line for line in data.split(b"\r\n") if not line.startswith(gone.encode() + b","))
+
+    outcome = run_night(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    read = outcome.returned["grades.read_grades"]
+    assert read["made_in_lms"] == 1 and read["quarantined_count"] == 1
+
+    expected = expected_grades(data, district, config, NIGHT.date())
+    held, grades = held_by_ic(ic.gradebook), expected.grades()
+    assert grades and all(at_ic(grade, held) for grade in grades.values())
+    assert len(held) == len(grades) and not ic.gradebook.duplicates(), "IC holds what the rules say, no more"
+
+    report = read_frame(outcome.returned["grades.reconcile"]["uri"])
+    outcomes, reasons = Counter(), defaultdict(set)
+    for line in report.itertuples():
+        outcomes[(line.section, line.student if isinstance(line.student, str) else None, line.outcome)] += 1
+        reasons[(line.section, line.student)].add(line.reason)
+    wanted = Counter((row.section, row.student, "posted" if row.grades else "skipped")
+                     for row in expected.rows.values())
+    wanted[(gone, None, "skipped")] += 1
+    assert outcomes == wanted
+    for row in expected.rows.values():
+        if not row.grades:
+            assert any(row.skip_is_right(reason) for reason in reasons[(row.section, row.student)]), row
+    (kept,) = report[report["section"] == gone].itertuples()
+    assert re.fullmatch(GONE, kept.reason)
+
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "1 grade row(s) to fix in the LMS or IC" in mail.subject
+    assert not any(student in mail.body for student in {row.student for row in expected.rows.values()})
+
+    # the next night: nothing changed but one student's grade in one single-semester course
+    changed = next(row for row in expected.rows.values() if row.grades and canvas.courses[row.section]["term_id"])
+    canvas.set_grades(changed.section, changed.student, current_score=12.5, current_grade=None)
+    ic.reset_stats()
+    again = run_night(NIGHT + timedelta(days=1), halves="grades")
+    assert again.state == "success", again.task_states
+    counts = again.returned["grades.reconcile"]["counts"]
+    assert counts["posted"] == 1 and counts["failed"] == 0
+    puts = [request.path for request in ic.requests if request.method == "PUT" and "/results/" in request.path]
+    assert len(puts) == len(changed.grades), "only the changed student's results are sent again"
+    held = held_by_ic(ic.gradebook)
+    assert all(held[grade.key].value[0] == 12.5 for grade in changed.grades)
+    assert len(held) == len(grades), "updated in place, not a second result"
