@@ -1,12 +1,17 @@
-"""A district on Canvas for the tests that run one (tests/test_canvas_provisioning.py, the fault
-suite's Canvas rows): its district file, beside demo.yaml's settings, and the Airflow connections
-to the IC emulator, the Canvas emulator and the SMTP sink."""
+"""A district on Canvas for the tests that run one (tests/test_canvas_provisioning.py,
+tests/test_canvas_grades.py, the fault suite's Canvas rows): its district file, beside demo.yaml's
+settings, the Airflow connections to the IC emulator, the Canvas emulator and the SMTP sink, and a
+Canvas admin's own SIS import."""
 
 from __future__ import annotations
 
+import io
 import json
+import time
+import zipfile
 from pathlib import Path
 
+import requests
 import yaml
 
 from include.config import DISTRICTS_DIR, DISTRICTS_DIR_ENV, EXPORT_SETTINGS
@@ -62,3 +67,19 @@ def run_night(when, **conf):
     from include.sandbox.runner import run_dag
 
     return run_dag(DAG_ID, logical_date=when, run_after=when, run_conf={"halves": "provisioning", **conf})
+
+
+def canvas_import(canvas, name: str, text: str) -> None:
+    """An import made by hand in Canvas (not by the integration), waited for."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, text)
+    answer = requests.post(f"{canvas.base_url}/api/v1/accounts/{canvas.account_id}/sis_imports",
+                           params={"import_type": "instructure_csv", "extension": "zip"}, data=buffer.getvalue(),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"},
+                           timeout=10)
+    answer.raise_for_status()
+    deadline = time.monotonic() + 20
+    while canvas.imports[answer.json()["id"]]["workflow_state"] != "imported":
+        assert time.monotonic() < deadline, canvas.imports[answer.json()["id"]]
+        time.sleep(0.02)

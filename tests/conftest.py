@@ -87,6 +87,17 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture
+def canvas() -> Iterator:
+    """The Canvas emulator on 127.0.0.1, root account 1, taking the Canvas district's token
+    (tests/canvas_support.py)."""
+    from include.sandbox.canvas_emulator import CanvasEmulator
+    from tests.canvas_support import TOKEN
+
+    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
+        yield emulator
+
+
+@pytest.fixture
 def smtp() -> Iterator:
     """A real SMTP server on 127.0.0.1 that keeps what it is sent."""
     from include.sandbox.smtp_sink import SMTPSink

@@ -11,19 +11,17 @@ import csv
 import io
 import random
 import re
-import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 
 from include.config import load_district
 from include.sandbox.canvas_emulator import CanvasEmulator
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
-from tests.canvas_support import TOKEN, canvas_district_file, connect_canvas, connect_ic_and_smtp, run_night
+from tests.canvas_support import canvas_district_file, canvas_import, connect_canvas, connect_ic_and_smtp, run_night
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
 from tests.expected_provisioning import expected_provisioning
 from tests.support import CLIENT_ID, CLIENT_SECRET
@@ -36,12 +34,6 @@ GONE = r"not read from the LMS: no Canvas course has this class's SIS id .*"
 @pytest.fixture
 def district():
     return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
-
-
-@pytest.fixture
-def canvas():
-    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
-        yield emulator
 
 
 @pytest.fixture
@@ -124,15 +116,7 @@ def grade_in_canvas(canvas: CanvasEmulator, district, config, periods: dict[int,
 
 def delete_course(canvas: CanvasEmulator, course_id: str) -> None:
     """A Canvas admin deletes a course through a SIS import of their own."""
-    answer = requests.post(f"{canvas.base_url}/api/v1/accounts/1/sis_imports", params={"extension": "csv"},
-                           data=f"course_id,short_name,long_name,status\n{course_id},x,x,deleted\n".encode(),
-                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv"}, timeout=10)
-    answer.raise_for_status()
-    for _ in range(500):
-        if canvas.imports[answer.json()["id"]]["workflow_state"].startswith("imported"):
-            return
-        time.sleep(0.02)
-    raise AssertionError("the admin's import did not finish")
+    canvas_import(canvas, "courses.csv", f"course_id,short_name,long_name,status\n{course_id},x,x,deleted\n")
 
 
 def test_canvas_final_grades_reach_ic_as_the_rules_say_and_only_changes_are_sent_again(stack, canvas, district):

@@ -5,13 +5,9 @@ not against the plan."""
 
 from __future__ import annotations
 
-import io
-import time
-import zipfile
 from datetime import timedelta
 
 import pytest
-import requests
 import yaml
 
 from include.config import load_district
@@ -23,7 +19,7 @@ from tests.expected_provisioning import assert_canvas_holds_what_the_rules_say, 
 from tests.provisioning_support import counted, night, report_of
 from tests.canvas_support import (
     ROWS_PER_IMPORT,
-    TOKEN,
+    canvas_import,
     canvas_district_file,
     connect_canvas,
     connect_ic_and_smtp,
@@ -34,12 +30,6 @@ from tests.support import CLIENT_ID, CLIENT_SECRET
 @pytest.fixture
 def district():
     return SyntheticDistrict(DistrictSpec(seed=42, students=60, schools=3, school_year=2027))
-
-
-@pytest.fixture
-def canvas():
-    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
-        yield emulator
 
 
 @pytest.fixture
@@ -130,22 +120,6 @@ def test_a_row_canvas_skips_is_reported_failed_and_imported_again_once_canvas_ta
     assert counted(report_of(second), "user", "created") == 1
     assert_canvas_holds_what_the_rules_say(canvas, district, provisioning, night(1).date(),
                                            made_in_canvas=frozenset({"hand-made"}))
-
-
-def canvas_import(canvas: CanvasEmulator, name: str, text: str) -> None:
-    """An import made by hand in Canvas (not by the integration), waited for."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(name, text)
-    answer = requests.post(f"{canvas.base_url}/api/v1/accounts/{canvas.account_id}/sis_imports",
-                           params={"import_type": "instructure_csv", "extension": "zip"}, data=buffer.getvalue(),
-                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"},
-                           timeout=10)
-    answer.raise_for_status()
-    deadline = time.monotonic() + 20
-    while canvas.imports[answer.json()["id"]]["workflow_state"] != "imported":
-        assert time.monotonic() < deadline, canvas.imports[answer.json()["id"]]
-        time.sleep(0.02)
 
 
 def test_schools_mapped_to_an_existing_sub_account_go_there_and_one_that_is_not_in_canvas_fails_naming_it(

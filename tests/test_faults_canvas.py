@@ -72,12 +72,6 @@ def district():
 
 
 @pytest.fixture
-def canvas():
-    with CanvasEmulator(token=TOKEN, account_id="1") as emulator:
-        yield emulator
-
-
-@pytest.fixture
 def district_file(tmp_path, monkeypatch):
     """The Canvas district, with quick backoff."""
     return canvas_district_file(tmp_path / "districts", monkeypatch, backoff_seconds=0.05)
