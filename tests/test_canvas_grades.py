@@ -39,7 +39,8 @@ def district():
 @pytest.fixture
 def stack(district, canvas, smtp, monkeypatch, tmp_path, airflow_db):
     """The Canvas district with demo.yaml's grade passback, provisioned on NIGHT; IC with its gradebook."""
-    config = load_district(canvas_district_file(tmp_path / "districts", monkeypatch, grades=True))
+    config = load_district(canvas_district_file(tmp_path / "districts", monkeypatch, grades=True,
+                                                backoff_seconds=0.05))
     with ICEmulator(district, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, app_name="demo", **VENDOR) as ic:
         connect_ic_and_smtp(monkeypatch, ic, smtp, tmp_path / "staging", **VENDOR)
         connect_canvas(monkeypatch, canvas)
@@ -171,3 +172,17 @@ def test_canvas_final_grades_reach_ic_as_the_rules_say_and_only_changes_are_sent
     held = held_by_ic(ic.gradebook)
     assert all(held[grade.key].value[0] == 12.5 for grade in changed.grades)
     assert len(held) == len(grades), "updated in place, not a second result"
+
+
+def test_throttling_and_server_errors_while_grades_are_read_lose_and_duplicate_nothing(stack, canvas, district):
+    ic, config = stack["ic"], stack["config"]
+    data = grade_in_canvas(canvas, district, config, semester_periods(canvas, district, config), seed=9)
+    canvas.inject("throttle", times=3, path_contains="/enrollments", after=5)
+    canvas.inject("500", times=2, path_contains="/grading_periods")
+    outcome = run_night(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    met = Counter(request.status for request in canvas.requests if request.method == "GET")
+    assert met[403] == 3 and met[500] == 2, "the faults were met"
+    grades, held = expected_grades(data, district, config, NIGHT.date()).grades(), held_by_ic(ic.gradebook)
+    assert grades and all(at_ic(grade, held) for grade in grades.values())
+    assert len(held) == len(grades) and not ic.gradebook.duplicates()

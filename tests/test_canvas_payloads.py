@@ -29,8 +29,10 @@ def read(zip_bytes: bytes) -> dict[str, list[dict[str, str]]]:
                 for name in archive.namelist()}
 
 
-def outcome(state: str = "imported_with_messages", warnings=(), errors=()) -> canvas.ImportOutcome:
-    return canvas.ImportOutcome(7, state, list(warnings), list(errors))
+def outcome(state: str = "imported_with_messages", warnings=(), errors=()) -> canvas.SisImportResult:
+    return canvas.SisImportResult.from_answer({"id": 7, "workflow_state": state, "progress": 100,
+                                               "processing_warnings": [list(w) for w in warnings],
+                                               "processing_errors": [list(e) for e in errors]})
 
 
 def test_each_kind_is_the_canvas_csv_file_of_its_object_with_the_status_of_its_action():

@@ -42,6 +42,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from include.lms.target import (
     Action,
@@ -55,7 +56,9 @@ from include.lms.target import (
     User,
 )
 
-SUCCEEDED = frozenset({"imported", "imported_with_messages"})
+FINAL_STATES = frozenset({"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages",
+                          "partially_restored", "restored"})
+SUCCEEDED_STATES = frozenset({"imported", "imported_with_messages"})
 TRUNCATED = re.compile(r"^and \d+ more", re.IGNORECASE)
 ID_TOKEN = re.compile(r"[^\s,()\"'`\[\]]*[\d@][^\s,()\"'`\[\]]*")  # a word with a digit or an @: an id
 NO_LOGIN = "no username in IC: Canvas needs one as the user's login_id"
@@ -73,14 +76,40 @@ HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class ImportOutcome:
-    """What Canvas made of one SIS import: its id, final state and messages (``[file, message]``)."""
+FileMessage = tuple[str | None, str]  # (the file of the import, Canvas's message)
 
-    import_id: int
+
+@dataclass(frozen=True)
+class SisImportResult:
+    """A SIS import as Canvas reports it (``GET sis_imports/:id``): its final state and messages are
+    what :func:`item_results` reads."""
+
+    id: int
     workflow_state: str
-    warnings: Sequence[tuple[str, str]]
-    errors: Sequence[tuple[str, str]]
+    progress: int
+    processing_warnings: list[FileMessage]
+    processing_errors: list[FileMessage]
+    counts: dict[str, int]  # rows processed per kind (users, courses, ...), error_count, warning_count
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any]) -> SisImportResult:
+        def messages(name: str) -> list[FileMessage]:
+            return [(entry[0], str(entry[1])) for entry in answer.get(name) or []]
+
+        return cls(id=int(answer["id"]), workflow_state=str(answer["workflow_state"]),
+                   progress=int(answer.get("progress") or 0),
+                   processing_warnings=messages("processing_warnings"),
+                   processing_errors=messages("processing_errors"),
+                   counts=dict((answer.get("data") or {}).get("counts") or {}))
+
+    @property
+    def finished(self) -> bool:
+        return self.workflow_state in FINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        """Imported, with or without messages (rows Canvas skipped are in the warnings)."""
+        return self.workflow_state in SUCCEEDED_STATES
 
 
 def unsendable(items: Sequence[LmsItem]) -> dict[str, str]:
@@ -156,7 +185,7 @@ def masked(message: str) -> str:
     return ID_TOKEN.sub("<id>", message)
 
 
-def item_results(items: Sequence[LmsItem], outcome: ImportOutcome | None,
+def item_results(items: Sequence[LmsItem], outcome: SisImportResult | None,
                  refused: dict[str, str] | None = None) -> list[ItemResult]:
     """One result per item, in order, from the import's outcome (None: nothing was imported) and the
     refusals made before it (:func:`unsendable`)."""
@@ -169,7 +198,7 @@ def item_results(items: Sequence[LmsItem], outcome: ImportOutcome | None,
             if item.key not in refused:
                 for value in _named_ids(item):
                     by_id.setdefault(value, []).append(item)
-        for _, message in [*outcome.errors, *outcome.warnings]:
+        for _, message in [*outcome.processing_errors, *outcome.processing_warnings]:
             if TRUNCATED.match(message):
                 placed_all = False
                 continue
@@ -179,11 +208,11 @@ def item_results(items: Sequence[LmsItem], outcome: ImportOutcome | None,
             if not rows:
                 placed_all = False
             for key in rows:
-                named.setdefault(key, f"Canvas SIS import {outcome.import_id}: {masked(message)}")
-    confirmed = outcome is not None and outcome.workflow_state in SUCCEEDED and placed_all
+                named.setdefault(key, f"Canvas SIS import {outcome.id}: {masked(message)}")
+    confirmed = outcome is not None and outcome.succeeded and placed_all
     unconfirmed = (None if outcome is None or confirmed else
-                   f"Canvas SIS import {outcome.import_id} ended {outcome.workflow_state}"
-                   + ("" if outcome.workflow_state not in SUCCEEDED else
+                   f"Canvas SIS import {outcome.id} ended {outcome.workflow_state}"
+                   + ("" if not outcome.succeeded else
                       " with messages it could not all list or that name no row")
                    + ": not confirmed for this row, sent again next run (the import's messages: Admin > "
                      "SIS Import)")

@@ -63,7 +63,7 @@ Choices where the docs are silent:
   the hook looks is posted again. Neither applies anything twice: a SIS import upserts rows by SIS
   id, so the same zip twice changes nothing more (with diffing the second finds no difference).
 - Log lines carry import ids, states and counts. Canvas's messages about rows name people (user
-  ids, logins): they are in the :class:`SisImportResult` for the caller's staged reports, never
+  ids, logins): they are in the :class:`~include.lms.canvas.SisImportResult` for the caller's staged reports, never
   logged; a whole call's refusal is redacted (:func:`include.privacy.redacted`) before it goes
   into an exception. The paths given to :meth:`CanvasHook.get_all` appear in messages: they
   name accounts, courses and sections, not people.
@@ -93,9 +93,6 @@ from plugins.hooks.retrying import DROPPED, Transient
 API_PATH = "/api/v1"
 PER_PAGE = 100
 THROTTLED = "rate limit exceeded"  # in the body of Canvas's "403 Forbidden (Rate Limit Exceeded)"
-FINAL_STATES = frozenset({"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages",
-                          "partially_restored", "restored"})
-SUCCEEDED_STATES = frozenset({"imported", "imported_with_messages"})
 DEFAULT_POLL_SECONDS = 10.0
 DEFAULT_IMPORT_TIMEOUT_SECONDS = 3600.0
 
@@ -124,41 +121,6 @@ class CanvasImportPendingError(AirflowException):
         super().__init__(message)
         self.import_id = import_id
         self.workflow_state = workflow_state
-
-
-FileMessage = tuple[str | None, str]  # (the file of the import, Canvas's message)
-
-
-@dataclass(frozen=True)
-class SisImportResult:
-    """A SIS import as Canvas reports it (``GET sis_imports/:id``)."""
-
-    id: int
-    workflow_state: str
-    progress: int
-    processing_warnings: list[FileMessage]
-    processing_errors: list[FileMessage]
-    counts: dict[str, int]  # rows processed per kind (users, courses, ...), error_count, warning_count
-
-    @classmethod
-    def from_answer(cls, answer: dict[str, Any]) -> SisImportResult:
-        def messages(name: str) -> list[FileMessage]:
-            return [(entry[0], str(entry[1])) for entry in answer.get(name) or []]
-
-        return cls(id=int(answer["id"]), workflow_state=str(answer["workflow_state"]),
-                   progress=int(answer.get("progress") or 0),
-                   processing_warnings=messages("processing_warnings"),
-                   processing_errors=messages("processing_errors"),
-                   counts=dict((answer.get("data") or {}).get("counts") or {}))
-
-    @property
-    def finished(self) -> bool:
-        return self.workflow_state in FINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        """Imported, with or without messages (rows Canvas skipped are in the warnings)."""
-        return self.workflow_state in SUCCEEDED_STATES
 
 
 @dataclass(frozen=True)
@@ -425,12 +387,12 @@ class CanvasHook(ApiHook):
         return [int(record["id"]) for record in newer
                 if identifier is None or record.get("diffing_data_set_identifier") == identifier]
 
-    def sis_import(self, import_id: int) -> SisImportResult:
+    def sis_import(self, import_id: int) -> wire.SisImportResult:
         """The import as Canvas reports it now."""
         response = self._get(self._url(f"{self._imports_path}/{int(import_id)}"))
-        return SisImportResult.from_answer(response.json())
+        return wire.SisImportResult.from_answer(response.json())
 
-    def wait_for_sis_import(self, import_id: int, timeout: float | None = None) -> SisImportResult:
+    def wait_for_sis_import(self, import_id: int, timeout: float | None = None) -> wire.SisImportResult:
         """The import once it is in a final state (succeeded or not: the caller reads the result),
         its status read every ``poll_seconds``. After ``timeout`` seconds (default: the
         connection's ``import_timeout_seconds``) :class:`CanvasImportPendingError` says what state
@@ -534,7 +496,4 @@ class CanvasHook(ApiHook):
             import_id = self.start_sis_import(archive)
             if receipts is not None:
                 receipts.put(receipt, str(import_id))
-        status = self.wait_for_sis_import(import_id)
-        outcome = wire.ImportOutcome(status.id, status.workflow_state, status.processing_warnings,
-                                     status.processing_errors)
-        return wire.item_results(items, outcome, refused)
+        return wire.item_results(items, self.wait_for_sis_import(import_id), refused)
