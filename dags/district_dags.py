@@ -263,6 +263,10 @@ def _grades_docs(config: DistrictConfig) -> dict[str, str]:
     pattern = f"{passback.export_title}*" if passback.export_title else "*.csv"
     emails = ", ".join(config.notifications.emails) or "no one (notifications.emails is empty)"
     lms = config.lms
+    assignments = "" if passback.assignments is None else f"""
+With `grade_passback.assignments`, every student's score of every assignment of those courses too
+(their assignment groups, assignments and submissions), assigned from
+{passback.assignments.start_date.isoformat()} on."""
     read_grades = "" if lms is None else f"""
 **grades.read_grades**: reads the final grades of every section provisioned into {lms.target} this
 school year from its API (connection `{lms.conn_id}`, pool `{lms.pool}`), once the night's
@@ -270,11 +274,12 @@ provisioning is done: a row per student and grading period of the course's term 
 has none: one row named after its term), the teacher's final grade override first, else the
 `{getattr(lms, "grade_score", "current")}` score. What names no IC term (a course in no SIS term and
 without grading periods) or a course gone from {lms.target} is kept aside with the reason; students
-made in {lms.target} without an IC id are counted, not passed back. Skipped in a provisioning-only run.
+made in {lms.target} without an IC id are counted, not passed back.{assignments} Skipped in a
+provisioning-only run.
 
 **Reads** `{state}provisioned/section` and the LMS. **Writes** under `{run}grades/`:
-`export.rows.parquet` and `export.quarantine.parquet`. **Returns** a manifest (counts, checksum, when
-it read). **Logs** the counts.
+`export.rows.parquet`, `export.quarantine.parquet` and `assignments.rows.parquet`. **Returns** a
+manifest (counts, checksum, when it read). **Logs** the counts.
 
 **If it fails** after its retries: the LMS or its connection (token, permissions, an outage); the
 message says which. Fix it and clear the task: it only reads.
@@ -325,7 +330,8 @@ the message says what to do (set the connection's version back, or start the yea
 """,
         "post": f"""
 **grades.post**: sends the planned grades to IC's gradebook (connection `{ic.conn_id}`, pool
-`{ic.pool}`): the grading category, score scales and lineItems they need, then the results. What IC
+`{ic.pool}`): the grading category, score scales and lineItems they need (an assignment's: a category
+per assignment group and a lineItem per assignment), then the results. What IC
 refuses holds back what needs it; refusals do not fail the task. In a dry run it sends nothing and
 is skipped, saying what would have been posted.
 

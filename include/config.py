@@ -354,6 +354,17 @@ class GradingWindowRule(_Strict):
     closes_days_after_end: int = Field(default=7, ge=0, le=366)
 
 
+class AssignmentPassback(_Strict):
+    """Assignment scores, LMS -> IC's gradebook (an LMS read through its API: Canvas): a lineItem per
+    assignment, in the IC category of its assignment group, and a result per student score."""
+
+    start_date: date = Field(description="assignments assigned (unlocked, else created) before this day are "
+                                         "not sent")
+    missing: Literal["skip", "zero", "not_submitted"] = Field(
+        default="skip", description="work the LMS marks missing and nobody scored: not sent (skip), sent as a "
+                                    "score of 0 (zero), or sent with IC's status not submitted")
+
+
 class GradePassback(_Strict):
     """LMS final grades -> IC grading tasks: from the LMS's auto-export file on SFTP (Schoology), or
     read from the LMS's API (Canvas), which needs none of the SFTP settings."""
@@ -379,6 +390,8 @@ class GradePassback(_Strict):
         description="a file in the districts directory, named relative to it: "
         "lms_grading_period,ic_term[,school]",
     )
+    assignments: AssignmentPassback | None = Field(
+        default=None, description="assignment scores too (an LMS read through its API only)")
 
     @field_validator("mapping_csv")
     @classmethod
@@ -443,6 +456,9 @@ class DistrictConfig(_Strict):
         elif passback is not None and passback.sftp_conn_id is None:
             raise ValueError("grade_passback: sftp_conn_id is missing (the SFTP connection the LMS's grade "
                              "export lands on)")
+        elif passback is not None and passback.assignments is not None:
+            raise ValueError("grade_passback.assignments: assignment scores are read from an LMS's API (lms.target "
+                             "canvas); an export file has final grades only")
         if self.notifications.deadline is not None:
             self.notifications.deadline.after_scheduled_time(self.schedule)
         return self

@@ -24,10 +24,11 @@ ROWS_PER_IMPORT = 40  # several imports per kind in the 60-student district
 CANVAS_ROLES = {"student": "student", "teacher": "teacher", "administrator": "teacher", "guardian": "observer"}
 
 
-def canvas_district_file(directory: Path, monkeypatch, *, grades: bool = False, **lms) -> Path:
+def canvas_district_file(directory: Path, monkeypatch, *, grades: bool = False, passback: dict | None = None,
+                         **lms) -> Path:
     """demo.yaml's district on Canvas (no task retries, so a failure is the run's), alone in
     ``directory``, which the DAG files are pointed at; with ``grades``, demo.yaml's grade passback
-    read from Canvas's API (its export file settings left out), else none."""
+    read from Canvas's API (its export file settings left out, ``passback`` added), else none."""
     directory.mkdir(exist_ok=True)
     monkeypatch.setenv(DISTRICTS_DIR_ENV, str(directory))
     config = yaml.safe_load((DISTRICTS_DIR / "demo.yaml").read_text())
@@ -36,8 +37,8 @@ def canvas_district_file(directory: Path, monkeypatch, *, grades: bool = False, 
                        "rows_per_import": ROWS_PER_IMPORT, "dropped_enrollments": "completed", **lms})
     config["provisioning"]["roles"] = dict(CANVAS_ROLES)
     if grades:
-        config["grade_passback"] = {name: value for name, value in config["grade_passback"].items()
-                                    if name not in EXPORT_SETTINGS}
+        config["grade_passback"] = {**{name: value for name, value in config["grade_passback"].items()
+                                       if name not in EXPORT_SETTINGS}, **(passback or {})}
     else:
         del config["grade_passback"]
     path = directory / "canvas.yaml"

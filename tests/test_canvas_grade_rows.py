@@ -1,10 +1,17 @@
-"""Canvas's enrollments (as its Enrollments API lists them) as grade rows: the rows written out by
-hand from README's rule ("Grades from Canvas"), never from the code under test."""
+"""Canvas's enrollments and submissions (as its API lists them) as grade rows, and assignment rows as IC
+postings: the expected values written out by hand from the README's rules ("Grades from Canvas",
+"Assignment scores from Canvas"), never from the code under test."""
 
 from __future__ import annotations
 
+from datetime import date
+
+import pandas as pd
 import pytest
 
+from include.config import GradePassback
+from include.grades.assignments import ASSIGNMENT_COLUMNS, plan_assignment_postings
+from include.grades.plan import GradeContext
 from include.lms.canvas_grades import NO_COURSE, NO_TERM, CourseGrades, course_rows, missing_course
 
 
@@ -79,3 +86,91 @@ def test_a_score_that_is_no_number_keeps_its_student_aside_and_a_bad_setting_is_
     assert rows.kept_aside[0][2].startswith("Canvas gave a score that is not a number")
     with pytest.raises(ValueError, match="current, final"):
         course_rows(course, "total")
+
+
+def test_submissions_of_active_students_become_assignment_rows_and_an_unpublished_assignment_one_row():
+    groups = [{"id": 3, "name": "Homework", "assignments": [
+        {"id": 11, "name": "Worksheet", "points_possible": 10, "unlock_at": "2026-09-20T12:00:00Z",
+         "created_at": "2026-09-01T00:00:00Z", "due_at": "2026-10-01T23:00:00Z", "published": True},
+        {"id": 12, "name": "Draft", "points_possible": 5, "unlock_at": None, "created_at": "2026-10-02T08:00:00Z",
+         "due_at": None, "published": False, "omit_from_final_grade": True},
+    ]}]
+    submissions = [
+        {"assignment_id": 11, "user_id": 2, "score": 8.5, "excused": False, "missing": False,
+         "workflow_state": "graded", "posted_at": "2026-10-02T00:00:00Z"},
+        {"assignment_id": 11, "user_id": 1, "score": None, "excused": True, "workflow_state": "graded",
+         "posted_at": None, "user": {"sis_user_id": "u1"}},
+        {"assignment_id": 11, "user_id": 9, "score": 10, "workflow_state": "graded", "posted_at": "x"},  # not IC's
+        {"assignment_id": 99, "user_id": 2, "score": 1, "workflow_state": "graded", "posted_at": "x"},  # deleted
+    ]
+    course = CourseGrades(course="class-1", term="term-s1", whole=[student("u1", 1), student("u2", 2)],
+                          assignment_groups=groups, submissions=submissions)
+    assert course_rows(course).assignment_rows == [
+        ("class-1", "u1", "11", "Worksheet", "3", "Homework", 10.0, "2026-09-20T12:00:00Z", "2026-10-01T23:00:00Z",
+         True, True, None, True, False, True, False),
+        ("class-1", "u2", "11", "Worksheet", "3", "Homework", 10.0, "2026-09-20T12:00:00Z", "2026-10-01T23:00:00Z",
+         True, True, 8.5, False, False, True, True),
+        ("class-1", None, "12", "Draft", "3", "Homework", 5.0, "2026-10-02T08:00:00Z", None,
+         False, False, None, False, False, False, False),
+    ]
+    assert course_rows(CourseGrades(course="class-1", term="term-s1")).assignment_rows == [], "not asked for"
+
+
+def context(version: str = "1.2", missing: str = "skip", posted=None) -> GradeContext:
+    return GradeContext(
+        sections=pd.DataFrame({"key": ["c1", "c2"]}),
+        grading_periods=pd.DataFrame(columns=["key", "lms_id", "title"]),
+        users=pd.DataFrame({"sourced_id": ["U1", "U2"], "legacy_sourced_id": ["s1", "s2"]}),
+        classes=pd.DataFrame({"sourced_id": ["c1", "c2"], "school_sourced_id": ["100", "100"],
+                              "term_sourced_ids": [["S1", "S2"], ["S1"]]}),
+        sessions=pd.DataFrame({"sourced_id": ["S1", "S2"], "start_date": ["2026-08-15", "2027-01-05"],
+                               "end_date": ["2026-12-20", "2027-06-05"]}),
+        mapping=None, opt_in=frozenset({"c1"}), run_date=date(2026, 12, 1),
+        config=GradePassback(term_task_ids=["T1"], window_rule={"opens_days_before_end": 120},
+                             assignments={"start_date": "2026-09-01", "missing": missing}),
+        posted=posted if posted is not None else pd.DataFrame(columns=["result_id", "fingerprint"]),
+        oneroster_version=version,
+    )
+
+
+def assignment_row(row: int, section: str, student: str, score=None, *, excused=False, missing=False,
+                   due="2026-10-01T23:00:00Z") -> dict:
+    return dict(zip(ASSIGNMENT_COLUMNS, (row, section, student, "11", "Worksheet", "3", "Homework", 10.0,
+                                         "2026-09-20T12:00:00Z", due, True, True, score, excused, missing,
+                                         score is not None or excused, True), strict=True))
+
+
+def test_assignment_postings_follow_the_rules_in_order():
+    rows = pd.DataFrame([
+        assignment_row(1, "c1", "s1", 8.0),
+        assignment_row(2, "c1", "s9", 8.0),  # unknown to IC
+        assignment_row(3, "c2", "s2", 8.0),  # its teacher has not opted in
+        assignment_row(4, "c1", "s2", missing=True),
+        assignment_row(5, "c1", "s2", 9.0, due="2027-03-01T08:00:00Z"),  # semester 2: its window opens later
+        assignment_row(6, "c1", "s2", excused=True, due=None),
+    ], columns=ASSIGNMENT_COLUMNS)
+    postings, items = plan_assignment_postings(rows, context(missing="not_submitted"), "canvas")
+    assert postings[["row", "action", "reason"]].values.tolist() == [
+        [1, "post", ""], [2, "skipped", "student unknown to IC"], [3, "skipped", "not opted in"],
+        [4, "post", ""], [5, "skipped", "window opens on 2027-02-05"], [6, "post", ""],
+    ]
+    sent = postings[postings["action"] == "post"]
+    assert sent["result_id"].tolist() == ["c1-canvas-11-U1", "c1-canvas-11-U2", "c1-canvas-11-U2"]
+    assert sent["status"].tolist() == ["fully graded", "not submitted", "exempt"]
+    assert sent["points"].tolist()[0] == 8.0 and sent["points"].isna().tolist()[1:] == [True, True]
+    assert set(sent["term"]) == {"S1"} and set(sent["task_kind"]) == {"assignment"}
+    assert items.to_dict("records") == [{
+        "line_item_id": "c1-canvas-11", "section": "c1", "school": "100", "term": "S1", "title": "Worksheet",
+        "category_id": "c1-canvas-group-3", "category_title": "Homework", "assign_date": "2026-09-20T12:00:00.000Z",
+        "due_date": "2026-10-01T23:00:00.000Z", "max_points": 10.0}], "one lineItem, due date as given"
+
+    undated = plan_assignment_postings(rows.iloc[[5]], context(), "canvas")[1]
+    assert undated["due_date"].tolist() == ["2026-09-27T12:00:00.000Z"], "no due date: assigned + 7 days"
+    skipped = plan_assignment_postings(rows.iloc[[3]], context(missing="skip"), "canvas")[0]
+    assert skipped["reason"].tolist() == ["missing, not scored (the district file skips missing work)"]
+    zero = plan_assignment_postings(rows.iloc[[3]], context(missing="zero"), "canvas")[0]
+    assert (zero["points"].tolist(), zero["status"].tolist()) == ([0.0], ["fully graded"])
+    old = plan_assignment_postings(rows.iloc[[0]], context(version="1.1"), "canvas")[0]
+    assert old["reason"].tolist() == ["OneRoster 1.1: assignment scores go to IC over OneRoster 1.2 only"]
+    again = plan_assignment_postings(rows.iloc[[0]], context(posted=sent[["result_id", "fingerprint"]]), "canvas")[0]
+    assert again["action"].tolist() == ["unchanged"]

@@ -90,6 +90,12 @@ def test_defaults_fill_a_minimal_file(tmp_path):
          "sftp_conn_id is missing"),
         (GOOD.format(name="bad") + "lms: {target: canvas, conn_id: lms, grade_score: total}\n",
          "lms.grade_score", "'current' or 'final'"),
+        (GOOD.format(name="bad") + "lms: {conn_id: lms}\ngrade_passback: {sftp_conn_id: s, term_task_ids: [a], "
+         "assignments: {start_date: 2026-09-01}}\n", "grade_passback.assignments",
+         "read from an LMS's API (lms.target canvas)"),
+        (GOOD.format(name="bad") + "lms: {target: canvas, conn_id: lms}\ngrade_passback: {term_task_ids: [a], "
+         "assignments: {start_date: 2026-09-01, missing: late}}\n", "grade_passback.assignments.missing",
+         "'skip', 'zero' or 'not_submitted'"),
         (GOOD.format(name="bad") + "retention_days: 0\n", "retention_days", "greater than or equal to 1"),
         (GOOD.format(name="bad") + "retention_days: 367\n", "retention_days", "less than or equal to 366"),
         (GOOD.format(name="bad") + "retention_days: yes\n", "retention_days", "valid integer (got True)"),

@@ -57,7 +57,7 @@ ACTIONS = ["post", "unchanged", "skipped"]
 # extract is mostly names and roles, which the plan task need not hold
 USER_COLUMNS = ["sourced_id", "legacy_sourced_id"]
 CLASS_COLUMNS = ["sourced_id", "school_sourced_id", "term_sourced_ids"]
-SESSION_COLUMNS = ["sourced_id", "end_date"]
+SESSION_COLUMNS = ["sourced_id", "start_date", "end_date"]
 SECTION_COLUMNS = ["key"]
 GRADING_PERIOD_COLUMNS = ["key", "lms_id", "title"]
 POSTED_COLUMNS = ["result_id", "fingerprint"]
@@ -139,14 +139,14 @@ def _resolve_terms(frame: pd.DataFrame, context: GradeContext) -> tuple[pd.Serie
     return _as_object(frame["row"].map(chosen)), excluded
 
 
-def _windows(terms: pd.Series, context: GradeContext) -> tuple[np.ndarray, list[str]]:
-    """Why each term's grading window excludes the run date, as a code into ROW_REASONS followed by
-    the returned "window opens on <day>" reasons (0: it does not, or IC does not date the term and
-    it is left to IC)."""
+def closed_windows(terms, context: GradeContext) -> dict[str, str]:
+    """Why the grading window of each of the IC ``terms`` excludes the run date: term -> WINDOW_CLOSED or
+    "window opens on <day>" (a term absent: its window is open, or IC does not date the term and it is
+    left to IC). A window is the district file's for the term, else its ``window_rule`` around the end."""
     rule = context.config.window_rule
     ends = dict(zip(context.sessions["sourced_id"].astype(str), context.sessions["end_date"], strict=True))
     why: dict[str, str] = {}
-    for term in terms.dropna().unique():
+    for term in terms:
         window = context.config.windows.get(term)
         if window is not None:
             opens, closes = window.opens, window.closes
@@ -160,6 +160,14 @@ def _windows(terms: pd.Series, context: GradeContext) -> tuple[np.ndarray, list[
             why[term] = f"{WINDOW_OPENS}{opens.isoformat()}"
         elif context.run_date > closes:
             why[term] = WINDOW_CLOSED
+    return why
+
+
+def _windows(terms: pd.Series, context: GradeContext) -> tuple[np.ndarray, list[str]]:
+    """Why each term's grading window excludes the run date, as a code into ROW_REASONS followed by
+    the returned "window opens on <day>" reasons (0: it does not, or IC does not date the term and it
+    is left to IC)."""
+    why = closed_windows(terms.dropna().unique(), context)
     opening = sorted(set(why.values()) - {WINDOW_CLOSED})
     code = {WINDOW_CLOSED: ROW_REASONS.index(WINDOW_CLOSED),
             **{text: len(ROW_REASONS) + place for place, text in enumerate(opening)}}

@@ -47,6 +47,8 @@ class CourseGrades:
     grading_periods: Sequence[dict[str, Any]] = ()
     whole: Sequence[dict[str, Any]] = ()
     by_period: dict[int, Sequence[dict[str, Any]]] = field(default_factory=dict)
+    assignment_groups: Sequence[dict[str, Any]] | None = None  # with their assignments; None: not read
+    submissions: Sequence[dict[str, Any]] = ()  # the course's students' submissions (``for_students``)
 
 
 def _number(value: Any) -> float | None:
@@ -111,7 +113,42 @@ def course_rows(course: CourseGrades, score: str = "current") -> SectionGrades:
             continue
         rows += [(course.course, student, str(period.get("title") or period["id"]), term_percent, term_letter,
                   course_percent, course_letter) for (term_percent, term_letter), period in graded]
-    return SectionGrades(rows=rows, kept_aside=kept_aside, made_in_lms=made)
+    assignments = [] if course.assignment_groups is None else assignment_rows(course, set(students))
+    return SectionGrades(rows=rows, kept_aside=kept_aside, made_in_lms=made, assignment_rows=assignments)
+
+
+def _assignment_fields(assignment: dict[str, Any], group: dict[str, Any]) -> tuple:
+    """(assignment, title, category, category_title, points_possible, assigned_at, due_at, published,
+    counted) of an assignment and its group."""
+    points = assignment.get("points_possible")
+    return (str(assignment["id"]), str(assignment.get("name") or ""), str(group["id"]), str(group.get("name") or ""),
+            None if points is None else float(points), assignment.get("unlock_at") or assignment.get("created_at"),
+            assignment.get("due_at"), bool(assignment.get("published", True)),
+            not assignment.get("omit_from_final_grade", False))
+
+
+def assignment_rows(course: CourseGrades, students: set[str]) -> list[tuple]:
+    """The course's assignment rows (:data:`include.grades.assignments.ASSIGNMENT_FIELDS`), by
+    assignment and then student: a row per submission of an active student (IC's, by SIS id) to a
+    published assignment, and one, with no student, per unpublished assignment (it has none)."""
+    assignments = {int(assignment["id"]): (assignment, group) for group in course.assignment_groups or ()
+                   for assignment in group.get("assignments") or ()
+                   if assignment.get("workflow_state") != "deleted"}
+    sis_of = {enrollment.get("user_id"): student for student, enrollment in _by_student(course.whole).items()}
+    rows = [(course.course, None, *_assignment_fields(assignment, group), None, False, False, False, False)
+            for number, (assignment, group) in sorted(assignments.items())
+            if not assignment.get("published", True)]
+    for submission in course.submissions:
+        found = assignments.get(int(submission["assignment_id"]))
+        student = (submission.get("user") or {}).get("sis_user_id") or sis_of.get(submission.get("user_id"))
+        if found is None or student not in students:
+            continue  # a deleted assignment's, or someone not IC's or no longer active in the course
+        score = submission.get("score")
+        rows.append((course.course, str(student), *_assignment_fields(*found),
+                     None if score is None else float(score), bool(submission.get("excused")),
+                     bool(submission.get("missing")), submission.get("workflow_state") == "graded",
+                     submission.get("posted_at") is not None))
+    return sorted(rows, key=lambda row: (row[2], row[1] or ""))
 
 
 def missing_course(course: str) -> SectionGrades:

@@ -181,13 +181,15 @@ class SectionGrades:
     rows: list[tuple]
     kept_aside: list[tuple[str, str | None, str]]
     made_in_lms: int
+    assignment_rows: list[tuple] = ()  # include.grades.assignments.ASSIGNMENT_FIELDS, when asked for
 
 
 class LmsGradeSource(Protocol):
     """An LMS whose final grades are read from its API (Canvas), not from an export file on SFTP."""
 
-    def final_grades(self, sections: Iterable[str]) -> Iterator[SectionGrades]:
-        """The grades of each section (IC class sourcedId) in turn, in the order given."""
+    def final_grades(self, sections: Iterable[str], *, assignments: bool = False) -> Iterator[SectionGrades]:
+        """The grades of each section (IC class sourcedId) in turn, in the order given; with
+        ``assignments``, its students' assignment scores too."""
         ...
 
 

@@ -5,13 +5,15 @@ Canvas has no file of grades: teachers grade in its UI, and the integration read
 admin gives Canvas's default term (where a class of several IC terms goes) a grading period per term
 the single-term courses are in, titled as that term, and every active student of every active course
 gets a whole-course grade and one per grading period (a few none yet, a few a teacher's override).
-Seeded, hence repeatable.
+Each course also gets two assignments, graded (a few excused, missing or not graded yet), and an
+unpublished draft. Seeded, hence repeatable.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from datetime import date, datetime, time, timedelta, timezone
 
 from include.sandbox.grade_export import letter
 
@@ -27,9 +29,33 @@ def _grades(chance: random.Random) -> dict:
     return grades
 
 
+def _assignments(canvas, course_id: str, term_start: date) -> list[int]:
+    """Homework and a test a few weeks into the term, and a draft nobody sees yet; the published ones."""
+    homework = canvas.add_assignment_group(course_id, "Homework")
+    tests = canvas.add_assignment_group(course_id, "Tests")
+
+    def at(days: int) -> str:
+        moment = datetime.combine(term_start + timedelta(days=days), time(8), tzinfo=timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    made = [canvas.add_assignment(course_id, "Worksheet 1", assignment_group_id=homework, points_possible=10,
+                                  unlock_at=at(20), due_at=at(27)),
+            canvas.add_assignment(course_id, "Unit test 1", assignment_group_id=tests, points_possible=100,
+                                  unlock_at=at(30))]
+    canvas.add_assignment(course_id, "Draft", assignment_group_id=homework, points_possible=5, published=False)
+    return made
+
+
+def _submission(chance: random.Random, points: float) -> dict:
+    kind = chance.choices(["score", "excused", "missing", "ungraded"], [8, 1, 1, 1])[0]
+    if kind == "score":
+        return {"score": round(chance.uniform(points * 0.5, points), 1)}
+    return {"excused": True} if kind == "excused" else {"missing": True} if kind == "missing" else {}
+
+
 def grade_canvas(canvas, *, seed: int) -> int:
-    """Grading periods on the default term and grades for every active student; the grades set (whole
-    course and per grading period)."""
+    """Grading periods on the default term, grades for every active student and their assignments'
+    scores; the grades and scores set."""
     chance = random.Random(seed)
     terms = canvas.terms
     used = sorted({course["term_id"] for course in canvas.courses.values() if course["term_id"]})
@@ -40,10 +66,18 @@ def grade_canvas(canvas, *, seed: int) -> int:
         if enrollment["role"] == "student" and enrollment["status"] == "active":
             students[enrollment["course_id"]].add(enrollment["user_id"])
     given = 0
+    first_day = min(date.fromisoformat(terms[term]["start_date"]) for term in used)
     for course_id, course in sorted(canvas.courses.items()):
         if course["status"] != "active":
             continue
+        start = date.fromisoformat(terms[course["term_id"]]["start_date"]) if course["term_id"] else first_day
+        assignments = _assignments(canvas, course_id, start)
         for student in sorted(students[course_id]):
+            for assignment, points in zip(assignments, (10, 100), strict=True):
+                scored = _submission(chance, points)
+                if scored:
+                    canvas.grade(course_id, assignment, student, **scored)
+                    given += 1
             canvas.set_grades(course_id, student, **_grades(chance))
             given += 1
             for period in [] if course["term_id"] else periods:

@@ -15,8 +15,8 @@ sink where the demo connections point, and then:
 4. provisions the same district into Canvas (``oneroster_demo_canvas``, the Canvas emulator
    taking SIS imports) on the same three nights: everything, then nothing (no import), then
    only the changes; between the second and third nights teachers grade in Canvas
-   (:func:`~include.sandbox.canvas_grading.grade_canvas`), and the third night reads those
-   grades from Canvas's API and posts them to IC's gradebook;
+   (:func:`~include.sandbox.canvas_grading.grade_canvas`: final grades and assignment scores), and
+   the third night reads those from Canvas's API and posts them to IC's gradebook;
 
 prints a short summary and stops what it started. Exits non-zero on any mismatch.
 Staging starts empty in ``.airflow/staging`` because the emulators start empty.
@@ -242,12 +242,16 @@ def main() -> int:
             f"\n{on_canvas.dag_id} night 3 (the same changes): {canvas_third.state}; updated {changed.get('updated', 0)}, "
             f"deactivated {changed.get('deactivated', 0)}, created {changed.get('created', 0)} in "
             f"{len(canvas.imports) - imports_before} SIS imports; Canvas holds " + _canvas_holdings(canvas)
-            + f"\n  grade passback read from Canvas ({canvas_grades} grades given there, {read.get('sections', 0)} "
-            f"courses read, {read.get('row_count', 0)} rows, {read.get('quarantined_count', 0)} kept aside): "
+            + f"\n  grade passback read from Canvas ({canvas_grades} grades and scores given there, "
+            f"{read.get('sections', 0)} courses read: {read.get('row_count', 0)} final-grade rows, "
+            f"{read.get('assignment_count', 0)} assignment rows, {read.get('quarantined_count', 0)} kept aside): "
             + ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
-            + f"; IC gradebook: {len(ic.gradebook.duplicates())} duplicated"
+            + f"; IC gradebook now holds {sum('-canvas-' in key for key in ic.gradebook.stored('lineItems'))} "
+            f"Canvas assignment lineItems, {sum('-canvas-' in key for key in ic.gradebook.stored('results'))} "
+            f"assignment results, {len(ic.gradebook.duplicates())} duplicated"
         )
-        failures += sum(counts.values()) != read.get("row_count", -1) + read.get("quarantined_count", 0)
+        failures += sum(counts.values()) != (read.get("row_count", -1) + read.get("quarantined_count", 0)
+                                             + read.get("assignment_count", 0))
         failures += not counts.get("posted") or counts.get("failed", 0) > 0 or bool(ic.gradebook.duplicates())
         failures += (canvas_third.state != "success") + (changed.get("created", 0) != 0)
         failures += changed.get("updated", 0) > len(renamed) or changed.get("deactivated", 0) > len(dropped)

@@ -433,10 +433,11 @@ class CanvasHook(ApiHook):
 
     # -- final grades (include.lms.target.LmsGradeSource) ---------------------------
 
-    def final_grades(self, sections: Iterable[str]) -> Iterator[SectionGrades]:
+    def final_grades(self, sections: Iterable[str], *, assignments: bool = False) -> Iterator[SectionGrades]:
         """Each section's (IC class's) final grades, read from its Canvas course
         (:func:`include.lms.canvas_grades.course_rows`, the hook's ``grade_score``), sections in the
-        order given.
+        order given; with ``assignments``, its students' assignment scores too (its assignment groups
+        with their assignments, and every student's submissions: two more paged lists per course).
 
         Reads the root account's courses (each course's Canvas id and term) and terms once, the
         grading periods once per term (a term's grading period set is its courses'), then per course
@@ -466,6 +467,10 @@ class CanvasHook(ApiHook):
                 by_period={int(period["id"]): list(self._records(
                     f"{path}/enrollments", {**students, "grading_period_id": int(period["id"])}))
                     for period in periods},
+                assignment_groups=list(self._records(f"{path}/assignment_groups", {"include[]": "assignments"}))
+                if assignments else None,
+                submissions=list(self._records(f"{path}/students/submissions",
+                                               {"student_ids[]": "all", "include[]": "user"})) if assignments else (),
             ), self.grade_score)
 
     def apply(self, action: Action, items: Sequence[LmsItem]) -> list[ItemResult]:

@@ -155,42 +155,49 @@ class FetchLmsGradesOperator(_GradesOperator):
         self.lms = lms
 
     def execute(self, context: Context) -> dict:
+        from include.grades.assignments import ASSIGNMENT_COLUMNS, ASSIGNMENT_SCHEMA
         from include.grades.export import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, ROW_COLUMNS, ROW_SCHEMA
         from include.staging import StagedParquetWriter, utc_now
         from plugins.hooks.lms import lms_grade_source
 
         skip_unless_running(context, "grades")
         sections = sorted(set(self._provisioned(context, "section", ["key"])["key"].astype(str)))
+        with_assignments = self.passback.assignments is not None
         read_at = utc_now()
         source = lms_grade_source(self.lms)
-        number, made_in_lms, buffered, kept = 0, 0, [], []
+        number, made_in_lms = 0, 0
+        buffers: dict[str, list[dict]] = {"rows": [], "kept": [], "assignments": []}
         with StagedParquetWriter(self._path(context, "export.rows"), ROW_SCHEMA) as rows, \
-                StagedParquetWriter(self._path(context, "export.quarantine"), QUARANTINE_SCHEMA) as kept_aside:
-            for grades in source.final_grades(sections):
-                for row in grades.rows:
-                    number += 1
-                    buffered.append(dict(zip(ROW_COLUMNS, (number, *row), strict=True)))
-                for line in grades.kept_aside:
-                    number += 1
-                    kept.append(dict(zip(QUARANTINE_COLUMNS, (number, *line), strict=True)))
+                StagedParquetWriter(self._path(context, "export.quarantine"), QUARANTINE_SCHEMA) as kept_aside, \
+                StagedParquetWriter(self._path(context, "assignments.rows"), ASSIGNMENT_SCHEMA) as assignments:
+            writers = {"rows": rows, "kept": kept_aside, "assignments": assignments}
+            for grades in source.final_grades(sections, assignments=with_assignments):
+                for name, lines, columns in (("rows", grades.rows, ROW_COLUMNS),
+                                             ("kept", grades.kept_aside, QUARANTINE_COLUMNS),
+                                             ("assignments", grades.assignment_rows, ASSIGNMENT_COLUMNS)):
+                    for line in lines:  # one numbering: the reconciliation accounts for every row once
+                        number += 1
+                        buffers[name].append(dict(zip(columns, (number, *line), strict=True)))
                 made_in_lms += grades.made_in_lms
-                if len(buffered) >= self.WRITE_ROWS:
-                    rows.write_rows(buffered)
-                    buffered = []
-            rows.write_rows(buffered)
-            kept_aside.write_rows(kept)
+                for name, buffer in buffers.items():
+                    if len(buffer) >= self.WRITE_ROWS:
+                        writers[name].write_rows(buffer)
+                        buffers[name] = []
+            for name, buffer in buffers.items():
+                writers[name].write_rows(buffer)
         self.log.info(
-            "District %s: %s grades of %d section(s): %d rows, %d kept aside (reasons staged at %s); "
+            "District %s: %s grades of %d section(s): %d rows, %d kept aside (reasons staged at %s)%s; "
             "%d student(s) made in %s without an IC id not passed back",
             self.district, self.lms.target, len(sections), rows.row_count, kept_aside.row_count, kept_aside.target,
-            made_in_lms, self.lms.target,
+            f", {assignments.row_count} assignment rows" if with_assignments else "", made_in_lms, self.lms.target,
         )
         name = f"{self.lms.target} grades read {read_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
         return self._manifest(
             context, "lms_grades", source={"name": name, "lms": self.lms.target, "read_at": read_at.isoformat()},
             uri=str(rows.target), row_count=rows.row_count, content_sha256=rows.sha256,
             quarantined_count=kept_aside.row_count, quarantine_uri=str(kept_aside.target),
-            sections=len(sections), made_in_lms=made_in_lms,
+            assignments_uri=str(assignments.target) if with_assignments else None,
+            assignment_count=assignments.row_count, sections=len(sections), made_in_lms=made_in_lms,
         )
 
 
@@ -271,12 +278,20 @@ class PlanGradesOperator(_GradesOperator):
             oneroster_version=version,
         )
         postings = plan_postings(read_frame(export["uri"]), grade_context)
+        items_uri = None
+        if export.get("assignments_uri"):  # assignment scores read from the LMS's API as well
+            from include.grades.assignments import plan_assignment_postings
+
+            scores, items = plan_assignment_postings(read_frame(export["assignments_uri"]), grade_context,
+                                                     export["source"]["lms"])
+            postings = pd.concat([postings.astype(object), scores], ignore_index=True)
+            items_uri = str(stage_frame(self._path(context, "assignment_items"), items).target)
         staged = stage_frame(self._path(context, "postings"), postings)
         counts = postings["action"].value_counts().to_dict()
         self.log.info("District %s: %d postings planned: %s", self.district, len(postings),
                       ", ".join(f"{action} {count}" for action, count in sorted(counts.items())))
         return self._manifest(context, "grade_postings", uri=str(staged.target), row_count=staged.row_count,
-                              content_sha256=staged.sha256, counts=counts)
+                              content_sha256=staged.sha256, counts=counts, items_uri=items_uri)
 
     def _refuse_a_version_change(self, context: Context, version: str) -> None:
         """A result's sourcedId names its student by IC's id, which 1.1 spells with a role prefix
@@ -415,6 +430,69 @@ class PostGradesOperator(_GradesOperator):
 
     def _prepare_line_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
                             context: Context) -> pd.DataFrame:
+        """What the pending results need at IC, grading tasks' (:meth:`_prepare_task_items`) and
+        assignments' (:meth:`_prepare_assignment_items`); returns the lineItems IC does not hold
+        (line_item_id, status, message)."""
+        import pandas as pd
+
+        from include.grades.assignments import ASSIGNMENT_TASK
+
+        of_assignments = (pending["task_kind"] == ASSIGNMENT_TASK).to_numpy()
+        refused = []
+        if of_assignments.any():
+            refused.append(self._prepare_assignment_items(hook, pool, pending[of_assignments], context))
+        if not of_assignments.all():
+            refused.append(self._prepare_task_items(hook, pool, pending[~of_assignments], context))
+        return pd.concat(refused, ignore_index=True)
+
+    def _prepare_assignment_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
+                                  context: Context) -> pd.DataFrame:
+        """The categories (one per class and assignment group) and lineItems (one per class and
+        assignment, from the plan's items) the assignment results need, PUT once per run
+        (idempotent), each lineItem once its category is taken; returns the lineItems IC does not hold."""
+        import pandas as pd
+
+        from include.staging import read_frame
+
+        roster, gradebook = hook.rostering_url, hook.gradebook_url
+        stamp = _stamp()
+        items = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["items_uri"])
+        items = items[items["line_item_id"].isin(set(pending["line_item_id"].astype(str)))]
+
+        def ref(base: str, collection: str, kind: str, sourced_id: str) -> dict:
+            return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
+
+        def put_category(row) -> GradebookAnswer:
+            return hook.put_gradebook("categories", row.category_id, {
+                "sourcedId": row.category_id, "status": "active", "dateLastModified": stamp,
+                "title": row.category_title})
+
+        categories = items.drop_duplicates("category_id")
+        refused_categories = {answer.sourced_id: answer for answer in pool.map(put_category, categories.itertuples())
+                              if not answer.taken}
+
+        def put_line_item(row) -> GradebookAnswer:
+            return hook.put_gradebook("lineItems", row.line_item_id, {
+                "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp, "title": row.title,
+                "assignDate": row.assign_date, "dueDate": row.due_date,
+                "class": ref(roster, "classes", "class", row.section),
+                "school": ref(roster, "orgs", "org", row.school),
+                "category": ref(gradebook, "categories", "category", row.category_id),
+                "gradingPeriod": ref(roster, "academicSessions", "academicSession", row.term),
+                "resultValueMin": 0, "resultValueMax": float(row.max_points) if pd.notna(row.max_points) else 0,
+            })
+
+        blocked = items["category_id"].isin(list(refused_categories)).to_numpy()
+        refused = [(row.line_item_id, *_passed_on("category", refused_categories[row.category_id]))
+                   for row in items[blocked].itertuples()]
+        sendable = items[~blocked]
+        refused += [(row.line_item_id, *_passed_on("lineItem", answer))
+                    for row, answer in zip(sendable.itertuples(), pool.map(put_line_item, sendable.itertuples()),
+                                           strict=True) if not answer.taken]
+        return pd.DataFrame(refused, columns=["line_item_id", "status", "message"])
+
+    def _prepare_task_items(self, hook: OneRosterHook, pool: ThreadPoolExecutor, pending: pd.DataFrame,
+                            context: Context) -> pd.DataFrame:
         """The category, score scales and lineItems the results need, PUT once per run (idempotent),
         as many at once as IC allows, each only once what it needs is taken; returns the lineItems IC
         does not hold (line_item_id, status, message): refused, or not sent because IC refused their
@@ -488,6 +566,8 @@ class PostGradesOperator(_GradesOperator):
 
         from include.staging import utc_now
 
+        from include.grades.assignments import ASSIGNMENT_TASK
+
         base = hook.rostering_url
         record = {
             "sourcedId": row["result_id"], "status": "active", "dateLastModified": _stamp(),
@@ -496,6 +576,11 @@ class PostGradesOperator(_GradesOperator):
             "student": {"href": f"{base}/users/{row['student']}", "sourcedId": row["student"], "type": "user"},
             "scoreStatus": "fully graded", "scoreDate": utc_now().date().isoformat(),
         }
+        if row["task_kind"] == ASSIGNMENT_TASK:  # points on the assignment's scale, or a status alone
+            record["scoreStatus"] = row["status"]
+            if pd.notna(row["points"]):
+                record["score"] = float(row["points"])
+            return hook.put_gradebook("results", row["result_id"], record)
         if pd.notna(row["percent"]):
             record["score"] = float(row["percent"])
         if isinstance(row["score"], str) and row["score"]:
@@ -537,8 +622,15 @@ class ReconcileGradesOperator(_GradesOperator):
         ti = context["ti"]
         export = ti.xcom_pull(task_ids=self.export_task_id)
         from_file = export["dataset"] == "grade_export"  # else read from the LMS's API
+        rows = read_frame(export["uri"])
+        if export.get("assignments_uri"):  # an assignment score is a row of the reconciliation as well
+            import pandas as pd
+
+            columns = ["row", "section", "student"]
+            rows = pd.concat([rows[columns].astype(object), read_frame(export["assignments_uri"], columns)],
+                             ignore_index=True)
         result = reconcile(
-            read_frame(export["uri"]),
+            rows,
             read_frame(export["quarantine_uri"]),
             read_frame(ti.xcom_pull(task_ids=self.plan_task_id)["uri"]),
             read_frame(ti.xcom_pull(task_ids=self.post_task_id)["uri"]),
