@@ -134,8 +134,8 @@ def context(version: str = "1.2", missing: str = "skip", posted=None) -> GradeCo
 
 
 def assignment_row(row: int, section: str, student: str, score=None, *, excused=False, missing=False,
-                   due="2026-10-01T23:00:00Z") -> dict:
-    return dict(zip(ASSIGNMENT_COLUMNS, (row, section, student, "11", "Worksheet", "3", "Homework", 10.0,
+                   assignment="11", due="2026-10-01T23:00:00Z") -> dict:
+    return dict(zip(ASSIGNMENT_COLUMNS, (row, section, student, assignment, "Worksheet", "3", "Homework", 10.0,
                                          "2026-09-20T12:00:00Z", due, True, True, score, excused, missing,
                                          score is not None or excused, True), strict=True))
 
@@ -146,8 +146,8 @@ def test_assignment_postings_follow_the_rules_in_order():
         assignment_row(2, "c1", "s9", 8.0),  # unknown to IC
         assignment_row(3, "c2", "s2", 8.0),  # its teacher has not opted in
         assignment_row(4, "c1", "s2", missing=True),
-        assignment_row(5, "c1", "s2", 9.0, due="2027-03-01T08:00:00Z"),  # semester 2: its window opens later
-        assignment_row(6, "c1", "s2", excused=True, due=None),
+        assignment_row(5, "c1", "s2", 9.0, assignment="12", due="2027-03-01T08:00:00Z"),  # semester 2: later
+        assignment_row(6, "c1", "s2", excused=True, assignment="13", due=None),
     ], columns=ASSIGNMENT_COLUMNS)
     postings, items = plan_assignment_postings(rows, context(missing="not_submitted"), "canvas")
     assert postings[["row", "action", "reason"]].values.tolist() == [
@@ -155,14 +155,15 @@ def test_assignment_postings_follow_the_rules_in_order():
         [4, "post", ""], [5, "skipped", "window opens on 2027-02-05"], [6, "post", ""],
     ]
     sent = postings[postings["action"] == "post"]
-    assert sent["result_id"].tolist() == ["c1-canvas-11-U1", "c1-canvas-11-U2", "c1-canvas-11-U2"]
+    assert sent["result_id"].tolist() == ["c1-canvas-11-U1", "c1-canvas-11-U2", "c1-canvas-13-U2"]
     assert sent["status"].tolist() == ["fully graded", "not submitted", "exempt"]
     assert sent["points"].tolist()[0] == 8.0 and sent["points"].isna().tolist()[1:] == [True, True]
     assert set(sent["term"]) == {"S1"} and set(sent["task_kind"]) == {"assignment"}
-    assert items.to_dict("records") == [{
+    assert items.to_dict("records")[0] == {
         "line_item_id": "c1-canvas-11", "section": "c1", "school": "100", "term": "S1", "title": "Worksheet",
         "category_id": "c1-canvas-group-3", "category_title": "Homework", "assign_date": "2026-09-20T12:00:00.000Z",
-        "due_date": "2026-10-01T23:00:00.000Z", "max_points": 10.0}], "one lineItem, due date as given"
+        "due_date": "2026-10-01T23:00:00.000Z", "max_points": 10.0}, "its due date as given"
+    assert items["line_item_id"].tolist() == ["c1-canvas-11", "c1-canvas-13"], "the lineItems of what is sent"
 
     undated = plan_assignment_postings(rows.iloc[[5]], context(), "canvas")[1]
     assert undated["due_date"].tolist() == ["2026-09-27T12:00:00.000Z"], "no due date: assigned + 7 days"

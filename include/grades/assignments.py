@@ -65,8 +65,8 @@ def _instants(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values.astype(object).where(values.notna(), None), utc=True, errors="coerce")
 
 
-def _terms(rows: pd.DataFrame, day: pd.Series, context: GradeContext) -> pd.Series:
-    """The class's IC term holding each row's day (the latest-starting of several), or None."""
+def _terms(items: pd.DataFrame, day: pd.Series, context: GradeContext) -> pd.Series:
+    """The class's IC term holding each assignment's day (the latest-starting of several), or None."""
     classes = context.classes.drop_duplicates("sourced_id")
     terms = classes[["sourced_id", "term_sourced_ids"]].explode("term_sourced_ids").dropna()
     terms = terms.rename(columns={"sourced_id": "section", "term_sourced_ids": "term"}).astype(str)
@@ -74,87 +74,146 @@ def _terms(rows: pd.DataFrame, day: pd.Series, context: GradeContext) -> pd.Seri
         term=context.sessions["sourced_id"].astype(str),
         start=pd.to_datetime(context.sessions["start_date"]).dt.date,
         end=pd.to_datetime(context.sessions["end_date"]).dt.date)[["term", "start", "end"]]
-    candidates = pd.DataFrame({"at": rows.index, "section": rows["section"].astype(str), "day": day})
+    candidates = pd.DataFrame({"at": items.index, "section": items["section"], "day": day})
     candidates = candidates.dropna(subset=["day"]).merge(terms, on="section").merge(sessions, on="term")
     holding = candidates[(candidates["start"] <= candidates["day"]) & (candidates["day"] <= candidates["end"])]
     chosen = holding.sort_values(["at", "start"]).drop_duplicates("at", keep="last").set_index("at")["term"]
-    return rows.index.to_series().map(chosen).astype(object).where(lambda terms: terms.notna(), None)
+    return items.index.to_series().map(chosen).astype(object).where(lambda terms: terms.notna(), None)
+
+
+class _Reasons:
+    """The first reason that holds for each of ``size`` entries, as codes into ``texts`` (0: none)."""
+
+    def __init__(self, size: int) -> None:
+        self.code = np.zeros(size, dtype=np.int32)
+        self.texts = [""]
+
+    def hold(self, where, why) -> None:
+        """``why`` (one text, or a text per entry) for the entries ``where`` that have no reason yet."""
+        where = np.asarray(where, dtype=bool) & (self.code == 0)
+        if isinstance(why, str):
+            why = np.full(len(self.code), why, dtype=object)
+        for text in pd.unique(np.asarray(why, dtype=object)[where]):
+            if text not in self.texts:
+                self.texts.append(text)
+            self.code[where & (np.asarray(why, dtype=object) == text)] = self.texts.index(text)
+
+
+def _assignment_facts(items: pd.DataFrame, context: GradeContext, lms: str) -> pd.DataFrame:
+    """Per (class, assignment): its lineItem and category ids, IC term, school, dates, and the reasons
+    that hold for all its rows, before the student's (``before``) and after (``after``)."""
+    settings = context.config.assignments
+    facts = pd.DataFrame(index=items.index)
+    section = items["section"]
+    before = _Reasons(len(items))
+    before.hold(~section.isin(set(context.sections["key"].astype(str))), UNMAPPED_SECTION)
+    before.hold(~items["published"].astype(bool), UNPUBLISHED)
+    before.hold(~items["counted"].astype(bool), NOT_COUNTED)
+    assigned = _instants(items["assigned_at"])
+    early = (assigned.dt.date < settings.start_date).fillna(False).astype(bool)
+    before.hold(early, f"{BEFORE_START}{settings.start_date.isoformat()}")
+    after = _Reasons(len(items))
+    if context.opt_in is not None:
+        after.hold(~section.isin(context.opt_in), NOT_OPTED_IN)
+    due = _instants(items["due_at"])
+    term = _terms(items, due.fillna(assigned).dt.date, context)
+    after.hold(term.isna(), NO_TERM)
+    why = closed_windows(term.dropna().unique(), context)
+    after.hold(term.isin(list(why)), term.map(why).fillna(""))
+    schools = context.classes.drop_duplicates("sourced_id").set_index("sourced_id")["school_sourced_id"]
+    facts["line_item_id"] = section + f"-{lms}-" + items["assignment"]
+    facts["category_id"] = section + f"-{lms}-group-" + items["category"]
+    facts["term"] = term
+    facts["school"] = section.map(schools.astype(str))
+    facts["assign_date"] = assigned.dt.strftime(STAMP)
+    facts["due_date"] = due.fillna(assigned + timedelta(days=7)).dt.strftime(STAMP)
+    facts["max_points"] = items["points_possible"].astype(float)
+    # what the lineItem says: a change sends it and its results again
+    facts["about"] = ["|".join(map(str, values)) for values in zip(
+        items["title"], items["category_title"], facts["assign_date"], facts["due_date"],
+        facts["max_points"].map(repr), term, strict=True)]
+    return facts.assign(before=before.code, after=after.code), before.texts, after.texts
 
 
 def plan_assignment_postings(rows: pd.DataFrame, context: GradeContext, lms: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One posting per assignment row (in row order): posted, unchanged or skipped with the first reason
-    of :data:`ASSIGNMENT_REASONS` that holds; and the lineItems of the postings to send (:data:`ITEM_COLUMNS`)."""
+    of :data:`ASSIGNMENT_REASONS` that holds; and the lineItems of the postings to send (:data:`ITEM_COLUMNS`).
+
+    What depends on the assignment alone (its lineItem, term, dates, and most reasons) is worked out
+    once per (class, assignment) and spread to its rows by code."""
     settings = context.config.assignments
     rows = rows.reset_index(drop=True)
-    reason = pd.Series("", index=rows.index, dtype=object)
+    text = {name: rows[name].astype(object).where(rows[name].notna(), "").astype(str)
+            for name in ("section", "assignment", "title", "category", "category_title")}
+    keyed = pd.DataFrame({"section": text["section"], "assignment": text["assignment"]})
+    code = keyed.groupby(["section", "assignment"], sort=False).ngroup().to_numpy()
+    first = ~keyed.duplicated().to_numpy()
+    items = rows.loc[first, ["points_possible", "assigned_at", "due_at", "published", "counted"]].assign(
+        **{name: text[name][first] for name in text}).reset_index(drop=True)
+    facts, before_texts, after_texts = _assignment_facts(items, context, lms)
 
-    def hold(where, why) -> None:
-        free = reason == ""
-        reason.loc[free & where] = why if isinstance(why, str) else why[free & where]
-
-    section = rows["section"].astype(str)
-    hold(~section.isin(set(context.sections["key"].astype(str))), UNMAPPED_SECTION)
-    hold(~rows["published"].astype(bool), UNPUBLISHED)
-    hold(~rows["counted"].astype(bool), NOT_COUNTED)
-    assigned = _instants(rows["assigned_at"])
-    before = assigned.dt.date < settings.start_date
-    hold(before.fillna(False).astype(bool), f"{BEFORE_START}{settings.start_date.isoformat()}")
-    sourced = dict(zip(user_key(context.users), context.users["sourced_id"].astype(str), strict=True))
-    student = rows["student"].map(sourced)
-    hold(student.isna(), UNKNOWN_STUDENT)
-    if context.opt_in is not None:
-        hold(~section.isin(context.opt_in), NOT_OPTED_IN)
-    due = _instants(rows["due_at"])
-    term = _terms(rows, due.fillna(assigned).dt.date, context)
-    hold(term.isna(), NO_TERM)
-    why = closed_windows(term.dropna().unique(), context)
-    hold(term.isin(list(why)), term.map(why))
-    graded, excused = rows["graded"].astype(bool), rows["excused"].astype(bool)
-    scored = rows["score"].notna()
-    hold((scored | excused) & graded & ~rows["posted"].astype(bool), HIDDEN)
-    missing = rows["missing"].astype(bool) & ~scored & ~excused
-    hold(~scored & ~excused & ~missing, UNGRADED)
+    reason = _Reasons(len(rows))
+    spread = facts["before"].to_numpy()[code]
+    for number, why in enumerate(before_texts[1:], start=1):
+        reason.hold(spread == number, why)
+    student_codes, students = pd.factorize(rows["student"])
+    sourced = pd.Series(students).map(dict(zip(user_key(context.users), context.users["sourced_id"].astype(str),
+                                               strict=True))).to_numpy(dtype=object)
+    student = np.where(student_codes >= 0, sourced[np.maximum(student_codes, 0)], None)
+    reason.hold(pd.isna(student), UNKNOWN_STUDENT)
+    spread = facts["after"].to_numpy()[code]
+    for number, why in enumerate(after_texts[1:], start=1):
+        reason.hold(spread == number, why)
+    graded, excused = rows["graded"].astype(bool).to_numpy(), rows["excused"].astype(bool).to_numpy()
+    scored = rows["score"].notna().to_numpy()
+    reason.hold((scored | excused) & graded & ~rows["posted"].astype(bool).to_numpy(), HIDDEN)
+    missing = rows["missing"].astype(bool).to_numpy() & ~scored & ~excused
+    reason.hold(~scored & ~excused & ~missing, UNGRADED)
     if settings.missing == "skip":
-        hold(missing, MISSING)
+        reason.hold(missing, MISSING)
     if context.oneroster_version == "1.1":
-        hold(pd.Series(True, index=rows.index), OVER_11)
+        reason.hold(np.ones(len(rows), dtype=bool), OVER_11)
 
-    sending = reason == ""
-    points = rows["score"].astype(float).where(~excused, np.nan)
-    status = pd.Series("fully graded", index=rows.index, dtype=object).mask(excused, "exempt")
+    sending = reason.code == 0
+    points = rows["score"].astype(float).to_numpy().copy()
+    points[excused] = np.nan
+    status = np.where(excused, "exempt", "fully graded").astype(object)
     if settings.missing == "zero":
-        points = points.mask(missing, 0.0)
+        points[missing] = 0.0
     elif settings.missing == "not_submitted":
-        status = status.mask(missing, "not submitted")
-    line_item = (section + f"-{lms}-" + rows["assignment"].astype(str)).where(sending, None)
-    result = (line_item + "-" + student.astype(str)).where(sending, None)
-    category = section + f"-{lms}-group-" + rows["category"].astype(str)
-    assign_day = assigned.dt.strftime(STAMP)
-    due_day = due.fillna(assigned + timedelta(days=7)).dt.strftime(STAMP)
-    max_points = rows["points_possible"].astype(float)
-    # the value IC holds and what its lineItem says: a change in either sends them again
-    fingerprint = (points.map(repr) + "|" + status + "|" + rows["title"].astype(str) + "|"
-                   + rows["category_title"].astype(str) + "|" + assign_day.astype(str) + "|" + due_day.astype(str)
-                   + "|" + max_points.map(repr) + "|" + term.astype(str)).where(sending, "")
-    action = pd.Series("skipped", index=rows.index, dtype=object).mask(sending, "post")
-    if len(context.posted):
+        status[missing] = "not submitted"
+    points[~sending], status[~sending] = np.nan, None
+    line_item = np.where(sending, facts["line_item_id"].to_numpy(dtype=object)[code], None)
+    result = pd.Series(np.where(sending, line_item, ""), dtype=object) + "-" + pd.Series(
+        np.where(sending, student, ""), dtype=object)
+    result = result.where(sending, None)
+    fingerprint = (pd.Series(np.where(sending, facts["about"].to_numpy(dtype=object)[code], ""), dtype=object)
+                   + "|" + pd.Series(points).map(repr).astype(object)
+                   + "|" + pd.Series(np.where(sending, status, ""), dtype=object)).where(sending, "")
+    action = np.where(sending, "post", "skipped").astype(object)
+    if len(context.posted) and sending.any():
         held = context.posted.drop_duplicates("result_id", keep="last").set_index("result_id")["fingerprint"]
-        action = action.mask(sending & (result.map(held) == fingerprint), "unchanged")
-    schools = context.classes.drop_duplicates("sourced_id").set_index("sourced_id")["school_sourced_id"]
-    school = section.map(schools.astype(str))
+        action[sending & (result.map(held) == fingerprint).to_numpy()] = "unchanged"
+
+    def spread_text(column: str) -> pd.Categorical:
+        values = facts[column].astype(object).where(facts[column].notna(), None)
+        categorical = pd.Categorical(values)
+        codes = np.where(sending, categorical.codes[code], -1)
+        return pd.Categorical.from_codes(codes, categorical.categories)
+
     postings = pd.DataFrame({
-        "row": rows["row"].astype("int64"), "section": section, "school": school.where(sending, None),
-        "term": term.where(sending, None), "task_id": pd.Series(None, index=rows.index, dtype=object),
-        "task_kind": ASSIGNMENT_TASK, "student": student.where(student.notna(), None),
-        "line_item_id": line_item, "result_id": result, "percent": np.nan,
-        "score": pd.Series(None, index=rows.index, dtype=object),
+        "row": rows["row"].astype("int64"), "section": pd.Categorical(text["section"]),
+        "school": spread_text("school"), "term": spread_text("term"),
+        "task_id": pd.Series(None, index=rows.index, dtype=object), "task_kind": ASSIGNMENT_TASK,
+        "student": pd.Series(student, dtype=object), "line_item_id": spread_text("line_item_id"),
+        "result_id": result, "percent": np.nan, "score": pd.Series(None, index=rows.index, dtype=object),
         "score_group": pd.Series(None, index=rows.index, dtype=object), "fingerprint": fingerprint,
-        "action": action, "reason": reason.where(~sending, ""), "points": points.where(sending, np.nan),
-        "status": status.where(sending, None),
+        "action": pd.Categorical(action, categories=["post", "unchanged", "skipped"]),
+        "reason": pd.Categorical.from_codes(reason.code, reason.texts), "points": points,
+        "status": pd.Series(status, dtype=object),
     })
-    items = pd.DataFrame({
-        "line_item_id": line_item, "section": section, "school": school, "term": term,
-        "title": rows["title"].astype(str), "category_id": category, "category_title": rows["category_title"].astype(str),
-        "assign_date": assign_day, "due_date": due_day, "max_points": max_points,
-    })[(action == "post").to_numpy()].drop_duplicates("line_item_id").reset_index(drop=True)
-    return postings, items[ITEM_COLUMNS]
+    posted_items = np.unique(code[action == "post"])
+    items_out = facts.iloc[posted_items].assign(
+        section=items["section"].iloc[posted_items], title=items["title"].iloc[posted_items],
+        category_title=items["category_title"].iloc[posted_items])
+    return postings, items_out[ITEM_COLUMNS].reset_index(drop=True)
