@@ -21,6 +21,7 @@ from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
 from tests.canvas_support import canvas_district_file, connect_canvas, connect_ic_and_smtp, run_night
 from tests.expected_provisioning import user_uid
+from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET
 
 NIGHT = datetime(2026, 12, 1, 6, tzinfo=timezone.utc)  # semester 1's window is open, semester 2's not yet
@@ -193,16 +194,37 @@ def assert_ic_holds(ic, want: Expected) -> None:
     assert not ic.gradebook.duplicates()
 
 
-def test_assignment_scores_reach_ic_as_the_rules_say_and_a_rename_or_new_score_updates_in_place(
-        stack, canvas, district):
-    ic = stack["ic"]
+def graded_in_canvas(canvas, district, seed: int = 3) -> tuple[list[Assignment], dict, dict, Expected]:
+    """Assignments made and graded in the first active courses; what the rules then send on NIGHT."""
     students = active_students(canvas)
     courses = sorted(course for course, held in canvas.courses.items() if held["status"] == "active"
                      and students.get(course))[:GRADED_COURSES]
     assignments = make_assignments(canvas, courses)
-    given = grade_them(canvas, assignments, students, seed=3)
+    given = grade_them(canvas, assignments, students, seed=seed)
     want = expected(district, assignments, students, given, NIGHT.date())
     assert want.sent and len({reason for *_, reason in want.outcomes}) >= 8, "every rule is met"
+    return assignments, given, students, want
+
+
+def settle(scenario: str, faults: int, run, ic, want: Expected) -> ScenarioLedger:
+    """The fault ledger's line for the run's assignment rows: a result the rules send that IC does not
+    hold is lost unless its row is reported skipped or failed with a reason."""
+    rows = read_frame(run.returned["grades.read_grades"]["assignments_uri"], ["row"])["row"]
+    report = read_frame(run.returned["grades.reconcile"]["uri"]).set_index("row").loc[rows]
+    postings = read_frame(run.returned["grades.plan"]["uri"], ["row", "result_id"]).dropna()
+    row_of = dict(zip(postings["result_id"], postings["row"], strict=True))
+    held = ic.gradebook.stored("results")
+    lost = sum(1 for result_id in want.sent if result_id not in held and not (
+        report.loc[row_of[result_id], "outcome"] in ("skipped", "failed") and report.loc[row_of[result_id], "reason"]))
+    counts = Counter(report["outcome"])
+    return record(ScenarioLedger(scenario, faults, len(rows), counts["posted"], counts["skipped"], counts["failed"],
+                                 sum(len(ids) - 1 for ids in ic.gradebook.duplicates().values()), lost))
+
+
+def test_assignment_scores_reach_ic_as_the_rules_say_and_a_rename_or_new_score_updates_in_place(
+        stack, canvas, district):
+    ic = stack["ic"]
+    assignments, given, students, want = graded_in_canvas(canvas, district)
 
     outcome = run_night(NIGHT, halves="grades")
     assert outcome.state == "success", outcome.task_states
@@ -241,3 +263,31 @@ def test_assignment_scores_reach_ic_as_the_rules_say_and_a_rename_or_new_score_u
     assert resent == {result_id for result_id in want_now.sent
                       if result_id.startswith(f"{renamed.course}-canvas-{renamed.id}-")} | {rescored_id}, \
         "only the renamed assignment's results and the re-scored one are sent again"
+
+
+def test_ic_errors_and_lost_answers_while_assignments_post_lose_and_duplicate_nothing(stack, canvas, district):
+    ic = stack["ic"]
+    *_, want = graded_in_canvas(canvas, district, seed=11)
+    ic.inject("500", times=1, path_contains="/gradebook/v1p2/categories/")
+    ic.inject("429", times=2, path_contains="/gradebook/v1p2/lineItems/", retry_after=1)
+    ic.inject("reset_after_apply", times=3, path_contains="/gradebook/v1p2/results/", after=10)
+    run = run_night(NIGHT, halves="grades")
+    assert run.state == "success", run.task_states
+    assert_ic_holds(ic, want)
+    met = Counter(request.status for request in ic.requests if "/gradebook/" in request.path)
+    assert (met[500], met[429], met[0]) == (1, 2, 3), "the faults were met"
+    assert settle("grades: Canvas assignments, IC 500/429/answers lost", 6, run, ic, want).posted == len(want.sent)
+
+
+def test_a_window_ic_closed_early_skips_its_assignment_scores_with_ics_message(stack, canvas, district):
+    ic = stack["ic"]
+    *_, want = graded_in_canvas(canvas, district, seed=13)
+    first = next(session for session in district.sessions if session["title"].startswith("Semester 1 "))
+    ic.gradebook.set_window(first["id"], first["start"], NIGHT.date() - timedelta(days=1))
+    run = run_night(NIGHT, halves="grades")
+    assert run.state == "success", run.task_states
+    assert not [result_id for result_id in ic.gradebook.stored("results") if "-canvas-" in result_id]
+    line = settle("grades: Canvas assignments, IC closed a window early", 1, run, ic, want)
+    assert line.posted == 0 and line.failed == 0
+    report = read_frame(run.returned["grades.reconcile"]["uri"])
+    assert report["reason"].astype(str).str.startswith("window closed: ").sum() >= len(want.sent)
