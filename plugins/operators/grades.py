@@ -459,9 +459,6 @@ class PostGradesOperator(_GradesOperator):
         items = read_frame(context["ti"].xcom_pull(task_ids=self.plan_task_id)["items_uri"])
         items = items[items["line_item_id"].isin(set(pending["line_item_id"].astype(str)))]
 
-        def ref(base: str, collection: str, kind: str, sourced_id: str) -> dict:
-            return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
-
         def put_category(row) -> GradebookAnswer:
             return hook.put_gradebook("categories", row.category_id, {
                 "sourcedId": row.category_id, "status": "active", "dateLastModified": stamp,
@@ -475,10 +472,10 @@ class PostGradesOperator(_GradesOperator):
             return hook.put_gradebook("lineItems", row.line_item_id, {
                 "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp, "title": row.title,
                 "assignDate": row.assign_date, "dueDate": row.due_date,
-                "class": ref(roster, "classes", "class", row.section),
-                "school": ref(roster, "orgs", "org", row.school),
-                "category": ref(gradebook, "categories", "category", row.category_id),
-                "gradingPeriod": ref(roster, "academicSessions", "academicSession", row.term),
+                "class": _ref(roster, "classes", "class", row.section),
+                "school": _ref(roster, "orgs", "org", row.school),
+                "category": _ref(gradebook, "categories", "category", row.category_id),
+                "gradingPeriod": _ref(roster, "academicSessions", "academicSession", row.term),
                 "resultValueMin": 0, "resultValueMax": float(row.max_points) if pd.notna(row.max_points) else 0,
             })
 
@@ -505,9 +502,6 @@ class PostGradesOperator(_GradesOperator):
         roster, gradebook = hook.rostering_url, hook.gradebook_url  # 1.2 keeps gradebook objects apart
         modern = hook.version == "1.2"
 
-        def ref(base: str, collection: str, kind: str, sourced_id: str) -> dict:
-            return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
-
         stamp = _stamp()
         line_items = pending.drop_duplicates("line_item_id")
         category = hook.put_gradebook("categories", CATEGORY_ID, {
@@ -524,7 +518,7 @@ class PostGradesOperator(_GradesOperator):
             return hook.put_gradebook("scoreScales", row.scale, {
                 "sourcedId": row.scale, "status": "active", "dateLastModified": stamp,
                 "title": row.score_group, "type": "score group",
-                "class": ref(roster, "classes", "class", row.section),
+                "class": _ref(roster, "classes", "class", row.section),
                 "scoreScaleValue": [{"itemValueLHS": f"{band.min_percent:g}", "itemValueRHS": band.score} for band in bands],
             })
 
@@ -539,15 +533,15 @@ class PostGradesOperator(_GradesOperator):
                 "sourcedId": row.line_item_id, "status": "active", "dateLastModified": stamp,
                 "title": f"{row.task_id} - {term['title']}",
                 "assignDate": f"{term['start_date']}T00:00:00.000Z", "dueDate": f"{term['end_date']}T00:00:00.000Z",
-                "class": ref(roster, "classes", "class", row.section),
-                "category": ref(gradebook, "categories", "category", CATEGORY_ID),
-                "gradingPeriod": ref(roster, "academicSessions", "academicSession", row.term),
+                "class": _ref(roster, "classes", "class", row.section),
+                "category": _ref(gradebook, "categories", "category", CATEGORY_ID),
+                "gradingPeriod": _ref(roster, "academicSessions", "academicSession", row.term),
                 "resultValueMin": 0, "resultValueMax": 100,
             }
             if modern:
-                record["school"] = ref(roster, "orgs", "org", row.school)
+                record["school"] = _ref(roster, "orgs", "org", row.school)
             if isinstance(row.scale, str):
-                record["scoreScale"] = ref(gradebook, "scoreScales", "scoreScale", row.scale)
+                record["scoreScale"] = _ref(gradebook, "scoreScales", "scoreScale", row.scale)
             return hook.put_gradebook("lineItems", row.line_item_id, record)
 
         blocked = scale_of.isin(list(refused_scales)).to_numpy()
@@ -698,6 +692,11 @@ class ReconcileGradesOperator(_GradesOperator):
             ),
             smtp_conn_id=self.notifications.smtp_conn_id,
         ).notify(context)
+
+
+def _ref(base: str, collection: str, kind: str, sourced_id: str) -> dict:
+    """A OneRoster GUIDRef to ``sourced_id`` of ``collection`` under ``base``."""
+    return {"href": f"{base}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
 
 
 def _passed_on(kind: str, answer: GradebookAnswer) -> tuple[str, str]:
