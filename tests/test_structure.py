@@ -84,3 +84,19 @@ def test_the_readme_layout_table_names_files_that_exist():
             if not (ROOT / path.rstrip("/")).exists() and "*" not in path and "<" not in path:
                 missing.append(path)
     assert missing == []
+
+
+def test_every_lms_target_a_district_file_takes_has_an_adapter_that_says_what_it_holds():
+    """A target added to the district file's ``lms`` needs its adapter (plugins/hooks/lms.py) and the
+    kinds it holds (include/lms/target.py) too: the three lists are the same."""
+    from pydantic import TypeAdapter
+
+    from include.config import LMS_TARGETS, LmsConfig
+    from include.lms.target import KINDS_HELD_BY
+    from plugins.hooks.lms import lms_target
+
+    assert set(KINDS_HELD_BY) == set(LMS_TARGETS)
+    for target in LMS_TARGETS:
+        settings = TypeAdapter(LmsConfig).validate_python({"target": target, "conn_id": f"lms_{target}"})
+        assert settings.target == target
+        assert type(lms_target(settings)).__module__ == f"plugins.hooks.{target}"
