@@ -84,3 +84,12 @@ def canvas_import(canvas, name: str, text: str) -> None:
     while canvas.imports[answer.json()["id"]]["workflow_state"] != "imported":
         assert time.monotonic() < deadline, canvas.imports[answer.json()["id"]]
         time.sleep(0.02)
+
+
+def active_students(canvas) -> dict[str, set[str]]:
+    """Course SIS id -> the SIS ids of its active students, as the Canvas emulator holds them."""
+    students: dict[str, set[str]] = {}
+    for enrollment in canvas.enrollments.values():
+        if enrollment["role"] == "student" and enrollment["status"] == "active" and enrollment["user_id"]:
+            students.setdefault(enrollment["course_id"], set()).add(enrollment["user_id"])
+    return students

@@ -19,7 +19,13 @@ from include.config import load_district
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
-from tests.canvas_support import canvas_district_file, connect_canvas, connect_ic_and_smtp, run_night
+from tests.canvas_support import (
+    active_students,
+    canvas_district_file,
+    connect_canvas,
+    connect_ic_and_smtp,
+    run_night,
+)
 from tests.expected_provisioning import user_uid
 from tests.fault_ledger import ScenarioLedger, record
 from tests.support import CLIENT_ID, CLIENT_SECRET
@@ -170,14 +176,6 @@ def expected(district, assignments: list[Assignment], students: dict[str, set[st
                                   assignment.assigned.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
                                   due.strftime("%Y-%m-%dT%H:%M:%S.000Z"), assignment.points, assignment.course)
     return result
-
-
-def active_students(canvas) -> dict[str, set[str]]:
-    students: dict[str, set[str]] = {}
-    for enrollment in canvas.enrollments.values():
-        if enrollment["role"] == "student" and enrollment["status"] == "active" and enrollment["user_id"]:
-            students.setdefault(enrollment["course_id"], set()).add(enrollment["user_id"])
-    return students
 
 
 def assert_ic_holds(ic, want: Expected) -> None:

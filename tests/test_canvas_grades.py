@@ -21,7 +21,14 @@ from include.sandbox.canvas_emulator import CanvasEmulator
 from include.sandbox.generator import DistrictSpec, SyntheticDistrict
 from include.sandbox.ic_emulator import ICEmulator
 from include.staging import read_frame
-from tests.canvas_support import canvas_district_file, canvas_import, connect_canvas, connect_ic_and_smtp, run_night
+from tests.canvas_support import (
+    active_students,
+    canvas_district_file,
+    canvas_import,
+    connect_canvas,
+    connect_ic_and_smtp,
+    run_night,
+)
 from tests.expected_grades import at_ic, expected_grades, held_by_ic
 from tests.expected_provisioning import expected_provisioning
 from tests.support import CLIENT_ID, CLIENT_SECRET
@@ -94,14 +101,11 @@ def grade_in_canvas(canvas: CanvasEmulator, district, config, periods: dict[int,
     out = csv.writer(text, lineterminator="\r\n")
     out.writerow([columns.section, columns.student, columns.grading_period, columns.term_percent,
                   columns.term_score, columns.course_percent, columns.course_score])
-    students = defaultdict(set)
-    for enrollment in canvas.enrollments.values():
-        if enrollment["role"] == "student" and enrollment["status"] == "active":
-            students[enrollment["course_id"]].add(enrollment["user_id"])
+    students = active_students(canvas)
     for course_id, course in sorted(canvas.courses.items()):
         if course["status"] != "active":
             continue
-        for student in sorted(students[course_id]):
+        for student in sorted(students.get(course_id, ())):
             whole = graded(rng)
             canvas.set_grades(course_id, student, **whole)
             if course["term_id"]:  # a class of one semester: in that term, which has no grading periods

@@ -56,8 +56,6 @@ HIDDEN = "graded but not posted to students in the LMS"
 UNGRADED = "not graded"
 MISSING = "missing, not scored (the district file skips missing work)"
 OVER_11 = "OneRoster 1.1: assignment scores go to IC over OneRoster 1.2 only"
-ASSIGNMENT_REASONS = [UNMAPPED_SECTION, UNPUBLISHED, NOT_COUNTED, BEFORE_START, UNKNOWN_STUDENT, NOT_OPTED_IN,
-                      NO_TERM, "window", HIDDEN, UNGRADED, MISSING, OVER_11]  # checked in this order
 STAMP = "%Y-%m-%dT%H:%M:%S.000Z"
 
 
@@ -91,17 +89,18 @@ class _Reasons:
     def hold(self, where, why) -> None:
         """``why`` (one text, or a text per entry) for the entries ``where`` that have no reason yet."""
         where = np.asarray(where, dtype=bool) & (self.code == 0)
-        if isinstance(why, str):
-            why = np.full(len(self.code), why, dtype=object)
-        for text in pd.unique(np.asarray(why, dtype=object)[where]):
+        why = np.full(len(self.code), why, dtype=object) if isinstance(why, str) else np.asarray(why, dtype=object)
+        for text in pd.unique(why[where]):
             if text not in self.texts:
                 self.texts.append(text)
-            self.code[where & (np.asarray(why, dtype=object) == text)] = self.texts.index(text)
+            self.code[where & (why == text)] = self.texts.index(text)
 
 
-def _assignment_facts(items: pd.DataFrame, context: GradeContext, lms: str) -> pd.DataFrame:
+def _assignment_facts(items: pd.DataFrame, context: GradeContext,
+                      lms: str) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Per (class, assignment): its lineItem and category ids, IC term, school, dates, and the reasons
-    that hold for all its rows, before the student's (``before``) and after (``after``)."""
+    that hold for all its rows, before the student's (``before``) and after (``after``), as codes into
+    the two lists of reasons returned with them."""
     settings = context.config.assignments
     facts = pd.DataFrame(index=items.index)
     section = items["section"]
@@ -137,7 +136,9 @@ def _assignment_facts(items: pd.DataFrame, context: GradeContext, lms: str) -> p
 
 def plan_assignment_postings(rows: pd.DataFrame, context: GradeContext, lms: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One posting per assignment row (in row order): posted, unchanged or skipped with the first reason
-    of :data:`ASSIGNMENT_REASONS` that holds; and the lineItems of the postings to send (:data:`ITEM_COLUMNS`).
+    that holds, checked in this order: unmapped section, unpublished, not counted, before the start
+    date, unknown student, not opted in, no IC term, the term's window, hidden, not graded, missing
+    (when skipped), OneRoster 1.1; and the lineItems of the postings to send (:data:`ITEM_COLUMNS`).
 
     What depends on the assignment alone (its lineItem, term, dates, and most reasons) is worked out
     once per (class, assignment) and spread to its rows by code."""

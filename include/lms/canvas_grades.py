@@ -68,20 +68,26 @@ def _grade(enrollment: dict[str, Any] | None, score: str) -> tuple[float | None,
     return _number(grades.get(f"{score}_score")), grades.get(f"{score}_grade") or None
 
 
+def _sis_user_id(record: dict[str, Any]) -> str | None:
+    """The SIS id of the student an enrollment or submission is about (its own field, else its
+    ``user``'s); None for someone made in Canvas."""
+    student = record.get("sis_user_id") or (record.get("user") or {}).get("sis_user_id")
+    return str(student) if student else None
+
+
 def _by_student(enrollments: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Student SIS id -> the first enrollment of the student (one per section: the same grades)."""
     found: dict[str, dict[str, Any]] = {}
     for enrollment in enrollments:
-        student = enrollment.get("sis_user_id") or (enrollment.get("user") or {}).get("sis_user_id")
+        student = _sis_user_id(enrollment)
         if student:
-            found.setdefault(str(student), enrollment)
+            found.setdefault(student, enrollment)
     return found
 
 
 def _made_in_canvas(enrollments: Sequence[dict[str, Any]]) -> int:
     """Students listed without a SIS id: people made in Canvas, not IC's."""
-    return len({enrollment.get("user_id") for enrollment in enrollments
-                if not (enrollment.get("sis_user_id") or (enrollment.get("user") or {}).get("sis_user_id"))})
+    return len({enrollment.get("user_id") for enrollment in enrollments if not _sis_user_id(enrollment)})
 
 
 def course_rows(course: CourseGrades, score: str = "current") -> SectionGrades:
@@ -113,7 +119,7 @@ def course_rows(course: CourseGrades, score: str = "current") -> SectionGrades:
             continue
         rows += [(course.course, student, str(period.get("title") or period["id"]), term_percent, term_letter,
                   course_percent, course_letter) for (term_percent, term_letter), period in graded]
-    assignments = [] if course.assignment_groups is None else assignment_rows(course, set(students))
+    assignments = [] if course.assignment_groups is None else assignment_rows(course, students)
     return SectionGrades(rows=rows, kept_aside=kept_aside, made_in_lms=made, assignment_rows=assignments)
 
 
@@ -127,20 +133,21 @@ def _assignment_fields(assignment: dict[str, Any], group: dict[str, Any]) -> tup
             not assignment.get("omit_from_final_grade", False))
 
 
-def assignment_rows(course: CourseGrades, students: set[str]) -> list[tuple]:
+def assignment_rows(course: CourseGrades, students: dict[str, dict[str, Any]]) -> list[tuple]:
     """The course's assignment rows (:data:`include.grades.assignments.ASSIGNMENT_FIELDS`), by
-    assignment and then student: a row per submission of an active student (IC's, by SIS id) to a
-    published assignment, and one, with no student, per unpublished assignment (it has none)."""
+    assignment and then student: a row per submission of an active student (``students``: their
+    enrollments by SIS id) to a published assignment, and one, with no student, per unpublished
+    assignment (it has none)."""
     assignments = {int(assignment["id"]): (assignment, group) for group in course.assignment_groups or ()
                    for assignment in group.get("assignments") or ()
                    if assignment.get("workflow_state") != "deleted"}
-    sis_of = {enrollment.get("user_id"): student for student, enrollment in _by_student(course.whole).items()}
+    sis_of = {enrollment.get("user_id"): student for student, enrollment in students.items()}
     rows = [(course.course, None, *_assignment_fields(assignment, group), None, False, False, False, False)
-            for number, (assignment, group) in sorted(assignments.items())
+            for _, (assignment, group) in sorted(assignments.items())
             if not assignment.get("published", True)]
     for submission in course.submissions:
         found = assignments.get(int(submission["assignment_id"]))
-        student = (submission.get("user") or {}).get("sis_user_id") or sis_of.get(submission.get("user_id"))
+        student = _sis_user_id(submission) or sis_of.get(submission.get("user_id"))
         if found is None or student not in students:
             continue  # a deleted assignment's, or someone not IC's or no longer active in the course
         score = submission.get("score")
