@@ -24,6 +24,7 @@ from plugins.hooks.canvas import (
     CanvasRequestError,
     CanvasUnavailableError,
     CanvasUploadUnconfirmedError,
+    ImportPace,
 )
 from plugins.hooks.provider_info import CANVAS_CONN_TYPE, get_provider_info
 from tests.test_connection_types import fresh_airflow_env, run_json
@@ -238,6 +239,35 @@ def test_waiting_on_a_stuck_import_times_out_with_its_state_and_id(hook, canvas)
     assert error.import_id == import_id and error.workflow_state in {"created", "importing"}
     assert f"SIS import {import_id} is still {error.workflow_state}" in str(error) and "after 0.3 s" in str(error)
     assert canvas.imports_received == 1 and len(posts(canvas)) == 1, "waiting never uploads again"
+
+
+def reads_of_an_import(queued: float, importing: float, longest: float = 10.0) -> tuple[float, int]:
+    """An import queued ``queued`` seconds after its upload, then under way ``importing`` seconds with
+    its progress moving evenly (as Canvas reports it, whole percents), read as :class:`ImportPace`
+    says: how long after its end the read that finds it finished comes, and how many reads it took."""
+    pace, now, reads = ImportPace(longest), 0.0, 0
+    while True:
+        reads += 1
+        if now >= queued + importing:
+            return now - (queued + importing), reads
+        progress = 0 if now < queued else min(99, int(100 * (now - queued) / importing))
+        wait = pace.next_wait(progress, now)
+        assert 0 < wait <= longest
+        now += wait
+
+
+@pytest.mark.parametrize("importing", [2.0, 10.0, 30.0, 120.0, 600.0, 3600.0])
+def test_an_import_is_read_soon_after_it_ends_without_reading_it_all_the_time(importing):
+    late, reads = reads_of_an_import(queued=1.0, importing=importing)
+    assert late <= max(0.5, importing / 100), "Canvas runs the imports one after the other: a late read delays the next"
+    assert reads <= importing / 10.0 + 20, "no more reads than one per poll_seconds, past the first few"
+
+
+def test_while_an_import_is_queued_the_reads_space_out_up_to_poll_seconds():
+    pace = ImportPace(longest=4.0)
+    waits = [pace.next_wait(0, float(second)) for second in range(12)]
+    assert waits[0] == 0.25 and waits[-1] == 4.0
+    assert all(later == min(4.0, earlier * 1.5) for earlier, later in zip(waits, waits[1:], strict=False))
 
 
 def test_a_refused_upload_fails_clearly_and_is_not_sent_again(hook, canvas):

@@ -191,7 +191,9 @@ posted when graded; an assignment's grading period is the one it is given, else 
 date falls in, else (no due date) the last; an unparseable ``graded_since`` is ignored; the other
 Enrollment, Assignment and Submission fields Canvas serialises are left out.
 
-Knobs: ``upload_seconds`` (an import stays ``created`` that long) and ``seconds_per_row``; the rate
+Knobs: ``upload_seconds`` (an import stays ``created`` that long) and ``seconds_per_row`` (an import's
+rows take that long each, the emulator's own work included: it waits only for what its work has
+not used), Canvas's modelled time for the imports it ran adding up in :attr:`modelled_seconds`; the rate
 limit (``rate_limit_quota``, ``rate_limit_drain``, ``request_cost``, off by default);
 ``custom_roles`` (label -> base_role_type, a course enrollment type; a reserved or built-in name or
 another base type raises ValueError, as Canvas's Role validations refuse them). Faults are
@@ -237,6 +239,7 @@ IMPORT_FAULTS = ("import_fails", "stuck")  # met by the next import, not by a re
 UPLOAD_FAULTS = ("refuse_zip", "taken_then_500")  # met by uploads only
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100
 DEFAULT_TERM_ID = 1  # the root account's default term, for courses that name none
+PACE_GRANULARITY = 0.002  # seconds_per_row: the emulator waits once it is this far ahead of the model
 MESSAGES_SHOWN = 24  # processing_warnings / processing_errors entries before "and N more"
 # Canvas's import order (lib/sis/csv/import_refactored.rb IMPORTERS: user_observer comes last)
 KINDS = ("account", "term", "course", "section", "user", "enrollment", "user_observer")
@@ -543,7 +546,9 @@ class CanvasEmulator(LoopbackService):
         self.request_cost = request_cost
         self.throttle_status = throttle_status
         self.imports_received = 0
+        self.bytes_received = 0  # the imports' uploads (zip or CSV), as taken
         self.rows_applied = 0
+        self.modelled_seconds = 0.0  # upload_seconds per import run + seconds_per_row per row processed
         self.rate_limited = 0
         self._lock = threading.Lock()
         self._ids = count(101)  # Canvas ids of what imports create
@@ -786,6 +791,14 @@ class CanvasEmulator(LoopbackService):
         with self._lock:
             return {key: dict(value) for key, value in store.items()}
 
+    def held(self) -> dict[str, int]:
+        """How many of each kind imports made Canvas hold, whatever their state: a count, where the
+        copies below would copy a large district whole."""
+        with self._lock:
+            return {"accounts": len(self._accounts), "terms": len(self._terms), "users": len(self._users),
+                    "courses": len(self._courses), "sections": len(self._sections),
+                    "enrollments": len(self._enrollments), "user_observers": len(self._user_observers)}
+
     @property
     def accounts(self) -> dict[str, dict]:
         """Sub-accounts of the root account (``parent_account_id`` empty: the root's children)."""
@@ -987,6 +1000,7 @@ class CanvasEmulator(LoopbackService):
                             fault=self._take_import_fault(url))
             self._imports[job.id] = job
             self.imports_received += 1
+            self.bytes_received += len(payload)
             answer = self._import_json(job)
         self._queue.put(job)
         if getattr(self._this_request, "answer_lost", False):  # taken_then_500: the import is Canvas's
@@ -1469,6 +1483,7 @@ class CanvasEmulator(LoopbackService):
     def _run(self, job: SisImport) -> None:
         if not self._pause(self.upload_seconds):
             return
+        self.modelled_seconds += self.upload_seconds
         with self._lock:
             job.started_at = _now()
             job.touch("importing")
@@ -1564,6 +1579,7 @@ class CanvasEmulator(LoopbackService):
         """Apply the rows in Canvas's file order, one at a time; False when the emulator stops."""
         rows = [(file, row) for kind in KINDS for file in files if file.kind == kind for row in file.rows]
         seen: set[tuple[str, tuple[str, ...]]] = set()
+        started = time.monotonic()
         for done, (file, row) in enumerate(rows, 1):
             with self._lock:
                 key = (file.kind, _row_key(file.kind, row))
@@ -1581,7 +1597,9 @@ class CanvasEmulator(LoopbackService):
                     self.rows_applied += 1
                 job.progress = min(99, done * 100 // len(rows))
                 job.touch()
-            if not self._pause(self.seconds_per_row):
+                self.modelled_seconds += self.seconds_per_row
+            ahead = started + done * self.seconds_per_row - time.monotonic()  # the model's time not yet used
+            if ahead > PACE_GRANULARITY and not self._pause(ahead):
                 return False
         return True
 

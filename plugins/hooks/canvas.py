@@ -13,8 +13,8 @@ extras checked) on one Airflow connection:
 - password: an access token of a Canvas admin of the root account allowed to import SIS data
   (login is not used)
 - extra ``account_id``: the root account (Canvas takes SIS imports on a root account only), its
-  number or ``self``; optional ``poll_seconds`` (between two reads of an import's status, default
-  10), ``import_timeout_seconds`` (how long :meth:`CanvasHook.wait_for_sis_import` waits unless
+  number or ``self``; optional ``poll_seconds`` (the longest wait between two reads of an import's
+  status, default 10; see :class:`ImportPace`), ``import_timeout_seconds`` (how long :meth:`CanvasHook.wait_for_sis_import` waits unless
   told, default 3600) and ``read_timeout`` (seconds to wait for an answer, default 300: Canvas
   stores the whole upload before it answers the POST)
 
@@ -121,6 +121,34 @@ class CanvasImportPendingError(AirflowException):
         super().__init__(message)
         self.import_id = import_id
         self.workflow_state = workflow_state
+
+
+class ImportPace:
+    """How long to wait before reading an import's status again. Canvas runs an account's imports one
+    after the other, so a wait past an import's end is time lost to every batch behind it; a read
+    too many costs one cheap request. The first read comes ``shortest`` after the upload and the
+    waits grow by half each time; once the import's ``progress`` has moved between two reads, the
+    wait is the time its rate says is left. Never shorter than ``shortest`` nor longer than
+    ``longest`` (the connection's ``poll_seconds``)."""
+
+    GROWTH = 1.5
+
+    def __init__(self, longest: float, shortest: float = 0.25) -> None:
+        self.longest = longest
+        self.shortest = min(shortest, longest)
+        self._wait = 0.0
+        self._first_moving: tuple[float, int] | None = None  # (when, progress) it was first read under way
+
+    def next_wait(self, progress: int, now: float) -> float:
+        """The seconds to wait after a read at ``now`` (monotonic) saw ``progress`` (0-100)."""
+        if progress > 0 and self._first_moving is None:
+            self._first_moving = (now, progress)
+        elif self._first_moving is not None and progress > self._first_moving[1] and now > self._first_moving[0]:
+            since, first = self._first_moving
+            left = (100 - progress) * (now - since) / (progress - first)
+            return min(self.longest, max(self.shortest, left))
+        self._wait = min(self.longest, max(self.shortest, self._wait * self.GROWTH))
+        return self._wait
 
 
 @dataclass(frozen=True)
@@ -394,11 +422,12 @@ class CanvasHook(ApiHook):
 
     def wait_for_sis_import(self, import_id: int, timeout: float | None = None) -> wire.SisImportResult:
         """The import once it is in a final state (succeeded or not: the caller reads the result),
-        its status read every ``poll_seconds``. After ``timeout`` seconds (default: the
+        its status read as :class:`ImportPace` says. After ``timeout`` seconds (default: the
         connection's ``import_timeout_seconds``) :class:`CanvasImportPendingError` says what state
         the import is still in, and carries its id for a retry to poll again."""
         timeout = self.settings.import_timeout_seconds if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        pace = ImportPace(self.settings.poll_seconds)
         while True:
             status = self.sis_import(import_id)
             if status.finished:
@@ -415,7 +444,7 @@ class CanvasHook(ApiHook):
                     import_id=status.id, workflow_state=status.workflow_state,
                 )
             self.log.info("Canvas SIS import %s is %s (%d%%)", status.id, status.workflow_state, status.progress)
-            time.sleep(min(self.settings.poll_seconds, left))
+            time.sleep(min(pace.next_wait(status.progress, time.monotonic()), left))
 
     # -- provisioning (include.lms.target.LmsTarget) --------------------------------
 

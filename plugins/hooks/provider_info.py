@@ -160,8 +160,10 @@ CANVAS = {
             pattern="^(self|[0-9]+)$",
         ),
         "poll_seconds": _seconds(
-            "Poll interval (seconds)",
-            "Optional; seconds between two reads of a SIS import's status (default 10).",
+            "Longest poll interval (seconds)",
+            "Optional; the longest wait between two reads of a SIS import's status (default 10): the first "
+            "read comes a quarter second after the upload, later ones when the import's progress says it "
+            "should be done.",
         ),
         "import_timeout_seconds": _seconds(
             "Import timeout (seconds)",
