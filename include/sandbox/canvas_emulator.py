@@ -563,6 +563,10 @@ class CanvasEmulator(LoopbackService):
         self._sections: dict[str, dict] = {}
         self._enrollments: dict[str, dict] = {}
         self._user_observers: dict[str, dict] = {}
+        # indexes, so that a row costs the same in a large account as in a small one
+        self._login_holders: dict[str, str] = {}  # lower-cased login_id -> the SIS user id holding it
+        self._enrollments_of: dict[str, list[dict]] = {}  # SIS user id -> that user's enrollments
+        self._links_of_student: dict[str, list[dict]] = {}  # SIS user id -> the observer links naming them
         self._canvas_users: dict[int, dict] = {}  # users made in Canvas, not by SIS: by Canvas id
         # the gradebook (set by the tests, as teachers and admins set it in Canvas's UI), by Canvas id
         self._grading_periods: dict[int, dict] = {}
@@ -691,10 +695,10 @@ class CanvasEmulator(LoopbackService):
             else:
                 user = self._users[user_sis_id]
             number = self._new_id()
-            self._enrollments[f"canvas:{number}"] = {
+            self._add_enrollment(f"canvas:{number}", {
                 "id": number, "course_id": course_sis_id, "section_id": "", "user_id": user_sis_id,
                 "canvas_user_id": user["id"], "role": role, "associated_user_id": "", "status": "active",
-                "sis_import_id": None}
+                "sis_import_id": None})
             return number
 
     def add_assignment_group(self, course_sis_id: str, name: str, *, position: int | None = None,
@@ -1691,20 +1695,20 @@ class CanvasEmulator(LoopbackService):
         status = _status(row["status"], "active|suspended|deleted")
         if status is None:
             return f"Improper status for user {user_id}"
-        holder = next((u for u in self._users.values()
-                       if u["login_id"].lower() == login_id.lower() and u["user_id"] != user_id), None)
-        if holder is not None:
-            return (f"user {holder['user_id']} has already claimed {user_id}'s requested login information, "
-                    "skipping")
+        holder = self._login_holders.get(login_id.lower())
+        if holder is not None and holder != user_id:
+            return f"user {holder} has already claimed {user_id}'s requested login information, skipping"
         first, last = row.get("first_name", ""), row.get("last_name", "")
         user = self._users.setdefault(user_id, {"id": self._new_id(), "user_id": user_id})
+        if user.get("login_id"):
+            self._login_holders.pop(user["login_id"].lower(), None)
+        self._login_holders[login_id.lower()] = user_id
         user.update(login_id=login_id, first_name=first, last_name=last,
                     full_name=row.get("full_name") or " ".join(filter(None, (first, last))),
                     email=row.get("email", ""), status=status, sis_import_id=import_id)
         if status == "deleted":  # "When a student is 'deleted' all of its enrollments will also be deleted"
-            for enrollment in self._enrollments.values():
-                if enrollment["user_id"] == user_id:
-                    enrollment["status"] = "deleted"
+            for enrollment in self._enrollments_of.get(user_id, ()):
+                enrollment["status"] = "deleted"
         return None
 
     def _apply_enrollment(self, row: dict[str, str], import_id: int) -> str | None:
@@ -1742,7 +1746,8 @@ class CanvasEmulator(LoopbackService):
         course_id = course_id or section["course_id"]
         key = f"{course_id}:{section_id}:{user_id}:{role}" + (f":{associated}" if associated else "")
         created = key not in self._enrollments
-        enrollment = self._enrollments.setdefault(key, {"id": self._new_id()})
+        enrollment = self._enrollments[key] if not created else self._add_enrollment(
+            key, {"id": self._new_id(), "user_id": user_id})
         before = enrollment.get("status")
         enrollment.update(course_id=course_id, section_id=section_id, user_id=user_id, role=role,
                           associated_user_id=associated, status=status, sis_import_id=import_id)
@@ -1781,20 +1786,26 @@ class CanvasEmulator(LoopbackService):
                 return (f"Can't delete a non-existent observer for observer: {observer_id}, "
                         f"student: {student_id}")
             link.update(workflow_state="deleted", sis_import_id=import_id)
-            for enrollment in self._enrollments.values():  # remove_linked_enrollments
-                if enrollment["user_id"] == observer_id and enrollment["role"] == "observer" \
-                        and enrollment["associated_user_id"] == student_id:
+            for enrollment in self._enrollments_of.get(observer_id, ()):  # remove_linked_enrollments
+                if enrollment["role"] == "observer" and enrollment["associated_user_id"] == student_id:
                     enrollment["status"] = "deleted"
             return None
         if link is None:
             link = self._user_observers[key] = {"id": self._new_id(), "observer_id": observer_id,
                                                 "student_id": student_id}
+            self._links_of_student.setdefault(student_id, []).append(link)
         link.update(workflow_state="active", sis_import_id=import_id)
-        for enrollment in list(self._enrollments.values()):  # create_linked_enrollments
-            if enrollment["user_id"] == student_id and enrollment["role"] == "student" \
-                    and enrollment["status"] in ACTIVE_OR_PENDING:
+        for enrollment in list(self._enrollments_of.get(student_id, ())):  # create_linked_enrollments
+            if enrollment["role"] == "student" and enrollment["status"] in ACTIVE_OR_PENDING:
                 self._create_linked_enrollment(enrollment, observer_id)
         return None
+
+    def _add_enrollment(self, key: str, enrollment: dict) -> dict:
+        """A new enrollment, kept by its key and under its SIS user."""
+        self._enrollments[key] = enrollment
+        if enrollment["user_id"]:
+            self._enrollments_of.setdefault(enrollment["user_id"], []).append(enrollment)
+        return enrollment
 
     def _linked_key(self, student_enrollment: dict, observer_id: str) -> str:
         e = student_enrollment
@@ -1813,10 +1824,10 @@ class CanvasEmulator(LoopbackService):
         """Enrollment#update_from: the linked enrollment takes the student enrollment's state; a new one
         has no SIS import (Canvas copies sis_batch_id only onto one that already has one)."""
         if linked is None:
-            linked = self._enrollments[self._linked_key(student_enrollment, observer_id)] = {
+            linked = self._add_enrollment(self._linked_key(student_enrollment, observer_id), {
                 "id": self._new_id(), "course_id": student_enrollment["course_id"],
                 "section_id": student_enrollment["section_id"], "user_id": observer_id, "role": "observer",
-                "associated_user_id": student_enrollment["user_id"], "sis_import_id": None}
+                "associated_user_id": student_enrollment["user_id"], "sis_import_id": None})
         elif linked["sis_import_id"] is not None:
             linked["sis_import_id"] = student_enrollment["sis_import_id"]
         linked["status"] = student_enrollment["status"]
@@ -1824,8 +1835,8 @@ class CanvasEmulator(LoopbackService):
     def _update_linked_enrollments(self, enrollment: dict, created: bool, before: str | None) -> None:
         """A student enrollment's callbacks: ``after_create :create_linked_enrollments`` and
         ``after_save :update_linked_enrollments``, for each observer actively linked to the student."""
-        observers = [link["observer_id"] for link in self._user_observers.values()
-                     if link["student_id"] == enrollment["user_id"] and link["workflow_state"] == "active"
+        observers = [link["observer_id"] for link in self._links_of_student.get(enrollment["user_id"], ())
+                     if link["workflow_state"] == "active"
                      and self._users.get(link["observer_id"], {}).get("status") != "deleted"]
         for observer_id in observers:
             if created:
