@@ -77,11 +77,19 @@ def _serve(settings: EmulatorSettings, pipe) -> None:
 
 def _ledger(gradebook) -> dict[str, int]:
     """What reached the gradebook: results stored, results written more than once (a PUT sent
-    again), and (lineItem, student) pairs holding more than one result."""
+    again), (lineItem, student) pairs holding more than one result, and the lineItems and
+    categories stored, with those written more than once."""
+
+    def again(collection: str) -> int:
+        return sum(1 for writes in gradebook.writes[collection].values() if writes.created + writes.updated > 1)
+
     return {"results": len(gradebook.stored("results")),
-            "written more than once": sum(1 for writes in gradebook.writes["results"].values()
-                                          if writes.created + writes.updated > 1),
-            "duplicates": len(gradebook.duplicates())}
+            "written more than once": again("results"),
+            "duplicates": len(gradebook.duplicates()),
+            "lineItems": len(gradebook.stored("lineItems")),
+            "lineItems written more than once": again("lineItems"),
+            "categories": len(gradebook.stored("categories")),
+            "categories written more than once": again("categories")}
 
 
 class EmulatorProcess(ServerProcess):

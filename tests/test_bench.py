@@ -13,13 +13,18 @@ from bench.__main__ import S3_BUCKET, S3_CONN_ID, main
 from include.oneroster.models import COLLECTIONS
 from include.provisioning.steps import STEPS
 
+ASSIGNMENT_SECTIONS, ASSIGNMENTS, ASSIGNMENT_STUDENTS = 20, 5, 2
+GROUPS = 4  # assignment groups (IC categories) a section has, assignments spread over them
+
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     return main(["--students", "1500", "--grade-rows", "20000", "--sequential-seconds", "2", "--latency", "0.01",
                  "--page-size", "2000", "--rate-limit", "200", "--lms-latency", "0.005", "--lms-rate-limit", "300",
-                 "--grade-posts", "400", "--object-store", "--in-process", "--work-dir", str(work)])
+                 "--grade-posts", "400", "--assignment-sections", str(ASSIGNMENT_SECTIONS), "--assignments",
+                 str(ASSIGNMENTS), "--assignment-students", str(ASSIGNMENT_STUDENTS), "--object-store", "--in-process",
+                 "--work-dir", str(work)])
 
 
 def test_every_phase_reads_the_whole_district_and_the_delta_night_only_its_changes(figures):
@@ -62,6 +67,27 @@ def test_the_grade_posts_reach_ics_gradebook_exactly_once_each(figures):
     assert 0 < post.extra["max_in_flight"] <= 5, "no more at once than IC allows"
 
 
+def test_the_assignment_posts_reach_ics_gradebook_exactly_once_each(figures):
+    results = {result.phase: result for result in figures["results"]}
+    rows, plan, post = (results[phase] for phase in ("grades: assignment rows (bench)", "assignments: plan",
+                                                     "assignments: post to IC"))
+    sections = rows.extra["sections"]
+    assert sections == ASSIGNMENT_SECTIONS, "the 1,500-student district has more semester-1 sections than asked"
+    expected = sections * ASSIGNMENTS * ASSIGNMENT_STUDENTS
+    assert rows.records == expected, "a row per graded student and assignment"
+    assert plan.extra["counts"] == {"post": expected}, "every assignment row is posted tonight"
+    assert post.extra["counts"] == {"created": expected}
+    gradebook = figures["assignment gradebook"]
+    assert gradebook["results"] == expected, "IC stores one result per student and assignment"
+    assert gradebook["lineItems"] == sections * ASSIGNMENTS, "and one lineItem per section and assignment"
+    assert gradebook["categories"] == sections * min(ASSIGNMENTS, GROUPS), "and one category per assignment group"
+    assert gradebook["written more than once"] == gradebook["duplicates"] == 0
+    assert gradebook["lineItems written more than once"] == gradebook["categories written more than once"] == 0
+    assert post.requests >= gradebook["results"] + gradebook["lineItems"] + gradebook["categories"], "a PUT each"
+    assert 0 < post.extra["max_in_flight"] <= 5, "no more at once than IC allows"
+    assert figures["figures"]["assignment posts ÷ IC's concurrency bound"] >= 0.95, "IC's bound is never beaten"
+
+
 def test_bounds_and_ratios_come_from_the_measured_phases(figures):
     ratios = figures["figures"]
     assert ratios["extract ÷ raw-transfer bound"] > 0
@@ -100,3 +126,31 @@ def test_the_object_store_night_stages_on_s3_and_provisions_what_the_disk_night_
         assert step.extra["counts"] == disk_step.extra["counts"], f"{step.phase} did the disk night's work"
     assert sum(step.extra["counts"].get("create", 0) for step in provisioning) > 0, "into an LMS of its own, empty"
     assert figures["figures"]["S3 staging night ÷ disk staging night"] > 0
+
+
+@pytest.fixture(scope="module")
+def canvas_figures(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench-canvas")
+    return main(["--students", "1500", "--lms", "canvas", "--canvas-rows-per-import", "2000",
+                 "--canvas-upload-seconds", "0.2", "--canvas-seconds-per-row", "0.0001", "--canvas-poll-seconds", "2",
+                 "--grade-rows", "2000", "--sequential-seconds", "1", "--latency", "0.01", "--page-size", "2000",
+                 "--grade-posts", "100", "--assignment-sections", "0", "--in-process", "--work-dir", str(work)])
+
+
+def test_the_canvas_nights_import_the_district_into_canvas_and_then_only_its_changes(canvas_figures):
+    counts, held = canvas_figures["counts"], canvas_figures["lms"]["held"]
+    schools = counts["orgs"] - 1  # the generator's orgs: the district and its schools
+    assert held["accounts"] == schools, "a sub-account per school"
+    assert held["courses"] == held["sections"] == counts["classes"] - schools, \
+        "a course and its section per class, but the trial-schedule class each school has"
+    results = {result.phase: result for result in canvas_figures["results"]}
+    full, delta = results["full night: provision"], results["delta night: provision"]
+    enrollments = results["full_night: provision enrollment"]
+    assert enrollments.extra["imports"] == -(-enrollments.records // 2000), "rows_per_import rows an import"
+    assert held["enrollments"] >= enrollments.records, "and Canvas's own observer enrollments beside them"
+    assert sum(step.extra["imports"] for step in canvas_figures["results"] if step.phase.startswith("delta_night")) \
+        <= 2, "a 1 % night is one import of users and one of enrollments"
+    assert 0 < delta.records < full.records / 20 and 0 < delta.bytes < full.bytes / 10
+    assert canvas_figures["lms"]["rate_limited"] == 0
+    assert canvas_figures["figures"]["Canvas provisioning ÷ Canvas's modelled import time"] >= 0.95, \
+        "Canvas's own time is never beaten"
