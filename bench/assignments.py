@@ -147,6 +147,7 @@ def assignment_rows_phase(extract_uris: dict[str, str], staging_root: str, secti
                 "score": np.round(random.uniform(0.5, 1.0, size) * possible * 2) / 2,
                 "excused": np.zeros(size, dtype=bool),
                 "missing": np.zeros(size, dtype=bool),
+                "late": np.zeros(size, dtype=bool),
                 "graded": np.ones(size, dtype=bool),
                 "posted": np.ones(size, dtype=bool),
             }, schema=ASSIGNMENT_SCHEMA)

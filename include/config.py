@@ -362,7 +362,11 @@ class AssignmentPassback(_Strict):
                                          "not sent")
     missing: Literal["skip", "zero", "not_submitted"] = Field(
         default="skip", description="work the LMS marks missing and nobody scored: not sent (skip), sent as a "
-                                    "score of 0 (zero), or sent with IC's status not submitted")
+                                    "score of 0 (zero), or sent with IC's status not submitted; either way its "
+                                    "result is flagged missing")
+    late: Literal["flag", "ignore"] = Field(
+        default="flag", description="work the LMS marks late: its result flagged late in IC (flag), or no late "
+                                    "flag sent at all (ignore)")
 
 
 class GradePassback(_Strict):

@@ -110,17 +110,19 @@ def make_assignments(canvas, courses: list[str]) -> list[Assignment]:
 
 
 def grade_them(canvas, assignments: list[Assignment], students: dict[str, set[str]], seed: int) -> dict:
-    """Each active student's submission of each published assignment: scored, excused, missing, not
-    graded, or scored while the assignment's grades are hidden; (course, assignment, student) -> how."""
+    """Each active student's submission of each published assignment: scored, scored and late, excused,
+    missing, not graded, or scored while the assignment's grades are hidden; (course, assignment,
+    student) -> how."""
     chance, given = random.Random(seed), {}
     for assignment in assignments:
         if not assignment.published:
             continue
         for student in sorted(students[assignment.course]):
-            kind = chance.choices(["score", "excused", "missing", "ungraded", "hidden"], [6, 1, 1, 1, 1])[0]
+            kind = chance.choices(["score", "late", "excused", "missing", "ungraded", "hidden"], [5, 1, 1, 1, 1, 1])[0]
             score = round(chance.uniform(0, assignment.points * 1.1), 1)  # extra credit over the max is kept
-            if kind in ("score", "hidden"):
-                canvas.grade(assignment.course, assignment.id, student, score=score, posted=kind == "score")
+            if kind in ("score", "late", "hidden"):
+                canvas.grade(assignment.course, assignment.id, student, score=score, posted=kind != "hidden",
+                             late=kind == "late")
             elif kind == "excused":
                 canvas.grade(assignment.course, assignment.id, student, excused=True)
             elif kind == "missing":
@@ -168,9 +170,10 @@ def expected(district, assignments: list[Assignment], students: dict[str, set[st
                 continue
             result.outcomes[(*key, "posted", "")] += 1
             item = f"{assignment.course}-canvas-{assignment.id}"
-            value = {"score": (score, "fully graded"), "excused": (None, "exempt"),
+            value = {"score": (score, "fully graded"), "late": (score, "fully graded"), "excused": (None, "exempt"),
                      "missing": (0.0, "fully graded")}[kind]  # missing: "zero" in the district file
-            result.sent[f"{item}-{ic_id[student]}"] = value
+            flags = ("true" if kind == "missing" else "false", "true" if kind == "late" else "false")
+            result.sent[f"{item}-{ic_id[student]}"] = (*value, *flags)
             due = assignment.due or assignment.assigned + timedelta(days=7)
             result.items[item] = (assignment.title, assignment.group_title, term["sourcedId"],
                                   assignment.assigned.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
@@ -181,9 +184,9 @@ def expected(district, assignments: list[Assignment], students: dict[str, set[st
 def assert_ic_holds(ic, want: Expected) -> None:
     results, items = ic.gradebook.stored("results"), ic.gradebook.stored("lineItems")
     categories = ic.gradebook.stored("categories")
-    held = {result_id: (result.get("score"), result["scoreStatus"]) for result_id, result in results.items()
-            if "-canvas-" in result_id}
-    assert held == want.sent, "IC holds each score the rules send, with its status, and nothing else"
+    held = {result_id: (result.get("score"), result["scoreStatus"], result.get("missing"), result.get("late"))
+            for result_id, result in results.items() if "-canvas-" in result_id}
+    assert held == want.sent, "IC holds each score the rules send, with its status and flags, and nothing else"
     for item_id, (title, group, term, assigned, due, points, klass) in want.items.items():
         item = items[item_id]
         assert (item["title"], item["gradingPeriod"]["sourcedId"], item["assignDate"], item["dueDate"],
@@ -244,13 +247,17 @@ def test_assignment_scores_reach_ic_as_the_rules_say_and_a_rename_or_new_score_u
         (result_id, key) for key, (kind, _) in sorted(given.items()) if kind == "score" and key[1] in unit_tests
         and (result_id := f"{key[0]}-canvas-{key[1]}-{ic_id[key[2]]}") in want.sent)
     canvas.grade(*rescored, score=1.5)
-    gone = next(a for a in unit_tests.values() if a.course != rescored[0])
+    lifted_id, lifted, (_, lifted_score) = next(
+        (result_id, key, value) for key, value in sorted(given.items()) if value[0] == "late"
+        and key[1] != renamed.id and (result_id := f"{key[0]}-canvas-{key[1]}-{ic_id[key[2]]}") in want.sent)
+    canvas.grade(*lifted, score=lifted_score)  # the teacher lifts the late mark
+    gone = next(a for a in unit_tests.values() if a.course != rescored[0] and a.id != lifted[1])
     canvas.delete_assignment(gone.id)
     ic.reset_stats()
     again = run_night(NIGHT + timedelta(days=1), halves="grades")
     assert again.state == "success", again.task_states
     now = [replace(a, title="Worksheet 1 (revised)") if a is renamed else a for a in assignments if a is not gone]
-    given[rescored] = ("score", 1.5)
+    given[rescored], given[lifted] = ("score", 1.5), ("score", lifted_score)
     want_now = expected(district, now, students, given, (NIGHT + timedelta(days=1)).date())
     # a deleted assignment's lineItem and results stay in IC (README): nobody decided to remove them
     want_now.sent |= {result_id: value for result_id, value in want.sent.items()
@@ -259,8 +266,8 @@ def test_assignment_scores_reach_ic_as_the_rules_say_and_a_rename_or_new_score_u
     resent = {request.path.rsplit("/", 1)[-1] for request in ic.requests
               if request.method == "PUT" and "/results/" in request.path}
     assert resent == {result_id for result_id in want_now.sent
-                      if result_id.startswith(f"{renamed.course}-canvas-{renamed.id}-")} | {rescored_id}, \
-        "only the renamed assignment's results and the re-scored one are sent again"
+                      if result_id.startswith(f"{renamed.course}-canvas-{renamed.id}-")} | {rescored_id, lifted_id}, \
+        "only the renamed assignment's results, the re-scored one and the one no longer late are sent again"
 
 
 def test_ic_errors_and_lost_answers_while_assignments_post_lose_and_duplicate_nothing(stack, canvas, district):

@@ -96,7 +96,7 @@ def test_submissions_of_active_students_become_assignment_rows_and_an_unpublishe
          "due_at": None, "published": False, "omit_from_final_grade": True},
     ]}]
     submissions = [
-        {"assignment_id": 11, "user_id": 2, "score": 8.5, "excused": False, "missing": False,
+        {"assignment_id": 11, "user_id": 2, "score": 8.5, "excused": False, "missing": False, "late": True,
          "workflow_state": "graded", "posted_at": "2026-10-02T00:00:00Z"},
         {"assignment_id": 11, "user_id": 1, "score": None, "excused": True, "workflow_state": "graded",
          "posted_at": None, "user": {"sis_user_id": "u1"}},
@@ -107,16 +107,16 @@ def test_submissions_of_active_students_become_assignment_rows_and_an_unpublishe
                           assignment_groups=groups, submissions=submissions)
     assert course_rows(course).assignment_rows == [
         ("class-1", "u1", "11", "Worksheet", "3", "Homework", 10.0, "2026-09-20T12:00:00Z", "2026-10-01T23:00:00Z",
-         True, True, None, True, False, True, False),
+         True, True, None, True, False, False, True, False),
         ("class-1", "u2", "11", "Worksheet", "3", "Homework", 10.0, "2026-09-20T12:00:00Z", "2026-10-01T23:00:00Z",
-         True, True, 8.5, False, False, True, True),
+         True, True, 8.5, False, False, True, True, True),
         ("class-1", None, "12", "Draft", "3", "Homework", 5.0, "2026-10-02T08:00:00Z", None,
-         False, False, None, False, False, False, False),
+         False, False, None, False, False, False, False, False),
     ]
     assert course_rows(CourseGrades(course="class-1", term="term-s1")).assignment_rows == [], "not asked for"
 
 
-def context(version: str = "1.2", missing: str = "skip", posted=None) -> GradeContext:
+def context(version: str = "1.2", missing: str = "skip", posted=None, late: str = "flag") -> GradeContext:
     return GradeContext(
         sections=pd.DataFrame({"key": ["c1", "c2"]}),
         grading_periods=pd.DataFrame(columns=["key", "lms_id", "title"]),
@@ -127,22 +127,22 @@ def context(version: str = "1.2", missing: str = "skip", posted=None) -> GradeCo
                                "end_date": ["2026-12-20", "2027-06-05"]}),
         mapping=None, opt_in=frozenset({"c1"}), run_date=date(2026, 12, 1),
         config=GradePassback(term_task_ids=["T1"], window_rule={"opens_days_before_end": 120},
-                             assignments={"start_date": "2026-09-01", "missing": missing}),
+                             assignments={"start_date": "2026-09-01", "missing": missing, "late": late}),
         posted=posted if posted is not None else pd.DataFrame(columns=["result_id", "fingerprint"]),
         oneroster_version=version,
     )
 
 
-def assignment_row(row: int, section: str, student: str, score=None, *, excused=False, missing=False,
+def assignment_row(row: int, section: str, student: str, score=None, *, excused=False, missing=False, late=False,
                    assignment="11", due="2026-10-01T23:00:00Z") -> dict:
     return dict(zip(ASSIGNMENT_COLUMNS, (row, section, student, assignment, "Worksheet", "3", "Homework", 10.0,
-                                         "2026-09-20T12:00:00Z", due, True, True, score, excused, missing,
+                                         "2026-09-20T12:00:00Z", due, True, True, score, excused, missing, late,
                                          score is not None or excused, True), strict=True))
 
 
 def test_assignment_postings_follow_the_rules_in_order():
     rows = pd.DataFrame([
-        assignment_row(1, "c1", "s1", 8.0),
+        assignment_row(1, "c1", "s1", 8.0, late=True),
         assignment_row(2, "c1", "s9", 8.0),  # unknown to IC
         assignment_row(3, "c2", "s2", 8.0),  # its teacher has not opted in
         assignment_row(4, "c1", "s2", missing=True),
@@ -158,6 +158,7 @@ def test_assignment_postings_follow_the_rules_in_order():
     assert sent["result_id"].tolist() == ["c1-canvas-11-U1", "c1-canvas-11-U2", "c1-canvas-13-U2"]
     assert sent["status"].tolist() == ["fully graded", "not submitted", "exempt"]
     assert sent["points"].tolist()[0] == 8.0 and sent["points"].isna().tolist()[1:] == [True, True]
+    assert sent["flags"].tolist() == ["missing=false;late=true", "missing=true;late=false", "missing=false;late=false"]
     assert set(sent["term"]) == {"S1"} and set(sent["task_kind"]) == {"assignment"}
     assert items.to_dict("records")[0] == {
         "line_item_id": "c1-canvas-11", "section": "c1", "school": "100", "term": "S1", "title": "Worksheet",
@@ -175,3 +176,12 @@ def test_assignment_postings_follow_the_rules_in_order():
     assert old["reason"].tolist() == ["OneRoster 1.1: assignment scores go to IC over OneRoster 1.2 only"]
     again = plan_assignment_postings(rows.iloc[[0]], context(posted=sent[["result_id", "fingerprint"]]), "canvas")[0]
     assert again["action"].tolist() == ["unchanged"]
+    on_time = rows.iloc[[0]].assign(late=False)
+    lifted = plan_assignment_postings(on_time, context(posted=sent[["result_id", "fingerprint"]]), "canvas")[0]
+    assert (lifted["action"].tolist(), lifted["flags"].tolist()) == (["post"], ["missing=false;late=false"]), \
+        "a late mark lifted in the LMS is sent again, to lift it in IC"
+    ignored = plan_assignment_postings(rows.iloc[[0]], context(late="ignore"), "canvas")[0]
+    assert ignored["flags"].tolist() == ["missing=false"], "late: ignore sends no late flag"
+    staged_before = plan_assignment_postings(rows.iloc[[0]].drop(columns="late"), context(), "canvas")[0]
+    assert staged_before["flags"].tolist() == ["missing=false;late=false"], "rows staged with no late mark"
+

@@ -17,6 +17,9 @@ not; and what each posted assignment's lineItem and category are. The postings h
   ``resultValueMax`` the points possible.
 - A score is sent as points, status ``fully graded``; excused as IC's ``exempt`` (no score);
   missing work nobody scored as the district file says (``missing``: skip, zero, not_submitted).
+- OneRoster 1.2's result flags, in the postings' ``flags`` (``name=value`` pairs, ``;``-separated, sent
+  as they are): ``missing`` on every result, ``true`` for missing work sent; ``late`` on every result
+  unless the district file ignores it (``late: ignore``), ``true`` for work the LMS marks late.
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ from include.grades.plan import (
 from include.provisioning.plan import user_key
 
 ASSIGNMENT_FIELDS = ("section", "student", "assignment", "title", "category", "category_title", "points_possible",
-                     "assigned_at", "due_at", "published", "counted", "score", "excused", "missing", "graded",
-                     "posted")
+                     "assigned_at", "due_at", "published", "counted", "score", "excused", "missing", "late",
+                     "graded", "posted")
 ASSIGNMENT_COLUMNS = ["row", *ASSIGNMENT_FIELDS]
 _TYPES = {"points_possible": pa.float64(), "score": pa.float64(),
-          **dict.fromkeys(("published", "counted", "excused", "missing", "graded", "posted"), pa.bool_())}
+          **dict.fromkeys(("published", "counted", "excused", "missing", "late", "graded", "posted"), pa.bool_())}
 ASSIGNMENT_SCHEMA = pa.schema([("row", pa.int64()),
                                *((name, _TYPES.get(name, pa.string())) for name in ASSIGNMENT_FIELDS)])
 ITEM_COLUMNS = ["line_item_id", "section", "school", "term", "title", "category_id", "category_title",
@@ -169,6 +172,8 @@ def plan_assignment_postings(rows: pd.DataFrame, context: GradeContext, lms: str
     scored = rows["score"].notna().to_numpy()
     reason.hold((scored | excused) & graded & ~rows["posted"].astype(bool).to_numpy(), HIDDEN)
     missing = rows["missing"].astype(bool).to_numpy() & ~scored & ~excused
+    # rows staged before the LMS's late mark was read have none
+    late = rows["late"].astype(bool).to_numpy() if "late" in rows else np.zeros(len(rows), dtype=bool)
     reason.hold(~scored & ~excused & ~missing, UNGRADED)
     if settings.missing == "skip":
         reason.hold(missing, MISSING)
@@ -184,13 +189,18 @@ def plan_assignment_postings(rows: pd.DataFrame, context: GradeContext, lms: str
     elif settings.missing == "not_submitted":
         status[missing] = "not submitted"
     points[~sending], status[~sending] = np.nan, None
+    flags = np.where(missing, "missing=true", "missing=false").astype(object)
+    if settings.late == "flag":
+        flags = flags + np.where(late, ";late=true", ";late=false").astype(object)
+    flags[~sending] = None
     line_item = np.where(sending, facts["line_item_id"].to_numpy(dtype=object)[code], None)
     result = pd.Series(np.where(sending, line_item, ""), dtype=object) + "-" + pd.Series(
         np.where(sending, student, ""), dtype=object)
     result = result.where(sending, None)
     fingerprint = (pd.Series(np.where(sending, facts["about"].to_numpy(dtype=object)[code], ""), dtype=object)
                    + "|" + pd.Series(points).map(repr).astype(object)
-                   + "|" + pd.Series(np.where(sending, status, ""), dtype=object)).where(sending, "")
+                   + "|" + pd.Series(np.where(sending, status, ""), dtype=object)
+                   + "|" + pd.Series(np.where(sending, flags, ""), dtype=object)).where(sending, "")
     action = np.where(sending, "post", "skipped").astype(object)
     if len(context.posted) and sending.any():
         held = context.posted.drop_duplicates("result_id", keep="last").set_index("result_id")["fingerprint"]
@@ -211,7 +221,7 @@ def plan_assignment_postings(rows: pd.DataFrame, context: GradeContext, lms: str
         "score_group": pd.Series(None, index=rows.index, dtype=object), "fingerprint": fingerprint,
         "action": pd.Categorical(action, categories=["post", "unchanged", "skipped"]),
         "reason": pd.Categorical.from_codes(reason.code, reason.texts), "points": points,
-        "status": pd.Series(status, dtype=object),
+        "status": pd.Series(status, dtype=object), "flags": pd.Series(flags, dtype=object),
     })
     posted_items = np.unique(code[action == "post"])
     items_out = facts.iloc[posted_items].assign(

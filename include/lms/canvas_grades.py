@@ -142,7 +142,7 @@ def assignment_rows(course: CourseGrades, students: dict[str, dict[str, Any]]) -
                    for assignment in group.get("assignments") or ()
                    if assignment.get("workflow_state") != "deleted"}
     sis_of = {enrollment.get("user_id"): student for student, enrollment in students.items()}
-    rows = [(course.course, None, *_assignment_fields(assignment, group), None, False, False, False, False)
+    rows = [(course.course, None, *_assignment_fields(assignment, group), None, False, False, False, False, False)
             for _, (assignment, group) in sorted(assignments.items())
             if not assignment.get("published", True)]
     for submission in course.submissions:
@@ -153,7 +153,8 @@ def assignment_rows(course: CourseGrades, students: dict[str, dict[str, Any]]) -
         score = submission.get("score")
         rows.append((course.course, str(student), *_assignment_fields(*found),
                      None if score is None else float(score), bool(submission.get("excused")),
-                     bool(submission.get("missing")), submission.get("workflow_state") == "graded",
+                     bool(submission.get("missing")), bool(submission.get("late")),
+                     submission.get("workflow_state") == "graded",
                      submission.get("posted_at") is not None))
     return sorted(rows, key=lambda row: (row[2], row[1] or ""))
 

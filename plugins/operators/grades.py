@@ -574,6 +574,9 @@ class PostGradesOperator(_GradesOperator):
             record["scoreStatus"] = row["status"]
             if pd.notna(row["points"]):
                 record["score"] = float(row["points"])
+            flags = row.get("flags")  # none in a plan staged before flags were sent
+            if isinstance(flags, str) and flags:
+                record.update(flag.split("=", 1) for flag in flags.split(";"))
             return hook.put_gradebook("results", row["result_id"], record)
         if pd.notna(row["percent"]):
             record["score"] = float(row["percent"])
