@@ -51,6 +51,15 @@ class CanvasModel:
     poll_seconds: float  # the connection's ``poll_seconds``: the longest wait between two status reads
 
 
+def _answer_until_stopped(pipe, stats) -> None:
+    """Answer every command with ``stats()`` until ``stop``."""
+    while True:
+        command, *_ = pipe.recv()
+        if command == "stop":
+            return
+        pipe.send(stats())
+
+
 def _serve(settings: LmsSettings | CanvasModel, pipe) -> None:
     if isinstance(settings, CanvasModel):
         _serve_canvas(settings, pipe)
@@ -60,12 +69,8 @@ def _serve(settings: LmsSettings | CanvasModel, pipe) -> None:
     with SchoologyEmulator(consumer_key=LMS_KEY, consumer_secret=LMS_SECRET, rate_limit=settings.rate_limit,
                            latency=settings.latency, max_recorded=1) as lms:
         pipe.send({"base_url": lms.base_url, "school_id": lms.school_id})
-        while True:
-            command, *_ = pipe.recv()
-            if command == "stop":
-                return
-            pipe.send({"write_requests": lms.write_requests, "rate_limited": lms.rate_limited,
-                       "requests": lms.request_count})
+        _answer_until_stopped(pipe, lambda: {"write_requests": lms.write_requests, "rate_limited": lms.rate_limited,
+                                             "requests": lms.request_count})
 
 
 def _serve_canvas(settings: CanvasModel, pipe) -> None:
@@ -74,15 +79,11 @@ def _serve_canvas(settings: CanvasModel, pipe) -> None:
     with CanvasEmulator(token=CANVAS_TOKEN, upload_seconds=settings.upload_seconds,
                         seconds_per_row=settings.seconds_per_row, max_recorded=1) as canvas:
         pipe.send({"base_url": canvas.base_url, "account_id": canvas.account_id})
-        while True:
-            command, *_ = pipe.recv()
-            if command == "stop":
-                return
-            pipe.send({"requests": canvas.request_count, "rate_limited": canvas.rate_limited,
-                       "imports": canvas.imports_received, "modelled_seconds": canvas.modelled_seconds,
-                       "uploaded_bytes": canvas.bytes_received,
-                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                       "held": canvas.held()})
+        _answer_until_stopped(pipe, lambda: {
+            "requests": canvas.request_count, "rate_limited": canvas.rate_limited,
+            "imports": canvas.imports_received, "modelled_seconds": canvas.modelled_seconds,
+            "uploaded_bytes": canvas.bytes_received, "held": canvas.held(),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
 class LmsProcess(ServerProcess):

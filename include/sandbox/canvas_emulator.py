@@ -219,6 +219,7 @@ import json
 import math
 import queue
 import re
+import sys
 import threading
 import time
 import zipfile
@@ -374,7 +375,7 @@ def _status(value: str, allowed: str) -> str | None:
     """The status a CSV value names, matched at its start and case-insensitively as Canvas's
     importers match it (``/\\A(active|deleted)/i``); None when it names none."""
     match = re.match(f"({allowed})", value, re.IGNORECASE)
-    return match.group(1).lower() if match else None
+    return sys.intern(match.group(1).lower()) if match else None  # one copy of each, held by every row
 
 
 @dataclass
@@ -1516,6 +1517,8 @@ class CanvasEmulator(LoopbackService):
         if files is not None and self._apply_files(job, files) and job.options["batch_mode"]:
             self._clean_up_batch(job)
         with self._lock:
+            if not job.options["diffing_data_set_identifier"]:
+                job.data_set = {}  # only a data set's imports are diffed against later: its rows are not kept
             self._finish(job)
 
     def _fail(self, job: SisImport, message: str) -> None:
@@ -1714,6 +1717,7 @@ class CanvasEmulator(LoopbackService):
     def _apply_enrollment(self, row: dict[str, str], import_id: int) -> str | None:
         course_id, section_id = row.get("course_id", ""), row.get("section_id", "")
         user_id = row.get("user_id", "")
+        course_id, section_id, user_id = sys.intern(course_id), sys.intern(section_id), sys.intern(user_id)
         if not (course_id or section_id):
             return "No course_id or section_id given for an enrollment"
         if not user_id:
