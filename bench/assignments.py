@@ -26,21 +26,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.extract import CONN_ID, SCHOOL_YEAR, EmulatorProcess, use_ic_connection
-from bench.measure import PhaseResult, UpstreamManifests, prepared_as_a_task
-from bench.post import DISTRICT, GRADING_NIGHT, SEMESTER_1
+from bench.extract import SCHOOL_YEAR, EmulatorProcess
+from bench.measure import PhaseResult, prepared_as_a_task
+from bench.post import DISTRICT, SEMESTER_1, grade_post_phase, task_context
 
 RUN_ID = "assignment_night"  # a run of its own: the final-grade posts' journal and postings stay theirs
 LMS = "canvas"  # the LMS whose API gives assignment scores
 GROUPS = ("Homework", "Quizzes", "Projects", "Tests")  # assignment groups (IC categories) of every section
 POINTS = (10.0, 20.0, 50.0, 100.0)  # points possible of an assignment, by its group
 WRITE_ROWS = 50_000  # about the rows staged per write (a row group), as the fetch task buffers them
-
-
-def task_context(task_id: str, manifests: dict[str, dict]) -> dict:
-    """What the plan and post tasks read of their Airflow context: upstream manifests, run, year, night."""
-    return {"ti": UpstreamManifests(task_id, manifests), "run_id": RUN_ID, "params": {"active_year": SCHOOL_YEAR},
-            "logical_date": GRADING_NIGHT}
 
 
 def _passback(config_path: str, start: date):
@@ -178,7 +172,7 @@ def assignment_plan_phase(extract_uris: dict[str, str], config_path: str, stagin
                                   staging_root=staging_root)
     prepared_as_a_task()
     started = time.perf_counter()
-    manifest = operator.execute(task_context("grades.plan", manifests))
+    manifest = operator.execute(task_context("grades.plan", manifests, RUN_ID))
     seconds = time.perf_counter() - started
     counts = {action: count for action, count in manifest["counts"].items() if count}
     reasons = {}
@@ -188,26 +182,6 @@ def assignment_plan_phase(extract_uris: dict[str, str], config_path: str, stagin
     return PhaseResult("assignments: plan", records=manifest["row_count"], seconds=seconds,
                        extra={"uri": manifest["uri"], "items_uri": manifest["items_uri"], "counts": counts,
                               "reasons": reasons})
-
-
-def assignment_post_phase(base_url: str, config_path: str, staging_root: str, manifests: dict[str, dict],
-                          concurrency: int, rate_limit: float | None, start: date) -> PhaseResult:
-    """The post task: the categories, then the lineItems, then the results, as many at once as IC allows
-    and never faster than its rate limit."""
-    use_ic_connection(base_url)
-    from include.config import ActiveYearRule, InfiniteCampus
-    from plugins.operators.grades import PostGradesOperator
-
-    ic = InfiniteCampus(conn_id=CONN_ID, pool="ic_bench", max_concurrency=concurrency, peak_concurrency=1,
-                        requests_per_second=rate_limit)
-    operator = PostGradesOperator(task_id="post", plan_task_id="grades.plan", infinite_campus=ic,
-                                  district=DISTRICT, passback=_passback(config_path, start),
-                                  active_year_rule=ActiveYearRule(), staging_root=staging_root)
-    prepared_as_a_task()
-    started = time.perf_counter()
-    manifest = operator.execute(task_context("grades.post", manifests))
-    return PhaseResult("assignments: post to IC", records=manifest["row_count"],
-                       seconds=time.perf_counter() - started, extra={"counts": manifest["counts"]})
 
 
 def post_assignments(emulator: EmulatorProcess, extract_uris: dict[str, str], config_path: str, staging_root: str,
@@ -238,8 +212,8 @@ def post_assignments(emulator: EmulatorProcess, extract_uris: dict[str, str], co
     manifests = {"grades.plan": {"uri": plan.extra["uri"], "items_uri": plan.extra["items_uri"]},
                  "extract.academicSessions": {"uri": extract_uris["academicSessions"]},
                  "extract.users": {"uri": extract_uris["users"]}}
-    post = run_phase(assignment_post_phase, emulator.base_url, config_path, staging_root, manifests, concurrency,
-                     rate_limit, start)
+    post = run_phase(grade_post_phase, emulator.base_url, _passback(config_path, start), staging_root, manifests,
+                     concurrency, rate_limit, RUN_ID, "assignments: post to IC")
     after = emulator.stats()
     after_book = emulator.gradebook()
     rate_limited = after["rate_limited"] - before["rate_limited"]

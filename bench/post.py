@@ -26,7 +26,7 @@ from bench.extract import CONN_ID, SCHOOL_YEAR, EmulatorProcess, use_ic_connecti
 from bench.measure import PhaseResult, UpstreamManifests, prepared_as_a_task
 
 if TYPE_CHECKING:
-    from include.config import ExportColumns
+    from include.config import ExportColumns, GradePassback
 
 DISTRICT = "bench"  # the provisioning steps' district: the plan reads the sections they provisioned
 RUN_ID = "grade_night"
@@ -34,8 +34,9 @@ SEMESTER_1 = f"{SCHOOL_YEAR}01"
 GRADING_NIGHT = datetime(SCHOOL_YEAR - 1, 12, 21, 6, tzinfo=timezone.utc)  # semester 1 ended the day before
 
 
-def _context(task_id: str, manifests: dict[str, dict]) -> dict:
-    return {"ti": UpstreamManifests(task_id, manifests), "run_id": RUN_ID, "params": {"active_year": SCHOOL_YEAR},
+def task_context(task_id: str, manifests: dict[str, dict], run_id: str = RUN_ID) -> dict:
+    """What a grade task reads of its Airflow context: upstream manifests, run, year, the grading night."""
+    return {"ti": UpstreamManifests(task_id, manifests), "run_id": run_id, "params": {"active_year": SCHOOL_YEAR},
             "logical_date": GRADING_NIGHT}
 
 
@@ -107,28 +108,29 @@ def grade_plan_phase(extract_uris: dict[str, str], config_path: str, staging_roo
                                   active_year_rule=ActiveYearRule(), staging_root=staging_root)
     prepared_as_a_task()
     started = time.perf_counter()
-    manifest = operator.execute(_context("grades.plan", manifests))
+    manifest = operator.execute(task_context("grades.plan", manifests))
     return PhaseResult("grades: plan", records=manifest["row_count"], seconds=time.perf_counter() - started,
                        extra={"uri": manifest["uri"], "counts": manifest["counts"]})
 
 
-def grade_post_phase(base_url: str, config_path: str, staging_root: str, manifests: dict[str, dict],
-                     concurrency: int, rate_limit: float | None) -> PhaseResult:
-    """The post task: every posting of the plan PUT to IC (category, score scales and lineItems
-    first), as many at once as IC allows and never faster than its rate limit."""
+def grade_post_phase(base_url: str, passback: GradePassback, staging_root: str, manifests: dict[str, dict],
+                     concurrency: int, rate_limit: float | None, run_id: str = RUN_ID,
+                     phase: str = "grades: post to IC") -> PhaseResult:
+    """The post task of run ``run_id``: every posting of the plan PUT to IC (categories, score scales
+    and lineItems first), as many at once as IC allows and never faster than its rate limit."""
     use_ic_connection(base_url)
-    from include.config import ActiveYearRule, InfiniteCampus, load_district
+    from include.config import ActiveYearRule, InfiniteCampus
     from plugins.operators.grades import PostGradesOperator
 
     ic = InfiniteCampus(conn_id=CONN_ID, pool="ic_bench", max_concurrency=concurrency, peak_concurrency=1,
                         requests_per_second=rate_limit)
     operator = PostGradesOperator(task_id="post", plan_task_id="grades.plan", infinite_campus=ic,
-                                  district=DISTRICT, passback=load_district(Path(config_path)).grade_passback,
-                                  active_year_rule=ActiveYearRule(), staging_root=staging_root)
+                                  district=DISTRICT, passback=passback, active_year_rule=ActiveYearRule(),
+                                  staging_root=staging_root)
     prepared_as_a_task()
     started = time.perf_counter()
-    manifest = operator.execute(_context("grades.post", manifests))
-    return PhaseResult("grades: post to IC", records=manifest["row_count"], seconds=time.perf_counter() - started,
+    manifest = operator.execute(task_context("grades.post", manifests, run_id))
+    return PhaseResult(phase, records=manifest["row_count"], seconds=time.perf_counter() - started,
                        extra={"counts": manifest["counts"]})
 
 
@@ -147,8 +149,10 @@ def post_grades(emulator: EmulatorProcess, extract_uris: dict[str, str], config_
     before = emulator.stats()
     manifests = {"grades.plan": {"uri": plan.extra["uri"]},
                  "extract.academicSessions": {"uri": extract_uris["academicSessions"]}}
-    post = run_phase(grade_post_phase, emulator.base_url, config_path, staging_root, manifests, concurrency,
-                     rate_limit)
+    from include.config import load_district
+
+    post = run_phase(grade_post_phase, emulator.base_url, load_district(Path(config_path)).grade_passback,
+                     staging_root, manifests, concurrency, rate_limit)
     after = emulator.stats()
     rate_limited = after["rate_limited"] - before["rate_limited"]
     post.requests = after["requests"] - before["requests"] - rate_limited

@@ -14,9 +14,10 @@ extras checked) on one Airflow connection:
   (login is not used)
 - extra ``account_id``: the root account (Canvas takes SIS imports on a root account only), its
   number or ``self``; optional ``poll_seconds`` (the longest wait between two reads of an import's
-  status, default 10; see :class:`ImportPace`), ``import_timeout_seconds`` (how long :meth:`CanvasHook.wait_for_sis_import` waits unless
-  told, default 3600) and ``read_timeout`` (seconds to wait for an answer, default 300: Canvas
-  stores the whole upload before it answers the POST)
+  status, default 10; see :class:`ImportPace`), ``import_timeout_seconds`` (how long
+  :meth:`CanvasHook.wait_for_sis_import` waits unless told, default 3600) and ``read_timeout``
+  (seconds to wait for an answer, default 300: Canvas stores the whole upload before it answers
+  the POST)
 
 What Canvas documents (Canvas LMS REST API: "SIS Imports", "Pagination", "Throttling"):
 
