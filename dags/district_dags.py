@@ -273,11 +273,12 @@ school year from its API (connection `{lms.conn_id}`, pool `{lms.pool}`), once t
 provisioning is done: a row per student and grading period of the course's term (a course whose term
 has none: one row named after its term), the teacher's final grade override first, else the
 `{getattr(lms, "grade_score", "current")}` score. What names no IC term (a course in no SIS term and
-without grading periods) or a course gone from {lms.target} is kept aside with the reason; students
-made in {lms.target} without an IC id are counted, not passed back.{assignments} Skipped in a
-provisioning-only run.
+without grading periods), a course gone from {lms.target} or a student provisioned into a class whom
+{lms.target} no longer lists as active there (the enrollment ended by hand) is kept aside with the
+reason; students made in {lms.target} without an IC id are counted, not passed back.{assignments}
+Skipped in a provisioning-only run.
 
-**Reads** `{state}provisioned/section` and the LMS. **Writes** under `{run}grades/`:
+**Reads** `{state}provisioned/section`, `{state}provisioned/enrollment` and the LMS. **Writes** under `{run}grades/`:
 `export.rows.parquet`, `export.quarantine.parquet` and `assignments.rows.parquet`. **Returns** a
 manifest (counts, checksum, when it read). **Logs** the counts.
 

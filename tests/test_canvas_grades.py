@@ -190,3 +190,39 @@ def test_throttling_and_server_errors_while_grades_are_read_lose_and_duplicate_n
     grades, held = expected_grades(data, district, config, NIGHT.date()).grades(), held_by_ic(ic.gradebook)
     assert grades and all(at_ic(grade, held) for grade in grades.values())
     assert len(held) == len(grades) and not ic.gradebook.duplicates()
+
+
+ENDED = r"not read from the LMS: IC has this student in the class, but the LMS lists no active enrollment .*"
+
+
+def test_a_student_whose_canvas_enrollment_was_ended_by_hand_is_kept_aside_not_silently_left_out(
+        stack, canvas, district):
+    """A teacher concludes one student's enrollment and an admin deactivates another's, in Canvas,
+    while IC still has both in their classes: Canvas no longer lists them, so no grade of theirs is
+    read. Each is a line to fix in the report and the email; everyone else's grades post as before."""
+    ic, config = stack["ic"], stack["config"]
+    data = grade_in_canvas(canvas, district, config, semester_periods(canvas, district, config), seed=13)
+    students = active_students(canvas)
+    first, second = [course for course in sorted(students) if canvas.courses[course]["status"] == "active"][:2]
+    ended = {(first, sorted(students[first])[0]), (second, sorted(students[second])[-1])}
+    (concluded, deactivated) = sorted(ended)
+    canvas.end_enrollment(*concluded, task="conclude")
+    canvas.end_enrollment(*deactivated, task="deactivate")
+    data = b"\r\n".join(line for line in data.split(b"\r\n")
+                        if not any(line.startswith(f"{course},{student},".encode()) for course, student in ended))
+
+    outcome = run_night(NIGHT, halves="grades")
+    assert outcome.state == "success", outcome.task_states
+    read = outcome.returned["grades.read_grades"]
+    assert read["not_listed"] == 2 and read["quarantined_count"] == 2
+
+    grades, held = expected_grades(data, district, config, NIGHT.date()).grades(), held_by_ic(ic.gradebook)
+    assert grades and all(at_ic(grade, held) for grade in grades.values())
+    assert len(held) == len(grades), "nothing of the two students reached IC, everyone else's did"
+
+    report = read_frame(outcome.returned["grades.reconcile"]["uri"])
+    kept = {(line.section, line.student): line for line in report.itertuples() if re.fullmatch(ENDED, line.reason)}
+    assert set(kept) == ended and all(line.outcome == "skipped" for line in kept.values())
+    (mail,) = stack["smtp"].wait_for(1)
+    assert "2 grade row(s) to fix in the LMS or IC" in mail.subject
+    assert not any(student in mail.body for _, student in ended)

@@ -112,9 +112,9 @@ Canvas documents (the SIS Imports API and SIS CSV Format pages, and the Canvas s
   Assignment Groups, Assignments and Submissions APIs). No SIS import carries grades: tests set them
   as admins and teachers do in Canvas's UI (:meth:`CanvasEmulator.add_grading_period`,
   :meth:`~CanvasEmulator.set_grades`, :meth:`~CanvasEmulator.add_enrollment_made_in_canvas`,
-  :meth:`~CanvasEmulator.add_assignment_group`, :meth:`~CanvasEmulator.add_assignment`,
-  :meth:`~CanvasEmulator.update_assignment`, :meth:`~CanvasEmulator.delete_assignment`,
-  :meth:`~CanvasEmulator.grade`).
+  :meth:`~CanvasEmulator.end_enrollment`, :meth:`~CanvasEmulator.add_assignment_group`,
+  :meth:`~CanvasEmulator.add_assignment`, :meth:`~CanvasEmulator.update_assignment`,
+  :meth:`~CanvasEmulator.delete_assignment`, :meth:`~CanvasEmulator.grade`).
 - ``GET courses/:id/grading_periods`` (GradingPeriodsController#index): the grading periods of the
   set the course's term has (the default term for a course naming none), by start date, as
   ``{"grading_periods": [...], "meta": {"primaryCollection": "grading_periods"}}``, each ``{"id",
@@ -701,6 +701,26 @@ class CanvasEmulator(LoopbackService):
                 "canvas_user_id": user["id"], "role": role, "associated_user_id": "", "status": "active",
                 "sis_import_id": None})
             return number
+
+    def end_enrollment(self, course_sis_id: str, user_sis_id: str, task: str = "conclude") -> None:
+        """What a teacher or admin does to a student in a course's People page, Canvas's
+        ``DELETE /api/v1/courses/:course_id/enrollments/:id`` with ``task``: ``conclude`` (the
+        enrollment ``completed``), ``deactivate``/``inactivate`` (``inactive``) or ``delete``
+        (``deleted``); the student's observers' linked enrollments follow, as Canvas's callbacks do.
+        No SIS import is involved: the enrollment keeps the ``sis_import_id`` it had."""
+        status = {"conclude": "completed", "deactivate": "inactive", "inactivate": "inactive",
+                  "delete": "deleted"}.get(task)
+        if status is None:
+            raise ValueError(f"task {task!r} is not one of conclude, deactivate, inactivate, delete")
+        with self._lock:
+            found = [enrollment for enrollment in self._enrollments_of.get(user_sis_id, ())
+                     if enrollment["course_id"] == course_sis_id and enrollment["role"] == "student"
+                     and enrollment["status"] == "active"]
+            if not found:
+                raise KeyError(f"no active student enrollment of {user_sis_id!r} in {course_sis_id!r}")
+            for enrollment in found:
+                enrollment["status"] = status
+                self._update_linked_enrollments(enrollment, False, "active")
 
     def add_assignment_group(self, course_sis_id: str, name: str, *, position: int | None = None,
                              group_weight: float = 0.0) -> int:

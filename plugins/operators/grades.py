@@ -78,15 +78,17 @@ class _GradesOperator(BaseOperator):
         return state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"grades/{name}")
 
-    def _provisioned(self, context: Context, kind: str, columns: list[str]) -> pd.DataFrame:
-        """What provisioning holds in the LMS of ``kind`` this school year (empty before it ran)."""
+    def _provisioned(self, context: Context, kind: str, columns: list[str],
+                     categories: list[str] | None = None) -> pd.DataFrame:
+        """What provisioning holds in the LMS of ``kind`` this school year (empty before it ran);
+        ``categories``: columns read as categoricals (a few values over many rows)."""
         import pandas as pd
 
         from include.staging import read_frame, state_path
 
         path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"provisioned/{kind}")
-        return read_frame(path, columns) if path.exists() else pd.DataFrame(columns=columns)
+        return read_frame(path, columns, categories=categories) if path.exists() else pd.DataFrame(columns=columns)
 
     def _manifest(self, context: Context, dataset: str, **fields) -> dict:
         from include.staging import utc_now
@@ -146,7 +148,9 @@ class FetchLmsGradesOperator(_GradesOperator):
     """Reads the final grades of every section provisioned into the LMS from its API (Canvas) into
     the rows an export file would give (a row per student and grading period), staged as the export's
     are; what cannot be a row is kept aside with the reason. Students the LMS lists without an IC id
-    are counted and logged, never passed back."""
+    are counted and logged, never passed back; students provisioned into a section whom the LMS does
+    not list (their enrollment ended there by hand) are kept aside with the reason
+    (:mod:`include.grades.roster`), not left out unsaid."""
 
     WRITE_ROWS = 50_000  # rows buffered before a row group is written
 
@@ -157,23 +161,28 @@ class FetchLmsGradesOperator(_GradesOperator):
     def execute(self, context: Context) -> dict:
         from include.grades.assignments import ASSIGNMENT_COLUMNS, ASSIGNMENT_SCHEMA
         from include.grades.export import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, ROW_COLUMNS, ROW_SCHEMA
+        from include.grades.roster import STATE_COLUMNS, ProvisionedStudents, not_listed
         from include.staging import StagedParquetWriter, utc_now
         from plugins.hooks.lms import lms_grade_source
 
         skip_unless_running(context, "grades")
         sections = sorted(set(self._provisioned(context, "section", ["key"])["key"].astype(str)))
+        roster = ProvisionedStudents(self._provisioned(context, "enrollment", STATE_COLUMNS, ["section_key"]))
         with_assignments = self.passback.assignments is not None
         read_at = utc_now()
         source = lms_grade_source(self.lms)
-        number, made_in_lms = 0, 0
+        number, made_in_lms, unlisted = 0, 0, 0
         buffers: dict[str, list[dict]] = {"rows": [], "kept": [], "assignments": []}
         with StagedParquetWriter(self._path(context, "export.rows"), ROW_SCHEMA) as rows, \
                 StagedParquetWriter(self._path(context, "export.quarantine"), QUARANTINE_SCHEMA) as kept_aside, \
                 StagedParquetWriter(self._path(context, "assignments.rows"), ASSIGNMENT_SCHEMA) as assignments:
             writers = {"rows": rows, "kept": kept_aside, "assignments": assignments}
-            for grades in source.final_grades(sections, assignments=with_assignments):
+            for section, grades in zip(sections, source.final_grades(sections, assignments=with_assignments),
+                                       strict=True):
+                left_out = not_listed(section, grades, roster.of(section))
+                unlisted += len(left_out)
                 for name, lines, columns in (("rows", grades.rows, ROW_COLUMNS),
-                                             ("kept", grades.kept_aside, QUARANTINE_COLUMNS),
+                                             ("kept", [*grades.kept_aside, *left_out], QUARANTINE_COLUMNS),
                                              ("assignments", grades.assignment_rows, ASSIGNMENT_COLUMNS)):
                     for line in lines:  # one numbering: the reconciliation accounts for every row once
                         number += 1
@@ -187,9 +196,11 @@ class FetchLmsGradesOperator(_GradesOperator):
                 writers[name].write_rows(buffer)
         self.log.info(
             "District %s: %s grades of %d section(s): %d rows, %d kept aside (reasons staged at %s)%s; "
-            "%d student(s) made in %s without an IC id not passed back",
+            "%d student(s) made in %s without an IC id not passed back; %d student(s) IC has in a class not "
+            "listed by %s (enrollment ended there by hand?), kept aside",
             self.district, self.lms.target, len(sections), rows.row_count, kept_aside.row_count, kept_aside.target,
             f", {assignments.row_count} assignment rows" if with_assignments else "", made_in_lms, self.lms.target,
+            unlisted, self.lms.target,
         )
         name = f"{self.lms.target} grades read {read_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
         return self._manifest(
@@ -198,6 +209,7 @@ class FetchLmsGradesOperator(_GradesOperator):
             quarantined_count=kept_aside.row_count, quarantine_uri=str(kept_aside.target),
             assignments_uri=str(assignments.target) if with_assignments else None,
             assignment_count=assignments.row_count, sections=len(sections), made_in_lms=made_in_lms,
+            not_listed=unlisted,
         )
 
 
