@@ -212,8 +212,8 @@ def post_assignments(emulator: EmulatorProcess, extract_uris: dict[str, str], co
     manifests = {"grades.plan": {"uri": plan.extra["uri"], "items_uri": plan.extra["items_uri"]},
                  "extract.academicSessions": {"uri": extract_uris["academicSessions"]},
                  "extract.users": {"uri": extract_uris["users"]}}
-    post = run_phase(grade_post_phase, emulator.base_url, _passback(config_path, start), staging_root, manifests,
-                     concurrency, rate_limit, RUN_ID, "assignments: post to IC")
+    post = run_phase(grade_post_phase, emulator.base_url, _passback(config_path, start), staging_root,
+                     manifests, concurrency, rate_limit, RUN_ID, "assignments: post to IC")
     after = emulator.stats()
     after_book = emulator.gradebook()
     rate_limited = after["rate_limited"] - before["rate_limited"]

@@ -36,8 +36,8 @@ GRADING_NIGHT = datetime(SCHOOL_YEAR - 1, 12, 21, 6, tzinfo=timezone.utc)  # sem
 
 def task_context(task_id: str, manifests: dict[str, dict], run_id: str = RUN_ID) -> dict:
     """What a grade task reads of its Airflow context: upstream manifests, run, year, the grading night."""
-    return {"ti": UpstreamManifests(task_id, manifests), "run_id": run_id, "params": {"active_year": SCHOOL_YEAR},
-            "logical_date": GRADING_NIGHT}
+    return {"ti": UpstreamManifests(task_id, manifests), "run_id": run_id,
+            "params": {"active_year": SCHOOL_YEAR}, "logical_date": GRADING_NIGHT}
 
 
 def lms_export(extract_uris: dict[str, str], columns: ExportColumns, rows: int, seed: int, period: str) -> bytes:

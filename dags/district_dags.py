@@ -278,9 +278,10 @@ without grading periods), a course gone from {lms.target} or a student provision
 reason; students made in {lms.target} without an IC id are counted, not passed back.{assignments}
 Skipped in a provisioning-only run.
 
-**Reads** `{state}provisioned/section`, `{state}provisioned/enrollment` and the LMS. **Writes** under `{run}grades/`:
-`export.rows.parquet`, `export.quarantine.parquet` and `assignments.rows.parquet`. **Returns** a
-manifest (counts, checksum, when it read). **Logs** the counts.
+**Reads** `{state}provisioned/section`, `{state}provisioned/enrollment` and the LMS. **Writes**
+under `{run}grades/`: `export.rows.parquet`, `export.quarantine.parquet` and
+`assignments.rows.parquet`. **Returns** a manifest (counts, checksum, when it read). **Logs** the
+counts.
 
 **If it fails** after its retries: the LMS or its connection (token, permissions, an outage); the
 message says which. Fix it and clear the task: it only reads.

@@ -203,13 +203,15 @@ def test_a_student_whose_canvas_enrollment_was_ended_by_hand_is_kept_aside_not_s
     ic, config = stack["ic"], stack["config"]
     data = grade_in_canvas(canvas, district, config, semester_periods(canvas, district, config), seed=13)
     students = active_students(canvas)
-    first, second = [course for course in sorted(students) if canvas.courses[course]["status"] == "active"][:2]
+    first, second = [course for course in sorted(students)
+                     if canvas.courses[course]["status"] == "active"][:2]
     ended = {(first, sorted(students[first])[0]), (second, sorted(students[second])[-1])}
     (concluded, deactivated) = sorted(ended)
     canvas.end_enrollment(*concluded, task="conclude")
     canvas.end_enrollment(*deactivated, task="deactivate")
     data = b"\r\n".join(line for line in data.split(b"\r\n")
-                        if not any(line.startswith(f"{course},{student},".encode()) for course, student in ended))
+                        if not any(line.startswith(f"{course},{student},".encode())
+                                   for course, student in ended))
 
     outcome = run_night(NIGHT, halves="grades")
     assert outcome.state == "success", outcome.task_states
@@ -221,7 +223,8 @@ def test_a_student_whose_canvas_enrollment_was_ended_by_hand_is_kept_aside_not_s
     assert len(held) == len(grades), "nothing of the two students reached IC, everyone else's did"
 
     report = read_frame(outcome.returned["grades.reconcile"]["uri"])
-    kept = {(line.section, line.student): line for line in report.itertuples() if re.fullmatch(ENDED, line.reason)}
+    kept = {(line.section, line.student): line for line in report.itertuples()
+            if re.fullmatch(ENDED, line.reason)}
     assert set(kept) == ended and all(line.outcome == "skipped" for line in kept.values())
     (mail,) = stack["smtp"].wait_for(1)
     assert "2 grade row(s) to fix in the LMS or IC" in mail.subject

@@ -20,7 +20,7 @@ def test_each_sections_students_are_found_teachers_left_out_and_sections_named_a
     sections = ["A", "A1", "A:1", "B", "b", "class-10", "class-1"]
     truth: dict[str, set[str]] = {section: set() for section in sections}
     rows = []
-    for number in range(400):
+    for _ in range(400):
         section, user = rng.choice(sections), f"u{rng.randrange(60)}"
         teacher = rng.random() < 0.1
         rows.append((section, user, teacher))

@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from include.frames import text_array
+from include.frames import encoded, text_array
 from include.lms.target import SectionGrades
 
-NOT_LISTED = ("IC has this student in the class, but the LMS lists no active enrollment of theirs in its course "
-              "(concluded, deactivated or deleted in the LMS by hand?): no grade was read, so none is passed "
-              "back; reactivate the enrollment in the LMS, or drop the student from the class in IC")
+NOT_LISTED = ("IC has this student in the class, but the LMS lists no active enrollment of theirs in its "
+              "course (concluded, deactivated or deleted in the LMS by hand?): no grade was read, so none is "
+              "passed back; reactivate the enrollment in the LMS, or drop the student from the class in IC")
 STATE_COLUMNS = ["section_key", "user_key", "admin"]  # of the provisioned enrollments' state
 
 
@@ -32,11 +32,11 @@ class ProvisionedStudents:
 
     def __init__(self, state: pd.DataFrame):
         students = state[~state["admin"].astype(bool).to_numpy()]
-        codes, sections = pd.factorize(students["section_key"], sort=True)
+        codes, sections = encoded(students["section_key"])  # a categorical's codes as they are
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
         self._students = text_array(students["user_key"]).take(order)
-        self._code_of = {str(section): code for code, section in enumerate(sections)}
+        self._code_of = {section: code for code, section in enumerate(sections.to_pylist())}
 
     def of(self, section: str) -> list[str]:
         """The SIS ids of the section's provisioned students (none for a section not in the state)."""

@@ -88,7 +88,9 @@ class _GradesOperator(BaseOperator):
 
         path = state_path(self.staging_root, self.district, resolve_active_year(context, self.active_year_rule),
                           f"provisioned/{kind}")
-        return read_frame(path, columns, categories=categories) if path.exists() else pd.DataFrame(columns=columns)
+        if not path.exists():
+            return pd.DataFrame(columns=columns)
+        return read_frame(path, columns, categories=categories)
 
     def _manifest(self, context: Context, dataset: str, **fields) -> dict:
         from include.staging import utc_now
